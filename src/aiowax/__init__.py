@@ -1,0 +1,21 @@
+"""aiowax: an asyncio-native stream processor with Bytewax's Dataflow API.
+
+Define a flow with `aiowax.dataflow.Dataflow`, then ``await aiowax.run(flow)``
+inside any running event loop, or call `aiowax.testing.run_main` from
+synchronous code.
+"""
+
+from aiowax._errors import AbortExecution, AiowaxError, FlowDefinitionError
+from aiowax._run import run
+from aiowax._util import fixup_module_metadata
+from aiowax._version import __version__
+
+__all__ = [
+    "AbortExecution",
+    "AiowaxError",
+    "FlowDefinitionError",
+    "__version__",
+    "run",
+]
+
+fixup_module_metadata(__name__, [n for n in __all__ if n not in ("__version__", "AbortExecution")], globals())

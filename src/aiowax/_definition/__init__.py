@@ -1,0 +1,1 @@
+"""The plain-data side of aiowax: what users build before anything runs."""

@@ -1,0 +1,386 @@
+"""The `Dataflow` builder: a list of validated steps, nothing more.
+
+Building a flow starts no event loop and no task; the engine compiles the
+steps into tasks only when the flow runs. Every argument is checked here,
+when the method is called, so mistakes point at the line that made them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import timedelta
+from types import MappingProxyType
+from typing import Any
+
+from aiowax._definition.inputs import Source
+from aiowax._definition.outputs import Sink
+from aiowax._definition.window import ClockConfig, WindowConfig
+
+#: Operators that hold per-key state and so need ``(key, value)`` items.
+STATEFUL_KINDS = frozenset(
+    {"stateful_map", "reduce", "batch", "fold_window", "reduce_window", "collect_window"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of a flow, as the user declared it.
+
+    Attributes:
+        kind: The operator, named as the `Dataflow` method that added it.
+        step_id: The user's id, or a generated one for the id-less operators.
+        args: The operator's arguments by name (read-only).
+        index: Position of the step in its flow.
+    """
+
+    kind: str
+    step_id: str
+    args: MappingProxyType[str, Any] = field(repr=False)
+    index: int
+
+    def __str__(self) -> str:
+        return f"step {self.step_id!r} ({self.kind})"
+
+
+def _check_callable(where: str, name: str, value: object) -> None:
+    if not callable(value):
+        msg = f"{where}: {name} must be callable, got {value!r}"
+        raise TypeError(msg)
+
+
+class Dataflow:
+    """A dataflow definition: call its methods to add steps, then run it.
+
+    Each `input` starts a pipeline; the steps added after it process that
+    input's items, in order, until the next `input`. Items of a pipeline may
+    go through any number of `output` steps, which write them and pass them on.
+
+    >>> from aiowax.dataflow import Dataflow
+    >>> from aiowax.testing import TestingSource, TestingSink, run_main
+    >>> flow = Dataflow()
+    >>> flow.input("numbers", TestingSource([1, 2, 3]))
+    >>> flow.map("square", lambda x: x * x)
+    >>> seen = []
+    >>> flow.output("collect", TestingSink(seen))
+    >>> run_main(flow)
+    >>> seen
+    [1, 4, 9]
+    """
+
+    def __init__(self) -> None:
+        self._steps: list[Step] = []
+        self._ids: set[str] = set()
+
+    @property
+    def steps(self) -> tuple[Step, ...]:
+        """The steps declared so far, in order."""
+        return tuple(self._steps)
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(tuple(self._steps))
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __repr__(self) -> str:
+        ids = ", ".join(s.step_id for s in self._steps)
+        return f"<Dataflow of {len(self._steps)} steps: {ids}>"
+
+    def _add(self, kind: str, step_id: str | None, **args: Any) -> None:
+        index = len(self._steps)
+        if step_id is None:
+            # Reference operators without a step id still need a name in errors.
+            step_id = f"{kind}#{index}"
+        else:
+            if not isinstance(step_id, str):
+                msg = f"{kind}: step_id must be a str, got {step_id!r}"
+                raise TypeError(msg)
+            if not step_id:
+                msg = f"{kind}: step_id must not be empty"
+                raise ValueError(msg)
+            if step_id in self._ids:
+                msg = f"{kind}: step_id {step_id!r} is already used by another step of this flow"
+                raise ValueError(msg)
+        self._ids.add(step_id)
+        self._steps.append(Step(kind, step_id, MappingProxyType(args), index))
+
+    @staticmethod
+    def _where(kind: str, step_id: object) -> str:
+        return f"{kind} step {step_id!r}"
+
+    # -- stateless ---------------------------------------------------------
+
+    def input(self, /, step_id: str, source: Source) -> None:
+        """Start a pipeline that reads from ``source``.
+
+        Args:
+            step_id: Unique id of the step; recovery stores positions under it.
+            source: A `aiowax.inputs.FixedPartitionedSource` or
+                `aiowax.inputs.DynamicSource`.
+        """
+        if not isinstance(source, Source):
+            msg = (
+                f"{self._where('input', step_id)}: source must be an "
+                f"aiowax.inputs.Source, got {source!r}"
+            )
+            raise TypeError(msg)
+        self._add("input", step_id, source=source)
+
+    def output(self, /, step_id: str, sink: Sink) -> None:
+        """Write every item to ``sink``, then pass it on unchanged.
+
+        Args:
+            step_id: Unique id of the step.
+            sink: A `aiowax.outputs.FixedPartitionedSink` or
+                `aiowax.outputs.DynamicSink`.
+        """
+        if not isinstance(sink, Sink):
+            msg = (
+                f"{self._where('output', step_id)}: sink must be an "
+                f"aiowax.outputs.Sink, got {sink!r}"
+            )
+            raise TypeError(msg)
+        self._add("output", step_id, sink=sink)
+
+    def map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
+        """Replace each item by ``mapper(item)``.
+
+        Args:
+            step_id: Unique id of the step.
+            mapper: Plain or ``async def`` function of one item.
+        """
+        _check_callable(self._where("map", step_id), "mapper", mapper)
+        self._add("map", step_id, mapper=mapper)
+
+    def filter(self, /, step_id: str, predicate: Callable[[Any], Any]) -> None:
+        """Keep the items for which ``predicate(item)`` is ``True``.
+
+        The predicate must return a `bool`; anything else stops the flow with
+        a `TypeError`, since a truthy ``None`` check is a classic silent bug.
+
+        Args:
+            step_id: Unique id of the step.
+            predicate: Plain or ``async def`` function of one item.
+        """
+        _check_callable(self._where("filter", step_id), "predicate", predicate)
+        self._add("filter", step_id, predicate=predicate)
+
+    def filter_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
+        """Replace each item by ``mapper(item)``, dropping ``None`` results.
+
+        Args:
+            step_id: Unique id of the step.
+            mapper: Plain or ``async def`` function of one item.
+        """
+        _check_callable(self._where("filter_map", step_id), "mapper", mapper)
+        self._add("filter_map", step_id, mapper=mapper)
+
+    def flat_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
+        """Replace each item by every element of the iterable ``mapper(item)``.
+
+        Args:
+            step_id: Unique id of the step.
+            mapper: Plain or ``async def`` function returning an iterable, or
+                an async generator function.
+        """
+        _check_callable(self._where("flat_map", step_id), "mapper", mapper)
+        self._add("flat_map", step_id, mapper=mapper)
+
+    def inspect(self, /, inspector: Callable[[Any], Any]) -> None:
+        """Call ``inspector(item)`` on each item and pass the item on.
+
+        Args:
+            inspector: Plain or ``async def`` function; its result is ignored.
+        """
+        _check_callable("inspect", "inspector", inspector)
+        self._add("inspect", None, inspector=inspector)
+
+    def inspect_epoch(self, /, inspector: Callable[[int, Any], Any]) -> None:
+        """Call ``inspector(epoch, item)`` on each item and pass the item on.
+
+        Args:
+            inspector: Plain or ``async def`` function; its result is ignored.
+        """
+        _check_callable("inspect_epoch", "inspector", inspector)
+        self._add("inspect_epoch", None, inspector=inspector)
+
+    def inspect_worker(self, /, inspector: Callable[[Any, int], Any]) -> None:
+        """Call ``inspector(item, worker_index)`` on each item, pass it on.
+
+        Args:
+            inspector: Plain or ``async def`` function; its result is ignored.
+        """
+        _check_callable("inspect_worker", "inspector", inspector)
+        self._add("inspect_worker", None, inspector=inspector)
+
+    def redistribute(self, /) -> None:
+        """Spread the items evenly over all workers for the steps that follow."""
+        self._add("redistribute", None)
+
+    # -- stateful ----------------------------------------------------------
+
+    def stateful_map(
+        self,
+        /,
+        step_id: str,
+        builder: Callable[[], Any],
+        mapper: Callable[[Any, Any], Any],
+    ) -> None:
+        """Map ``(key, value)`` items through a per-key state.
+
+        Args:
+            step_id: Unique id of the step; recovery stores state under it.
+            builder: ``builder()`` makes the state of a new key.
+            mapper: ``mapper(state, value) -> (new_state, out)``; the step
+                emits ``(key, out)``, and a ``None`` new state forgets the key.
+        """
+        where = self._where("stateful_map", step_id)
+        _check_callable(where, "builder", builder)
+        _check_callable(where, "mapper", mapper)
+        self._add("stateful_map", step_id, builder=builder, mapper=mapper)
+
+    def reduce(
+        self,
+        /,
+        step_id: str,
+        reducer: Callable[[Any, Any], Any],
+        is_complete: Callable[[Any], Any],
+    ) -> None:
+        """Combine the values of each key until ``is_complete`` says so.
+
+        Args:
+            step_id: Unique id of the step.
+            reducer: ``reducer(acc, value) -> acc``; the first value of a key
+                starts its accumulator.
+            is_complete: ``is_complete(acc) -> bool``; ``True`` emits
+                ``(key, acc)`` and forgets the key.
+        """
+        where = self._where("reduce", step_id)
+        _check_callable(where, "reducer", reducer)
+        _check_callable(where, "is_complete", is_complete)
+        self._add("reduce", step_id, reducer=reducer, is_complete=is_complete)
+
+    def batch(self, /, step_id: str, max_size: int, timeout: timedelta) -> None:
+        """Gather the values of each key into lists.
+
+        A key's list is emitted as ``(key, list)`` once it holds ``max_size``
+        values, once ``timeout`` has passed since its first value, or at the
+        end of input.
+
+        Args:
+            step_id: Unique id of the step.
+            max_size: Largest list to emit; a positive int.
+            timeout: Longest a value waits; a non-negative timedelta.
+        """
+        where = self._where("batch", step_id)
+        if isinstance(max_size, bool) or not isinstance(max_size, int):
+            msg = f"{where}: max_size must be an int, got {max_size!r}"
+            raise TypeError(msg)
+        if max_size <= 0:
+            msg = f"{where}: max_size must be positive, got {max_size!r}"
+            raise ValueError(msg)
+        if not isinstance(timeout, timedelta):
+            msg = f"{where}: timeout must be a datetime.timedelta, got {timeout!r}"
+            raise TypeError(msg)
+        if timeout < timedelta(0):
+            msg = f"{where}: timeout must not be negative, got {timeout!r}"
+            raise ValueError(msg)
+        self._add("batch", step_id, max_size=max_size, timeout=timeout)
+
+    def _check_windowing(self, kind: str, step_id: str, clock: object, window: object) -> str:
+        where = self._where(kind, step_id)
+        if not isinstance(clock, ClockConfig):
+            msg = f"{where}: clock_config must be an aiowax.window.ClockConfig, got {clock!r}"
+            raise TypeError(msg)
+        if not isinstance(window, WindowConfig):
+            msg = (
+                f"{where}: window_config must be an aiowax.window.WindowConfig, "
+                f"got {window!r}"
+            )
+            raise TypeError(msg)
+        return where
+
+    def fold_window(
+        self,
+        /,
+        step_id: str,
+        clock_config: ClockConfig,
+        window_config: WindowConfig,
+        builder: Callable[[], Any],
+        folder: Callable[[Any, Any], Any],
+    ) -> None:
+        """Fold the values of each key and window into an accumulator.
+
+        Emits ``(key, (WindowMetadata, acc))`` when the window closes.
+
+        Args:
+            step_id: Unique id of the step.
+            clock_config: How item times and the watermark are found.
+            window_config: Which windows an item falls in.
+            builder: ``builder()`` makes the empty accumulator of a window.
+            folder: ``folder(acc, value) -> acc``.
+        """
+        where = self._check_windowing("fold_window", step_id, clock_config, window_config)
+        _check_callable(where, "builder", builder)
+        _check_callable(where, "folder", folder)
+        self._add(
+            "fold_window",
+            step_id,
+            clock_config=clock_config,
+            window_config=window_config,
+            builder=builder,
+            folder=folder,
+        )
+
+    def reduce_window(
+        self,
+        /,
+        step_id: str,
+        clock_config: ClockConfig,
+        window_config: WindowConfig,
+        reducer: Callable[[Any, Any], Any],
+    ) -> None:
+        """Combine the values of each key and window with ``reducer``.
+
+        Emits ``(key, (WindowMetadata, acc))`` when the window closes.
+
+        Args:
+            step_id: Unique id of the step.
+            clock_config: How item times and the watermark are found.
+            window_config: Which windows an item falls in.
+            reducer: ``reducer(acc, value) -> acc``.
+        """
+        where = self._check_windowing("reduce_window", step_id, clock_config, window_config)
+        _check_callable(where, "reducer", reducer)
+        self._add(
+            "reduce_window",
+            step_id,
+            clock_config=clock_config,
+            window_config=window_config,
+            reducer=reducer,
+        )
+
+    def collect_window(
+        self,
+        /,
+        step_id: str,
+        clock_config: ClockConfig,
+        window_config: WindowConfig,
+    ) -> None:
+        """Collect the values of each key and window into a time-sorted list.
+
+        Emits ``(key, (WindowMetadata, list))`` when the window closes.
+
+        Args:
+            step_id: Unique id of the step.
+            clock_config: How item times and the watermark are found.
+            window_config: Which windows an item falls in.
+        """
+        self._check_windowing("collect_window", step_id, clock_config, window_config)
+        self._add(
+            "collect_window",
+            step_id,
+            clock_config=clock_config,
+            window_config=window_config,
+        )

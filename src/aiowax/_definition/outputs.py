@@ -1,0 +1,79 @@
+"""Sink interfaces: what a connector implements to receive a dataflow's items.
+
+Every ``write_batch`` may be a plain method or ``async def``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable
+from typing import Generic, TypeVar
+from zlib import crc32
+
+X = TypeVar("X")
+V = TypeVar("V")
+S = TypeVar("S")
+
+
+class Sink(ABC):  # noqa: B024 - a marker base, like the reference's
+    """Base of every output; subclass `FixedPartitionedSink` or `DynamicSink`."""
+
+
+class StatefulSinkPartition(ABC, Generic[V, S]):
+    """One resumable partition of a `FixedPartitionedSink`."""
+
+    @abstractmethod
+    def write_batch(self, values: list[V]) -> None | Awaitable[None]:
+        """Write the values routed to this partition, in order."""
+
+    @abstractmethod
+    def snapshot(self) -> S:
+        """Return what this partition needs to resume after the last write."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; called once when the partition stops."""
+
+
+class FixedPartitionedSink(Sink, Generic[V, S]):
+    """An output made of named partitions; items are ``(key, value)`` pairs.
+
+    Each item goes to the partition ``part_fn(key)`` picks, and its value is
+    what that partition writes.
+    """
+
+    @abstractmethod
+    def list_parts(self) -> list[str]:
+        """Return the names of every partition of this output."""
+
+    def part_fn(self, item_key: str) -> int:
+        """Pick the partition index for a key (taken modulo the part count).
+
+        The default is a CRC-32 of the UTF-8 key: stable across processes
+        and runs, unlike the salted built-in ``hash``.
+        """
+        return crc32(item_key.encode())
+
+    @abstractmethod
+    def build_part(
+        self, for_part: str, resume_state: S | None
+    ) -> StatefulSinkPartition[V, S]:
+        """Build the partition named ``for_part``, resuming from its snapshot."""
+
+
+class StatelessSinkPartition(ABC, Generic[X]):
+    """A partition of a `DynamicSink`."""
+
+    @abstractmethod
+    def write_batch(self, items: list[X]) -> None | Awaitable[None]:
+        """Write items, in order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources; called once when the partition stops."""
+
+
+class DynamicSink(Sink, Generic[X]):
+    """An output built once on every worker."""
+
+    @abstractmethod
+    def build(self, worker_index: int, worker_count: int) -> StatelessSinkPartition[X]:
+        """Build this worker's partition."""

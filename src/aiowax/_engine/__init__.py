@@ -1,0 +1,1 @@
+"""The runtime: compiles a `Dataflow` into tasks linked by bounded channels."""

@@ -1,0 +1,63 @@
+"""Calling user code: many awaits at once, results in input order."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import anyio
+
+#: Most calls of one async user function in flight at once within a batch.
+ASYNC_CONCURRENCY = 64
+
+
+class PartialResults(Exception):
+    """Call number ``len(done)`` raised ``error``; ``done`` holds the ones before."""
+
+    def __init__(self, done: list[Any], error: Exception) -> None:
+        super().__init__(error)
+        self.done = done
+        self.error = error
+
+
+async def call_ordered(
+    call: Callable[..., Awaitable[Any]],
+    args: Sequence[Any],
+    limit: int = ASYNC_CONCURRENCY,
+) -> list[Any]:
+    """Await ``call(a)`` for every ``a`` in ``args``, ``limit`` at a time.
+
+    Results come back in the order of ``args``. When a call raises, no new
+    call starts, the ones already started finish, and `PartialResults`
+    carries the results of every call before the first failing one: what
+    counts as processed does not depend on timing.
+    """
+    n = len(args)
+    if n == 1:
+        try:
+            return [await call(args[0])]
+        except Exception as error:
+            raise PartialResults([], error) from error
+    results: list[Any] = [None] * n
+    cursor = 0
+    first_error: tuple[int, Exception] | None = None
+
+    async def worker() -> None:
+        nonlocal cursor, first_error
+        while cursor < n and first_error is None:
+            i = cursor
+            cursor += 1
+            try:
+                results[i] = await call(args[i])
+            except Exception as error:
+                if first_error is None or i < first_error[0]:
+                    first_error = (i, error)
+                return
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(limit, n)):
+            tg.start_soon(worker)
+    if first_error is not None:
+        index, error = first_error
+        raise PartialResults(results[:index], error) from error
+    return results

@@ -1,0 +1,74 @@
+"""The one place the runtime reads time from.
+
+Timers (epoch ends, back-off, ``next_awake``, batch timeouts, window closes)
+all go through the `Clock` in force, so a test can install a virtual one and
+make an hour of event-loop time pass in milliseconds.
+"""
+
+from __future__ import annotations
+
+from contextvars import ContextVar
+from datetime import datetime, timedelta, timezone
+
+import anyio
+
+UTC = timezone.utc
+
+
+class Clock:
+    """Event-loop time for timers, wall-clock time for timestamps."""
+
+    def monotonic(self) -> float:
+        """Seconds on the event loop's clock (what timers are set against)."""
+        return anyio.current_time()
+
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        return datetime.now(UTC)
+
+    async def sleep_until(self, deadline: float) -> None:
+        """Sleep until `monotonic` reaches ``deadline``."""
+        await anyio.sleep_until(deadline)
+
+    def deadline_for(self, when: datetime) -> float:
+        """Translate a wall-clock instant into a `monotonic` deadline."""
+        return self.monotonic() + (when - self.now()) / timedelta(seconds=1)
+
+
+class LoopClock(Clock):
+    """A clock whose wall time is derived from the event loop's time.
+
+    With a virtual event-loop clock (see `aiowax.testing`), both timers and
+    `now` then jump together, so tests see consistent times.
+    """
+
+    def __init__(self, start: datetime) -> None:
+        if start.tzinfo is None:
+            msg = f"LoopClock start must be timezone-aware, got {start!r}"
+            raise ValueError(msg)
+        self._start = start.astimezone(UTC)
+        self._origin: float | None = None
+
+    def now(self) -> datetime:
+        t = self.monotonic()
+        if self._origin is None:
+            self._origin = t
+        return self._start + timedelta(seconds=t - self._origin)
+
+
+_current: ContextVar[Clock] = ContextVar("aiowax_clock", default=Clock())  # noqa: B039
+
+
+def current_clock() -> Clock:
+    """Return the clock the runtime should use in this context."""
+    return _current.get()
+
+
+def set_clock(clock: Clock) -> object:
+    """Install ``clock`` for this context; returns a token for `reset_clock`."""
+    return _current.set(clock)
+
+
+def reset_clock(token: object) -> None:
+    """Undo a `set_clock`."""
+    _current.reset(token)  # type: ignore[arg-type]

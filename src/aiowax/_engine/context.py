@@ -1,0 +1,66 @@
+"""State shared by all tasks of one run: its settings and its first failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+
+from aiowax._engine.clock import Clock
+from aiowax._errors import AbortExecution
+
+#: A pipeline's tail on one worker: ``(pipeline index, worker index)``.
+Tail = tuple[int, int]
+
+
+@dataclass
+class RunContext:
+    """Settings of a run, and how it stops after its first failure.
+
+    A failing step passes on what it produced before the failure, then a
+    failure marker. The run waits until the tails of the pipelines downstream
+    of the failure have taken everything in front of that marker (so it gets
+    written), and only then cancels whatever is still running.
+
+    Attributes:
+        clock: Where every timer of the run reads time.
+        epoch_interval: Seconds between epoch ends of each input.
+        worker_count: Workers in this run.
+        failure: The first error of the run; later ones are dropped.
+        abort: The failure is an `AbortExecution`: nothing is closed.
+    """
+
+    clock: Clock
+    epoch_interval: float
+    worker_count: int = 1
+    failure: BaseException | None = None
+    abort: bool = False
+    cancel_scope: anyio.CancelScope | None = None
+    live_tails: set[Tail] = field(default_factory=set)
+    awaited_tails: set[Tail] | None = None
+
+    def record(self, error: BaseException, downstream: set[Tail] | None = None) -> None:
+        """Keep ``error`` if it is the run's first, and start the shutdown.
+
+        Args:
+            error: What to raise to the caller of the run.
+            downstream: The tails that will drain what the failing task
+                passed on; ``None`` when there is nothing to wait for.
+        """
+        if self.failure is not None:
+            return
+        self.failure = error
+        self.abort = isinstance(error, AbortExecution)
+        self.awaited_tails = set(downstream or ()) & self.live_tails
+        self._maybe_cancel()
+
+    def tail_done(self, tail: Tail) -> None:
+        """A pipeline's tail task ended (drained, finished or failed)."""
+        self.live_tails.discard(tail)
+        if self.awaited_tails is not None:
+            self.awaited_tails.discard(tail)
+            self._maybe_cancel()
+
+    def _maybe_cancel(self) -> None:
+        if not self.awaited_tails and self.cancel_scope is not None:
+            self.cancel_scope.cancel()

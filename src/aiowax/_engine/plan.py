@@ -1,0 +1,54 @@
+"""From a `Dataflow` to the pipelines the runner starts, with its checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiowax._definition.flow import STATEFUL_KINDS, Dataflow, Step
+from aiowax._errors import FlowDefinitionError
+
+#: Operators whose engine part has not landed yet.
+NOT_YET = STATEFUL_KINDS | {"redistribute"}
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """An input and the steps that process its items, in order."""
+
+    index: int
+    input: Step
+    steps: tuple[Step, ...]
+
+
+def compile_flow(flow: object) -> list[Pipeline]:
+    """Split ``flow`` into pipelines, or say why it cannot run."""
+    if not isinstance(flow, Dataflow):
+        msg = f"expected an aiowax.dataflow.Dataflow, got {flow!r}"
+        raise TypeError(msg)
+    pipelines: list[Pipeline] = []
+    current: list[Step] = []
+    head: Step | None = None
+    for step in flow.steps:
+        if step.kind == "input":
+            if head is not None:
+                pipelines.append(Pipeline(len(pipelines), head, tuple(current)))
+            head, current = step, []
+            continue
+        if head is None:
+            msg = f"{step} comes before any input step; every step needs an input upstream"
+            raise FlowDefinitionError(msg)
+        current.append(step)
+    if head is not None:
+        pipelines.append(Pipeline(len(pipelines), head, tuple(current)))
+    if not pipelines:
+        msg = "the dataflow has no input step; add one with Dataflow.input"
+        raise FlowDefinitionError(msg)
+    if not any(s.kind == "output" for p in pipelines for s in p.steps):
+        msg = "the dataflow has no output step; add one with Dataflow.output"
+        raise FlowDefinitionError(msg)
+    for p in pipelines:
+        for step in p.steps:
+            if step.kind in NOT_YET:
+                msg = f"the {step.kind} operator ({step}) is not implemented yet in aiowax"
+                raise NotImplementedError(msg)
+    return pipelines

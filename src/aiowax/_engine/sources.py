@@ -1,0 +1,234 @@
+"""Source lanes: one task per source partition, feeding its pipeline.
+
+A lane calls ``next_batch``, sends what it got, and closes epochs. With a
+sync ``next_batch`` that keeps returning items at once, the lane coalesces
+several results into one message (up to `COALESCE_ITEMS` items or
+`COALESCE_SECONDS`), so a source of one-item batches does not pay a channel
+hop per item; it never waits for more items to fill a message.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from aiowax._definition.flow import Step
+from aiowax._definition.inputs import (
+    DynamicSource,
+    FixedPartitionedSource,
+    StatefulSourcePartition,
+    StatelessSourcePartition,
+)
+from aiowax._engine.channels import EpochBarrier, Outlet
+from aiowax._engine.context import RunContext
+from aiowax._engine.failure import StepFailed, fail, note
+from aiowax._util import describe, is_async_callable
+
+#: Largest number of items a lane gathers into one message from a sync source.
+COALESCE_ITEMS = 1024
+#: Longest a lane keeps calling a sync source before it sends what it has.
+COALESCE_SECONDS = 0.002
+#: Back-off after empty batches from a source that has no ``next_awake``.
+BACKOFF_MIN = 0.001
+BACKOFF_MAX = 0.02
+
+Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
+
+
+def lane_parts(source: object, step: Step, worker_index: int, worker_count: int) -> list[str | None]:
+    """Which partitions of ``source`` this worker reads (``None``: its dynamic one)."""
+    if isinstance(source, FixedPartitionedSource):
+        try:
+            parts = list(source.list_parts())
+        except Exception as error:
+            raise fail(error, step.step_id, "input list_parts") from None
+        for name in parts:
+            if not isinstance(name, str):
+                msg = f"input step {step.step_id!r}: list_parts must return str names, got {describe(name)}"
+                raise StepFailed(TypeError(msg))
+        if len(set(parts)) != len(parts):
+            msg = f"input step {step.step_id!r}: list_parts returned duplicate names: {parts!r}"
+            raise StepFailed(ValueError(msg))
+        return [p for i, p in enumerate(parts) if i % worker_count == worker_index]
+    if isinstance(source, DynamicSource):
+        return [None]
+    msg = (
+        f"input step {step.step_id!r}: the source must subclass FixedPartitionedSource "
+        f"or DynamicSource, got {type(source).__name__}"
+    )
+    raise StepFailed(TypeError(msg))
+
+
+def _batch_fn(part: Partition) -> Callable[[datetime | None], Any]:
+    method = part.next_batch
+    try:
+        params = inspect.signature(method).parameters.values()
+    except (TypeError, ValueError):  # pragma: no cover - builtins
+        return method
+    positional = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    if not positional and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        # Later Bytewax releases dropped ``sched``; accept both shapes.
+        return lambda _sched: method()  # type: ignore[call-arg]
+    return method
+
+
+async def _maybe_await(value: Any) -> Any:
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class Lane:
+    """Reads one partition and sends its batches and epoch markers downstream."""
+
+    def __init__(
+        self,
+        ctx: RunContext,
+        step: Step,
+        part_name: str | None,
+        worker_index: int,
+        outlet: Outlet,
+        barrier: EpochBarrier,
+    ) -> None:
+        self.ctx = ctx
+        self.step = step
+        self.part_name = part_name
+        self.worker_index = worker_index
+        self.outlet = outlet
+        self.barrier = barrier
+        self.epoch = 1
+        self.part: Partition | None = None
+        # Items read but not yet sent; on failure they still go downstream.
+        self.pending: list[Any] = []
+
+    async def _build(self) -> Partition:
+        source = self.step.args["source"]
+        now = self.ctx.clock.now()
+        if self.part_name is None:
+            role = "input build"
+            make = lambda: source.build(now, self.worker_index, self.ctx.worker_count)  # noqa: E731
+        else:
+            role = "input build_part"
+            make = lambda: source.build_part(now, self.part_name, None)  # noqa: E731
+        try:
+            part = await _maybe_await(make())
+        except Exception as error:
+            raise fail(error, self.step.step_id, role) from None
+        if not isinstance(part, StatefulSourcePartition | StatelessSourcePartition):
+            msg = (
+                f"input step {self.step.step_id!r}: {role.split()[1]} must return a source "
+                f"partition, got {describe(part)}"
+            )
+            raise StepFailed(TypeError(msg))
+        return part
+
+    async def run(self, downstream: set[tuple[int, int]]) -> None:
+        """Read the partition until it ends, the run fails, or it is cancelled.
+
+        Args:
+            downstream: The pipeline tails that drain what this lane sends.
+        """
+        try:
+            self.part = await self._build()
+            await self._loop()
+        except StepFailed as failed:
+            # What was read before the failure still goes downstream.
+            self.pending.extend(failed.partial)
+            if self.pending:
+                await self.outlet.send(self.pending)
+            self.ctx.record(failed.error, downstream)
+            await self.outlet.failure()
+        finally:
+            self.barrier.leave()
+            self.outlet.close()
+            await self._close()
+
+    async def _close(self) -> None:
+        if self.part is None or self.ctx.abort:
+            return
+        with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+            try:
+                await _maybe_await(self.part.close())
+            except Exception as error:
+                self.ctx.record(note(error, self.step.step_id, "input close"))
+
+    async def _loop(self) -> None:
+        assert self.part is not None
+        clock = self.ctx.clock
+        interval = self.ctx.epoch_interval
+        next_batch = _batch_fn(self.part)
+        next_awake = self.part.next_awake
+        is_async = is_async_callable(self.part.next_batch)
+        step_id = self.step.step_id
+        outlet = self.outlet
+        sched: datetime | None = None
+        backoff = BACKOFF_MIN
+        epoch_deadline = clock.monotonic() + interval
+        started = clock.monotonic()
+        while True:
+            ended = False
+            try:
+                batch = next_batch(sched)
+                if is_async:
+                    batch = await batch
+            except (StopIteration, StopAsyncIteration):
+                ended = True
+                batch = []
+            except Exception as error:
+                raise fail(error, step_id, "input next_batch") from None
+            if type(batch) is not list:
+                if isinstance(batch, tuple):
+                    batch = list(batch)
+                else:
+                    msg = f"input step {step_id!r}: next_batch must return a list, got {describe(batch)}"
+                    raise StepFailed(TypeError(msg))
+            if batch:
+                if not self.pending:
+                    started = clock.monotonic()
+                self.pending.extend(batch)
+            try:
+                awake = next_awake()
+            except Exception as error:
+                raise fail(error, step_id, "input next_awake") from None
+            now = clock.monotonic()
+            if (
+                batch
+                and not ended
+                and not is_async
+                and awake is None
+                and now < epoch_deadline
+                and len(self.pending) < COALESCE_ITEMS
+                and now - started < COALESCE_SECONDS
+            ):
+                continue  # more may be ready right now: gather it first
+            if self.pending:
+                out, self.pending = self.pending, []
+                await outlet.send(out)
+            if ended:
+                await outlet.end_of_input()
+                return
+            if now >= epoch_deadline:
+                await outlet.epoch_end(self.epoch)
+                self.epoch += 1
+                await self.barrier.wait()
+                epoch_deadline = clock.monotonic() + interval
+            if awake is not None:
+                if awake.tzinfo is None:
+                    msg = f"input step {step_id!r}: next_awake must return an aware datetime, got {awake!r}"
+                    raise StepFailed(TypeError(msg))
+                await clock.sleep_until(clock.deadline_for(awake))
+                sched = awake
+                backoff = BACKOFF_MIN
+            elif not batch:
+                await clock.sleep_until(clock.monotonic() + backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+            else:
+                backoff = BACKOFF_MIN
+                await checkpoint()

@@ -1,0 +1,143 @@
+"""In-memory sources and sinks for tests, examples and benchmarks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from itertools import chain, islice
+from typing import Any
+
+from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
+from aiowax._definition.outputs import DynamicSink, StatelessSinkPartition
+from aiowax._errors import AbortExecution
+
+
+class _Marker:
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return f"TestingSource.{self._name}()"
+
+
+class _Eof(_Marker):
+    """Ends the execution cleanly when the source reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__("EOF")
+
+
+class _Abort(_Marker):
+    def __init__(self) -> None:
+        super().__init__("ABORT")
+        # An abort fires once: a resumed run skips it.
+        self.triggered = False
+
+
+_MARKER_TYPES = frozenset({_Eof, _Abort})
+
+
+class _IterPartition(StatefulSourcePartition[Any, int]):
+    def __init__(self, ib: Iterable[Any], batch_size: int, resume_state: int | None) -> None:
+        self._index = resume_state or 0
+        self._it: Iterator[Any] = islice(iter(ib), self._index, None)
+        self._batch_size = batch_size
+        # Set when a marker was met: raised by the next call, after the
+        # items in front of the marker went out.
+        self._stop: BaseException | None = None
+
+    def next_batch(self, sched: datetime | None) -> list[Any]:
+        if self._stop is not None:
+            raise self._stop
+        batch = list(islice(self._it, self._batch_size))
+        if not batch:
+            raise StopIteration
+        consumed = len(batch)
+        if not _MARKER_TYPES.isdisjoint(map(type, batch)):
+            batch, consumed = self._cut_at_marker(batch)
+        self._index += consumed
+        if not batch and self._stop is not None:
+            raise self._stop
+        return batch
+
+    def _cut_at_marker(self, batch: list[Any]) -> tuple[list[Any], int]:
+        for i, item in enumerate(batch):
+            if isinstance(item, _Eof):
+                self._stop = StopIteration()
+            elif isinstance(item, _Abort) and not item.triggered:
+                item.triggered = True
+                self._stop = AbortExecution("TestingSource.ABORT() reached")
+            elif isinstance(item, _Abort):
+                continue  # already fired in an earlier execution: skipped
+            else:
+                continue
+            # The marker counts as read, so a resumed run starts after it;
+            # items behind it in this batch are read again next time.
+            self._it = chain(batch[i + 1 :], self._it)
+            return [x for x in batch[:i] if not isinstance(x, _Marker)], i + 1
+        return [x for x in batch if not isinstance(x, _Marker)], len(batch)
+
+    def snapshot(self) -> int:
+        return self._index
+
+
+class TestingSource(FixedPartitionedSource[Any, int]):
+    """A source over an in-memory iterable, in batches of ``batch_size``.
+
+    Put ``TestingSource.EOF()`` in the iterable to end the execution there
+    (a resumed run continues after it), or ``TestingSource.ABORT()`` to crash
+    it once with `AbortExecution`.
+
+    Args:
+        ib: The items; read once, so a generator works.
+        batch_size: Items per batch.
+    """
+
+    __test__ = False  # keep pytest from collecting this class
+    EOF = _Eof
+    ABORT = _Abort
+
+    def __init__(self, ib: Iterable[Any], batch_size: int = 1) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            msg = f"TestingSource: batch_size must be an int, got {batch_size!r}"
+            raise TypeError(msg)
+        if batch_size < 1:
+            msg = f"TestingSource: batch_size must be positive, got {batch_size!r}"
+            raise ValueError(msg)
+        self._ib = ib
+        self._batch_size = batch_size
+
+    def list_parts(self) -> list[str]:
+        return ["iterable"]
+
+    def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _IterPartition:
+        return _IterPartition(self._ib, self._batch_size, resume_state)
+
+
+class _ListPartition(StatelessSinkPartition[Any]):
+    def __init__(self, ls: list[Any]) -> None:
+        self._ls = ls
+
+    def write_batch(self, items: list[Any]) -> None:
+        self._ls.extend(items)
+
+
+class TestingSink(DynamicSink[Any]):
+    """A sink that appends every item to a list you hold.
+
+    Args:
+        ls: The list to append to (shared by all workers).
+    """
+
+    __test__ = False
+
+    def __init__(self, ls: list[Any]) -> None:
+        if not isinstance(ls, list):
+            msg = f"TestingSink: expected a list, got {ls!r}"
+            raise TypeError(msg)
+        self._ls = ls
+
+    def build(self, worker_index: int, worker_count: int) -> _ListPartition:
+        return _ListPartition(self._ls)

@@ -1,0 +1,54 @@
+"""Small helpers shared by the public facade and the engine."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def fixup_module_metadata(module_name: str, names: Iterable[str], ns: dict[str, Any]) -> None:
+    """Make public objects report the public module they are re-exported from.
+
+    Tracebacks, docs and pickled snapshots then name ``aiowax.window.X``
+    rather than a private path that may move between releases.
+    """
+    for name in names:
+        obj = ns[name]
+        if getattr(obj, "__module__", "").startswith("aiowax."):
+            try:
+                obj.__module__ = module_name
+            except (AttributeError, TypeError):  # pragma: no cover - builtins
+                continue
+
+
+def is_async_callable(fn: Callable[..., Any]) -> bool:
+    """Tell whether calling ``fn`` returns an awaitable, without calling it.
+
+    Sees through ``functools.partial`` and objects with an ``async def
+    __call__``; both are common ways users hand in async callables.
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if inspect.iscoroutinefunction(fn):
+        return True
+    call = getattr(type(fn), "__call__", None)
+    if call is not None and not inspect.isfunction(fn) and not inspect.ismethod(fn):
+        return inspect.iscoroutinefunction(call)
+    return False
+
+
+def is_asyncgen_callable(fn: Callable[..., Any]) -> bool:
+    """Tell whether calling ``fn`` returns an async generator."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return inspect.isasyncgenfunction(fn)
+
+
+def describe(obj: object, limit: int = 200) -> str:
+    """Return ``repr(obj)`` cut to ``limit`` characters, for error messages."""
+    text = repr(obj)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

@@ -1,0 +1,3 @@
+"""Ready-made sources and sinks."""
+
+__all__: list[str] = []

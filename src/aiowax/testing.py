@@ -1,0 +1,120 @@
+"""Running flows from synchronous code, and in-memory sources and sinks.
+
+`run_main` and `cluster_main` run a flow on a fresh event loop (uvloop when
+installed); `TestingSource` and `TestingSink` feed and collect it in memory.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from aiowax._definition.flow import Dataflow
+from aiowax._definition.inputs import StatefulSourcePartition, StatelessSourcePartition
+from aiowax._run import run, run_sync
+from aiowax._testing.sources import TestingSink, TestingSource
+from aiowax._util import fixup_module_metadata
+
+__all__ = [
+    "TestingSink",
+    "TestingSource",
+    "cluster_main",
+    "ffwd_iter",
+    "poll_next_batch",
+    "run_main",
+]
+
+T = TypeVar("T")
+
+
+def run_main(
+    flow: Dataflow,
+    *,
+    epoch_interval: timedelta | None = None,
+    recovery_config: Any = None,
+) -> None:
+    """Run ``flow`` with one worker until its input ends; block meanwhile.
+
+    Raises the first exception of a user function, with a note naming the
+    step. Cannot be called from inside a running event loop: there, use
+    ``await aiowax.run(flow)``.
+    """
+    run_sync(run(flow, epoch_interval=epoch_interval, recovery_config=recovery_config))
+
+
+def cluster_main(
+    flow: Dataflow,
+    addresses: list[str],
+    proc_id: int,
+    *,
+    epoch_interval: timedelta | None = None,
+    recovery_config: Any = None,
+    worker_count_per_proc: int = 1,
+) -> None:
+    """Run ``flow`` with ``worker_count_per_proc`` workers in this process.
+
+    Args:
+        flow: The dataflow.
+        addresses: Must be empty: multi-process clusters are not supported.
+        proc_id: Must be 0.
+        epoch_interval: As for `run_main`.
+        recovery_config: As for `run_main`.
+        worker_count_per_proc: Workers, as concurrent task sets on one loop.
+    """
+    if addresses:
+        msg = (
+            "multi-process clusters are not supported yet: pass addresses=[] "
+            "and raise worker_count_per_proc to use more workers in one process"
+        )
+        raise NotImplementedError(msg)
+    if proc_id != 0:
+        msg = f"proc_id must be 0 in a single-process execution, got {proc_id!r}"
+        raise ValueError(msg)
+    run_sync(
+        run(
+            flow,
+            workers=worker_count_per_proc,
+            epoch_interval=epoch_interval,
+            recovery_config=recovery_config,
+        )
+    )
+
+
+def ffwd_iter(it: Iterator[T], n: int) -> Iterator[T]:
+    """Skip the first ``n`` items of ``it`` and return it."""
+    for _ in range(n):
+        next(it, None)
+    return it
+
+
+def poll_next_batch(
+    part: StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any],
+    timeout: timedelta = timedelta(seconds=5),
+) -> list[Any]:
+    """Call a sync partition's ``next_batch`` until it returns items.
+
+    Raises:
+        TimeoutError: Nothing came within ``timeout``.
+        TypeError: ``next_batch`` is ``async def``; await it directly instead.
+    """
+    deadline = time.monotonic() + timeout.total_seconds()
+    while True:
+        batch = part.next_batch(None)
+        if inspect.isawaitable(batch):
+            close = getattr(batch, "close", None)
+            if close is not None:
+                close()
+            msg = "poll_next_batch needs a sync next_batch; await the async one directly"
+            raise TypeError(msg)
+        if batch:
+            return list(batch)
+        if time.monotonic() >= deadline:
+            msg = f"no items within {timeout}"
+            raise TimeoutError(msg)
+        time.sleep(0.001)
+
+
+fixup_module_metadata(__name__, __all__, globals())
