@@ -18,4 +18,6 @@ __all__ = [
     "run",
 ]
 
-fixup_module_metadata(__name__, [n for n in __all__ if n not in ("__version__", "AbortExecution")], globals())
+fixup_module_metadata(
+    __name__, [n for n in __all__ if n not in ("__version__", "AbortExecution")], globals()
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, Generic, TypeVar
 
@@ -14,7 +14,7 @@ import anyio
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 X = TypeVar("X")
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def batch(ib: Iterable[X], batch_size: int) -> Iterator[list[X]]:
@@ -120,7 +120,7 @@ class SimplePollingSource(FixedPartitionedSource[X, None], Generic[X]):
             otherwise the first call is immediate.
     """
 
-    class Retry(Exception):  # noqa: N818 - the reference's name
+    class Retry(Exception):
         """Raised by `next_item` to be called again after ``timeout``."""
 
         def __init__(self, timeout: timedelta) -> None:
@@ -132,7 +132,9 @@ class SimplePollingSource(FixedPartitionedSource[X, None], Generic[X]):
             msg = f"SimplePollingSource: interval must be a positive timedelta, got {interval!r}"
             raise ValueError(msg)
         if align_to is not None and (not isinstance(align_to, datetime) or align_to.tzinfo is None):
-            msg = f"SimplePollingSource: align_to must be a timezone-aware datetime, got {align_to!r}"
+            msg = (
+                f"SimplePollingSource: align_to must be a timezone-aware datetime, got {align_to!r}"
+            )
             raise ValueError(msg)
         self._interval = interval
         self._align_to = align_to

@@ -33,10 +33,10 @@ def is_async_callable(fn: Callable[..., Any]) -> bool:
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(type(fn), "__call__", None)
-    if call is not None and not inspect.isfunction(fn) and not inspect.ismethod(fn):
-        return inspect.iscoroutinefunction(call)
-    return False
+    if inspect.isroutine(fn) or not callable(fn):
+        return False
+    # A callable object: look at its class's ``__call__``.
+    return inspect.iscoroutinefunction(type(fn).__call__)
 
 
 def is_asyncgen_callable(fn: Callable[..., Any]) -> bool:

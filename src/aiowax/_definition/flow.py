@@ -294,10 +294,7 @@ class Dataflow:
             msg = f"{where}: clock_config must be an aiowax.window.ClockConfig, got {clock!r}"
             raise TypeError(msg)
         if not isinstance(window, WindowConfig):
-            msg = (
-                f"{where}: window_config must be an aiowax.window.WindowConfig, "
-                f"got {window!r}"
-            )
+            msg = f"{where}: window_config must be an aiowax.window.WindowConfig, got {window!r}"
             raise TypeError(msg)
         return where
 

@@ -47,7 +47,7 @@ class StatefulSourcePartition(ABC, Generic[X, S]):
     def snapshot(self) -> S:
         """Return the position to resume from, taken right after a batch."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources; called once when the partition stops."""
 
 
@@ -83,7 +83,7 @@ class StatelessSourcePartition(ABC, Generic[X]):
         """Return when `next_batch` should next be called (``None``: now)."""
         return None
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources; called once when the partition stops."""
 
 
@@ -101,5 +101,3 @@ class DynamicSource(Source, Generic[X]):
             worker_index: Index of the worker building it, from 0.
             worker_count: Number of workers in the execution.
         """
-
-

@@ -23,14 +23,14 @@ class StatefulSinkPartition(ABC, Generic[V, S]):
     """One resumable partition of a `FixedPartitionedSink`."""
 
     @abstractmethod
-    def write_batch(self, values: list[V]) -> None | Awaitable[None]:
+    def write_batch(self, values: list[V]) -> Awaitable[None] | None:
         """Write the values routed to this partition, in order."""
 
     @abstractmethod
     def snapshot(self) -> S:
         """Return what this partition needs to resume after the last write."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources; called once when the partition stops."""
 
 
@@ -54,9 +54,7 @@ class FixedPartitionedSink(Sink, Generic[V, S]):
         return crc32(item_key.encode())
 
     @abstractmethod
-    def build_part(
-        self, for_part: str, resume_state: S | None
-    ) -> StatefulSinkPartition[V, S]:
+    def build_part(self, for_part: str, resume_state: S | None) -> StatefulSinkPartition[V, S]:
         """Build the partition named ``for_part``, resuming from its snapshot."""
 
 
@@ -64,10 +62,10 @@ class StatelessSinkPartition(ABC, Generic[X]):
     """A partition of a `DynamicSink`."""
 
     @abstractmethod
-    def write_batch(self, items: list[X]) -> None | Awaitable[None]:
+    def write_batch(self, items: list[X]) -> Awaitable[None] | None:
         """Write items, in order."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         """Release resources; called once when the partition stops."""
 
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-_UTC = timezone.utc
+_UTC = UTC
 
 
 def _positive(name: str, cls: str, value: object) -> timedelta:

@@ -36,8 +36,8 @@ async def call_ordered(
     if n == 1:
         try:
             return [await call(args[0])]
-        except Exception as error:
-            raise PartialResults([], error) from error
+        except Exception as only_error:
+            raise PartialResults([], only_error) from only_error
     results: list[Any] = [None] * n
     cursor = 0
     first_error: tuple[int, Exception] | None = None

@@ -8,6 +8,7 @@ side, alignment of those markers across every sender of the channel.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import anyio
@@ -68,10 +69,8 @@ class Outlet:
         """Tell downstream to stop after what it holds; never blocks forever."""
         if self._stream is None:
             return
-        try:
+        with contextlib.suppress(DownstreamGone, anyio.ClosedResourceError):
             await self.send(FAILURE)
-        except (DownstreamGone, anyio.ClosedResourceError):
-            pass
 
     def close(self) -> None:
         if self._stream is not None:

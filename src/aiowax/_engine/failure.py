@@ -30,6 +30,8 @@ def note(error: BaseException, step_id: str, role: str) -> BaseException:
     return error
 
 
-def fail(error: BaseException, step_id: str, role: str, partial: list[Any] | None = None) -> StepFailed:
+def fail(
+    error: BaseException, step_id: str, role: str, partial: list[Any] | None = None
+) -> StepFailed:
     """Build the `StepFailed` for a user error, with its note added."""
     return StepFailed(note(error, step_id, role), partial)

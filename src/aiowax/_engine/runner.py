@@ -7,6 +7,7 @@ step of a pipeline on a worker is its tail.
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 from typing import Any
 
@@ -72,7 +73,14 @@ def _check_run_args(workers: object, epoch_interval: object, recovery_config: ob
     return epoch_interval.total_seconds()
 
 
-async def _drive(ctx: RunContext, op: Operator, inlet: Inlet, outlet: Outlet, tail: Tail | None, downstream: set[Tail]) -> None:
+async def _drive(
+    ctx: RunContext,
+    op: Operator,
+    inlet: Inlet,
+    outlet: Outlet,
+    tail: Tail | None,
+    downstream: set[Tail],
+) -> None:
     """The task of one step on one worker."""
     process = op.process
     aprocess = op.aprocess
@@ -120,10 +128,8 @@ async def _drive(ctx: RunContext, op: Operator, inlet: Inlet, outlet: Outlet, ta
 
 
 async def _run_lane(ctx: RunContext, lane: Lane, downstream: set[Tail]) -> None:
-    try:
+    with contextlib.suppress(DownstreamGone):
         await lane.run(downstream)
-    except DownstreamGone:
-        pass
 
 
 def _start_pipeline(tg: anyio.abc.TaskGroup, ctx: RunContext, pipeline: Pipeline) -> None:
@@ -131,7 +137,9 @@ def _start_pipeline(tg: anyio.abc.TaskGroup, ctx: RunContext, pipeline: Pipeline
     parts_by_worker: list[list[str | None]] = []
     for w in range(workers):
         try:
-            parts_by_worker.append(lane_parts(pipeline.input.args["source"], pipeline.input, w, workers))
+            parts_by_worker.append(
+                lane_parts(pipeline.input.args["source"], pipeline.input, w, workers)
+            )
         except StepFailed as failed:
             raise failed.error from None
     barrier = EpochBarrier(sum(len(p) for p in parts_by_worker))
@@ -146,7 +154,13 @@ def _start_pipeline(tg: anyio.abc.TaskGroup, ctx: RunContext, pipeline: Pipeline
             send.send_nowait(EndOfInput(0))
         for sender, part in enumerate(lanes):
             lane = Lane(ctx, pipeline.input, part, w, Outlet(send.clone(), sender), barrier)
-            tg.start_soon(_run_lane, ctx, lane, downstream, name=f"aiowax lane {pipeline.input.step_id}[{part}]@{w}")
+            tg.start_soon(
+                _run_lane,
+                ctx,
+                lane,
+                downstream,
+                name=f"aiowax lane {pipeline.input.step_id}[{part}]@{w}",
+            )
         senders = max(len(lanes), 1)
         send.close()
         if not steps:
@@ -164,7 +178,16 @@ def _start_pipeline(tg: anyio.abc.TaskGroup, ctx: RunContext, pipeline: Pipeline
             op = _operator(step, w, workers, passes_on=not last)
             inlet = Inlet(receive, senders)
             outlet = Outlet(next_send, 0)
-            tg.start_soon(_drive, ctx, op, inlet, outlet, tail if last else None, downstream, name=f"aiowax step {step.step_id}@{w}")
+            tg.start_soon(
+                _drive,
+                ctx,
+                op,
+                inlet,
+                outlet,
+                tail if last else None,
+                downstream,
+                name=f"aiowax step {step.step_id}@{w}",
+            )
             if next_receive is not None:
                 receive = next_receive
             senders = 1

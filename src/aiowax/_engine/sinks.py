@@ -51,7 +51,10 @@ class OutputOp(Operator):
 
     def _check_part(self, part: object, role: str) -> SinkPartition:
         if not isinstance(part, StatefulSinkPartition | StatelessSinkPartition):
-            msg = f"output step {self.step_id!r}: {role} must return a sink partition, got {describe(part)}"
+            msg = (
+                f"output step {self.step_id!r}: {role} must return a sink partition, "
+                f"got {describe(part)}"
+            )
             raise StepFailed(TypeError(msg))
         return part
 
@@ -142,6 +145,6 @@ class OutputOp(Operator):
 class _BadItem:
     __slots__ = ("error", "index")
 
-    def __init__(self, index: int, error: Exception) -> None:
+    def __init__(self, index: int, error: BaseException) -> None:
         self.index = index
         self.error = error

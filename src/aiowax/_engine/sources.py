@@ -40,7 +40,9 @@ BACKOFF_MAX = 0.02
 Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
 
 
-def lane_parts(source: object, step: Step, worker_index: int, worker_count: int) -> list[str | None]:
+def lane_parts(
+    source: object, step: Step, worker_index: int, worker_count: int
+) -> list[str | None]:
     """Which partitions of ``source`` this worker reads (``None``: its dynamic one)."""
     if isinstance(source, FixedPartitionedSource):
         try:
@@ -49,7 +51,10 @@ def lane_parts(source: object, step: Step, worker_index: int, worker_count: int)
             raise fail(error, step.step_id, "input list_parts") from None
         for name in parts:
             if not isinstance(name, str):
-                msg = f"input step {step.step_id!r}: list_parts must return str names, got {describe(name)}"
+                msg = (
+                    f"input step {step.step_id!r}: list_parts must return str names, "
+                    f"got {describe(name)}"
+                )
                 raise StepFailed(TypeError(msg))
         if len(set(parts)) != len(parts):
             msg = f"input step {step.step_id!r}: list_parts returned duplicate names: {parts!r}"
@@ -70,9 +75,7 @@ def _batch_fn(part: Partition) -> Callable[[datetime | None], Any]:
         params = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):  # pragma: no cover - builtins
         return method
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     if not positional and not any(p.kind == p.VAR_POSITIONAL for p in params):
         # Later Bytewax releases dropped ``sched``; accept both shapes.
         return lambda _sched: method()  # type: ignore[call-arg]
@@ -111,14 +114,13 @@ class Lane:
     async def _build(self) -> Partition:
         source = self.step.args["source"]
         now = self.ctx.clock.now()
-        if self.part_name is None:
-            role = "input build"
-            make = lambda: source.build(now, self.worker_index, self.ctx.worker_count)  # noqa: E731
-        else:
-            role = "input build_part"
-            make = lambda: source.build_part(now, self.part_name, None)  # noqa: E731
+        role = "input build" if self.part_name is None else "input build_part"
         try:
-            part = await _maybe_await(make())
+            if self.part_name is None:
+                made = source.build(now, self.worker_index, self.ctx.worker_count)
+            else:
+                made = source.build_part(now, self.part_name, None)
+            part = await _maybe_await(made)
         except Exception as error:
             raise fail(error, self.step.step_id, role) from None
         if not isinstance(part, StatefulSourcePartition | StatelessSourcePartition):
@@ -162,6 +164,7 @@ class Lane:
     async def _loop(self) -> None:
         assert self.part is not None
         clock = self.ctx.clock
+        monotonic = clock.timer()
         interval = self.ctx.epoch_interval
         next_batch = _batch_fn(self.part)
         next_awake = self.part.next_awake
@@ -170,8 +173,8 @@ class Lane:
         outlet = self.outlet
         sched: datetime | None = None
         backoff = BACKOFF_MIN
-        epoch_deadline = clock.monotonic() + interval
-        started = clock.monotonic()
+        epoch_deadline = monotonic() + interval
+        started = monotonic()
         while True:
             ended = False
             try:
@@ -187,17 +190,20 @@ class Lane:
                 if isinstance(batch, tuple):
                     batch = list(batch)
                 else:
-                    msg = f"input step {step_id!r}: next_batch must return a list, got {describe(batch)}"
+                    msg = (
+                        f"input step {step_id!r}: next_batch must return a list, "
+                        f"got {describe(batch)}"
+                    )
                     raise StepFailed(TypeError(msg))
             if batch:
                 if not self.pending:
-                    started = clock.monotonic()
+                    started = monotonic()
                 self.pending.extend(batch)
             try:
                 awake = next_awake()
             except Exception as error:
                 raise fail(error, step_id, "input next_awake") from None
-            now = clock.monotonic()
+            now = monotonic()
             if (
                 batch
                 and not ended
@@ -218,16 +224,19 @@ class Lane:
                 await outlet.epoch_end(self.epoch)
                 self.epoch += 1
                 await self.barrier.wait()
-                epoch_deadline = clock.monotonic() + interval
+                epoch_deadline = monotonic() + interval
             if awake is not None:
                 if awake.tzinfo is None:
-                    msg = f"input step {step_id!r}: next_awake must return an aware datetime, got {awake!r}"
+                    msg = (
+                        f"input step {step_id!r}: next_awake must return an aware "
+                        f"datetime, got {awake!r}"
+                    )
                     raise StepFailed(TypeError(msg))
                 await clock.sleep_until(clock.deadline_for(awake))
                 sched = awake
                 backoff = BACKOFF_MIN
             elif not batch:
-                await clock.sleep_until(clock.monotonic() + backoff)
+                await clock.sleep_until(monotonic() + backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
             else:
                 backoff = BACKOFF_MIN

@@ -161,7 +161,9 @@ class FlatMapOp(Operator):
         try:
             parts = await call_ordered(self._collect, batch)
         except PartialResults as p:
-            raise fail(p.error, self.step_id, self.role, list(chain.from_iterable(p.done))) from None
+            raise fail(
+                p.error, self.step_id, self.role, list(chain.from_iterable(p.done))
+            ) from None
         return list(chain.from_iterable(parts))
 
 

@@ -40,7 +40,8 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     def __init__(self) -> None:
         super().__init__()
         self._virtual_time = 0.0
-        self._selector = _JumpingSelector(self._selector, self)  # type: ignore[has-type,assignment]
+        real: selectors.BaseSelector = self._selector  # type: ignore[has-type]
+        self._selector = _JumpingSelector(real, self)
 
     def time(self) -> float:
         return self._virtual_time
