@@ -112,7 +112,8 @@ class SimplePollingSource(FixedPartitionedSource[X, None], Generic[X]):
 
     Subclass it and implement `next_item` (plain or ``async def``). Return
     ``None`` when there is nothing new; raise `SimplePollingSource.Retry` to
-    be called again sooner (or later) than the interval.
+    be called again sooner (or later) than the interval, and `StopIteration`
+    (or `StopAsyncIteration`) to end the input.
 
     Args:
         interval: Time between calls.
@@ -176,6 +177,9 @@ class _PollingPartition(StatefulSourcePartition[X, None]):
         except SimplePollingSource.Retry as retry:
             self._awake = now + retry.timeout
             return []
+        except StopIteration:
+            # Inside a coroutine a StopIteration would turn into RuntimeError.
+            raise StopAsyncIteration from None
         self._awake = now + self._interval
         return [] if item is None else [item]
 

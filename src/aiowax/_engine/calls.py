@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 #: Most calls of one async user function in flight at once within a batch.
-ASYNC_CONCURRENCY = 64
+ASYNC_CONCURRENCY = 128
 
 
 class PartialResults(Exception):

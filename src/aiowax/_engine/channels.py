@@ -9,7 +9,8 @@ side, alignment of those markers across every sender of the channel.
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from collections import deque
+from typing import Any, Protocol
 
 import anyio
 from anyio import WouldBlock
@@ -30,6 +31,16 @@ def channel(
 
 class DownstreamGone(Exception):
     """The receiving step has stopped; the sender should stop quietly too."""
+
+
+class AnyOutlet(Protocol):
+    """What a step sends through: a plain `Outlet` or an exchange."""
+
+    async def send(self, msg: list[Any]) -> None: ...
+    async def epoch_end(self, epoch: int, snapshots: Any = None) -> None: ...
+    async def end_of_input(self) -> None: ...
+    async def failure(self) -> None: ...
+    def close(self) -> None: ...
 
 
 class Outlet:
@@ -85,55 +96,119 @@ class Inlet:
     """Receives batches and aligned markers from ``senders`` senders.
 
     An `EpochEnd` comes out once every sender still running has closed that
-    epoch, an `EndOfInput` once every sender has ended, and a failure marker
-    at once.
+    epoch, an `EndOfInput` once every sender has ended, failure and tick
+    markers at once. Senders are numbered ``0 .. senders-1``.
+
+    Exchange channels carry ``(sender, batch)`` tuples: a sender that has
+    closed an epoch the others have not is *ahead*, and what it sends next is
+    held back until the epoch is aligned, so no step ever mixes data of the
+    next epoch into the current one (what snapshots need).
     """
 
-    __slots__ = ("_aligned", "_done", "_ended", "_receive", "_senders", "_stream")
+    __slots__ = (
+        "_aligned",
+        "_done",
+        "_ended",
+        "_receive",
+        "_replay",
+        "_senders",
+        "_stash",
+        "_stream",
+    )
 
-    def __init__(self, stream: MemoryObjectReceiveStream[Message], senders: int) -> None:
+    def __init__(
+        self, stream: MemoryObjectReceiveStream[Message], senders: int, start_epoch: int = 1
+    ) -> None:
         self._stream = stream
         self._receive = stream.receive_nowait
         self._senders = senders
-        self._done: dict[int, int] = {}
+        self._aligned = start_epoch - 1
+        self._done = [self._aligned] * senders
         self._ended: set[int] = set()
-        self._aligned = 0
+        self._stash: dict[int, deque[Message]] = {}
+        self._replay: deque[Message] = deque()
 
     def __aiter__(self) -> Inlet:
         return self
 
+    def _next_nowait(self) -> Message:
+        if self._replay:
+            return self._replay.popleft()
+        return self._receive()
+
     async def __anext__(self) -> Message:
         while True:
             try:
-                msg = self._receive()
+                msg = self._next_nowait()
             except WouldBlock:
                 try:
                     msg = await self._stream.receive()
                 except anyio.EndOfStream:
                     raise StopAsyncIteration from None
-            if type(msg) is list:
-                return msg
-            out = self._align(msg)
+            out = self._accept(msg)
             if out is not None:
                 return out
 
-    def _align(self, msg: Message) -> Message | None:
-        if isinstance(msg, EpochEnd):
-            self._done[msg.sender] = msg.epoch
-        elif isinstance(msg, EndOfInput):
-            self._ended.add(msg.sender)
-            if len(self._ended) == self._senders:
-                return msg
-        else:
+    def take_ready(self, limit: int) -> list[list[Any]]:
+        """Return data batches that are already waiting, up to ``limit`` items.
+
+        Stops before any marker, which stays first in line; used by steps
+        whose per-batch cost is high (async calls) to work on more at once.
+        """
+        batches: list[list[Any]] = []
+        count = 0
+        while count < limit:
+            try:
+                msg = self._next_nowait()
+            except (WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                break
+            if type(msg) is list or type(msg) is tuple:
+                out = self._accept(msg)
+                if out is not None:
+                    assert type(out) is list
+                    batches.append(out)
+                    count += len(out)
+            else:
+                self._replay.appendleft(msg)
+                break
+        return batches
+
+    def _accept(self, msg: Message) -> Message | None:
+        """Process one incoming message; return what the step should see."""
+        kind = type(msg)
+        if kind is list:
             return msg
-        live = [e for s, e in self._done.items() if s not in self._ended]
-        if len(live) + len(self._ended) < self._senders:
-            return None  # some live sender has not closed any epoch yet
-        aligned = min(live) if live else 0
-        if aligned > self._aligned:
-            self._aligned = aligned
-            return EpochEnd(aligned, -1)
-        return None
+        if kind is tuple:
+            sender, batch = msg  # type: ignore[misc]
+            if sender in self._stash:
+                self._stash[sender].append(msg)
+                return None
+            return batch
+        if isinstance(msg, EpochEnd | EndOfInput):
+            sender = msg.sender
+            if sender in self._stash:
+                self._stash[sender].append(msg)
+                return None
+            if isinstance(msg, EndOfInput):
+                self._ended.add(sender)
+                if len(self._ended) == self._senders:
+                    return msg
+            else:
+                self._done[sender] = msg.epoch
+                if msg.epoch > self._aligned:
+                    self._stash[sender] = deque()
+            return self._advance()
+        return msg
+
+    def _advance(self) -> EpochEnd | None:
+        live = [e for s, e in enumerate(self._done) if s not in self._ended]
+        aligned = min(live)
+        if aligned <= self._aligned:
+            return None
+        self._aligned = aligned
+        for sender in [s for s in self._stash if self._done[s] <= aligned]:
+            self._replay.extend(self._stash.pop(sender))
+        return EpochEnd(aligned, -1)
 
     def close(self) -> None:
         self._stream.close()

@@ -75,8 +75,21 @@ _current: ContextVar[Clock] = ContextVar("aiowax_clock", default=Clock())  # noq
 
 
 def current_clock() -> Clock:
-    """Return the clock the runtime should use in this context."""
-    return _current.get()
+    """Return the clock the runtime should use in this context.
+
+    A clock installed with `set_clock` wins; otherwise an event loop that
+    carries its own (the virtual-time loop of `aiowax.testing` does) provides
+    it; otherwise the system clock.
+    """
+    clock = _current.get()
+    if type(clock) is Clock:
+        try:
+            loop_clock = getattr(asyncio.get_running_loop(), "aiowax_clock", None)
+        except RuntimeError:
+            loop_clock = None
+        if isinstance(loop_clock, Clock):
+            return loop_clock
+    return clock
 
 
 def set_clock(clock: Clock) -> object:

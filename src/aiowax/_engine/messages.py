@@ -48,4 +48,16 @@ class _Failure:
 
 FAILURE: Final = _Failure()
 
-Message = list[Any] | EpochEnd | EndOfInput | _Failure
+
+class _Tick:
+    """A step's own timer fired: emit what is due (batch timeouts, windows)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TICK"
+
+
+TICK: Final = _Tick()
+
+Message = list[Any] | tuple[int, list[Any]] | EpochEnd | EndOfInput | _Failure | _Tick

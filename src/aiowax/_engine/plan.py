@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiowax._definition.flow import STATEFUL_KINDS, Dataflow, Step
+from aiowax._definition.flow import Dataflow, Step
 from aiowax._errors import FlowDefinitionError
 
 #: Operators whose engine part has not landed yet.
-NOT_YET = STATEFUL_KINDS | {"redistribute"}
+NOT_YET = frozenset({"fold_window", "reduce_window", "collect_window"})
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,32 @@ step of a pipeline on a worker is its tail.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectSendStream
 
-from aiowax._definition.flow import Step
-from aiowax._engine.channels import DownstreamGone, EpochBarrier, Inlet, Outlet, channel
+from aiowax._definition.flow import STATEFUL_KINDS, Step
+from aiowax._engine.channels import (
+    AnyOutlet,
+    DownstreamGone,
+    EpochBarrier,
+    Inlet,
+    Outlet,
+    channel,
+)
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail
+from aiowax._engine.exchange import ExchangeOutlet, KeyRouter, RoundRobin
 from aiowax._engine.failure import StepFailed
-from aiowax._engine.messages import EndOfInput, EpochEnd
+from aiowax._engine.messages import TICK, EndOfInput, EpochEnd, Message
 from aiowax._engine.plan import Pipeline, compile_flow
 from aiowax._engine.sinks import OutputOp
 from aiowax._engine.sources import Lane, lane_parts
+from aiowax._engine.stateful import BatchOp, RedistributeOp, ReduceOp, StatefulMapOp, TimedOp
 from aiowax._engine.stateless import (
     FilterMapOp,
     FilterOp,
@@ -35,7 +47,15 @@ from aiowax._engine.stateless import (
 
 DEFAULT_EPOCH_INTERVAL = timedelta(seconds=10)
 
-_STATELESS: dict[str, type[Operator]] = {
+#: Steps that need their items moved between workers first.
+EXCHANGE_KINDS = STATEFUL_KINDS | {"redistribute"}
+
+Router = Callable[[list[Any]], list[list[Any]]]
+
+_OPERATORS: dict[str, type[Operator]] = {
+    "stateful_map": StatefulMapOp,
+    "reduce": ReduceOp,
+    "redistribute": RedistributeOp,
     "map": MapOp,
     "filter": FilterOp,
     "filter_map": FilterMapOp,
@@ -46,10 +66,13 @@ _STATELESS: dict[str, type[Operator]] = {
 }
 
 
-def _operator(step: Step, worker: int, workers: int, passes_on: bool) -> Operator:
-    if step.kind == "output":
-        return OutputOp(step, worker, workers, passes_on)
-    return _STATELESS[step.kind](step, worker)
+def _operator(step: Step, worker: int, ctx: RunContext, passes_on: bool) -> Operator:
+    kind = step.kind
+    if kind == "output":
+        return OutputOp(step, worker, ctx.worker_count, passes_on)
+    if kind == "batch":
+        return BatchOp(step, worker, ctx.clock)
+    return _OPERATORS[kind](step, worker)
 
 
 def _check_run_args(workers: object, epoch_interval: object, recovery_config: object) -> float:
@@ -73,49 +96,41 @@ def _check_run_args(workers: object, epoch_interval: object, recovery_config: ob
     return epoch_interval.total_seconds()
 
 
+#: Most items an async step gathers from batches already waiting.
+ASYNC_GATHER_ITEMS = 4096
+
+
 async def _drive(
     ctx: RunContext,
     op: Operator,
     inlet: Inlet,
-    outlet: Outlet,
+    outlet: AnyOutlet,
     tail: Tail | None,
     downstream: set[Tail],
+    timer_send: MemoryObjectSendStream[Message] | None = None,
 ) -> None:
     """The task of one step on one worker."""
-    process = op.process
-    aprocess = op.aprocess
-    is_async = op.is_async
     try:
         if isinstance(op, OutputOp):
             await op.start()
-        async for msg in inlet:
-            if type(msg) is list:
-                out = await aprocess(msg) if is_async else process(msg)
-                if out:
-                    await outlet.send(out)
-            elif isinstance(msg, EpochEnd):
-                op.epoch = msg.epoch + 1
-                await outlet.epoch_end(msg.epoch)
-            elif isinstance(msg, EndOfInput):
-                rest = await op.flush()
-                if rest:
-                    await outlet.send(rest)
-                await outlet.end_of_input()
-                break
-            else:
-                await outlet.failure()
-                break
+        if isinstance(op, TimedOp) and timer_send is not None:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(_run_timer, ctx, op, timer_send)
+                await _step_loop(op, inlet, outlet)
+                tg.cancel_scope.cancel()
+        else:
+            await _step_loop(op, inlet, outlet)
     except StepFailed as failed:
-        try:
+        with contextlib.suppress(DownstreamGone):
             if failed.partial:
                 await outlet.send(failed.partial)
-        except DownstreamGone:
-            pass
         ctx.record(failed.error, downstream)
         await outlet.failure()
     except DownstreamGone:
         pass
     finally:
+        if timer_send is not None:
+            timer_send.close()
         inlet.close()
         outlet.close()
         if not ctx.abort:
@@ -127,73 +142,146 @@ async def _drive(
             ctx.tail_done(tail)
 
 
-async def _run_lane(ctx: RunContext, lane: Lane, downstream: set[Tail]) -> None:
+async def _step_loop(op: Operator, inlet: Inlet, outlet: AnyOutlet) -> None:
+    process = op.process
+    aprocess = op.aprocess
+    is_async = op.is_async
+    # Async steps pay per batch (a task group, awaits): let them take every
+    # batch already waiting at once. Output steps keep batches as they are.
+    gather = is_async and not isinstance(op, OutputOp)
+    async for msg in inlet:
+        if type(msg) is list:
+            if gather:
+                for more in inlet.take_ready(ASYNC_GATHER_ITEMS - len(msg)):
+                    msg = msg + more
+            out = await aprocess(msg) if is_async else process(msg)
+            if out:
+                await outlet.send(out)
+        elif isinstance(msg, EpochEnd):
+            op.epoch = msg.epoch + 1
+            await outlet.epoch_end(msg.epoch)
+        elif isinstance(msg, EndOfInput):
+            rest = await op.flush()
+            if rest:
+                await outlet.send(rest)
+            await outlet.end_of_input()
+            return
+        elif msg is TICK:
+            assert isinstance(op, TimedOp)
+            out = op.on_tick()
+            op.ticked.set()
+            if out:
+                await outlet.send(out)
+        else:
+            await outlet.failure()
+            return
+
+
+async def _run_timer(ctx: RunContext, op: TimedOp, send: MemoryObjectSendStream[Message]) -> None:
+    """Put a tick in the step's channel whenever its earliest deadline passes."""
+    clock = ctx.clock
+    while True:
+        op.wake = anyio.Event()
+        deadline = op.next_deadline()
+        if deadline is None:
+            await op.wake.wait()
+            continue
+        if deadline > clock.monotonic():
+            with anyio.move_on_after(deadline - clock.monotonic()):
+                await op.wake.wait()
+            continue
+        op.ticked = anyio.Event()
+        try:
+            await send.send(TICK)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return
+        await op.ticked.wait()
+
+
+async def _run_lane(lane: Lane, downstream: set[Tail]) -> None:
     with contextlib.suppress(DownstreamGone):
         await lane.run(downstream)
 
 
-def _start_pipeline(tg: anyio.abc.TaskGroup, ctx: RunContext, pipeline: Pipeline) -> None:
-    workers = ctx.worker_count
+def _start_pipeline(tg: TaskGroup, ctx: RunContext, pipeline: Pipeline) -> None:
+    """Start the lanes and step tasks of one pipeline on every worker."""
+    n = ctx.worker_count
+    p = pipeline.index
     parts_by_worker: list[list[str | None]] = []
-    for w in range(workers):
+    for w in range(n):
         try:
-            parts_by_worker.append(
-                lane_parts(pipeline.input.args["source"], pipeline.input, w, workers)
-            )
+            parts_by_worker.append(lane_parts(pipeline.input.args["source"], pipeline.input, w, n))
         except StepFailed as failed:
             raise failed.error from None
-    barrier = EpochBarrier(sum(len(p) for p in parts_by_worker))
+    total_lanes = sum(len(parts) for parts in parts_by_worker)
+    barrier = EpochBarrier(total_lanes)
     steps = pipeline.steps
-    for w in range(workers):
-        tail: Tail = (pipeline.index, w)
-        downstream = {tail}
-        send, receive = channel()
-        lanes = parts_by_worker[w]
-        if not lanes:
-            # No partition here: tell the first step at once that input ended.
-            send.send_nowait(EndOfInput(0))
-        for sender, part in enumerate(lanes):
-            lane = Lane(ctx, pipeline.input, part, w, Outlet(send.clone(), sender), barrier)
-            tg.start_soon(
-                _run_lane,
-                ctx,
-                lane,
-                downstream,
-                name=f"aiowax lane {pipeline.input.step_id}[{part}]@{w}",
+    m = len(steps)
+    exchange = [n > 1 and s.kind in EXCHANGE_KINDS for s in steps] + [False]
+    all_tails = {(p, w) for w in range(n)}
+    for w in range(n):
+        ctx.live_tails.add((p, w))
+
+    def downstream(i: int, w: int) -> set[Tail]:
+        # Past an exchange, a failure reaches (and waits for) every worker.
+        return all_tails if any(exchange[i + 1 :]) else {(p, w)}
+
+    # chans[i][w]: the channel into step i on worker w (step m: none).
+    chans = [[channel() for _ in range(n)] for _ in range(max(m, 1))]
+
+    def outlet_into(i: int, w: int, sender: int) -> AnyOutlet:
+        if i >= m:
+            return Outlet(None, 0)
+        if exchange[i]:
+            step = steps[i]
+            route: Router = (
+                RoundRobin(n) if step.kind == "redistribute" else KeyRouter(step.step_id, n)
             )
-        senders = max(len(lanes), 1)
-        send.close()
-        if not steps:
-            # An input with no steps: drain it so its source still runs.
-            tg.start_soon(_drain, ctx, Inlet(receive, senders), tail)
-            ctx.live_tails.add(tail)
-            continue
-        ctx.live_tails.add(tail)
-        for i, step in enumerate(steps):
-            last = i == len(steps) - 1
-            if last:
-                next_send, next_receive = None, None
-            else:
-                next_send, next_receive = channel()
-            op = _operator(step, w, workers, passes_on=not last)
-            inlet = Inlet(receive, senders)
-            outlet = Outlet(next_send, 0)
+            return ExchangeOutlet([chans[i][x][0].clone() for x in range(n)], sender, route)
+        return Outlet(chans[i][w][0].clone(), sender)
+
+    # Lanes feed step 0 (or a drain task when the input has no steps).
+    senders_into_first: list[int] = []
+    lane_id = 0
+    for w in range(n):
+        for local, part in enumerate(parts_by_worker[w]):
+            sender = lane_id if exchange[0] else local
+            outlet = outlet_into(0, w, sender) if m else Outlet(chans[0][w][0].clone(), local)
+            lane = Lane(ctx, pipeline.input, part, w, outlet, barrier)
+            name = f"aiowax lane {pipeline.input.step_id}[{part}]@{w}"
+            tg.start_soon(_run_lane, lane, downstream(-1, w), name=name)
+            lane_id += 1
+        senders_into_first.append(total_lanes if exchange[0] else len(parts_by_worker[w]))
+    for w in range(n):
+        if senders_into_first[w] == 0:
+            # Nothing feeds this worker: its first step hears at once that
+            # input ended.
+            chans[0][w][0].send_nowait(EndOfInput(0))
+            senders_into_first[w] = 1
+
+    if not m:
+        for w in range(n):
+            inlet = Inlet(chans[0][w][1], senders_into_first[w])
+            tg.start_soon(_drain, ctx, inlet, (p, w))
+    for i, step in enumerate(steps):
+        for w in range(n):
+            senders = senders_into_first[w] if i == 0 else (n if exchange[i] else 1)
+            inlet = Inlet(chans[i][w][1], senders)
+            outlet = outlet_into(i + 1, w, w if exchange[i + 1] else 0)
+            op = _operator(step, w, ctx, passes_on=i < m - 1)
+            timer_send = chans[i][w][0].clone() if isinstance(op, TimedOp) else None
+            tail = (p, w) if i == m - 1 else None
+            name = f"aiowax step {step.step_id}@{w}"
             tg.start_soon(
-                _drive,
-                ctx,
-                op,
-                inlet,
-                outlet,
-                tail if last else None,
-                downstream,
-                name=f"aiowax step {step.step_id}@{w}",
+                _drive, ctx, op, inlet, outlet, tail, downstream(i, w), timer_send, name=name
             )
-            if next_receive is not None:
-                receive = next_receive
-            senders = 1
+    for row in chans:
+        for send, _ in row:
+            send.close()
 
 
 async def _drain(ctx: RunContext, inlet: Inlet, tail: Tail) -> None:
+    """Consume an input that has no steps after it, so its source still runs."""
     try:
         async for msg in inlet:
             if not isinstance(msg, list | EpochEnd):

@@ -24,7 +24,7 @@ from aiowax._definition.inputs import (
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from aiowax._engine.channels import EpochBarrier, Outlet
+from aiowax._engine.channels import AnyOutlet, EpochBarrier
 from aiowax._engine.context import RunContext
 from aiowax._engine.failure import StepFailed, fail, note
 from aiowax._util import describe, is_async_callable
@@ -97,7 +97,7 @@ class Lane:
         step: Step,
         part_name: str | None,
         worker_index: int,
-        outlet: Outlet,
+        outlet: AnyOutlet,
         barrier: EpochBarrier,
     ) -> None:
         self.ctx = ctx

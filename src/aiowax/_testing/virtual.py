@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+from datetime import datetime, timezone
 from typing import Any
+
+from aiowax._engine.clock import LoopClock
+
+#: Default wall time at the start of a virtual clock: fixed, so tests repeat.
+VIRTUAL_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
 class _JumpingSelector:
@@ -34,12 +40,19 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     """A selector event loop with a virtual, auto-jumping clock.
 
     ``loop.time()`` starts at 0 and only moves when the loop would otherwise
-    sleep until a timer: it then jumps to that timer at once.
+    sleep until a timer: it then jumps to that timer at once. aiowax reads
+    wall time on this loop as ``start`` plus the loop time, so timestamps,
+    ``next_awake`` and system-clock windows jump along.
+
+    Args:
+        start: The wall time at loop time 0 (timezone-aware).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, start: datetime = VIRTUAL_EPOCH) -> None:
         super().__init__()
         self._virtual_time = 0.0
+        #: Wall time that follows the virtual loop time, read by aiowax.
+        self.aiowax_clock = LoopClock(start)
         real: selectors.BaseSelector = self._selector  # type: ignore[has-type]
         self._selector = _JumpingSelector(real, self)
 
