@@ -25,3 +25,6 @@ class AbortExecution(RuntimeError):
     Nothing is closed and no final snapshot is taken, as after a crash;
     ``TestingSource.ABORT()`` raises it to rehearse recovery.
     """
+
+    # Exported by aiowax.inputs (as in the reference) and by aiowax.
+    __module__ = "aiowax.inputs"

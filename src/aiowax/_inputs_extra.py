@@ -129,8 +129,11 @@ class SimplePollingSource(FixedPartitionedSource[X, None], Generic[X]):
             self.timeout = timeout
 
     def __init__(self, interval: timedelta, align_to: datetime | None = None) -> None:
-        if not isinstance(interval, timedelta) or interval <= timedelta(0):
-            msg = f"SimplePollingSource: interval must be a positive timedelta, got {interval!r}"
+        if not isinstance(interval, timedelta):
+            msg = f"SimplePollingSource: interval must be a datetime.timedelta, got {interval!r}"
+            raise TypeError(msg)
+        if interval <= timedelta(0):
+            msg = f"SimplePollingSource: interval must be positive, got {interval!r}"
             raise ValueError(msg)
         if align_to is not None and (not isinstance(align_to, datetime) or align_to.tzinfo is None):
             msg = (

@@ -29,3 +29,4 @@ __all__ = [
 ]
 
 fixup_module_metadata(__name__, __all__, globals())
+SimplePollingSource.Retry.__module__ = __name__

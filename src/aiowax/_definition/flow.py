@@ -43,6 +43,10 @@ class Step:
         return f"step {self.step_id!r} ({self.kind})"
 
 
+#: Marks the operators of the reference that take no step id.
+_NO_ID: Any = object()
+
+
 def _check_callable(where: str, name: str, value: object) -> None:
     if not callable(value):
         msg = f"{where}: {name} must be callable, got {value!r}"
@@ -87,11 +91,15 @@ class Dataflow:
         ids = ", ".join(s.step_id for s in self._steps)
         return f"<Dataflow of {len(self._steps)} steps: {ids}>"
 
-    def _add(self, kind: str, step_id: str | None, **args: Any) -> None:
+    def _add(self, kind: str, step_id: object, **args: Any) -> None:
         index = len(self._steps)
-        if step_id is None:
-            # Reference operators without a step id still need a name in errors.
+        if step_id is _NO_ID:
+            # Reference operators without a step id still need a name in
+            # errors. A generated id reserves nothing (a later step may take
+            # the same text), and avoids every id users took before it.
             step_id = f"{kind}#{index}"
+            while step_id in self._ids:
+                step_id += "'"
         else:
             if not isinstance(step_id, str):
                 msg = f"{kind}: step_id must be a str, got {step_id!r}"
@@ -102,7 +110,8 @@ class Dataflow:
             if step_id in self._ids:
                 msg = f"{kind}: step_id {step_id!r} is already used by another step of this flow"
                 raise ValueError(msg)
-        self._ids.add(step_id)
+            self._ids.add(step_id)
+        assert isinstance(step_id, str)
         self._steps.append(Step(kind, step_id, MappingProxyType(args), index))
 
     @staticmethod
@@ -194,7 +203,7 @@ class Dataflow:
             inspector: Plain or ``async def`` function; its result is ignored.
         """
         _check_callable("inspect", "inspector", inspector)
-        self._add("inspect", None, inspector=inspector)
+        self._add("inspect", _NO_ID, inspector=inspector)
 
     def inspect_epoch(self, /, inspector: Callable[[int, Any], Any]) -> None:
         """Call ``inspector(epoch, item)`` on each item and pass the item on.
@@ -203,7 +212,7 @@ class Dataflow:
             inspector: Plain or ``async def`` function; its result is ignored.
         """
         _check_callable("inspect_epoch", "inspector", inspector)
-        self._add("inspect_epoch", None, inspector=inspector)
+        self._add("inspect_epoch", _NO_ID, inspector=inspector)
 
     def inspect_worker(self, /, inspector: Callable[[Any, int], Any]) -> None:
         """Call ``inspector(item, worker_index)`` on each item, pass it on.
@@ -212,11 +221,11 @@ class Dataflow:
             inspector: Plain or ``async def`` function; its result is ignored.
         """
         _check_callable("inspect_worker", "inspector", inspector)
-        self._add("inspect_worker", None, inspector=inspector)
+        self._add("inspect_worker", _NO_ID, inspector=inspector)
 
     def redistribute(self, /) -> None:
         """Spread the items evenly over all workers for the steps that follow."""
-        self._add("redistribute", None)
+        self._add("redistribute", _NO_ID)
 
     # -- stateful ----------------------------------------------------------
 

@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from aiowax._definition.flow import Dataflow, Step
 from aiowax._errors import FlowDefinitionError
 
-#: Operators whose engine part has not landed yet.
-NOT_YET = frozenset({"fold_window", "reduce_window", "collect_window"})
 
 
 @dataclass(frozen=True)
@@ -46,9 +44,4 @@ def compile_flow(flow: object) -> list[Pipeline]:
     if not any(s.kind == "output" for p in pipelines for s in p.steps):
         msg = "the dataflow has no output step; add one with Dataflow.output"
         raise FlowDefinitionError(msg)
-    for p in pipelines:
-        for step in p.steps:
-            if step.kind in NOT_YET:
-                msg = f"the {step.kind} operator ({step}) is not implemented yet in aiowax"
-                raise NotImplementedError(msg)
     return pipelines

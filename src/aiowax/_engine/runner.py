@@ -44,6 +44,7 @@ from aiowax._engine.stateless import (
     MapOp,
     Operator,
 )
+from aiowax._engine.windows import CollectWindowOp, FoldWindowOp, ReduceWindowOp, WindowOp
 
 DEFAULT_EPOCH_INTERVAL = timedelta(seconds=10)
 
@@ -51,6 +52,12 @@ DEFAULT_EPOCH_INTERVAL = timedelta(seconds=10)
 EXCHANGE_KINDS = STATEFUL_KINDS | {"redistribute"}
 
 Router = Callable[[list[Any]], list[list[Any]]]
+
+_WINDOW_OPERATORS: dict[str, type[WindowOp]] = {
+    "fold_window": FoldWindowOp,
+    "reduce_window": ReduceWindowOp,
+    "collect_window": CollectWindowOp,
+}
 
 _OPERATORS: dict[str, type[Operator]] = {
     "stateful_map": StatefulMapOp,
@@ -72,6 +79,8 @@ def _operator(step: Step, worker: int, ctx: RunContext, passes_on: bool) -> Oper
         return OutputOp(step, worker, ctx.worker_count, passes_on)
     if kind == "batch":
         return BatchOp(step, worker, ctx.clock)
+    if kind in _WINDOW_OPERATORS:
+        return _WINDOW_OPERATORS[kind](step, worker, ctx.clock)
     return _OPERATORS[kind](step, worker)
 
 
@@ -168,7 +177,7 @@ async def _step_loop(op: Operator, inlet: Inlet, outlet: AnyOutlet) -> None:
             return
         elif msg is TICK:
             assert isinstance(op, TimedOp)
-            out = op.on_tick()
+            out = await op.atick()
             op.ticked.set()
             if out:
                 await outlet.send(out)

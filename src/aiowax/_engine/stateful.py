@@ -214,6 +214,9 @@ class TimedOp(KeyedOp):
     def on_tick(self) -> list[Any]:
         raise NotImplementedError
 
+    async def atick(self) -> list[Any]:
+        return self.on_tick()
+
 
 class BatchOp(TimedOp):
     def __init__(self, step: Step, worker_index: int, clock: Clock) -> None:

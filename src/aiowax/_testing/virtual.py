@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from aiowax._engine.clock import LoopClock
 
 #: Default wall time at the start of a virtual clock: fixed, so tests repeat.
-VIRTUAL_EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
+VIRTUAL_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 class _JumpingSelector:
