@@ -57,10 +57,17 @@ class EventClockConfig(ClockConfig):
             each value; may be ``async def``.
         wait_for_system_duration: How long to keep accepting items older than
             the newest one seen, before their windows close.
+        on_late: Optional ``on_late(key, value, item_time, watermark)``,
+            called for every item dropped because its window had already
+            closed (beyond the reference). Late items are also counted per
+            step and logged at debug level on the ``aiowax.window`` logger.
     """
 
     dt_getter: Callable[[Any], datetime | Awaitable[datetime]]
     wait_for_system_duration: timedelta = field(default=timedelta(0))
+    on_late: Callable[[str, Any, datetime, datetime], Any] | None = field(
+        default=None, kw_only=True
+    )
 
     def __post_init__(self) -> None:
         if not callable(self.dt_getter):
@@ -72,6 +79,9 @@ class EventClockConfig(ClockConfig):
                 "EventClockConfig: wait_for_system_duration must be a "
                 f"datetime.timedelta, got {wait!r}"
             )
+            raise TypeError(msg)
+        if self.on_late is not None and not callable(self.on_late):
+            msg = f"EventClockConfig: on_late must be callable, got {self.on_late!r}"
             raise TypeError(msg)
         if wait < timedelta(0):
             msg = f"EventClockConfig: wait_for_system_duration must not be negative, got {wait!r}"

@@ -8,7 +8,6 @@ from aiowax._definition.flow import Dataflow, Step
 from aiowax._errors import FlowDefinitionError
 
 
-
 @dataclass(frozen=True)
 class Pipeline:
     """An input and the steps that process its items, in order."""

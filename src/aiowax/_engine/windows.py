@@ -86,9 +86,11 @@ class WindowOp(TimedOp):
         self.clock_config = step.args["clock_config"]
         window = step.args["window_config"]
         self.event_time = isinstance(self.clock_config, EventClockConfig)
+        self.on_late: Callable[..., Any] | None = None
         if self.event_time:
             self.dt_getter: Callable[[Any], Any] = self.clock_config.dt_getter
             self.wait_us = self.clock_config.wait_for_system_duration // US
+            self.on_late = self.clock_config.on_late
         else:
             self.wait_us = 0
         self.session = isinstance(window, SessionWindow)
@@ -167,15 +169,21 @@ class WindowOp(TimedOp):
             state = self.keys[key] = _KeyState(t_us - self.wait_us, now)
         return state
 
-    def _late(self, key: str, value: Any, t_us: int) -> None:
+    def _late(self, key: str, value: Any, t_us: int, wm: int) -> None:
         self.late_count += 1
         logger.debug(
-            "step %r dropped a late item of key %r at %s: %r",
+            "step %r dropped a late item of key %r at %s (watermark %s): %r",
             self.step_id,
             key,
             from_us(t_us),
+            from_us(wm),
             value,
         )
+        if self.on_late is not None:
+            try:
+                self.on_late(key, value, from_us(t_us), from_us(wm))
+            except Exception as error:
+                raise fail(error, self.step_id, f"{self.step.kind} on_late hook") from None
 
     def _windows_of(self, t_us: int) -> range:
         d = t_us - self.align_us
@@ -191,9 +199,12 @@ class WindowOp(TimedOp):
                 return False
             self._join_session(state, value, t_us)
             return True
-        placed = False
+        indices = self._windows_of(t_us)
+        # A time in the gap between windows (offset > length) belongs to no
+        # window: dropping it is what the configuration asks, not lateness.
+        placed = not indices
         windows = state.windows
-        for index in self._windows_of(t_us):
+        for index in indices:
             if self._close_of(index) <= wm:
                 continue
             windows[index] = self.add(windows.get(index, _MISSING), value, t_us)
@@ -261,7 +272,7 @@ class WindowOp(TimedOp):
         except Exception as error:
             raise fail(error, self.step_id, self.role) from None
         if not placed:
-            self._late(key, value, t_us)
+            self._late(key, value, t_us, wm)
         self._advance(state, now, t_us)
         touched.add(key)
 
@@ -284,12 +295,13 @@ class WindowOp(TimedOp):
             wm = state.watermark(now) if self.event_time else t_us
             if self.session:
                 if t_us < wm:
-                    self._late(key, value, t_us)
+                    self._late(key, value, t_us, wm)
                 else:
                     self._join_session(state, value, t_us)
             else:
-                placed = False
-                for index in self._windows_of(t_us):
+                indices = self._windows_of(t_us)
+                placed = not indices
+                for index in indices:
                     if self._close_of(index) <= wm:
                         continue
                     try:
@@ -299,7 +311,7 @@ class WindowOp(TimedOp):
                     state.windows[index] = acc
                     placed = True
                 if not placed:
-                    self._late(key, value, t_us)
+                    self._late(key, value, t_us, wm)
             self._advance(state, now, t_us)
             touched.add(key)
             return NO_OUTPUT
