@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 
@@ -37,6 +39,9 @@ class RunContext:
     abort: bool = False
     cancel_scope: anyio.CancelScope | None = None
     live_tails: set[Tail] = field(default_factory=set)
+    #: Every step's operator, by ``(step_id, worker)``: a view for tests and
+    #: metrics (state sizes, late counts), never used to run the flow.
+    operators: dict[tuple[str, int], Any] = field(default_factory=dict)
     awaited_tails: set[Tail] | None = None
 
     def record(self, error: BaseException, downstream: set[Tail] | None = None) -> None:
@@ -64,3 +69,8 @@ class RunContext:
     def _maybe_cancel(self) -> None:
         if not self.awaited_tails and self.cancel_scope is not None:
             self.cancel_scope.cancel()
+
+
+#: Called with the context of every run once its tasks are set up. Private:
+#: tests use it to look at operator state while a flow runs.
+run_observers: list[Callable[[RunContext], None]] = []

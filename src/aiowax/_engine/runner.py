@@ -26,7 +26,7 @@ from aiowax._engine.channels import (
     channel,
 )
 from aiowax._engine.clock import current_clock
-from aiowax._engine.context import RunContext, Tail
+from aiowax._engine.context import RunContext, Tail, run_observers
 from aiowax._engine.exchange import ExchangeOutlet, KeyRouter, RoundRobin
 from aiowax._engine.failure import StepFailed
 from aiowax._engine.messages import TICK, EndOfInput, EpochEnd, Message
@@ -278,6 +278,7 @@ def _start_pipeline(tg: TaskGroup, ctx: RunContext, pipeline: Pipeline) -> None:
             inlet = Inlet(chans[i][w][1], senders)
             outlet = outlet_into(i + 1, w, w if exchange[i + 1] else 0)
             op = _operator(step, w, ctx, passes_on=i < m - 1)
+            ctx.operators[(step.step_id, w)] = op
             timer_send = chans[i][w][0].clone() if isinstance(op, TimedOp) else None
             tail = (p, w) if i == m - 1 else None
             name = f"aiowax step {step.step_id}@{w}"
@@ -316,6 +317,8 @@ async def run_flow(
             ctx.cancel_scope = tg.cancel_scope
             for pipeline in pipelines:
                 _start_pipeline(tg, ctx, pipeline)
+            for observe in run_observers:
+                observe(ctx)
     except BaseExceptionGroup as group:
         # Internal errors only (user errors are recorded, not raised): never
         # leak a group of one to the caller.
