@@ -215,7 +215,7 @@ class Inlet:
 
 
 class EpochBarrier:
-    """Keeps every partition of one input in the same epoch.
+    """Keeps every source partition of a flow in the same epoch.
 
     A partition that closes an epoch waits here until all others have closed
     it too, so no data of the next epoch overtakes a marker of this one.

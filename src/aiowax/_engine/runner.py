@@ -212,18 +212,27 @@ async def _run_lane(lane: Lane, downstream: set[Tail]) -> None:
         await lane.run(downstream)
 
 
-def _start_pipeline(tg: TaskGroup, ctx: RunContext, pipeline: Pipeline) -> None:
+def _partitions(ctx: RunContext, pipeline: Pipeline) -> list[list[str | None]]:
+    """The source partitions each worker reads, by worker."""
+    n = ctx.worker_count
+    step = pipeline.input
+    try:
+        return [lane_parts(step.args["source"], step, w, n) for w in range(n)]
+    except StepFailed as failed:
+        raise failed.error from None
+
+
+def _start_pipeline(
+    tg: TaskGroup,
+    ctx: RunContext,
+    pipeline: Pipeline,
+    parts_by_worker: list[list[str | None]],
+    barrier: EpochBarrier,
+) -> None:
     """Start the lanes and step tasks of one pipeline on every worker."""
     n = ctx.worker_count
     p = pipeline.index
-    parts_by_worker: list[list[str | None]] = []
-    for w in range(n):
-        try:
-            parts_by_worker.append(lane_parts(pipeline.input.args["source"], pipeline.input, w, n))
-        except StepFailed as failed:
-            raise failed.error from None
     total_lanes = sum(len(parts) for parts in parts_by_worker)
-    barrier = EpochBarrier(total_lanes)
     steps = pipeline.steps
     m = len(steps)
     exchange = [n > 1 and s.kind in EXCHANGE_KINDS for s in steps] + [False]
@@ -312,11 +321,16 @@ async def run_flow(
     interval = _check_run_args(workers, epoch_interval, recovery_config)
     pipelines = compile_flow(flow)
     ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
+    parts = [_partitions(ctx, pipeline) for pipeline in pipelines]
+    # One epoch clock for the whole flow: every partition of every input
+    # closes epoch e before any of them starts e + 1, so an epoch is a
+    # consistent cut of all inputs (what a snapshot needs).
+    barrier = EpochBarrier(sum(len(lanes) for by_worker in parts for lanes in by_worker))
     try:
         async with anyio.create_task_group() as tg:
             ctx.cancel_scope = tg.cancel_scope
-            for pipeline in pipelines:
-                _start_pipeline(tg, ctx, pipeline)
+            for pipeline, by_worker in zip(pipelines, parts, strict=True):
+                _start_pipeline(tg, ctx, pipeline, by_worker, barrier)
             for observe in run_observers:
                 observe(ctx)
     except BaseExceptionGroup as group:
