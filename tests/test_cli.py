@@ -1,0 +1,687 @@
+"""The command line: the import-string parser, then ``python -m aiowax`` itself.
+
+The parser and the option handling are tested in-process (cheap); the CLI is
+run end to end in subprocesses for the main paths and each kind of error.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import aiowax
+from aiowax import _cli
+from aiowax._cli import FlowImportError, ImportTarget, main, parse_import_str
+
+# -- the import-string parser --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("flows", ImportTarget("flows", module="flows")),
+        ("pkg.sub", ImportTarget("pkg.sub", module="pkg.sub")),
+        ("pkg.sub:my_flow", ImportTarget("pkg.sub:my_flow", module="pkg.sub", attr="my_flow")),
+        ("m:get()", ImportTarget("m:get()", module="m", attr="get", call=True)),
+        (
+            "m:get('a:b', 2, -1.5, None, True, (1, 2), [3], {'k': {1}}, b'x', key='v')",
+            ImportTarget(
+                "m:get('a:b', 2, -1.5, None, True, (1, 2), [3], {'k': {1}}, b'x', key='v')",
+                module="m",
+                attr="get",
+                call=True,
+                args=("a:b", 2, -1.5, None, True, (1, 2), [3], {"k": {1}}, b"x"),
+                kwargs={"key": "v"},
+            ),
+        ),
+        (
+            "m: get_flow ( n = 1 ) ",
+            ImportTarget("m: get_flow ( n = 1 ) ", "m", None, "get_flow", True, (), {"n": 1}),
+        ),
+        ("módulo:flüss", ImportTarget("módulo:flüss", module="módulo", attr="flüss")),
+        ("flows.py", ImportTarget("flows.py", path=Path("flows.py"))),
+        ("pkg.py:flow2", ImportTarget("pkg.py:flow2", path=Path("pkg.py"), attr="flow2")),
+        ("dir/f.py:flow", ImportTarget("dir/f.py:flow", path=Path("dir/f.py"))),
+        (
+            "a.py/f.py:get('x.py:y')",
+            ImportTarget(
+                "a.py/f.py:get('x.py:y')",
+                path=Path("a.py/f.py"),
+                attr="get",
+                call=True,
+                args=("x.py:y",),
+            ),
+        ),
+        (
+            r"C:\dir\f.py:get()",
+            ImportTarget(r"C:\dir\f.py:get()", path=Path(r"C:\dir\f.py"), attr="get", call=True),
+        ),
+        ("/abs/f.py", ImportTarget("/abs/f.py", path=Path("/abs/f.py"))),
+    ],
+)
+def test_parse_valid(text: str, expected: ImportTarget) -> None:
+    assert parse_import_str(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("", "it is empty"),
+        ("   ", "it is empty"),
+        ("mod:", "no attribute name after ':'"),
+        ("mod:  ", "no attribute name after ':'"),
+        ("mod:1x", "not an attribute name or a factory call"),
+        ("mod:f(x=)", "not an attribute name or a factory call"),
+        ("mod:f(x=1, x=2)", "keyword argument 'x' is repeated"),
+        ("mod:f(", "not an attribute name or a factory call"),
+        ("mod:class", "not an attribute name or a factory call"),
+        ("mod:a.b", "not an attribute name or a factory call"),
+        ("mod:42", "not an attribute name or a factory call"),
+        ("mod:None", "not an attribute name or a factory call"),
+        ("mod:lambda: 1", "not an attribute name or a factory call"),
+        ("mod:f()()", "the factory must be a plain name"),
+        ("mod:obj.get()", "the factory must be a plain name"),
+        ("mod:f(x)", "), got 'x'"),
+        ("mod:f(1 + x)", "must be Python literals"),
+        ("mod:f(n=open('/etc/passwd'))", "got \"open('/etc/passwd')\""),
+        ("mod:f(__import__('os').system('false'))", "must be Python literals"),
+        ("mod:f(lambda: 0)", "must be Python literals"),
+        ("mod:f([x for x in 'ab'])", "must be Python literals"),
+        ("mod:f(*[1])", "*args cannot be used"),
+        ("mod:f(**{'a': 1})", "**kwargs cannot be used"),
+        (".relative", "neither a dotted module name nor a .py path"),
+        ("pkg..mod", "neither a dotted module name nor a .py path"),
+        ("examples/foo", "neither a dotted module name nor a .py path"),
+        ("mod name", "neither a dotted module name nor a .py path"),
+    ],
+)
+def test_parse_invalid(text: str, reason: str) -> None:
+    with pytest.raises(FlowImportError) as info:
+        parse_import_str(text)
+    message = str(info.value)
+    assert message.startswith(f"invalid import string {text!r}: ")
+    assert reason in message
+    assert info.value.details is None
+
+
+def test_expression_normalizes_the_attribute_part() -> None:
+    assert parse_import_str("m").expression == "flow"
+    assert parse_import_str("m:f( 'a',n = 2 )").expression == "f('a', n=2)"
+
+
+def test_console_script_is_main() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = entry_points(group="console_scripts", name="aiowax")
+    if not scripts:
+        pytest.skip("aiowax is not installed: no console script metadata")
+    (script,) = scripts
+    assert script.value == "aiowax._cli:main"
+    assert script.load() is main
+
+
+# -- flow modules used by both the in-process and the subprocess tests --------
+
+FLOWS = """
+import asyncio
+
+from aiowax.connectors.stdio import StdOutSink
+from aiowax.dataflow import Dataflow
+from aiowax.outputs import DynamicSink, StatelessSinkPartition
+from aiowax.testing import TestingSource
+
+
+def make(prefix, n=3):
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(n)))
+    flow.map("label", lambda x: f"{prefix}{x}")
+    flow.output("out", StdOutSink())
+    return flow
+
+
+flow = make("x")
+other = make("o", 2)
+NUMBER = 42
+
+
+def not_a_flow():
+    return [1, 2]
+
+
+def explode():
+    raise RuntimeError("factory broke")
+
+
+async def make_async(prefix):
+    await asyncio.sleep(0)
+    return make(prefix, 2)
+
+
+async def async_explode():
+    await asyncio.sleep(0)
+    raise RuntimeError("async factory broke")
+
+
+async def async_not_a_flow():
+    return "nope"
+
+
+def _check(x):
+    if x == 2:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+failing = Dataflow()
+failing.input("inp", TestingSource(range(5)))
+failing.map("check", _check)
+failing.output("out", StdOutSink())
+
+
+class _Part(StatelessSinkPartition):
+    def write_batch(self, items):
+        pass
+
+
+class WorkerSink(DynamicSink):
+    def build(self, worker_index, worker_count):
+        print(f"built {worker_index}/{worker_count}", flush=True)
+        return _Part()
+
+
+epochs = Dataflow()
+epochs.input("inp", TestingSource(["a", "b", "c"]))
+epochs.inspect_epoch(lambda epoch, item: print(f"epoch {epoch} {item}", flush=True))
+epochs.output("out", WorkerSink())
+
+
+async def _pause(x):
+    await asyncio.sleep(0.02)
+    return x
+
+
+def endless():
+    import itertools
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource(itertools.count()))
+    flow.map("pause", _pause)
+    flow.output("out", StdOutSink())
+    return flow
+
+
+many = Dataflow()
+many.input("inp", TestingSource(range(300_000), batch_size=1000))
+many.output("out", StdOutSink())
+"""
+
+FILES = {
+    "flows.py": FLOWS,
+    # Its bug: a missing dependency, not a missing module of the import string.
+    "broken.py": "import json\nimport nosuch_dependency_xyz\nflow = None\n",
+    "syntax_error.py": "flow = (\n",
+    # A script beside a helper, as in 'python sub/script.py'.
+    "sub/helper.py": "PREFIX = 'h'\n",
+    "sub/script.py": "from helper import PREFIX\nfrom flows import make\nflow = make(PREFIX, 2)\n",
+    # A package, so pkg/mod.py is imported as pkg.mod and relative imports work.
+    "pkg/__init__.py": "",
+    "pkg/base.py": "from flows import make\n",
+    "pkg/mod.py": "from .base import make\nflow = make('p', 1)\n",
+    "lazy.py": "def __getattr__(name):\n    raise LookupError(name)\n",
+    # A file whose name is already taken by a module imported before it.
+    "shadow/argparse.py": "flow = None\n",
+}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("project")
+    for name, text in FILES.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    return root
+
+
+# -- in-process: options, wiring, and the rarer load errors -------------------
+
+
+@pytest.fixture
+def inproc(project: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """Run `main` in this process from ``project``, then forget its imports."""
+    monkeypatch.chdir(project)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    for variable in [v for v in os.environ if v.startswith("AIOWAX_")]:
+        monkeypatch.delenv(variable)
+    importlib.invalidate_caches()
+    before = set(sys.modules)
+    yield project
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit) as info:
+        main(argv, prog="aiowax")
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: aiowax ")
+    return err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "message"),
+    [
+        (["-w", "0", "flows"], {}, "argument -w/--workers: must be an integer >= 1, got '0'"),
+        (["--workers", "two", "flows"], {}, "must be an integer >= 1, got 'two'"),
+        (
+            ["-s", "-1", "flows"],
+            {},
+            "argument -s/--snapshot-interval: must be a number of seconds >= 0",
+        ),
+        (["-s", "nan", "flows"], {}, "must be a number of seconds >= 0, got 'nan'"),
+        (["-s", "inf", "flows"], {}, "must be a number of seconds >= 0, got 'inf'"),
+        (["-s", "1e30", "flows"], {}, "is too large"),
+        (["-b", "x", "flows"], {}, "argument -b/--backup-interval: must be a number"),
+        (
+            ["flows"],
+            {"AIOWAX_WORKERS": "-3"},
+            "environment variable AIOWAX_WORKERS: must be an integer",
+        ),
+        (
+            ["flows"],
+            {"AIOWAX_SNAPSHOT_INTERVAL": "soon"},
+            "environment variable AIOWAX_SNAPSHOT_INTERVAL: ",
+        ),
+        (
+            ["flows"],
+            {"AIOWAX_BACKUP_INTERVAL": "-1"},
+            "environment variable AIOWAX_BACKUP_INTERVAL: ",
+        ),
+        (
+            ["-r", "rec", "flows"],
+            {},
+            "recovery is not supported yet, but -r/--recovery-directory was given",
+        ),
+        (
+            ["flows"],
+            {"AIOWAX_RECOVERY_DIRECTORY": "rec"},
+            "environment variable AIOWAX_RECOVERY_DIRECTORY is set",
+        ),
+        (
+            ["-b", "5", "flows"],
+            {},
+            "-b/--backup-interval only applies with -r/--recovery-directory",
+        ),
+        (["-w", "2"], {}, "the following arguments are required: IMPORT_STR"),
+        (["--work", "2", "flows"], {}, "unrecognized arguments: --work"),
+        (["flows:f(x)"], {}, "invalid import string 'flows:f(x)'"),
+    ],
+)
+def test_usage_errors(
+    inproc: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    err = _usage_error(argv, capsys)
+    assert "aiowax: error: " in err
+    assert message in err
+    assert "flows" not in sys.modules  # nothing imported on a usage error
+
+
+class _RunSpy:
+    def __init__(self) -> None:
+        self.calls: list[dict[str, Any]] = []
+
+    async def __call__(self, flow: object, **kwargs: Any) -> None:
+        self.calls.append({"flow": flow, **kwargs})
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "workers", "interval"),
+    [
+        (["flows"], {}, 1, None),
+        (["-w", "3", "-s", "0.5", "flows"], {}, 3, timedelta(seconds=0.5)),
+        (["flows"], {"AIOWAX_WORKERS": "4", "AIOWAX_SNAPSHOT_INTERVAL": "0"}, 4, timedelta(0)),
+        # The command line wins; empty variables count as unset.
+        (
+            ["--workers=2", "flows"],
+            {"AIOWAX_WORKERS": "4", "AIOWAX_SNAPSHOT_INTERVAL": ""},
+            2,
+            None,
+        ),
+        # Without -r, a backup interval from the environment is only checked.
+        (["flows"], {"AIOWAX_BACKUP_INTERVAL": "30"}, 1, None),
+    ],
+)
+def test_options_reach_run(
+    inproc: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    env: dict[str, str],
+    workers: int,
+    interval: timedelta | None,
+) -> None:
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value)
+    spy = _RunSpy()
+    monkeypatch.setattr(_cli, "run", spy)
+    assert main(argv) == 0
+    (call,) = spy.calls
+    assert call["flow"] is sys.modules["flows"].flow
+    assert call["workers"] == workers
+    assert call["epoch_interval"] == interval
+    assert "recovery_config" not in call
+
+
+@pytest.mark.parametrize(
+    ("import_str", "out"),
+    [
+        ("pkg.mod", "p0\n"),
+        ("pkg/mod.py", "p0\n"),
+        ("flows:make_async('as')", "as0\nas1\n"),
+        ("sub/script.py", "h0\nh1\n"),
+    ],
+)
+def test_runs_in_process(
+    inproc: Path, capsys: pytest.CaptureFixture[str], import_str: str, out: str
+) -> None:
+    assert main([import_str]) == 0
+    assert capsys.readouterr().out == out
+
+
+def test_cwd_is_made_importable(inproc: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sys.path[:] = [p for p in sys.path if p not in ("", str(inproc))]
+    assert main(["flows:other"]) == 0
+    assert capsys.readouterr().out == "o0\no1\n"
+    assert sys.path[0] == str(inproc)
+
+
+@pytest.mark.parametrize(
+    ("import_str", "message", "traceback_has"),
+    [
+        ("pkg.nosuch", "module 'pkg.nosuch' not found", None),
+        ("nosuchpkg.mod", "module 'nosuchpkg.mod' not found (no module named 'nosuchpkg')", None),
+        ("flows.sub", "module 'flows.sub' not found ('flows' is not a package)", None),
+        ("flows:NUMBER()", "'NUMBER' in module 'flows' is not callable, got int 42", None),
+        (
+            "flows:make(1, 2, 3)",
+            "cannot be called as make(1, 2, 3): too many positional arguments "
+            "(its signature is make(prefix, n=3))",
+            None,
+        ),
+        ("flows:make(prefix='a', bad=1)", "unexpected keyword argument 'bad'", None),
+        (
+            "flows:make",
+            "attribute 'make' is function 'make', not an aiowax.dataflow.Dataflow; "
+            "to call it, pass 'flows:make()'",
+            None,
+        ),
+        (
+            "flows:async_explode()",
+            "factory async_explode() raised RuntimeError",
+            "async factory broke",
+        ),
+        ("flows:async_not_a_flow()", "factory async_not_a_flow() returned str 'nope'", None),
+        (
+            "pkg",
+            "module 'pkg' has no attribute 'flow' (the default; name another one with "
+            "'MODULE:ATTR')",
+            None,
+        ),
+        (
+            "pkg.mod:nope",
+            "module 'pkg.mod' has no attribute 'nope'; its Dataflow attributes are: flow",
+            None,
+        ),
+        (
+            "lazy",
+            "getting attribute 'flow' of module 'lazy' raised LookupError",
+            "LookupError: flow",
+        ),
+        ("syntax_error", "importing module 'syntax_error' raised SyntaxError", "was never closed"),
+        # A directory without __init__.py: a namespace package, without a flow.
+        ("sub", "module 'sub' has no attribute 'flow'", None),
+        ("shadow/argparse.py", "but that name already belongs to", None),
+        ("sub/", "neither a dotted module name nor a .py path", None),
+        ("sub/helper.py/x.py", "file 'sub/helper.py/x.py' not found", None),
+        ("pkg/__init__.py", "module 'pkg' has no attribute 'flow'", None),
+    ],
+)
+def test_load_errors_in_process(
+    inproc: Path,
+    capsys: pytest.CaptureFixture[str],
+    import_str: str,
+    message: str,
+    traceback_has: str | None,
+) -> None:
+    try:
+        status: int | str | None = main([import_str], prog="aiowax")
+    except SystemExit as exc:  # syntax errors are usage errors
+        status = exc.code
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""
+    assert (
+        f"cannot load {import_str!r}: " in captured.err
+        or f"invalid import string {import_str!r}" in captured.err
+    )
+    assert message in captured.err
+    if traceback_has is None:
+        assert "Traceback" not in captured.err
+    else:
+        assert traceback_has in captured.err
+        assert "importlib" not in captured.err
+        assert "_cli.py" not in captured.err
+
+
+# -- end to end, in a subprocess -----------------------------------------------
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIOWAX_")}
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env.update(extra)
+    return env
+
+
+def aiowax_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "aiowax", *args],
+        cwd=cwd,
+        env=_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "out"),
+    [
+        # The current directory is importable; 'flow' is the default attribute.
+        (["flows"], {}, "x0\nx1\nx2\n"),
+        # A factory with literal arguments, one holding a ':'.
+        (["flows:make('a:', n=2)"], {}, "a:0\na:1\n"),
+        # A file: its directory goes on sys.path, so it imports its neighbours.
+        (["sub/script.py:flow"], {}, "h0\nh1\n"),
+        # Workers from the environment, every batch its own epoch with -s 0.
+        (
+            ["-s", "0", "flows:epochs"],
+            {"AIOWAX_WORKERS": "2"},
+            "built 0/2\nbuilt 1/2\nepoch 1 a\nepoch 2 b\nepoch 3 c\n",
+        ),
+    ],
+)
+def test_cli_runs_flow(project: Path, args: list[str], env: dict[str, str], out: str) -> None:
+    result = aiowax_cli(project, *args, **env)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert sorted(result.stdout.splitlines()) == sorted(out.splitlines())
+
+
+def test_cli_flow_error_prints_traceback_and_exits_1(project: Path) -> None:
+    result = aiowax_cli(project, "flows:failing")
+    assert result.returncode == 1
+    assert result.stdout == "0\n1\n"
+    err = result.stderr
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert 'flows.py", line' in err
+    assert "ValueError: bad item 2" in err
+    assert "step 'check'" in err  # the note the engine adds
+    assert "_cli.py" not in err  # the frames leading to the user's code are cut
+
+
+def test_cli_help(project: Path) -> None:
+    result = aiowax_cli(project, "--help")
+    assert result.returncode == 0
+    assert result.stdout.startswith("usage: python -m aiowax ")
+    for word in (
+        "IMPORT_STR",
+        "module:attr",
+        "module:factory(args)",
+        ".py",
+        "-w N, --workers N",
+        "-s SECONDS, --snapshot-interval SECONDS",
+        "-r DIR, --recovery-directory DIR",
+        "-b SECONDS, --backup-interval SECONDS",
+        "AIOWAX_WORKERS",
+        "AIOWAX_SNAPSHOT_INTERVAL",
+        "AIOWAX_RECOVERY_DIRECTORY",
+        "AIOWAX_BACKUP_INTERVAL",
+        "not supported yet",
+        "--version",
+        "130",
+    ):
+        assert word in result.stdout, word
+
+
+def test_cli_version(project: Path) -> None:
+    result = aiowax_cli(project, "--version")
+    assert (result.returncode, result.stdout) == (0, f"aiowax {aiowax.__version__}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message", "traceback_has"),
+    [
+        (
+            ["nosuch_module_xyz"],
+            {},
+            "cannot load 'nosuch_module_xyz': module 'nosuch_module_xyz' not found",
+            None,
+        ),
+        # An ImportError inside the user's module is their bug: show it.
+        (
+            ["broken:flow"],
+            {},
+            "cannot load 'broken:flow': importing module 'broken' raised ModuleNotFoundError",
+            "No module named 'nosuch_dependency_xyz'",
+        ),
+        (
+            ["flows:nope"],
+            {},
+            "cannot load 'flows:nope': module 'flows' has no attribute 'nope'",
+            None,
+        ),
+        (
+            ["flows:NUMBER"],
+            {},
+            "cannot load 'flows:NUMBER': attribute 'NUMBER' is int 42, "
+            "not an aiowax.dataflow.Dataflow",
+            None,
+        ),
+        (
+            ["flows:not_a_flow()"],
+            {},
+            "cannot load 'flows:not_a_flow()': factory not_a_flow() returned list [1, 2], "
+            "not an aiowax.dataflow.Dataflow",
+            None,
+        ),
+        (
+            ["flows:explode()"],
+            {},
+            "cannot load 'flows:explode()': factory explode() raised RuntimeError",
+            "RuntimeError: factory broke",
+        ),
+        (
+            ["missing.py:flow"],
+            {},
+            "cannot load 'missing.py:flow': file 'missing.py' not found",
+            None,
+        ),
+        (["flows:1x"], {}, "invalid import string 'flows:1x': '1x' is not an attribute name", None),
+        (["-r", "rec", "flows"], {}, "recovery is not supported yet", None),
+        (
+            ["flows"],
+            {"AIOWAX_WORKERS": "zero"},
+            "environment variable AIOWAX_WORKERS: must be an integer",
+            None,
+        ),
+    ],
+)
+def test_cli_errors_exit_2(
+    project: Path, args: list[str], env: dict[str, str], message: str, traceback_has: str | None
+) -> None:
+    result = aiowax_cli(project, *args, **env)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert f"python -m aiowax: error: {message}" in result.stderr
+    if traceback_has is None:
+        assert "Traceback" not in result.stderr
+    else:
+        assert "Traceback (most recent call last):" in result.stderr
+        assert traceback_has in result.stderr
+        assert "importlib" not in result.stderr
+
+
+def _default_sigint() -> None:
+    # A background job of a non-interactive shell starts with SIGINT ignored,
+    # and the child would inherit that.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _popen(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "aiowax", *args],
+        cwd=cwd,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_ctrl_c_exits_130_quietly(project: Path) -> None:
+    with _popen(project, "flows:endless()") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"0\n"  # running
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (130, b"")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")
+def test_cli_closed_stdout_pipe_is_quiet(project: Path) -> None:
+    # As in 'python -m aiowax flows:many | head -1'.
+    with _popen(project, "flows:many") as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"0\n"
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err) == (1, b"")
