@@ -200,6 +200,8 @@ API_MD_SIGNATURES: dict[str, tuple[tuple[str, object, bool], ...]] = {
     "aiowax.window.EventClockConfig": (
         ("dt_getter", _EMPTY, False),
         ("wait_for_system_duration", timedelta(0), False),
+        # Beyond the reference: the documented hook for late items.
+        ("on_late", None, True),
     ),
     "aiowax.window.TumblingWindow": (("length", _EMPTY, False), ("align_to", _EMPTY, False)),
     "aiowax.window.SlidingWindow": (

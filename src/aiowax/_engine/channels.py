@@ -145,6 +145,8 @@ class Inlet:
                     msg = await self._stream.receive()
                 except anyio.EndOfStream:
                     raise StopAsyncIteration from None
+            except anyio.EndOfStream:
+                raise StopAsyncIteration from None
             out = self._accept(msg)
             if out is not None:
                 return out

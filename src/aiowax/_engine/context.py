@@ -35,6 +35,10 @@ class RunContext:
     clock: Clock
     epoch_interval: float
     worker_count: int = 1
+    #: The first epoch of this run (after the last committed one on resume).
+    start_epoch: int = 1
+    #: The run's recovery (a `aiowax._engine.snapshots.Recovery`), if any.
+    recovery: Any = None
     failure: BaseException | None = None
     abort: bool = False
     cancel_scope: anyio.CancelScope | None = None

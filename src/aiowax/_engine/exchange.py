@@ -19,7 +19,7 @@ from anyio import WouldBlock
 from anyio.streams.memory import MemoryObjectSendStream
 
 from aiowax._engine.channels import DownstreamGone
-from aiowax._engine.failure import StepFailed
+from aiowax._engine.failure import StepFailed, note
 from aiowax._engine.messages import FAILURE, EndOfInput, EpochEnd, Message
 from aiowax._util import describe
 
@@ -67,6 +67,34 @@ class KeyRouter:
                     memo.clear()
                 owner = memo[key] = key_owner(key, n)
             appends[owner](item)
+        return parts
+
+
+class PartRouter:
+    """Sends each ``(key, value)`` to the worker owning its sink partition.
+
+    Partition ``i`` of a `FixedPartitionedSink` lives on worker
+    ``i % worker_count``; ``part_fn(key) % part_count`` picks the partition.
+    """
+
+    def __init__(self, step_id: str, sink: Any, worker_count: int) -> None:
+        self.step_id = step_id
+        self.worker_count = worker_count
+        self.part_fn = sink.part_fn
+        self.part_count = max(len(sink.list_parts()), 1)
+
+    def __call__(self, batch: list[Any]) -> list[list[Any]]:
+        n = self.worker_count
+        parts: list[list[Any]] = [[] for _ in range(n)]
+        for i, item in enumerate(batch):
+            if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
+                raise _RouteError(parts, bad_item_error(self.step_id, item), i)
+            try:
+                part = self.part_fn(item[0]) % self.part_count
+            except Exception as error:
+                note(error, self.step_id, "output part_fn")
+                raise _RouteError(parts, error, i) from None
+            parts[part % n].append(item)
         return parts
 
 

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectSendStream
 
 from aiowax._definition.flow import STATEFUL_KINDS, Step
+from aiowax._definition.outputs import FixedPartitionedSink
 from aiowax._engine.channels import (
     AnyOutlet,
     DownstreamGone,
@@ -27,11 +28,12 @@ from aiowax._engine.channels import (
 )
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail, run_observers
-from aiowax._engine.exchange import ExchangeOutlet, KeyRouter, RoundRobin
+from aiowax._engine.exchange import ExchangeOutlet, KeyRouter, PartRouter, RoundRobin, key_owner
 from aiowax._engine.failure import StepFailed
 from aiowax._engine.messages import TICK, EndOfInput, EpochEnd, Message
 from aiowax._engine.plan import Pipeline, compile_flow
 from aiowax._engine.sinks import OutputOp
+from aiowax._engine.snapshots import Recovery
 from aiowax._engine.sources import Lane, lane_parts
 from aiowax._engine.stateful import BatchOp, RedistributeOp, ReduceOp, StatefulMapOp, TimedOp
 from aiowax._engine.stateless import (
@@ -45,6 +47,7 @@ from aiowax._engine.stateless import (
     Operator,
 )
 from aiowax._engine.windows import CollectWindowOp, FoldWindowOp, ReduceWindowOp, WindowOp
+from aiowax._recovery.config import RecoveryConfig
 
 DEFAULT_EPOCH_INTERVAL = timedelta(seconds=10)
 
@@ -99,9 +102,9 @@ def _check_run_args(workers: object, epoch_interval: object, recovery_config: ob
     if epoch_interval < timedelta(0):
         msg = f"epoch_interval must not be negative, got {epoch_interval!r}"
         raise ValueError(msg)
-    if recovery_config is not None:
-        msg = "recovery is not implemented yet in aiowax; pass recovery_config=None"
-        raise NotImplementedError(msg)
+    if recovery_config is not None and not isinstance(recovery_config, RecoveryConfig):
+        msg = f"recovery_config must be an aiowax.recovery.RecoveryConfig, got {recovery_config!r}"
+        raise TypeError(msg)
     return epoch_interval.total_seconds()
 
 
@@ -125,10 +128,10 @@ async def _drive(
         if isinstance(op, TimedOp) and timer_send is not None:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_run_timer, ctx, op, timer_send)
-                await _step_loop(op, inlet, outlet)
+                await _step_loop(ctx, op, inlet, outlet, tail)
                 tg.cancel_scope.cancel()
         else:
-            await _step_loop(op, inlet, outlet)
+            await _step_loop(ctx, op, inlet, outlet, tail)
     except StepFailed as failed:
         with contextlib.suppress(DownstreamGone):
             if failed.partial:
@@ -151,7 +154,10 @@ async def _drive(
             ctx.tail_done(tail)
 
 
-async def _step_loop(op: Operator, inlet: Inlet, outlet: AnyOutlet) -> None:
+async def _step_loop(
+    ctx: RunContext, op: Operator, inlet: Inlet, outlet: AnyOutlet, tail: Tail | None
+) -> None:
+    recovery = ctx.recovery
     process = op.process
     aprocess = op.aprocess
     is_async = op.is_async
@@ -168,11 +174,21 @@ async def _step_loop(op: Operator, inlet: Inlet, outlet: AnyOutlet) -> None:
                 await outlet.send(out)
         elif isinstance(msg, EpochEnd):
             op.epoch = msg.epoch + 1
+            if recovery is not None:
+                recovery.record(msg.epoch, op.step_id, op.snapshot())
+                if tail is not None:
+                    recovery.tail_done(tail, msg.epoch)
             await outlet.epoch_end(msg.epoch)
         elif isinstance(msg, EndOfInput):
             rest = await op.flush()
             if rest:
                 await outlet.send(rest)
+            if recovery is not None:
+                # The last epoch ends with the input: its snapshot makes a
+                # later run continue after what this one read.
+                recovery.record(op.epoch, op.step_id, op.snapshot())
+                if tail is not None:
+                    recovery.tail_finished(tail, op.epoch)
             await outlet.end_of_input()
             return
         elif msg is TICK:
@@ -212,6 +228,13 @@ async def _run_lane(lane: Lane, downstream: set[Tail]) -> None:
         await lane.run(downstream)
 
 
+def _needs_exchange(step: Step) -> bool:
+    # A partitioned sink's partition lives on one worker: items go there.
+    if step.kind == "output":
+        return isinstance(step.args["sink"], FixedPartitionedSink)
+    return step.kind in EXCHANGE_KINDS
+
+
 def _partitions(ctx: RunContext, pipeline: Pipeline) -> list[list[str | None]]:
     """The source partitions each worker reads, by worker."""
     n = ctx.worker_count
@@ -232,10 +255,11 @@ def _start_pipeline(
     """Start the lanes and step tasks of one pipeline on every worker."""
     n = ctx.worker_count
     p = pipeline.index
+    restored = _restored_by_worker(ctx, pipeline)
     total_lanes = sum(len(parts) for parts in parts_by_worker)
     steps = pipeline.steps
     m = len(steps)
-    exchange = [n > 1 and s.kind in EXCHANGE_KINDS for s in steps] + [False]
+    exchange = [n > 1 and _needs_exchange(s) for s in steps] + [False]
     all_tails = {(p, w) for w in range(n)}
     for w in range(n):
         ctx.live_tails.add((p, w))
@@ -252,9 +276,13 @@ def _start_pipeline(
             return Outlet(None, 0)
         if exchange[i]:
             step = steps[i]
-            route: Router = (
-                RoundRobin(n) if step.kind == "redistribute" else KeyRouter(step.step_id, n)
-            )
+            route: Router
+            if step.kind == "redistribute":
+                route = RoundRobin(n)
+            elif step.kind == "output":
+                route = PartRouter(step.step_id, step.args["sink"], n)
+            else:
+                route = KeyRouter(step.step_id, n)
             return ExchangeOutlet([chans[i][x][0].clone() for x in range(n)], sender, route)
         return Outlet(chans[i][w][0].clone(), sender)
 
@@ -279,14 +307,22 @@ def _start_pipeline(
 
     if not m:
         for w in range(n):
-            inlet = Inlet(chans[0][w][1], senders_into_first[w])
+            inlet = Inlet(chans[0][w][1], senders_into_first[w], ctx.start_epoch)
             tg.start_soon(_drain, ctx, inlet, (p, w))
     for i, step in enumerate(steps):
         for w in range(n):
             senders = senders_into_first[w] if i == 0 else (n if exchange[i] else 1)
-            inlet = Inlet(chans[i][w][1], senders)
+            inlet = Inlet(chans[i][w][1], senders, ctx.start_epoch)
             outlet = outlet_into(i + 1, w, w if exchange[i + 1] else 0)
             op = _operator(step, w, ctx, passes_on=i < m - 1)
+            op.epoch = ctx.start_epoch
+            if ctx.recovery is not None:
+                states = restored.get(step.step_id, {})
+                if n > 1 and step.kind in STATEFUL_KINDS:
+                    # Keys go to the worker that owns them now, whatever the
+                    # worker count of the run that saved them.
+                    states = {k: v for k, v in states.items() if key_owner(k, n) == w}
+                op.start_recovery(states)
             ctx.operators[(step.step_id, w)] = op
             timer_send = chans[i][w][0].clone() if isinstance(op, TimedOp) else None
             tail = (p, w) if i == m - 1 else None
@@ -299,11 +335,26 @@ def _start_pipeline(
             send.close()
 
 
+def _restored_by_worker(ctx: RunContext, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    """Restored states of the pipeline's keyed steps, by step id."""
+    if ctx.recovery is None:
+        return {}
+    return {step.step_id: ctx.recovery.restored(step.step_id) for step in pipeline.steps}
+
+
 async def _drain(ctx: RunContext, inlet: Inlet, tail: Tail) -> None:
     """Consume an input that has no steps after it, so its source still runs."""
+    recovery = ctx.recovery
     try:
         async for msg in inlet:
-            if not isinstance(msg, list | EpochEnd):
+            if isinstance(msg, EpochEnd):
+                if recovery is not None:
+                    recovery.tail_done(tail, msg.epoch)
+            elif isinstance(msg, EndOfInput):
+                if recovery is not None:
+                    recovery.tail_finished(tail, ctx.start_epoch)
+                break
+            elif type(msg) is not list:
                 break
     finally:
         inlet.close()
@@ -321,6 +372,17 @@ async def run_flow(
     interval = _check_run_args(workers, epoch_interval, recovery_config)
     pipelines = compile_flow(flow)
     ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
+    if recovery_config is not None:
+        ctx.recovery = await Recovery.open(recovery_config, interval, workers)
+        ctx.start_epoch = ctx.recovery.resume_epoch
+    try:
+        await _run(ctx, pipelines)
+    finally:
+        if ctx.recovery is not None:
+            ctx.recovery.close()
+
+
+async def _run(ctx: RunContext, pipelines: list[Pipeline]) -> None:
     parts = [_partitions(ctx, pipeline) for pipeline in pipelines]
     # One epoch clock for the whole flow: every partition of every input
     # closes epoch e before any of them starts e + 1, so an epoch is a
@@ -331,6 +393,8 @@ async def run_flow(
             ctx.cancel_scope = tg.cancel_scope
             for pipeline, by_worker in zip(pipelines, parts, strict=True):
                 _start_pipeline(tg, ctx, pipeline, by_worker, barrier)
+            if ctx.recovery is not None:
+                tg.start_soon(ctx.recovery.writer, set(ctx.live_tails), name="aiowax snapshots")
             for observe in run_observers:
                 observe(ctx)
     except BaseExceptionGroup as group:

@@ -48,6 +48,8 @@ class OutputOp(Operator):
         self.parts: dict[int, SinkPartition] = {}
         self.part_names: list[str] = []
         self.async_write: dict[int, bool] = {}
+        self.resume: dict[str, Any] = {}
+        self.recovering = False
 
     def _check_part(self, part: object, role: str) -> SinkPartition:
         if not isinstance(part, StatefulSinkPartition | StatelessSinkPartition):
@@ -76,8 +78,10 @@ class OutputOp(Operator):
                 msg = f"output step {self.step_id!r}: list_parts returned no partitions"
                 raise StepFailed(ValueError(msg))
             for index, name in enumerate(self.part_names):
+                if index % self.worker_count != self.worker_index:
+                    continue  # another worker owns it; the exchange routes there
                 try:
-                    part = await _maybe_await(sink.build_part(name, None))
+                    part = await _maybe_await(sink.build_part(name, self.resume.get(name)))
                 except Exception as error:
                     raise fail(error, self.step_id, "output build_part") from None
                 self.parts[index] = self._check_part(part, "build_part")
@@ -129,6 +133,20 @@ class OutputOp(Operator):
                 return routed, _BadItem(position, note(error, self.step_id, "output part_fn"))
             routed.setdefault(index, []).append(value)
         return routed, None
+
+    def start_recovery(self, restored: dict[str, Any]) -> None:
+        self.resume = restored
+        self.recovering = True
+
+    def snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for index, part in self.parts.items():
+            if isinstance(part, StatefulSinkPartition):
+                try:
+                    out[self.part_names[index]] = part.snapshot()
+                except Exception as error:
+                    raise fail(error, self.step_id, "output snapshot") from None
+        return out
 
     async def aclose(self) -> None:
         first: BaseException | None = None

@@ -106,7 +106,7 @@ class Lane:
         self.worker_index = worker_index
         self.outlet = outlet
         self.barrier = barrier
-        self.epoch = 1
+        self.epoch = ctx.start_epoch
         self.part: Partition | None = None
         # Items read but not yet sent; on failure they still go downstream.
         self.pending: list[Any] = []
@@ -119,7 +119,10 @@ class Lane:
             if self.part_name is None:
                 made = source.build(now, self.worker_index, self.ctx.worker_count)
             else:
-                made = source.build_part(now, self.part_name, None)
+                resume = None
+                if self.ctx.recovery is not None:
+                    resume = self.ctx.recovery.restored(self.step.step_id).get(self.part_name)
+                made = source.build_part(now, self.part_name, resume)
             part = await _maybe_await(made)
         except Exception as error:
             raise fail(error, self.step.step_id, role) from None
@@ -151,6 +154,18 @@ class Lane:
             self.barrier.leave()
             self.outlet.close()
             await self._close()
+
+    def _snapshot(self) -> None:
+        """Hand this partition's position for the current epoch to recovery."""
+        recovery = self.ctx.recovery
+        if recovery is None or not isinstance(self.part, StatefulSourcePartition):
+            return
+        try:
+            position = self.part.snapshot()
+        except Exception as error:
+            raise fail(error, self.step.step_id, "input snapshot") from None
+        assert self.part_name is not None
+        recovery.record(self.epoch, self.step.step_id, {self.part_name: position})
 
     async def _close(self) -> None:
         if self.part is None or self.ctx.abort:
@@ -218,9 +233,13 @@ class Lane:
                 out, self.pending = self.pending, []
                 await outlet.send(out)
             if ended:
+                # The final position belongs to the last epoch: a later run
+                # continues after everything this one read.
+                self._snapshot()
                 await outlet.end_of_input()
                 return
             if now >= epoch_deadline:
+                self._snapshot()
                 await outlet.epoch_end(self.epoch)
                 self.epoch += 1
                 await self.barrier.wait()

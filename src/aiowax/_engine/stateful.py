@@ -19,7 +19,9 @@ from aiowax._engine.clock import Clock
 from aiowax._engine.exchange import bad_item_error
 from aiowax._engine.failure import StepFailed, fail
 from aiowax._engine.keyed import NO_OUTPUT, run_per_key
+from aiowax._engine.snapshots import DELETED
 from aiowax._engine.stateless import Operator
+from aiowax._engine.timeutil import to_us
 from aiowax._util import describe, is_async_callable
 
 
@@ -33,6 +35,21 @@ class KeyedOp(Operator):
     def __init__(self, step: Step, worker_index: int) -> None:
         super().__init__(step, worker_index)
         self.state: dict[str, Any] = {}
+        # Keys changed since the last snapshot; None while recovery is off,
+        # so runs without it do not pay for the bookkeeping.
+        self.dirty: set[str] | None = None
+
+    def start_recovery(self, restored: dict[str, Any]) -> None:
+        self.state.update(restored)
+        self.dirty = set()
+
+    def snapshot(self) -> dict[str, Any]:
+        if not self.dirty:
+            return {}
+        state = self.state
+        out = {key: state.get(key, DELETED) for key in self.dirty}
+        self.dirty.clear()
+        return out
 
     def _bad(self, item: object) -> StepFailed:
         return StepFailed(bad_item_error(self.step_id, item))
@@ -62,6 +79,7 @@ class StatefulMapOp(KeyedOp):
         states = self.state
         builder = self.builder
         mapper = self.mapper
+        dirty = self.dirty
         try:
             for item in batch:
                 if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
@@ -84,6 +102,8 @@ class StatefulMapOp(KeyedOp):
                     states.pop(key, None)
                 else:
                     states[key] = new_state
+                if dirty is not None:
+                    dirty.add(key)
                 append((key, output))
         except StepFailed as failed:
             failed.partial = out
@@ -108,6 +128,8 @@ class StatefulMapOp(KeyedOp):
             self.state.pop(key, None)
         else:
             self.state[key] = new_state
+        if self.dirty is not None:
+            self.dirty.add(key)
         return (key, output)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
@@ -134,6 +156,7 @@ class ReduceOp(KeyedOp):
         reducer = self.reducer
         is_complete = self.is_complete
         missing = _MISSING
+        dirty = self.dirty
         try:
             for item in batch:
                 if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
@@ -158,6 +181,8 @@ class ReduceOp(KeyedOp):
                     accs[key] = acc
                 else:
                     raise self._not_bool(done, acc)
+                if dirty is not None:
+                    dirty.add(key)
         except StepFailed as failed:
             failed.partial = out
             raise
@@ -178,6 +203,8 @@ class ReduceOp(KeyedOp):
             raise fail(error, self.step_id, "reduce is_complete") from None
         if type(done) is not bool:
             raise self._not_bool(done, acc)
+        if self.dirty is not None:
+            self.dirty.add(key)
         if done:
             self.state.pop(key, None)
             return (key, acc)
@@ -234,6 +261,7 @@ class BatchOp(TimedOp):
         max_size = self.max_size
         now = self.now()
         was_idle = not deadlines
+        dirty = self.dirty
         try:
             for item in batch:
                 if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
@@ -247,6 +275,8 @@ class BatchOp(TimedOp):
                 if len(values) >= max_size:
                     del lists[key], deadlines[key]
                     out.append((key, values))
+                if dirty is not None:
+                    dirty.add(key)
         except StepFailed as failed:
             failed.partial = out
             raise
@@ -270,10 +300,39 @@ class BatchOp(TimedOp):
                 break
             del deadlines[key]
             out.append((key, self.state.pop(key)))
+            if self.dirty is not None:
+                self.dirty.add(key)
+        return out
+
+    def start_recovery(self, restored: dict[str, Any]) -> None:
+        # Saved deadlines are wall-clock times: time the flow was down
+        # counts, and lists whose timeout passed meanwhile go out at once.
+        now, wall = self.now(), to_us(self.clock.now())
+        for key, (values, deadline_us) in sorted(restored.items(), key=lambda kv: kv[1][1]):
+            self.state[key] = values
+            self.deadlines[key] = now + (deadline_us - wall) / 1e6
+        self.dirty = set()
+        if self.deadlines:
+            self.wake.set()
+
+    def snapshot(self) -> dict[str, Any]:
+        if not self.dirty:
+            return {}
+        now, wall = self.now(), to_us(self.clock.now())
+        out: dict[str, Any] = {}
+        for key in self.dirty:
+            values = self.state.get(key)
+            if values is None:
+                out[key] = DELETED
+            else:
+                out[key] = (values, wall + round((self.deadlines[key] - now) * 1e6))
+        self.dirty.clear()
         return out
 
     async def flush(self) -> list[Any]:
         out = list(self.state.items())
+        if self.dirty is not None:
+            self.dirty.update(self.state)
         self.state.clear()
         self.deadlines.clear()
         return out

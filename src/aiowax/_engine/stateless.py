@@ -44,6 +44,16 @@ class Operator:
         """Return what is left to emit at the end of input."""
         return []
 
+    def start_recovery(self, restored: dict[str, Any]) -> None:
+        """Take over restored state and start tracking changes for snapshots."""
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state changes since the last snapshot, by state key.
+
+        A key whose state is gone maps to `aiowax._engine.snapshots.DELETED`.
+        """
+        return {}
+
     async def aclose(self) -> None:
         """Release what the operator holds; called once, whatever happened."""
 

@@ -15,7 +15,7 @@ import heapq
 import inspect
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from itertools import count
 from typing import Any
 
@@ -30,24 +30,14 @@ from aiowax._engine.clock import Clock
 from aiowax._engine.exchange import bad_item_error
 from aiowax._engine.failure import StepFailed, fail
 from aiowax._engine.keyed import NO_OUTPUT, run_per_key
+from aiowax._engine.snapshots import DELETED
 from aiowax._engine.stateful import TimedOp
+from aiowax._engine.timeutil import US, from_us, to_us
 from aiowax._util import describe, is_async_callable
 
 logger = logging.getLogger("aiowax.window")
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-US = timedelta(microseconds=1)
 _MISSING: Any = object()
-
-
-def to_us(dt: datetime) -> int:
-    """Microseconds since the Unix epoch of an aware datetime."""
-    return (dt - EPOCH) // US
-
-
-def from_us(us: int) -> datetime:
-    """The UTC datetime ``us`` microseconds after the Unix epoch."""
-    return EPOCH + timedelta(microseconds=us)
 
 
 class _KeyState:
@@ -336,7 +326,40 @@ class WindowOp(TimedOp):
         """Loop time at which the key's watermark reaches ``close_us``."""
         return state.wm_loop + (close_us - state.wm_base) / 1e6
 
+    def start_recovery(self, restored: dict[str, Any]) -> None:
+        # Watermarks were saved against wall time: the time the flow was
+        # down counts as elapsed, so windows due meanwhile close at once.
+        now, wall = self.now(), to_us(self.clock.now())
+        for key, saved in restored.items():
+            state = _KeyState(saved["wm_base"], now - (wall - saved["wm_wall"]) / 1e6)
+            state.windows = saved["windows"]
+            state.sessions = saved["sessions"]
+            self.keys[key] = state
+        self.dirty = set()
+        self._reschedule(set(self.keys), now)
+
+    def snapshot(self) -> dict[str, Any]:
+        if not self.dirty:
+            return {}
+        now, wall = self.now(), to_us(self.clock.now())
+        out: dict[str, Any] = {}
+        for key in self.dirty:
+            state = self.keys.get(key)
+            if state is None:
+                out[key] = DELETED
+                continue
+            out[key] = {
+                "wm_base": state.wm_base,
+                "wm_wall": wall - round((now - state.wm_loop) * 1e6),
+                "windows": state.windows,
+                "sessions": state.sessions,
+            }
+        self.dirty.clear()
+        return out
+
     def _reschedule(self, keys: set[str], now: float) -> None:
+        if self.dirty is not None:
+            self.dirty.update(keys)
         for key in keys:
             state = self.keys.get(key)
             if state is None:
@@ -431,6 +454,8 @@ class WindowOp(TimedOp):
                 except Exception as error:
                     raise fail(error, self.step_id, self.role) from None
                 out.append((key, (WindowMetadata(from_us(start), from_us(end)), value)))
+        if self.dirty is not None:
+            self.dirty.update(self.keys)
         self.keys.clear()
         self.heap.clear()
         return out

@@ -1,0 +1,1 @@
+"""Implementation of `aiowax.recovery`: snapshots in SQLite partition files."""

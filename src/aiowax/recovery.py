@@ -1,0 +1,63 @@
+"""Recovery: resume a flow from its last committed epoch after a crash.
+
+Make a recovery directory once with `init_db_dir` (or
+``python -m aiowax.recovery DB_DIR COUNT``), then pass
+``recovery_config=RecoveryConfig(DB_DIR)`` to `aiowax.run` or
+`aiowax.testing.run_main`. At the end of every epoch the flow snapshots its
+sources' positions, its keyed state and its stateful sinks; a new run with
+the same configuration restores the last epoch every worker finished and
+continues from there (state exactly once, output at least once).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aiowax._recovery.config import RecoveryConfig
+from aiowax._recovery.store import (
+    InconsistentPartitionsError,
+    MissingPartitionsError,
+    NoPartitionsError,
+    RecoveryError,
+    init_db_dir,
+)
+from aiowax._util import fixup_module_metadata
+
+__all__ = [
+    "InconsistentPartitionsError",
+    "MissingPartitionsError",
+    "NoPartitionsError",
+    "RecoveryConfig",
+    "RecoveryError",
+    "init_db_dir",
+    "main",
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m aiowax.recovery DB_DIR COUNT``.
+
+    Returns:
+        The exit code: 0 on success, 2 on a usage error.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m aiowax.recovery",
+        description="Create the SQLite partition files of a recovery directory.",
+    )
+    parser.add_argument("db_dir", metavar="DB_DIR", help="the recovery directory")
+    parser.add_argument("count", metavar="COUNT", type=int, help="how many partition files")
+    args = parser.parse_args(argv)
+    try:
+        init_db_dir(args.db_dir, args.count)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"created {args.count} partition file(s) in {args.db_dir}")
+    return 0
+
+
+fixup_module_metadata(__name__, __all__, globals())
+
+if __name__ == "__main__":
+    raise SystemExit(main())
