@@ -5,6 +5,7 @@ inside any running event loop, or call `aiowax.testing.run_main` from
 synchronous code.
 """
 
+from aiowax._embed import FlowHandle, FlowStatus, open_flow, start_flow
 from aiowax._errors import AbortExecution, AiowaxError, FlowDefinitionError
 from aiowax._run import run
 from aiowax._util import fixup_module_metadata
@@ -14,8 +15,12 @@ __all__ = [
     "AbortExecution",
     "AiowaxError",
     "FlowDefinitionError",
+    "FlowHandle",
+    "FlowStatus",
     "__version__",
+    "open_flow",
     "run",
+    "start_flow",
 ]
 
 fixup_module_metadata(

@@ -47,8 +47,8 @@ class StatefulSourcePartition(ABC, Generic[X, S]):
     def snapshot(self) -> S:
         """Return the position to resume from, taken right after a batch."""
 
-    def close(self) -> None:
-        """Release resources; called once when the partition stops."""
+    def close(self) -> Awaitable[None] | None:
+        """Release resources; called once when the partition stops (may be async)."""
 
 
 class FixedPartitionedSource(Source, Generic[X, S]):
@@ -83,8 +83,8 @@ class StatelessSourcePartition(ABC, Generic[X]):
         """Return when `next_batch` should next be called (``None``: now)."""
         return None
 
-    def close(self) -> None:
-        """Release resources; called once when the partition stops."""
+    def close(self) -> Awaitable[None] | None:
+        """Release resources; called once when the partition stops (may be async)."""
 
 
 class DynamicSource(Source, Generic[X]):

@@ -30,8 +30,8 @@ class StatefulSinkPartition(ABC, Generic[V, S]):
     def snapshot(self) -> S:
         """Return what this partition needs to resume after the last write."""
 
-    def close(self) -> None:
-        """Release resources; called once when the partition stops."""
+    def close(self) -> Awaitable[None] | None:
+        """Release resources; called once when the partition stops (may be async)."""
 
 
 class FixedPartitionedSink(Sink, Generic[V, S]):
@@ -51,7 +51,7 @@ class FixedPartitionedSink(Sink, Generic[V, S]):
         The default is a CRC-32 of the UTF-8 key: stable across processes
         and runs, unlike the salted built-in ``hash``.
         """
-        return crc32(item_key.encode())
+        return crc32(item_key.encode("utf-8", "surrogatepass"))
 
     @abstractmethod
     def build_part(self, for_part: str, resume_state: S | None) -> StatefulSinkPartition[V, S]:
@@ -65,8 +65,8 @@ class StatelessSinkPartition(ABC, Generic[X]):
     def write_batch(self, items: list[X]) -> Awaitable[None] | None:
         """Write items, in order."""
 
-    def close(self) -> None:
-        """Release resources; called once when the partition stops."""
+    def close(self) -> Awaitable[None] | None:
+        """Release resources; called once when the partition stops (may be async)."""
 
 
 class DynamicSink(Sink, Generic[X]):

@@ -48,6 +48,17 @@ class RunContext:
     operators: dict[tuple[str, int], Any] = field(default_factory=dict)
     awaited_tails: set[Tail] | None = None
 
+    #: A graceful stop was asked for: sources end as if their input ended.
+    stopping: bool = False
+    #: Cancel scopes around what sources wait on (async reads, sleeps).
+    wait_scopes: set[anyio.CancelScope] = field(default_factory=set)
+
+    def request_stop(self) -> None:
+        """Stop the sources; everything read so far still flows to the sinks."""
+        self.stopping = True
+        for scope in list(self.wait_scopes):
+            scope.cancel()
+
     def record(self, error: BaseException, downstream: set[Tail] | None = None) -> None:
         """Keep ``error`` if it is the run's first, and start the shutdown.
 

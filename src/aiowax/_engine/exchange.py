@@ -34,7 +34,7 @@ def key_owner(key: str, worker_count: int) -> int:
     per process; snapshots must land on the right worker after a restart,
     even with another worker count.
     """
-    return crc32(key.encode()) % worker_count
+    return crc32(key.encode("utf-8", "surrogatepass")) % worker_count
 
 
 def bad_item_error(step_id: str, item: object) -> TypeError:

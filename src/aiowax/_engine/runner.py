@@ -367,8 +367,13 @@ async def run_flow(
     workers: int = 1,
     epoch_interval: timedelta | None = None,
     recovery_config: Any = None,
+    on_start: Callable[[RunContext], None] | None = None,
 ) -> None:
-    """Run ``flow`` to completion in the current event loop (see `aiowax.run`)."""
+    """Run ``flow`` to completion in the current event loop (see `aiowax.run`).
+
+    ``on_start`` is called with the run's context once every task is set up
+    (the flow handle uses it to ask for a graceful stop).
+    """
     interval = _check_run_args(workers, epoch_interval, recovery_config)
     pipelines = compile_flow(flow)
     ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
@@ -376,13 +381,17 @@ async def run_flow(
         ctx.recovery = await Recovery.open(recovery_config, interval, workers)
         ctx.start_epoch = ctx.recovery.resume_epoch
     try:
-        await _run(ctx, pipelines)
+        await _run(ctx, pipelines, on_start)
     finally:
         if ctx.recovery is not None:
             ctx.recovery.close()
 
 
-async def _run(ctx: RunContext, pipelines: list[Pipeline]) -> None:
+async def _run(
+    ctx: RunContext,
+    pipelines: list[Pipeline],
+    on_start: Callable[[RunContext], None] | None,
+) -> None:
     parts = [_partitions(ctx, pipeline) for pipeline in pipelines]
     # One epoch clock for the whole flow: every partition of every input
     # closes epoch e before any of them starts e + 1, so an epoch is a
@@ -397,6 +406,8 @@ async def _run(ctx: RunContext, pipelines: list[Pipeline]) -> None:
                 tg.start_soon(ctx.recovery.writer, set(ctx.live_tails), name="aiowax snapshots")
             for observe in run_observers:
                 observe(ctx)
+            if on_start is not None:
+                on_start(ctx)
     except BaseExceptionGroup as group:
         # Internal errors only (user errors are recorded, not raised): never
         # leak a group of one to the caller.

@@ -10,7 +10,7 @@ hop per item; it never waits for more items to fill a message.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -155,6 +155,24 @@ class Lane:
             self.outlet.close()
             await self._close()
 
+    async def _interruptible(self, awaitable: Awaitable[Any]) -> tuple[Any, bool]:
+        """Await ``awaitable`` unless a graceful stop interrupts it.
+
+        Returns:
+            Its result, and whether the stop interrupted it instead.
+        """
+        scope = anyio.CancelScope()
+        if self.ctx.stopping:
+            scope.cancel()
+        self.ctx.wait_scopes.add(scope)
+        result: Any = None
+        try:
+            with scope:
+                result = await awaitable
+        finally:
+            self.ctx.wait_scopes.discard(scope)
+        return result, scope.cancelled_caught
+
     def _snapshot(self) -> None:
         """Hand this partition's position for the current epoch to recovery."""
         recovery = self.ctx.recovery
@@ -191,11 +209,19 @@ class Lane:
         epoch_deadline = monotonic() + interval
         started = monotonic()
         while True:
-            ended = False
+            ended = self.ctx.stopping
+            batch: Any
             try:
-                batch = next_batch(sched)
-                if is_async:
-                    batch = await batch
+                if ended:
+                    batch = []
+                elif is_async:
+                    batch, interrupted = await self._interruptible(next_batch(sched))
+                    if interrupted:
+                        # A graceful stop: the read in flight is abandoned,
+                        # so async sources should be safe to cancel there.
+                        ended, batch = True, []
+                else:
+                    batch = next_batch(sched)
             except (StopIteration, StopAsyncIteration):
                 ended = True
                 batch = []
@@ -251,11 +277,11 @@ class Lane:
                         f"datetime, got {awake!r}"
                     )
                     raise StepFailed(TypeError(msg))
-                await clock.sleep_until(clock.deadline_for(awake))
+                await self._interruptible(clock.sleep_until(clock.deadline_for(awake)))
                 sched = awake
                 backoff = BACKOFF_MIN
             elif not batch:
-                await clock.sleep_until(monotonic() + backoff)
+                await self._interruptible(clock.sleep_until(monotonic() + backoff))
                 backoff = min(backoff * 2, BACKOFF_MAX)
             else:
                 backoff = BACKOFF_MIN

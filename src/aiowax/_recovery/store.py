@@ -24,7 +24,7 @@ _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (part_index INTEGER NOT NULL, part_count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snaps (
     step_id TEXT NOT NULL,
-    state_key TEXT NOT NULL,
+    state_key BLOB NOT NULL,
     epoch INTEGER NOT NULL,
     ser BLOB,
     PRIMARY KEY (step_id, state_key, epoch)
@@ -169,7 +169,7 @@ class Store:
 
     def part_of(self, step_id: str, state_key: str) -> int:
         """The partition file of one state key of one step."""
-        return crc32(f"{step_id}\x1f{state_key}".encode()) % self.count
+        return crc32(f"{step_id}\x1f{state_key}".encode("utf-8", "surrogatepass")) % self.count
 
     def load(self) -> dict[tuple[str, str], bytes]:
         """Every live snapshot as of the committed epoch, by (step, key)."""
@@ -183,7 +183,7 @@ class Store:
         """
         for conn in self.conns.values():
             for step_id, state_key, ser in conn.execute(query, (self.committed,)):
-                out[(step_id, state_key)] = ser
+                out[(step_id, _key_text(state_key))] = ser
         return out
 
     def discard_uncommitted(self) -> None:
@@ -207,9 +207,10 @@ class Store:
                 it must be below ``epoch``, so that a resume from the epoch
                 before this one (after a crash mid-commit) finds its rows.
         """
-        by_part: dict[int, list[tuple[str, str, int, bytes | None]]] = {}
+        by_part: dict[int, list[tuple[str, bytes, int, bytes | None]]] = {}
         for (step_id, key), ser in changes.items():
-            by_part.setdefault(self.part_of(step_id, key), []).append((step_id, key, epoch, ser))
+            row = (step_id, _key_blob(key), epoch, ser)
+            by_part.setdefault(self.part_of(step_id, key), []).append(row)
         stamp = datetime.now(UTC).isoformat()
         for index, conn in self.conns.items():
             conn.execute("BEGIN")
@@ -233,6 +234,15 @@ class Store:
         for conn in self.conns.values():
             conn.close()
         self.conns.clear()
+
+
+def _key_blob(key: str) -> bytes:
+    # Keys are any str, lone surrogates included, which SQLite text refuses.
+    return key.encode("utf-8", "surrogatepass")
+
+
+def _key_text(blob: bytes) -> str:
+    return blob.decode("utf-8", "surrogatepass")
 
 
 def _collect_garbage(conn: sqlite3.Connection, keep_from: int) -> None:
