@@ -51,29 +51,33 @@ async def batch_async(
     it = aib.__aiter__()
     seconds = timeout.total_seconds()
     ended = False
-    pending: anyio.abc.TaskGroup | None = None  # noqa: F841 - documentation only
-    next_item: Any = None
-    while not ended:
-        chunk: list[X] = []
-        deadline: float | None = None
-        while len(chunk) < batch_size:
-            if next_item is None:
-                next_item = _Pending(it)
-            remaining = None if deadline is None else deadline - anyio.current_time()
-            if remaining is not None and remaining <= 0:
-                break
-            got, value = await next_item.get(remaining)
-            if not got:
-                break  # timed out: the pending read stays for the next list
-            next_item = None
-            if value is _END:
-                ended = True
-                break
-            chunk.append(value)
-            if deadline is None:
-                deadline = anyio.current_time() + seconds
-        if chunk:
-            yield chunk
+    next_item: _Pending | None = None
+    try:
+        while not ended:
+            chunk: list[X] = []
+            deadline: float | None = None
+            while len(chunk) < batch_size:
+                if next_item is None:
+                    next_item = _Pending(it)
+                remaining = None if deadline is None else deadline - anyio.current_time()
+                if remaining is not None and remaining <= 0:
+                    break
+                got, value = await next_item.get(remaining)
+                if not got:
+                    break  # timed out: the pending read stays for the next list
+                next_item = None
+                if value is _END:
+                    ended = True
+                    break
+                chunk.append(value)
+                if deadline is None:
+                    deadline = anyio.current_time() + seconds
+            if chunk:
+                yield chunk
+    finally:
+        # Closed early (or failed): stop the read in flight, no orphan task.
+        if next_item is not None:
+            await next_item.cancel()
 
 
 _END = object()
@@ -97,6 +101,13 @@ class _Pending:
             return await it.__anext__()
         except StopAsyncIteration:
             return _END
+
+    async def cancel(self) -> None:
+        import asyncio
+
+        self._task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({self._task})
 
     async def get(self, timeout: float | None) -> tuple[bool, Any]:
         import asyncio

@@ -41,18 +41,28 @@ async def call_ordered(
     results: list[Any] = [None] * n
     cursor = 0
     first_error: tuple[int, Exception] | None = None
+    # Calls in flight, by index: after a failure, the ones for later items
+    # are cancelled (nothing needs their results); earlier ones finish.
+    scopes: dict[int, anyio.CancelScope] = {}
 
     async def worker() -> None:
         nonlocal cursor, first_error
         while cursor < n and first_error is None:
             i = cursor
             cursor += 1
-            try:
-                results[i] = await call(args[i])
-            except Exception as error:
-                if first_error is None or i < first_error[0]:
-                    first_error = (i, error)
-                return
+            with anyio.CancelScope() as scope:
+                scopes[i] = scope
+                try:
+                    results[i] = await call(args[i])
+                except Exception as error:
+                    if first_error is None or i < first_error[0]:
+                        first_error = (i, error)
+                        for j, later in scopes.items():
+                            if j > i:
+                                later.cancel()
+                    return
+                finally:
+                    del scopes[i]
 
     async with anyio.create_task_group() as tg:
         for _ in range(min(limit, n)):

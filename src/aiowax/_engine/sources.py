@@ -194,6 +194,34 @@ class Lane:
             except Exception as error:
                 self.ctx.record(note(error, self.step.step_id, "input close"))
 
+    async def _sleep_until_awake(self, awake: datetime, epoch_deadline: float) -> float:
+        """Sleep until ``awake``, closing epochs that end meanwhile.
+
+        The other partitions of the input wait for this one at each epoch
+        end: a partition sleeping until a far ``next_awake`` must keep
+        closing epochs on time. Returns the next epoch deadline.
+        """
+        if awake.tzinfo is None:
+            msg = (
+                f"input step {self.step.step_id!r}: next_awake must return an aware "
+                f"datetime, got {awake!r}"
+            )
+            raise StepFailed(TypeError(msg))
+        clock = self.ctx.clock
+        deadline = clock.deadline_for(awake)
+        pace = self.ctx.epoch_interval or BACKOFF_MAX
+        while deadline > epoch_deadline and not self.ctx.stopping:
+            _, interrupted = await self._interruptible(clock.sleep_until(epoch_deadline))
+            if interrupted:
+                return epoch_deadline
+            self._snapshot()
+            await self.outlet.epoch_end(self.epoch)
+            self.epoch += 1
+            await self.barrier.wait()
+            epoch_deadline = clock.monotonic() + pace
+        await self._interruptible(clock.sleep_until(deadline))
+        return epoch_deadline
+
     async def _loop(self) -> None:
         assert self.part is not None
         clock = self.ctx.clock
@@ -207,6 +235,14 @@ class Lane:
         sched: datetime | None = None
         backoff = BACKOFF_MIN
         epoch_deadline = monotonic() + interval
+        # A partition may ask to be called later even the first time.
+        try:
+            first_awake = next_awake()
+        except Exception as error:
+            raise fail(error, step_id, "input next_awake") from None
+        if first_awake is not None:
+            epoch_deadline = await self._sleep_until_awake(first_awake, epoch_deadline)
+            sched = first_awake
         started = monotonic()
         while True:
             ended = self.ctx.stopping
@@ -271,13 +307,7 @@ class Lane:
                 await self.barrier.wait()
                 epoch_deadline = monotonic() + interval
             if awake is not None:
-                if awake.tzinfo is None:
-                    msg = (
-                        f"input step {step_id!r}: next_awake must return an aware "
-                        f"datetime, got {awake!r}"
-                    )
-                    raise StepFailed(TypeError(msg))
-                await self._interruptible(clock.sleep_until(clock.deadline_for(awake)))
+                epoch_deadline = await self._sleep_until_awake(awake, epoch_deadline)
                 sched = awake
                 backoff = BACKOFF_MIN
             elif not batch:

@@ -27,6 +27,8 @@ class Operator:
     """
 
     is_async = False
+    #: Names the user code in error notes ("map mapper"...).
+    role = "step"
 
     def __init__(self, step: Step, worker_index: int) -> None:
         self.step = step
@@ -58,6 +60,16 @@ class Operator:
         """Release what the operator holds; called once, whatever happened."""
 
 
+def _stopped(op: Operator, batch: list[Any], index: int, partial: list[Any]) -> StepFailed:
+    """The user function raised StopIteration on ``batch[index]``.
+
+    C-level ``map`` ends quietly on a StopIteration from the function it
+    calls, so the fast paths check that every item was processed.
+    """
+    msg = f"{op.role} raised StopIteration on item {describe(batch[index])}"
+    return fail(RuntimeError(msg), op.step_id, op.role, partial)
+
+
 def _user_fn(step: Step, name: str) -> Callable[..., Any]:
     fn: Callable[..., Any] = step.args[name]
     return fn
@@ -77,6 +89,8 @@ class MapOp(Operator):
             out.extend(map(self.fn, batch))
         except Exception as error:
             raise fail(error, self.step_id, self.role, out) from None
+        if len(out) != len(batch):
+            raise _stopped(self, batch, len(out), out)
         return out
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
@@ -114,6 +128,8 @@ class FilterOp(Operator):
         except Exception as error:
             kept = self._keep(batch, flags)
             raise fail(error, self.step_id, self.role, kept) from None
+        if len(flags) != len(batch):
+            raise _stopped(self, batch, len(flags), self._keep(batch, flags))
         return self._keep(batch, flags)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
@@ -155,11 +171,23 @@ class FlatMapOp(Operator):
         self.is_async = self.is_asyncgen or is_async_callable(self.fn)
 
     def process(self, batch: list[Any]) -> list[Any]:
+        # Two C-level passes: call the mapper on every item, then flatten.
+        # The length check catches a StopIteration, which ``map`` swallows.
+        parts: list[Any] = []
+        error: Exception | None = None
+        try:
+            parts.extend(map(self.fn, batch))
+        except Exception as e:
+            error = e
         out: list[Any] = []
         try:
-            out.extend(chain.from_iterable(map(self.fn, batch)))
-        except Exception as error:
+            out.extend(chain.from_iterable(parts))
+        except Exception as e:
+            raise fail(e, self.step_id, self.role, out) from None
+        if error is not None:
             raise fail(error, self.step_id, self.role, out) from None
+        if len(parts) != len(batch):
+            raise _stopped(self, batch, len(parts), out)
         return out
 
     async def _collect(self, item: Any) -> list[Any]:
@@ -199,6 +227,8 @@ class InspectOp(Operator):
             done.extend(self._calls(batch))
         except Exception as error:
             raise fail(error, self.step_id, self.role, batch[: len(done)]) from None
+        if len(done) != len(batch):
+            raise _stopped(self, batch, len(done), batch[: len(done)])
         return batch
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
