@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ __all__ = [
     "ffwd_iter",
     "poll_next_batch",
     "run_main",
+    "run_with",
 ]
 
 T = TypeVar("T")
@@ -81,6 +82,68 @@ def cluster_main(
             recovery_config=recovery_config,
         )
     )
+
+
+async def run_with(
+    flow: Dataflow,
+    inputs: Mapping[str, Iterable[Any]],
+    *,
+    outputs: Iterable[str] | None = None,
+    batch_size: int = 1,
+    workers: int = 1,
+    epoch_interval: timedelta | None = None,
+) -> dict[str, list[Any]]:
+    """Run ``flow`` on in-memory inputs and return what its outputs received.
+
+    The flow is copied with the sources of the named input steps replaced by
+    `TestingSource` over the given items, and the sinks of its output steps
+    replaced by lists; the flow you pass is left untouched, so a test runs
+    the very definition production uses.
+
+    >>> import anyio
+    >>> from aiowax.connectors.stdio import StdOutSink
+    >>> flow = Dataflow()
+    >>> flow.input("numbers", TestingSource([]))   # production: a real source
+    >>> flow.map("double", lambda x: 2 * x)
+    >>> flow.output("out", StdOutSink())           # production: a real sink
+    >>> anyio.run(run_with, flow, {"numbers": [1, 2, 3]})
+    {'out': [2, 4, 6]}
+
+    Args:
+        flow: The flow to test.
+        inputs: Items for each input step to replace, by step id.
+        outputs: The output steps to capture (default: all of them).
+        batch_size: Batch size of the replacement sources.
+        workers: As for `aiowax.run`.
+        epoch_interval: As for `aiowax.run`.
+
+    Returns:
+        The items each captured output step received, by step id.
+
+    Raises:
+        ValueError: A step id names no input (or output) step of the flow.
+    """
+    kinds = {step.step_id: step.kind for step in flow.steps}
+    for step_id in inputs:
+        if kinds.get(step_id) != "input":
+            msg = f"run_with: the flow has no input step {step_id!r}"
+            raise ValueError(msg)
+    wanted = [s for s, k in kinds.items() if k == "output"] if outputs is None else list(outputs)
+    for step_id in wanted:
+        if kinds.get(step_id) != "output":
+            msg = f"run_with: the flow has no output step {step_id!r}"
+            raise ValueError(msg)
+    captured: dict[str, list[Any]] = {step_id: [] for step_id in wanted}
+    replaced: dict[str, dict[str, Any]] = {
+        step_id: {"source": TestingSource(items, batch_size)} for step_id, items in inputs.items()
+    }
+    replaced.update({step_id: {"sink": TestingSink(out)} for step_id, out in captured.items()})
+    await run(
+        flow._with_args(replaced),
+        workers=workers,
+        epoch_interval=epoch_interval,
+    )
+    return captured
 
 
 def ffwd_iter(it: Iterator[T], n: int) -> Iterator[T]:

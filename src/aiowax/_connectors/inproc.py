@@ -200,12 +200,19 @@ class IterableSource(FixedPartitionedSource[X, None], Generic[X]):
 class _IterablePartition(StatefulSourcePartition[X, None]):
     """Reads ahead in a task of its own, so waiting never loses an item."""
 
-    def __init__(self, it: AsyncIterator[X], batch_size: int) -> None:
+    def __init__(self, it: AsyncIterator[X] | None, batch_size: int) -> None:
         self._it = it
         self._batch_size = batch_size
         self._read: asyncio.Task[Any] | None = None
 
+    async def _open(self) -> AsyncIterator[X]:
+        """The iterator to read (subclasses may open it lazily)."""
+        assert self._it is not None
+        return self._it
+
     async def _next(self) -> Any:
+        if self._it is None:
+            self._it = await self._open()
         try:
             return await self._it.__anext__()
         except StopAsyncIteration:
@@ -237,6 +244,9 @@ class _IterablePartition(StatefulSourcePartition[X, None]):
         if self._read is not None:
             self._read.cancel()
             self._read = None
+        await self._shut()
+
+    async def _shut(self) -> None:
         aclose = getattr(self._it, "aclose", None)
         if aclose is not None:
             await aclose()

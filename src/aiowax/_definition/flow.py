@@ -7,7 +7,7 @@ when the method is called, so mistakes point at the line that made them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
@@ -90,6 +90,18 @@ class Dataflow:
     def __repr__(self) -> str:
         ids = ", ".join(s.step_id for s in self._steps)
         return f"<Dataflow of {len(self._steps)} steps: {ids}>"
+
+    def _with_args(self, replaced: Mapping[str, Mapping[str, Any]]) -> Dataflow:
+        """A copy of this flow with some steps' arguments replaced, by step id."""
+        copy = Dataflow()
+        copy._ids = set(self._ids)
+        copy._steps = [
+            Step(s.kind, s.step_id, MappingProxyType({**s.args, **replaced[s.step_id]}), s.index)
+            if s.step_id in replaced
+            else s
+            for s in self._steps
+        ]
+        return copy
 
     def _add(self, kind: str, step_id: object, **args: Any) -> None:
         index = len(self._steps)

@@ -1,0 +1,89 @@
+"""A pytest plugin for testing flows on a virtual clock.
+
+Enable it in a ``conftest.py`` with ``pytest_plugins = ["aiowax.pytest_plugin"]``
+(or ``pytest -p aiowax.pytest_plugin``); it needs pytest-asyncio 1.5 or
+later. Then mark an async test with both ``@pytest.mark.asyncio`` and
+``@pytest.mark.aiowax_virtual_clock``: it runs on an event loop whose clock
+jumps straight to the next timer whenever every task is waiting, so batch
+timeouts, window closes and polling intervals of hours take milliseconds,
+and happen at exact times. Other async tests keep an ordinary event loop.
+
+The ``aiowax_clock`` fixture tells the virtual time (``loop.time()``, from
+0) and the wall time aiowax sees (`VIRTUAL_EPOCH` plus that).
+
+The plugin implements pytest-asyncio's ``pytest_asyncio_loop_factories``
+hook; if your own ``conftest.py`` implements it too, yours is asked first:
+return ``{"aiowax-virtual": VirtualClockEventLoop}`` there for the marked
+tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import pytest
+
+from aiowax._testing.virtual import VIRTUAL_EPOCH, VirtualClockEventLoop
+
+__all__ = ["VIRTUAL_EPOCH", "VirtualClock", "VirtualClockEventLoop"]
+
+MARKER = "aiowax_virtual_clock"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker."""
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}: run this asyncio test on aiowax's virtual-clock event loop",
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Virtual-clock loop for marked tests, the usual loop for the others."""
+    if item.get_closest_marker(MARKER) is not None:
+        return {"aiowax-virtual": VirtualClockEventLoop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
+class VirtualClock:
+    """What a test sees of the virtual clock of its running loop."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        if not isinstance(loop, VirtualClockEventLoop):
+            msg = (
+                "aiowax_clock needs the virtual-clock loop: mark the test with "
+                f"@pytest.mark.asyncio and @pytest.mark.{MARKER}"
+            )
+            raise RuntimeError(msg)
+        self._loop = loop
+
+    def time(self) -> float:
+        """Seconds of virtual time since the loop started."""
+        return self._loop.time()
+
+    def now(self) -> datetime:
+        """The wall time aiowax sees now (UTC)."""
+        return self._loop.aiowax_clock.now()
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by hand (timers due meanwhile fire next)."""
+        self._loop.advance(seconds)
+
+
+@pytest.fixture
+def aiowax_clock() -> Any:
+    """The virtual clock of the running test (see the module docs)."""
+    return _LazyClock()
+
+
+class _LazyClock:
+    # Sync fixtures run outside the test's loop: find the loop on first use.
+    def __getattr__(self, name: str) -> Any:
+        return getattr(VirtualClock(), name)
