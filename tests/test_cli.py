@@ -22,6 +22,7 @@ import pytest
 import aiowax
 from aiowax import _cli
 from aiowax._cli import FlowImportError, ImportTarget, main, parse_import_str
+from aiowax.recovery import RecoveryConfig, init_db_dir
 
 # -- the import-string parser --------------------------------------------------
 
@@ -223,6 +224,64 @@ def endless():
 many = Dataflow()
 many.input("inp", TestingSource(range(300_000), batch_size=1000))
 many.output("out", StdOutSink())
+
+
+def _running_total(total, value):
+    total += value
+    return total, f"{'odd' if value % 2 else 'even'} {value} {total}"
+
+
+def _parity(x):
+    return ("odd" if x % 2 else "even", x)
+
+
+# Three executions: each clean end (EOF) lets the next run continue after it.
+counting = Dataflow()
+counting.input(
+    "inp",
+    TestingSource(
+        [1, 2, 3, 4, TestingSource.EOF(), 5, 6, 7, TestingSource.EOF(), 8, 9], batch_size=2
+    ),
+)
+counting.map("parity", _parity)
+counting.stateful_map("total", lambda: 0, _running_total)
+counting.map("show", lambda kv: kv[1])
+counting.output("out", StdOutSink())
+
+
+async def _crash_once(x):
+    # Crashes the first run only (the flag file outlives the process), a
+    # while after the items before it went through, so their epochs are
+    # committed by then.
+    import os
+
+    flag = os.environ["CRASH_FLAG"]
+    if x == 13 and not os.path.exists(flag):
+        open(flag, "w").close()
+        await asyncio.sleep(0.3)
+        raise RuntimeError("crash once")
+    return x
+
+
+crashy = Dataflow()
+crashy.input("inp", TestingSource(range(1, 21)))
+crashy.map("crash", _crash_once)
+crashy.map("parity", _parity)
+crashy.stateful_map("total", lambda: 0, _running_total)
+crashy.map("show", lambda kv: kv[1])
+crashy.output("out", StdOutSink())
+
+
+def _raise_recovery_error(x):
+    from aiowax.recovery import NoPartitionsError
+
+    raise NoPartitionsError("raised by the user's code")
+
+
+user_recovery_error = Dataflow()
+user_recovery_error.input("inp", TestingSource([1]))
+user_recovery_error.map("bad", _raise_recovery_error)
+user_recovery_error.output("out", StdOutSink())
 """
 
 FILES = {
@@ -311,13 +370,28 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (
             ["-r", "rec", "flows"],
             {},
-            "recovery is not supported yet, but -r/--recovery-directory was given",
+            "-r/--recovery-directory: recovery directory 'rec' does not exist; create it "
+            "and its partition files with 'python -m aiowax.recovery rec COUNT'",
         ),
         (
             ["flows"],
             {"AIOWAX_RECOVERY_DIRECTORY": "rec"},
-            "environment variable AIOWAX_RECOVERY_DIRECTORY is set",
+            "environment variable AIOWAX_RECOVERY_DIRECTORY: recovery directory 'rec' "
+            "does not exist",
         ),
+        (
+            ["-r", "flows.py", "flows"],
+            {},
+            "recovery directory 'flows.py' is not a directory",
+        ),
+        (
+            # A directory without partition files (only modules in it).
+            ["--recovery-directory=sub", "flows"],
+            {},
+            "recovery directory 'sub' holds no partition files; create them with "
+            "'python -m aiowax.recovery sub COUNT'",
+        ),
+        (["-r", "", "flows"], {}, "argument -r/--recovery-directory: must not be empty"),
         (
             ["-b", "5", "flows"],
             {},
@@ -386,7 +460,113 @@ def test_options_reach_run(
     assert call["flow"] is sys.modules["flows"].flow
     assert call["workers"] == workers
     assert call["epoch_interval"] == interval
-    assert "recovery_config" not in call
+    assert call["recovery_config"] is None
+
+
+@pytest.fixture
+def recovery_dir(tmp_path: Path) -> Path:
+    """An initialised recovery directory with two partition files."""
+    path = tmp_path / "recovery"
+    init_db_dir(path, 2)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "backup"),
+    [
+        (["-r", "{dir}", "flows"], {}, None),
+        (["-r", "{dir}", "-b", "30", "flows"], {}, timedelta(seconds=30)),
+        (["--recovery-directory={dir}", "--backup-interval=0", "flows"], {}, timedelta(0)),
+        (
+            ["flows"],
+            {"AIOWAX_RECOVERY_DIRECTORY": "{dir}", "AIOWAX_BACKUP_INTERVAL": "1.5"},
+            timedelta(seconds=1.5),
+        ),
+        # The command line wins over the environment.
+        (
+            ["-r", "{dir}", "-b", "2", "flows"],
+            {"AIOWAX_RECOVERY_DIRECTORY": "/nonexistent", "AIOWAX_BACKUP_INTERVAL": "9"},
+            timedelta(seconds=2),
+        ),
+        # A backup interval from the command line with the directory from the environment.
+        (["-b", "7", "flows"], {"AIOWAX_RECOVERY_DIRECTORY": "{dir}"}, timedelta(seconds=7)),
+    ],
+)
+def test_recovery_options_reach_run(
+    inproc: Path,
+    recovery_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    env: dict[str, str],
+    backup: timedelta | None,
+) -> None:
+    for variable, value in env.items():
+        monkeypatch.setenv(variable, value.format(dir=recovery_dir))
+    spy = _RunSpy()
+    monkeypatch.setattr(_cli, "run", spy)
+    assert main([arg.format(dir=recovery_dir) for arg in argv]) == 0
+    (call,) = spy.calls
+    assert call["recovery_config"] == RecoveryConfig(recovery_dir, backup_interval=backup)
+    assert call["recovery_config"].backup_interval == backup
+    assert call["workers"] == 1
+
+
+def test_recovery_runs_in_process(
+    inproc: Path, recovery_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Each run continues after the clean end of the previous one, totals carried over.
+    argv = ["-r", str(recovery_dir), "-s", "0", "flows:counting"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["odd 1 1", "even 2 2", "odd 3 4", "even 4 6"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["odd 5 9", "even 6 12", "odd 7 16"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines() == ["even 8 20", "odd 9 25"]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", "lacks partition files part-1.sqlite3 (of 2)"),
+        ("count", "disagree on their count"),
+    ],
+)
+def test_recovery_directory_unusable_exits_2(
+    inproc: Path,
+    recovery_dir: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    damage: str,
+    message: str,
+) -> None:
+    part = recovery_dir / "part-1.sqlite3"
+    part.unlink()
+    if damage == "count":
+        other = tmp_path / "other"
+        init_db_dir(other, 3)
+        (other / "part-1.sqlite3").rename(part)
+    status = main(["-r", str(recovery_dir), "flows"], prog="aiowax")
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.out == ""  # the flow did not run
+    assert captured.err.startswith(
+        f"aiowax: error: cannot resume from recovery directory {str(recovery_dir)!r}: "
+    )
+    assert message in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_recovery_error_of_user_code_is_a_flow_failure(
+    inproc: Path, recovery_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status = main(["-r", str(recovery_dir), "flows:user_recovery_error"], prog="aiowax")
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert "NoPartitionsError: raised by the user's code" in err
+    assert "step 'bad'" in err
 
 
 @pytest.mark.parametrize(
@@ -564,7 +744,7 @@ def test_cli_help(project: Path) -> None:
         "AIOWAX_SNAPSHOT_INTERVAL",
         "AIOWAX_RECOVERY_DIRECTORY",
         "AIOWAX_BACKUP_INTERVAL",
-        "not supported yet",
+        "python -m aiowax.recovery DIR COUNT",
         "--version",
         "130",
     ):
@@ -625,7 +805,20 @@ def test_cli_version(project: Path) -> None:
             None,
         ),
         (["flows:1x"], {}, "invalid import string 'flows:1x': '1x' is not an attribute name", None),
-        (["-r", "rec", "flows"], {}, "recovery is not supported yet", None),
+        (
+            ["-r", "rec", "flows"],
+            {},
+            "-r/--recovery-directory: recovery directory 'rec' does not exist; "
+            "create it and its partition files with 'python -m aiowax.recovery rec COUNT'",
+            None,
+        ),
+        (
+            ["flows"],
+            {"AIOWAX_RECOVERY_DIRECTORY": "sub"},
+            "environment variable AIOWAX_RECOVERY_DIRECTORY: recovery directory 'sub' "
+            "holds no partition files; create them with 'python -m aiowax.recovery sub COUNT'",
+            None,
+        ),
         (
             ["flows"],
             {"AIOWAX_WORKERS": "zero"},
@@ -647,6 +840,82 @@ def test_cli_errors_exit_2(
         assert "Traceback (most recent call last):" in result.stderr
         assert traceback_has in result.stderr
         assert "importlib" not in result.stderr
+
+
+def test_cli_recovery_init_then_runs_continue(project: Path, tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    init = subprocess.run(
+        [sys.executable, "-m", "aiowax.recovery", str(rec), "2"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (init.returncode, init.stderr) == (0, "")
+    assert sorted(p.name for p in rec.iterdir()) == ["part-0.sqlite3", "part-1.sqlite3"]
+
+    def lines(result: subprocess.CompletedProcess[str]) -> list[str]:
+        assert (result.returncode, result.stderr) == (0, "")
+        return sorted(result.stdout.splitlines())
+
+    first = aiowax_cli(project, "-r", str(rec), "-s", "0", "flows:counting")
+    assert lines(first) == sorted(["odd 1 1", "even 2 2", "odd 3 4", "even 4 6"])
+    # The directory from the environment, and another worker count: the
+    # second run continues after the first with the totals carried over.
+    second = aiowax_cli(project, "-w", "3", "flows:counting", AIOWAX_RECOVERY_DIRECTORY=str(rec))
+    assert lines(second) == sorted(["odd 5 9", "even 6 12", "odd 7 16"])
+    third = aiowax_cli(project, "-r", str(rec), "-b", "60", "-w", "2", "flows:counting")
+    assert lines(third) == sorted(["even 8 20", "odd 9 25"])
+    assert lines(aiowax_cli(project, "-r", str(rec), "flows:counting")) == []
+
+
+def _expected_totals(items: range, start: dict[str, int] | None = None) -> list[str]:
+    totals = dict(start or {"odd": 0, "even": 0})
+    out = []
+    for x in items:
+        key = "odd" if x % 2 else "even"
+        totals[key] += x
+        out.append(f"{key} {x} {totals[key]}")
+    return out
+
+
+def test_cli_recovery_resumes_after_a_crash(project: Path, tmp_path: Path) -> None:
+    rec = tmp_path / "rec"
+    init_db_dir(rec, 3)
+    flag = str(tmp_path / "crashed.flag")
+    first = aiowax_cli(project, "-r", str(rec), "-s", "0", "flows:crashy", CRASH_FLAG=flag)
+    assert first.returncode == 1
+    assert "RuntimeError: crash once" in first.stderr
+    assert "step 'crash'" in first.stderr
+    second = aiowax_cli(project, "-r", str(rec), "-s", "0", "flows:crashy", CRASH_FLAG=flag)
+    assert (second.returncode, second.stderr) == (0, "")
+    before, after = first.stdout.splitlines(), second.stdout.splitlines()
+    # The epochs before the crash were done and committed: the second run
+    # resumes after them, with the totals carried over.
+    assert before == _expected_totals(range(1, 13))
+    assert after == _expected_totals(range(13, 21), {"odd": 36, "even": 42})
+
+
+def test_cli_recovery_init_errors(tmp_path: Path) -> None:
+    def init(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "aiowax.recovery", *args],
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    rec = tmp_path / "rec"
+    assert init(str(rec), "1").returncode == 0
+    again = init(str(rec), "2")
+    assert again.returncode == 2
+    assert "already holds partition files (part-0.sqlite3)" in again.stderr
+    zero = init(str(tmp_path / "zero"), "0")
+    assert zero.returncode == 2
+    assert "count must be a positive int, got 0" in zero.stderr
 
 
 def _default_sigint() -> None:

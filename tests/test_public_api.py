@@ -44,6 +44,7 @@ PUBLIC_MODULES = (
     "aiowax.testing",
     "aiowax.connectors",
     "aiowax.connectors.stdio",
+    "aiowax.connectors.files",
 )
 
 #: Internal helpers that public modules import under a public-looking name;
@@ -54,7 +55,7 @@ INTERNAL_HELPERS: tuple[object, ...] = (
     aiowax._run.run_sync,
 )
 
-#: The names API.md lists, per module (recovery, files and kafka are not
+#: The names API.md lists, per module (recovery and kafka are not
 #: built yet). Dotted names are attributes of an exported class.
 API_MD_NAMES: dict[str, tuple[str, ...]] = {
     "aiowax": ("run",),
@@ -119,6 +120,7 @@ API_MD_NAMES: dict[str, tuple[str, ...]] = {
         "poll_next_batch",
     ),
     "aiowax.connectors.stdio": ("StdOutSink",),
+    "aiowax.connectors.files": ("FileSource", "DirSource", "CSVSource", "FileSink", "DirSink"),
 }
 
 _EMPTY = inspect.Parameter.empty
@@ -210,6 +212,14 @@ API_MD_SIGNATURES: dict[str, tuple[tuple[str, object, bool], ...]] = {
         ("align_to", _EMPTY, False),
     ),
     "aiowax.window.SessionWindow": (("gap", _EMPTY, False),),
+    "aiowax.connectors.files.FileSource": (("path", _EMPTY, False), ("batch_size", 1000, False)),
+    "aiowax.connectors.files.DirSource": (
+        ("dir_path", _EMPTY, False),
+        ("glob_pat", "*", False),
+        ("batch_size", 1000, False),
+    ),
+    "aiowax.connectors.files.CSVSource": (("path", _EMPTY, False), ("batch_size", 1000, False)),
+    "aiowax.connectors.files.FileSink": (("path", _EMPTY, False), ("end", "\n", False)),
     "aiowax.window.WindowMetadata": (
         ("open_time", _EMPTY, False),
         ("close_time", _EMPTY, False),

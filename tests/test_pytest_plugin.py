@@ -66,7 +66,10 @@ INI = """
 [pytest]
 asyncio_mode = strict
 asyncio_default_fixture_loop_scope = function
-filterwarnings = error
+filterwarnings =
+    error
+    # The outer test session may have imported the plugin already.
+    ignore::pytest.PytestAssertRewriteWarning
 """
 
 

@@ -5,8 +5,8 @@ find the `Dataflow` (calling a factory with literal arguments when asked),
 then ``aiowax.run`` it on a fresh event loop (uvloop when installed).
 
 Exit status: 0 when the flow's input ends, 1 when the flow raises (its
-traceback goes to stderr), 2 on usage errors and when the flow cannot be
-loaded, 130 on Ctrl-C.
+traceback goes to stderr), 2 on usage errors, when the flow cannot be
+loaded and when the recovery directory cannot be resumed from, 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from types import ModuleType, TracebackType
 from typing import Any
 
 from aiowax._definition.flow import Dataflow
+from aiowax._recovery.config import RecoveryConfig
+from aiowax._recovery.store import RecoveryError
 from aiowax._run import run, run_sync
 from aiowax._version import __version__
 
@@ -553,10 +555,16 @@ environment:
   {ENV_WORKERS}, {ENV_SNAPSHOT_INTERVAL},
   {ENV_RECOVERY_DIRECTORY}, {ENV_BACKUP_INTERVAL}.
 
+recovery:
+  Make the recovery directory once, with as many partition files as you
+  like ('python -m aiowax.recovery DIR COUNT'), then pass '-r DIR' to every
+  run: a run after a crash resumes from the last epoch every worker
+  finished, and a run after a clean end continues after what it read.
+
 exit status:
   0 when the flow's input ends, 1 when the flow raises (the traceback goes
-  to stderr), 2 on usage errors or when the flow cannot be loaded, 130 when
-  interrupted with Ctrl-C.
+  to stderr), 2 on usage errors, when the flow cannot be loaded or when the
+  recovery directory is unusable, 130 when interrupted with Ctrl-C.
 """
 
 
@@ -601,22 +609,25 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         f"every input batch its own epoch (env {ENV_SNAPSHOT_INTERVAL}; default: 10)",
     )
     recovery = parser.add_argument_group(
-        "recovery", "Recovery is not supported yet: these options are rejected."
+        "recovery",
+        "Snapshot state at every epoch end and resume from it after a crash.",
     )
     recovery.add_argument(
         "-r",
         "--recovery-directory",
         metavar="DIR",
         type=_directory,
-        help=f"directory of the recovery partitions (env {ENV_RECOVERY_DIRECTORY})",
+        help="directory of the recovery partition files, made once with "
+        f"'python -m aiowax.recovery DIR COUNT' (env {ENV_RECOVERY_DIRECTORY}; "
+        "default: no recovery)",
     )
     recovery.add_argument(
         "-b",
         "--backup-interval",
         metavar="SECONDS",
         type=_seconds,
-        help="seconds to keep old snapshots before garbage-collecting them; "
-        f"needs -r (env {ENV_BACKUP_INTERVAL})",
+        help="seconds to keep superseded snapshots before garbage-collecting them; "
+        f"needs -r (env {ENV_BACKUP_INTERVAL}; default: keep only what resuming needs)",
     )
     parser.add_argument("--version", action="version", version=f"aiowax {__version__}")
     return parser
@@ -639,20 +650,45 @@ def _apply_env_defaults(
     return from_env
 
 
-def _check_recovery(
+def _init_command(directory: Path) -> str:
+    return f"'python -m aiowax.recovery {directory} COUNT'"
+
+
+def _recovery_config(
     parser: argparse.ArgumentParser, options: argparse.Namespace, from_env: set[str]
-) -> None:
-    # Parsed and validated already, so wiring recovery later only means
-    # building a recovery config from these two values.
-    if options.recovery_directory is not None:
-        where = (
-            f"environment variable {ENV_RECOVERY_DIRECTORY} is set"
-            if "recovery_directory" in from_env
-            else "-r/--recovery-directory was given"
+) -> RecoveryConfig | None:
+    """The recovery configuration the options ask for, if any.
+
+    A directory without partition files is a usage error, reported before
+    the flow is imported; the other problems of a recovery directory (missing
+    or inconsistent files) are found when the run opens it.
+    """
+    directory: Path | None = options.recovery_directory
+    if directory is None:
+        # From the environment alone, a backup interval is only checked:
+        # a shell may export it for the runs that do recover.
+        if options.backup_interval is not None and "backup_interval" not in from_env:
+            parser.error("-b/--backup-interval only applies with -r/--recovery-directory")
+        return None
+    where = (
+        f"environment variable {ENV_RECOVERY_DIRECTORY}"
+        if "recovery_directory" in from_env
+        else "-r/--recovery-directory"
+    )
+    shown = repr(str(directory))
+    if not directory.exists():
+        parser.error(
+            f"{where}: recovery directory {shown} does not exist; create it and its "
+            f"partition files with {_init_command(directory)}"
         )
-        parser.error(f"recovery is not supported yet, but {where}")
-    if options.backup_interval is not None and "backup_interval" not in from_env:
-        parser.error("-b/--backup-interval only applies with -r/--recovery-directory")
+    if not directory.is_dir():
+        parser.error(f"{where}: recovery directory {shown} is not a directory")
+    if next(directory.glob("part-*.sqlite3"), None) is None:
+        parser.error(
+            f"{where}: recovery directory {shown} holds no partition files; "
+            f"create them with {_init_command(directory)}"
+        )
+    return RecoveryConfig(directory, backup_interval=options.backup_interval)
 
 
 # -- running ------------------------------------------------------------------
@@ -695,6 +731,7 @@ async def _load_and_run(
     load_errors: list[FlowImportError],
     workers: int,
     epoch_interval: timedelta | None,
+    recovery_config: RecoveryConfig | None,
 ) -> None:
     if inspect.isawaitable(obj):
         try:
@@ -707,7 +744,7 @@ async def _load_and_run(
     except FlowImportError as exc:
         load_errors.append(exc)
         return
-    await run(flow, workers=workers, epoch_interval=epoch_interval)
+    await run(flow, workers=workers, epoch_interval=epoch_interval, recovery_config=recovery_config)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
@@ -723,8 +760,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     Returns:
         0 when the flow's input ended, 1 when the flow raised (after printing
-        its traceback to stderr), 2 when the flow could not be loaded (after
-        printing why), 130 on `KeyboardInterrupt`.
+        its traceback to stderr), 2 when the flow could not be loaded or the
+        recovery directory cannot be resumed from (after printing why), 130
+        on `KeyboardInterrupt`.
 
     Raises:
         SystemExit: For ``--help``, ``--version`` and usage errors, as
@@ -734,7 +772,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     try:
         options = parser.parse_args(argv)
         from_env = _apply_env_defaults(parser, options, os.environ)
-        _check_recovery(parser, options, from_env)
+        recovery_config = _recovery_config(parser, options, from_env)
         try:
             target = parse_import_str(options.import_str)
         except FlowImportError as exc:
@@ -754,10 +792,21 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         try:
             run_sync(
                 _load_and_run(
-                    target, obj, load_errors, options.workers or 1, options.snapshot_interval
+                    target,
+                    obj,
+                    load_errors,
+                    options.workers or 1,
+                    options.snapshot_interval,
+                    recovery_config,
                 )
             )
         except Exception as exc:
+            if _is_recovery_setup_error(exc, recovery_config):
+                # The directory cannot be resumed from: nothing of the flow ran.
+                assert recovery_config is not None
+                shown = repr(str(recovery_config.db_dir))
+                message = f"cannot resume from recovery directory {shown}: {exc}"
+                return _error(parser.prog, message)
             if isinstance(exc, BrokenPipeError) and _stdout_is_broken_pipe():
                 _silence_stdout()
                 return EXIT_FLOW_FAILED
@@ -772,6 +821,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _is_recovery_setup_error(exc: Exception, config: RecoveryConfig | None) -> bool:
+    """Whether ``exc`` says the recovery directory cannot be opened.
+
+    Errors of user code carry a note naming their step; the ones of opening
+    the recovery directory (missing or inconsistent partition files) do not.
+    """
+    return (
+        config is not None
+        and isinstance(exc, RecoveryError)
+        and not getattr(exc, "__notes__", None)
+    )
 
 
 def _flush_stdout() -> bool:

@@ -15,10 +15,8 @@ from typing import Any
 from zlib import crc32
 
 import anyio
-from anyio import WouldBlock
-from anyio.streams.memory import MemoryObjectSendStream
 
-from aiowax._engine.channels import DownstreamGone
+from aiowax._engine.channels import DownstreamGone, Sender
 from aiowax._engine.failure import StepFailed, note
 from aiowax._engine.messages import FAILURE, EndOfInput, EpochEnd, Message
 from aiowax._util import describe
@@ -132,7 +130,7 @@ class ExchangeOutlet:
 
     def __init__(
         self,
-        streams: list[MemoryObjectSendStream[Message]],
+        streams: list[Sender],
         sender: int,
         route: Callable[[list[Any]], list[list[Any]]],
     ) -> None:
@@ -145,16 +143,7 @@ class ExchangeOutlet:
         return True
 
     async def _send_to(self, worker: int, msg: Message) -> None:
-        stream = self._streams[worker]
-        try:
-            stream.send_nowait(msg)
-        except WouldBlock:
-            try:
-                await stream.send(msg)
-            except anyio.BrokenResourceError:
-                raise DownstreamGone from None
-        except anyio.BrokenResourceError:
-            raise DownstreamGone from None
+        await self._streams[worker].send(msg)
 
     async def send(self, batch: list[Any]) -> None:
         try:

@@ -33,5 +33,13 @@ def note(error: BaseException, step_id: str, role: str) -> BaseException:
 def fail(
     error: BaseException, step_id: str, role: str, partial: list[Any] | None = None
 ) -> StepFailed:
-    """Build the `StepFailed` for a user error, with its note added."""
+    """Build the `StepFailed` for a user error, with its note added.
+
+    An error already reported as a `StepFailed` (a builder called from the
+    folding code, say) passes through unchanged but for ``partial``.
+    """
+    if isinstance(error, StepFailed):
+        if partial:
+            error.partial = partial
+        return error
     return StepFailed(note(error, step_id, role), partial)

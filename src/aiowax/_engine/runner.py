@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectSendStream
 
 from aiowax._definition.flow import STATEFUL_KINDS, Step
 from aiowax._definition.outputs import FixedPartitionedSink
@@ -24,13 +23,14 @@ from aiowax._engine.channels import (
     EpochBarrier,
     Inlet,
     Outlet,
+    Sender,
     channel,
 )
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail, run_observers
 from aiowax._engine.exchange import ExchangeOutlet, KeyRouter, PartRouter, RoundRobin, key_owner
 from aiowax._engine.failure import StepFailed
-from aiowax._engine.messages import TICK, EndOfInput, EpochEnd, Message
+from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
 from aiowax._engine.plan import Pipeline, compile_flow
 from aiowax._engine.sinks import OutputOp
 from aiowax._engine.snapshots import Recovery
@@ -119,17 +119,25 @@ async def _drive(
     outlet: AnyOutlet,
     tail: Tail | None,
     downstream: set[Tail],
-    timer_send: MemoryObjectSendStream[Message] | None = None,
+    timer_send: Sender | None = None,
 ) -> None:
     """The task of one step on one worker."""
     try:
         if isinstance(op, OutputOp):
             await op.start()
         if isinstance(op, TimedOp) and timer_send is not None:
+            # A task group wraps what its body raises in an ExceptionGroup:
+            # keep the step's own exceptions out of it for the handlers below.
+            stopped: StepFailed | DownstreamGone | None = None
             async with anyio.create_task_group() as tg:
                 tg.start_soon(_run_timer, ctx, op, timer_send)
-                await _step_loop(ctx, op, inlet, outlet, tail)
+                try:
+                    await _step_loop(ctx, op, inlet, outlet, tail)
+                except (StepFailed, DownstreamGone) as error:
+                    stopped = error
                 tg.cancel_scope.cancel()
+            if stopped is not None:
+                raise stopped
         else:
             await _step_loop(ctx, op, inlet, outlet, tail)
     except StepFailed as failed:
@@ -202,7 +210,7 @@ async def _step_loop(
             return
 
 
-async def _run_timer(ctx: RunContext, op: TimedOp, send: MemoryObjectSendStream[Message]) -> None:
+async def _run_timer(ctx: RunContext, op: TimedOp, send: Sender) -> None:
     """Put a tick in the step's channel whenever its earliest deadline passes."""
     clock = ctx.clock
     while True:
@@ -218,7 +226,7 @@ async def _run_timer(ctx: RunContext, op: TimedOp, send: MemoryObjectSendStream[
         op.ticked = anyio.Event()
         try:
             await send.send(TICK)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        except (DownstreamGone, anyio.ClosedResourceError):
             return
         await op.ticked.wait()
 
@@ -307,12 +315,12 @@ def _start_pipeline(
 
     if not m:
         for w in range(n):
-            inlet = Inlet(chans[0][w][1], senders_into_first[w], ctx.start_epoch)
+            inlet = Inlet(chans[0][w][1], chans[0][w][2], senders_into_first[w], ctx.start_epoch)
             tg.start_soon(_drain, ctx, inlet, (p, w))
     for i, step in enumerate(steps):
         for w in range(n):
             senders = senders_into_first[w] if i == 0 else (n if exchange[i] else 1)
-            inlet = Inlet(chans[i][w][1], senders, ctx.start_epoch)
+            inlet = Inlet(chans[i][w][1], chans[i][w][2], senders, ctx.start_epoch)
             outlet = outlet_into(i + 1, w, w if exchange[i + 1] else 0)
             op = _operator(step, w, ctx, passes_on=i < m - 1)
             op.epoch = ctx.start_epoch
@@ -331,7 +339,7 @@ def _start_pipeline(
                 _drive, ctx, op, inlet, outlet, tail, downstream(i, w), timer_send, name=name
             )
     for row in chans:
-        for send, _ in row:
+        for send, _, _ in row:
             send.close()
 
 

@@ -5,8 +5,10 @@ Each key has its own watermark: the newest item time seen minus the allowed
 lateness, advancing with the event loop's clock while the key is idle. A
 window closes once the watermark reaches its close time; the step keeps one
 timer per key (a heap of loop-clock deadlines) so a window closes on time even
-if no item ever comes again. A key whose windows have all closed is forgotten
-at once, so a key that stops sending leaves nothing behind.
+if no item ever comes again. A key whose windows have all closed is dropped at
+once, windows, values and timer; only its watermark stays behind, in a
+bounded memo (`FORGOTTEN_WATERMARKS`), so that a late item of that key is
+still recognised as late.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import heapq
 import inspect
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from itertools import count
@@ -38,6 +41,11 @@ from aiowax._util import describe, is_async_callable
 logger = logging.getLogger("aiowax.window")
 
 _MISSING: Any = object()
+
+#: Forgotten keys (all windows closed) whose watermark a step remembers, per
+#: worker: about 150 bytes each. Past it the oldest go, and a late item of
+#: such a key would open its window anew instead of being counted late.
+FORGOTTEN_WATERMARKS = 100_000
 
 
 class _KeyState:
@@ -92,6 +100,10 @@ class WindowOp(TimedOp):
             self.offset_us = window.offset // US
             self.align_us = to_us(window.align_to)
         self.keys: dict[str, _KeyState] = {}
+        # Keys whose windows all closed keep only their watermark, as
+        # ``(wm_base, wm_loop)``, so it never goes back and a late item of a
+        # forgotten key is still caught; the oldest are dropped past a bound.
+        self.forgotten: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.heap: list[tuple[float, int, str]] = []
         self.seq = count()
         #: Items dropped because their window had already closed.
@@ -131,6 +143,7 @@ class WindowOp(TimedOp):
     # -- items ----------------------------------------------------------------
 
     def state_size(self) -> int:
+        """Keys with open windows (the memo of forgotten watermarks aside)."""
         return len(self.keys)
 
     def _time_of(self, value: Any, dt: Any) -> int:
@@ -156,7 +169,11 @@ class WindowOp(TimedOp):
     def _state(self, key: str, now: float, t_us: int) -> _KeyState:
         state = self.keys.get(key)
         if state is None:
-            state = self.keys[key] = _KeyState(t_us - self.wait_us, now)
+            kept = self.forgotten.pop(key, None)
+            if kept is not None:
+                state = self.keys[key] = _KeyState(*kept)
+            else:
+                state = self.keys[key] = _KeyState(t_us - self.wait_us, now)
         return state
 
     def _late(self, key: str, value: Any, t_us: int, wm: int) -> None:
@@ -367,6 +384,8 @@ class WindowOp(TimedOp):
             closes = self._close_times(state)
             if not closes:
                 del self.keys[key]
+                if self.event_time:
+                    self._forget(key, state)
                 continue
             deadline = self._deadline(state, min(closes))
             if deadline != state.deadline:
@@ -374,6 +393,12 @@ class WindowOp(TimedOp):
                 if not self.heap or deadline < self.heap[0][0]:
                     self.wake.set()
                 heapq.heappush(self.heap, (deadline, next(self.seq), key))
+
+    def _forget(self, key: str, state: _KeyState) -> None:
+        forgotten = self.forgotten
+        forgotten[key] = (state.wm_base, state.wm_loop)
+        if len(forgotten) > FORGOTTEN_WATERMARKS:
+            forgotten.popitem(last=False)
 
     def next_deadline(self) -> float | None:
         return self.heap[0][0] if self.heap else None
@@ -457,6 +482,7 @@ class WindowOp(TimedOp):
         if self.dirty is not None:
             self.dirty.update(self.keys)
         self.keys.clear()
+        self.forgotten.clear()
         self.heap.clear()
         return out
 
