@@ -9,6 +9,7 @@ hop per item; it never waits for more items to fill a message.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from asyncio import sleep
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from aiowax._definition.inputs import (
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from aiowax._engine.channels import AnyOutlet, EpochBarrier
+from aiowax._engine.channels import AnyOutlet, Doorbell, DownstreamGone, EpochBarrier
 from aiowax._engine.context import RunContext
 from aiowax._engine.failure import StepFailed, fail, note
 from aiowax._util import describe, is_async_callable
@@ -38,6 +39,9 @@ BACKOFF_MIN = 0.001
 BACKOFF_MAX = 0.02
 
 Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
+
+#: Default of `Lane._snapshot`: take the partition's position now.
+_NOW: Any = object()
 
 
 def lane_parts(
@@ -110,6 +114,15 @@ class Lane:
         self.part: Partition | None = None
         # Items read but not yet sent; on failure they still go downstream.
         self.pending: list[Any] = []
+        self.epoch_deadline = 0.0
+        # Async partitions: while a read is in flight, a watcher task closes
+        # the epochs that end meanwhile (with the position from before the
+        # read), so one quiet partition never holds the others back.
+        self.in_read = False
+        self.pre_read: Any = None
+        self.closing: anyio.Event | None = None
+        self._read_bell = Doorbell()
+        self._read_scope = anyio.CancelScope()
 
     async def _build(self) -> Partition:
         source = self.step.args["source"]
@@ -142,7 +155,10 @@ class Lane:
         """
         try:
             self.part = await self._build()
-            await self._loop()
+            if is_async_callable(self.part.next_batch):
+                await self._run_async()
+            else:
+                await self._loop()
         except StepFailed as failed:
             # What was read before the failure still goes downstream.
             self.pending.extend(failed.partial)
@@ -154,6 +170,82 @@ class Lane:
             self.barrier.leave()
             self.outlet.close()
             await self._close()
+
+    async def _run_async(self) -> None:
+        """The read loop of an async partition, with its epoch watcher."""
+        stopped: StepFailed | DownstreamGone | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._watch)
+            try:
+                # Cancelled only by a graceful stop while a read is in flight.
+                with self._read_scope:
+                    await self._loop()
+            except (StepFailed, DownstreamGone) as error:
+                stopped = error  # out of the task group's ExceptionGroup
+            tg.cancel_scope.cancel()
+        if stopped is not None:
+            raise stopped
+        if self._read_scope.cancelled_caught:
+            # The read in flight is abandoned: a later run reads it again.
+            self._snapshot(self.pre_read)
+            await self.outlet.end_of_input()
+
+    async def _watch(self) -> None:
+        clock = self.ctx.clock
+        # With epochs of one batch each, the lane closes them after every
+        # read; step in only for a read that stays pending a while.
+        grace = 0.0 if self.ctx.epoch_interval else BACKOFF_MAX
+        while not self.ctx.stopping:
+            await self._interruptible(clock.sleep_until(self.epoch_deadline + grace))
+            if self.ctx.stopping:
+                break
+            if clock.monotonic() < self.epoch_deadline + grace:
+                continue  # the lane closed that epoch itself
+            if not self.in_read:
+                # The lane is busy (sending, sleeping): it closes the epoch
+                # itself, unless it starts a read first.
+                await self._interruptible(self._park_until_read())
+                continue
+            self.closing = anyio.Event()
+            try:
+                await self._close_epoch(self.pre_read, self.ctx.epoch_interval or BACKOFF_MAX)
+            finally:
+                closing, self.closing = self.closing, None
+                closing.set()
+        if self.in_read:
+            self._read_scope.cancel()
+
+    async def _park_until_read(self) -> None:
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._read_bell.waiter = waiter
+        try:
+            await waiter
+        finally:
+            self._read_bell.waiter = None
+
+    async def _read(
+        self, next_batch: Callable[[datetime | None], Any], sched: datetime | None
+    ) -> Any:
+        if self.ctx.recovery is not None and isinstance(self.part, StatefulSourcePartition):
+            self.pre_read = self.part.snapshot()
+        self.in_read = True
+        self._read_bell.ring()
+        try:
+            return await next_batch(sched)
+        finally:
+            self.in_read = False
+            if self.closing is not None:
+                # The watcher is closing the epoch this read started in:
+                # what the read returned belongs to the next one.
+                await self.closing.wait()
+
+    async def _close_epoch(self, position: Any, pace: float) -> None:
+        """Snapshot, mark the end of the epoch, and wait for the other lanes."""
+        self._snapshot(position)
+        await self.outlet.epoch_end(self.epoch)
+        self.epoch += 1
+        await self.barrier.wait()
+        self.epoch_deadline = self.ctx.clock.monotonic() + pace
 
     async def _interruptible(self, awaitable: Awaitable[Any]) -> tuple[Any, bool]:
         """Await ``awaitable`` unless a graceful stop interrupts it.
@@ -173,15 +265,16 @@ class Lane:
             self.ctx.wait_scopes.discard(scope)
         return result, scope.cancelled_caught
 
-    def _snapshot(self) -> None:
+    def _snapshot(self, position: Any = _NOW) -> None:
         """Hand this partition's position for the current epoch to recovery."""
         recovery = self.ctx.recovery
         if recovery is None or not isinstance(self.part, StatefulSourcePartition):
             return
-        try:
-            position = self.part.snapshot()
-        except Exception as error:
-            raise fail(error, self.step.step_id, "input snapshot") from None
+        if position is _NOW:
+            try:
+                position = self.part.snapshot()
+            except Exception as error:
+                raise fail(error, self.step.step_id, "input snapshot") from None
         assert self.part_name is not None
         recovery.record(self.epoch, self.step.step_id, {self.part_name: position})
 
@@ -194,12 +287,12 @@ class Lane:
             except Exception as error:
                 self.ctx.record(note(error, self.step.step_id, "input close"))
 
-    async def _sleep_until_awake(self, awake: datetime, epoch_deadline: float) -> float:
+    async def _sleep_until_awake(self, awake: datetime) -> None:
         """Sleep until ``awake``, closing epochs that end meanwhile.
 
         The other partitions of the input wait for this one at each epoch
         end: a partition sleeping until a far ``next_awake`` must keep
-        closing epochs on time. Returns the next epoch deadline.
+        closing epochs on time.
         """
         if awake.tzinfo is None:
             msg = (
@@ -210,17 +303,13 @@ class Lane:
         clock = self.ctx.clock
         deadline = clock.deadline_for(awake)
         pace = self.ctx.epoch_interval or BACKOFF_MAX
-        while deadline > epoch_deadline and not self.ctx.stopping:
-            _, interrupted = await self._interruptible(clock.sleep_until(epoch_deadline))
+        while deadline > self.epoch_deadline and not self.ctx.stopping:
+            _, interrupted = await self._interruptible(clock.sleep_until(self.epoch_deadline))
             if interrupted:
-                return epoch_deadline
-            self._snapshot()
-            await self.outlet.epoch_end(self.epoch)
-            self.epoch += 1
-            await self.barrier.wait()
-            epoch_deadline = clock.monotonic() + pace
+                return
+            if clock.monotonic() >= self.epoch_deadline:  # else the watcher did
+                await self._close_epoch(_NOW, pace)
         await self._interruptible(clock.sleep_until(deadline))
-        return epoch_deadline
 
     async def _loop(self) -> None:
         assert self.part is not None
@@ -234,14 +323,14 @@ class Lane:
         outlet = self.outlet
         sched: datetime | None = None
         backoff = BACKOFF_MIN
-        epoch_deadline = monotonic() + interval
+        self.epoch_deadline = monotonic() + interval
         # A partition may ask to be called later even the first time.
         try:
             first_awake = next_awake()
         except Exception as error:
             raise fail(error, step_id, "input next_awake") from None
         if first_awake is not None:
-            epoch_deadline = await self._sleep_until_awake(first_awake, epoch_deadline)
+            await self._sleep_until_awake(first_awake)
             sched = first_awake
         started = monotonic()
         while True:
@@ -251,12 +340,10 @@ class Lane:
                 if ended:
                     batch = []
                 elif is_async:
-                    # Not interruptible: a cancel scope per read would cost
-                    # more than the rest of a hop, and cancelling a read in
-                    # flight could lose what it took. A graceful stop is seen
-                    # when the read returns (async sources should return, if
-                    # only an empty list, at least once per epoch anyway).
-                    batch = await next_batch(sched)
+                    # No cancel scope per read (it would cost more than the
+                    # rest of a hop): the watcher closes epochs and handles
+                    # a graceful stop while a read is in flight.
+                    batch = await self._read(next_batch, sched)
                 else:
                     batch = next_batch(sched)
             except (StopIteration, StopAsyncIteration):
@@ -287,7 +374,7 @@ class Lane:
                 and not ended
                 and not is_async
                 and awake is None
-                and now < epoch_deadline
+                and now < self.epoch_deadline
                 and len(self.pending) < COALESCE_ITEMS
                 and now - started < COALESCE_SECONDS
             ):
@@ -301,14 +388,10 @@ class Lane:
                 self._snapshot()
                 await outlet.end_of_input()
                 return
-            if now >= epoch_deadline:
-                self._snapshot()
-                await outlet.epoch_end(self.epoch)
-                self.epoch += 1
-                await self.barrier.wait()
-                epoch_deadline = monotonic() + interval
+            if now >= self.epoch_deadline:
+                await self._close_epoch(_NOW, interval)
             if awake is not None:
-                epoch_deadline = await self._sleep_until_awake(awake, epoch_deadline)
+                await self._sleep_until_awake(awake)
                 sched = awake
                 backoff = BACKOFF_MIN
             elif not batch:
