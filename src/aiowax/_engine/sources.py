@@ -2,9 +2,10 @@
 
 A lane calls ``next_batch``, sends what it got, and closes epochs. With a
 sync ``next_batch`` that keeps returning items at once, the lane coalesces
-several results into one message (up to `COALESCE_ITEMS` items or
-`COALESCE_SECONDS`), so a source of one-item batches does not pay a channel
-hop per item; it never waits for more items to fill a message.
+several results into one message (it stops once it holds `COALESCE_ITEMS`
+items or has spent `COALESCE_SECONDS`), so a source of one-item batches does
+not pay a channel hop per item; it never waits for more items to fill a
+message.
 """
 
 from __future__ import annotations
