@@ -211,11 +211,23 @@ async def open_flow(
         recovery_config=recovery_config,
         propagate=False,
     )
+    failure: Exception | None = None
     async with anyio.create_task_group() as tg:
         await tg.start(handle._serve)
         try:
             yield handle
+        except Exception as error:
+            # Raised below, outside the task group, which would wrap it in
+            # an ExceptionGroup.
+            failure = error
+            await handle.abort()
         except BaseException:
             await handle.abort()
             raise
-        await handle.stop()
+        else:
+            try:
+                await handle.stop()
+            except Exception as error:
+                failure = error
+    if failure is not None:
+        raise failure

@@ -159,6 +159,14 @@ class _PushPartition(StatefulSourcePartition[X, None]):
     def snapshot(self) -> None:
         return None
 
+    def drain_on_stop(self) -> list[X]:
+        """A graceful stop: accept no more, but hand over what was accepted."""
+        source = self._source
+        source.close()
+        items = list(source._buffer)
+        source._buffer.clear()
+        return items
+
     def close(self) -> None:
         # Senders must not wait forever on a flow that is gone.
         self._source.close()
@@ -241,9 +249,14 @@ class _IterablePartition(StatefulSourcePartition[X, None]):
         return None
 
     async def close(self) -> None:
-        if self._read is not None:
-            self._read.cancel()
-            self._read = None
+        read, self._read = self._read, None
+        if read is not None:
+            # The read may be suspended inside the generator: let the cancel
+            # get it out first, or aclose() finds the generator running.
+            read.cancel()
+            await asyncio.wait({read})
+            if not read.cancelled():
+                read.exception()  # retrieved; the flow is closing anyway
         await self._shut()
 
     async def _shut(self) -> None:
@@ -276,8 +289,10 @@ class Subscription(Generic[X]):
         #: Items dropped for this subscriber under the ``drop_oldest`` policy.
         self.dropped = 0
 
-    def __aiter__(self) -> Subscription[X]:
-        return self
+    def __aiter__(self) -> _SubscriptionIterator[X]:
+        # A fresh iterator per loop: when the loop ends (break, return, an
+        # exception), the iterator is dropped at once and unsubscribes.
+        return _SubscriptionIterator(self)
 
     async def __anext__(self) -> X:
         while not self._items:
@@ -336,6 +351,24 @@ class Subscription(Generic[X]):
                 self._overflowed = True
                 self._sink._subscribers.discard(self)
         self._event.set()
+
+
+class _SubscriptionIterator(Generic[X]):
+    __slots__ = ("_sub",)
+
+    def __init__(self, sub: Subscription[X]) -> None:
+        self._sub = sub
+
+    def __aiter__(self) -> _SubscriptionIterator[X]:
+        return self
+
+    async def __anext__(self) -> X:
+        return await self._sub.__anext__()
+
+    def __del__(self) -> None:
+        # Nobody reads the subscription any more, so nothing waits on its
+        # events: closing it here touches no event loop.
+        self._sub.close()
 
 
 class BroadcastSink(DynamicSink[X], Generic[X]):

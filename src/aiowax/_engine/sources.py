@@ -87,6 +87,16 @@ def _batch_fn(part: Partition) -> Callable[[datetime | None], Any]:
     return method
 
 
+def _drain_on_stop(part: Partition | None) -> list[Any]:
+    """What a partition already holds, handed over at once on a graceful stop.
+
+    A private hook of in-process partitions: a `PushSource` told its senders
+    their items were accepted, so a graceful stop must not drop them.
+    """
+    drain = getattr(part, "drain_on_stop", None)
+    return list(drain()) if drain is not None else []
+
+
 async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
@@ -188,6 +198,9 @@ class Lane:
             raise stopped
         if self._read_scope.cancelled_caught:
             # The read in flight is abandoned: a later run reads it again.
+            rest = _drain_on_stop(self.part)
+            if rest:
+                await self.outlet.send(rest)
             self._snapshot(self.pre_read)
             await self.outlet.end_of_input()
 
@@ -339,7 +352,7 @@ class Lane:
             batch: Any
             try:
                 if ended:
-                    batch = []
+                    batch = _drain_on_stop(self.part)
                 elif is_async:
                     # No cancel scope per read (it would cost more than the
                     # rest of a hop): the watcher closes epochs and handles
