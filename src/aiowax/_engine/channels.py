@@ -45,6 +45,15 @@ class Doorbell:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    async def wait(self) -> None:
+        """Wait until the bell rings (one waiter at a time)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
 
 class Sender:
     """One sender's end of a channel."""
@@ -197,22 +206,14 @@ class Inlet:
             try:
                 msg = self._next_nowait()
             except WouldBlock:
-                await self._park()
+                # Idle: wait for a sender to ring (something sent, or closed).
+                await self._bell.wait()
                 continue
             except anyio.EndOfStream:
                 raise StopAsyncIteration from None
             out = self._accept(msg)
             if out is not None:
                 return out
-
-    async def _park(self) -> None:
-        """Wait until a sender rings (something sent, or a sender closed)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._bell.waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._bell.waiter = None
 
     def take_ready(self, limit: int) -> list[list[Any]]:
         """Return data batches that are already waiting, up to ``limit`` items.

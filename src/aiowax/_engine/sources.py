@@ -10,7 +10,6 @@ message.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 from asyncio import sleep
 from collections.abc import Awaitable, Callable
@@ -218,7 +217,7 @@ class Lane:
             if not self.in_read:
                 # The lane is busy (sending, sleeping): it closes the epoch
                 # itself, unless it starts a read first.
-                await self._interruptible(self._park_until_read())
+                await self._interruptible(self._read_bell.wait())
                 continue
             self.closing = anyio.Event()
             try:
@@ -228,14 +227,6 @@ class Lane:
                 closing.set()
         if self.in_read:
             self._read_scope.cancel()
-
-    async def _park_until_read(self) -> None:
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._read_bell.waiter = waiter
-        try:
-            await waiter
-        finally:
-            self._read_bell.waiter = None
 
     async def _read(
         self, next_batch: Callable[[datetime | None], Any], sched: datetime | None

@@ -347,11 +347,16 @@ class WindowOp(TimedOp):
         # Watermarks were saved against wall time: the time the flow was
         # down counts as elapsed, so windows due meanwhile close at once.
         now, wall = self.now(), to_us(self.clock.now())
+        last_seq = -1
         for key, saved in restored.items():
             state = _KeyState(saved["wm_base"], now - (wall - saved["wm_wall"]) / 1e6)
             state.windows = saved["windows"]
             state.sessions = saved["sessions"]
             self.keys[key] = state
+            for _, _, entries in state.sessions:
+                last_seq = max([last_seq, *(seq for _, seq, _ in entries)])
+        # Session entries keep their arrival order across runs.
+        self.seq = count(last_seq + 1)
         self.dirty = set()
         self._reschedule(set(self.keys), now)
 
@@ -428,43 +433,44 @@ class WindowOp(TimedOp):
         open_us = self.align_us + index * self.offset_us
         return WindowMetadata(from_us(open_us), from_us(open_us + self.length_us))
 
-    def on_tick(self) -> list[Any]:
-        out: list[Any] = []
+    def _closing(self) -> list[tuple[str, WindowMetadata, Any, bool]]:
+        """Take out every window that is due: ``(key, meta, payload, is_session)``.
+
+        The payload is a sliding window's accumulator, or a session's raw
+        ``(time, seq, value)`` entries; the keys touched are rescheduled.
+        """
+        closing: list[tuple[str, WindowMetadata, Any, bool]] = []
         keys = set()
         for key, state, now in self._due():
             windows, sessions = self._closed(state, now)
             for index, acc in windows:
-                out.append((key, (self._meta(index), self.finish(acc))))
+                closing.append((key, self._meta(index), acc, False))
             for start, end, entries in sessions:
-                meta = WindowMetadata(from_us(start), from_us(end))
-                out.append((key, (meta, self._combine_or_fail(entries))))
+                closing.append((key, WindowMetadata(from_us(start), from_us(end)), entries, True))
             keys.add(key)
         self._reschedule(keys, self.now())
-        return out
+        return closing
 
-    def _combine_or_fail(self, entries: list[tuple[int, int, Any]]) -> Any:
-        try:
-            return self.combine(entries)
-        except Exception as error:
-            raise fail(error, self.step_id, self.role) from None
+    def on_tick(self) -> list[Any]:
+        out: list[Any] = []
+        for key, meta, payload, is_session in self._closing():
+            try:
+                value = self.combine(payload) if is_session else self.finish(payload)
+            except Exception as error:
+                raise fail(error, self.step_id, self.role) from None
+            out.append((key, (meta, value)))
+        return out
 
     async def atick(self) -> list[Any]:
         if not self.is_async:
             return self.on_tick()
         out: list[Any] = []
-        keys = set()
-        for key, state, now in self._due():
-            windows, sessions = self._closed(state, now)
-            for index, acc in windows:
-                out.append((key, (self._meta(index), self.finish(acc))))
-            for start, end, entries in sessions:
-                try:
-                    value = await self.acombine(entries)
-                except Exception as error:
-                    raise fail(error, self.step_id, self.role) from None
-                out.append((key, (WindowMetadata(from_us(start), from_us(end)), value)))
-            keys.add(key)
-        self._reschedule(keys, self.now())
+        for key, meta, payload, is_session in self._closing():
+            try:
+                value = await self.acombine(payload) if is_session else self.finish(payload)
+            except Exception as error:
+                raise fail(error, self.step_id, self.role) from None
+            out.append((key, (meta, value)))
         return out
 
     async def flush(self) -> list[Any]:
