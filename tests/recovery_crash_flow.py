@@ -17,7 +17,6 @@ import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -91,9 +90,7 @@ class SlowSource(FixedPartitionedSource[tuple[str, tuple[int, int]], int]):
     def list_parts(self) -> list[str]:
         return ["numbers"]
 
-    def build_part(
-        self, now: datetime, for_part: str, resume_state: int | None
-    ) -> _SlowPartition:
+    def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _SlowPartition:
         return _SlowPartition(resume_state)
 
 

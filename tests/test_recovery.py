@@ -43,13 +43,12 @@ from aiowax.recovery import (
     RecoveryError,
     init_db_dir,
 )
-from aiowax.testing import TestingSink, TestingSource, cluster_main, run_main
+from aiowax.testing import TestingSink, TestingSource, cluster_main
 from aiowax.window import (
     EventClockConfig,
     SessionWindow,
     SlidingWindow,
     TumblingWindow,
-    WindowMetadata,
 )
 
 EOF = TestingSource.EOF
@@ -119,9 +118,11 @@ class Crash:
             self.armed = False
             ctx = self.contexts[-1]
             before = self.epochs[-1][x] - 1
-            with anyio.fail_after(5):
+            with anyio.fail_after(10):
                 while ctx.recovery.store.committed < before:
-                    await anyio.sleep(0)
+                    # A real pause, not a busy loop: the commit runs in a
+                    # thread that needs the GIL.
+                    await anyio.sleep(0.0005)
             msg = f"crash on {x}"
             raise RuntimeError(msg)
         return x
@@ -250,13 +251,10 @@ def test_crash_then_resume_equals_a_crash_free_run(db_dir: Path, op: str, worker
     # state counted twice or lost would change the results).
     assert set(first) | set(second) == set(expected)
     assert not Counter(expected) - Counter(first + second)
-    # Only results of the replayed epoch come twice.
-    assert not Counter(first + second) - Counter(expected) - Counter(first)
     if op == "stateful_map":
+        # Only results of the replayed epoch come twice.
         twice = Counter(first + second) - Counter(expected)
-        assert {x for _, (x, _) in twice} <= {
-            x for x in ITEMS if epoch_of(x) == epoch_of(CRASH_ON)
-        }
+        assert {x for _, (x, _) in twice} <= {x for x in ITEMS if epoch_of(x) == epoch_of(CRASH_ON)}
         assert final_states(first + second) == final_states(expected)
 
 
@@ -290,7 +288,7 @@ def test_a_crash_before_any_commit_starts_over(db_dir: Path, workers: int) -> No
 
 
 @pytest.mark.parametrize("workers", [1, 2])
-@pytest.mark.parametrize("op", ["stateful_map", "reduce", "fold_window_session", "batch"])
+@pytest.mark.parametrize("op", ["stateful_map", "reduce", "collect_window_session", "batch"])
 def test_abort_then_resume(db_dir: Path, op: str, workers: int) -> None:
     expected = crash_free(ITEMS, op, workers)
     items: list[Any] = [*ITEMS[:150], ABORT(), *ITEMS[150:]]
@@ -399,7 +397,9 @@ def test_rescale_3_5_1_workers_carries_state(
 ) -> None:
     monkeypatch.setitem(OPERATORS, "rescaled", RESCALE_OPERATORS[op])
     expected = crash_free(ITEMS, "rescaled")
-    middle: list[Any] = [*SEGMENTS[1][:50], ABORT(), *SEGMENTS[1][50:]]
+    middle: list[Any] = list(SEGMENTS[1])
+    if ending == "abort":
+        middle.insert(50, ABORT())
     items: list[Any] = [*SEGMENTS[0], EOF(), *middle, EOF(), *SEGMENTS[2]]
     results = []
     worker_counts = [3, 5, 1] if ending == "eof" else [3, 5, 4, 1]
@@ -428,13 +428,6 @@ def test_rescale_3_5_1_workers_carries_state(
 
 def _tiny_flow(out: list[Any], items: list[Any] | None = None) -> Dataflow:
     return make_flow(items if items is not None else [1, 2, 3], out, "stateful_map")
-
-
-class _Built:
-    """Counts source partitions built: a failing directory check builds none."""
-
-    def __init__(self) -> None:
-        self.count = 0
 
 
 def test_no_directory_raises_no_partitions(tmp_path: Path) -> None:
@@ -543,7 +536,7 @@ def test_init_db_dir_refuses_a_directory_with_partitions(db_dir: Path) -> None:
 def test_init_db_dir_bad_count(tmp_path: Path, count: Any) -> None:
     with pytest.raises(ValueError, match="count must be a positive int"):
         init_db_dir(tmp_path / "d", count)
-    assert not list((tmp_path / "d").glob("part-*")) if (tmp_path / "d").exists() else True
+    assert not (tmp_path / "d").exists()
 
 
 def _recovery_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -613,9 +606,24 @@ def _db_stats(db_dir: Path) -> tuple[int, int]:
     return rows, size
 
 
-def _gc_flow(items: range, out: list[Any]) -> Dataflow:
+def _gc_flow(items: range, out: list[Any], contexts: list[RunContext]) -> Dataflow:
+    epochs: dict[int, int] = {}
+
+    async def catch_up(x: int) -> int:
+        # Every 100th item waits until the epochs before it are committed:
+        # however busy the loop keeps the writer's thread, at least 100
+        # commits (and garbage collections) happen.
+        if x % 100 == 99:
+            recovery = contexts[-1].recovery
+            with anyio.fail_after(10):
+                while recovery.store.committed < epochs[x] - 1:
+                    await anyio.sleep(0.0005)
+        return x
+
     flow = Dataflow()
     flow.input("inp", TestingSource(items, batch_size=1))
+    flow.inspect_epoch(lambda epoch, x: epochs.__setitem__(x, epoch))
+    flow.map("catch_up", catch_up)
     flow.map("key", lambda x: (f"k{x % 10}", x))
     flow.stateful_map("sum", lambda: 0, lambda total, x: (total + x, total + x))
     flow.output("out", TestingSink(out))
@@ -626,14 +634,15 @@ def test_gc_keeps_the_database_flat_over_10000_epochs(db_dir: Path) -> None:
     started = time.monotonic()
     with observe() as contexts:
         first: list[Any] = []
-        run(_gc_flow(range(1_000), first), db_dir)
+        run(_gc_flow(range(1_000), first, contexts), db_dir)
         rows_1k, size_1k = _db_stats(db_dir)
         second: list[Any] = []
-        run(_gc_flow(range(10_000), second), db_dir)
+        run(_gc_flow(range(10_000), second, contexts), db_dir)
         rows_10k, size_10k = _db_stats(db_dir)
     assert len(first) + len(second) == 10_000
     assert contexts[1].start_epoch > 1_000  # one epoch per item
-    assert contexts[0].recovery.commits + contexts[1].recovery.commits > 100
+    assert contexts[0].recovery.commits >= 10
+    assert contexts[1].recovery.commits >= 90
     # 10 live keys and one source position, each with at most the row
     # before the last commit: a small constant, not growing with epochs.
     assert rows_1k <= 2 * 11
@@ -643,62 +652,60 @@ def test_gc_keeps_the_database_flat_over_10000_epochs(db_dir: Path) -> None:
 
 
 def test_gc_drops_deleted_states(db_dir: Path) -> None:
-    # 5,000 keys, each deleted at once: nothing of them may stay behind.
-    flow = Dataflow()
-    flow.input("inp", TestingSource(range(5_000), batch_size=1))
-    flow.map("key", lambda x: (f"key-{x}", x))
-    flow.stateful_map("once", lambda: 0, lambda state, x: (None, x))
-    flow.output("out", TestingSink([]))
-    run(flow, db_dir)
+    # 5,000 keys, each deleted at once: their deletions only hide older
+    # rows until a later commit, so a continuation's first commit leaves
+    # nothing of them behind.
+    def flow(items: list[int]) -> Dataflow:
+        f = Dataflow()
+        f.input("inp", TestingSource(items, batch_size=1))
+        f.map("key", lambda x: (f"key-{x}" if x < 5_000 else "live", x))
+        f.stateful_map("once", lambda: 0, lambda state, x: (None if x < 5_000 else x, x))
+        f.output("out", TestingSink([]))
+        return f
+
+    run(flow(list(range(5_000))), db_dir)
+    run(flow([*range(5_000), 5_000]), db_dir)
     rows, _ = _db_stats(db_dir)
-    assert rows <= 5
+    # The live key, and the source position before and at the last commit.
+    assert rows <= 3
 
 
-def _hot_key_rows(db_dir: Path) -> list[int]:
-    epochs: list[int] = []
-    for path in sorted(db_dir.glob("part-*.sqlite3")):
-        conn = sqlite3.connect(path)
-        try:
-            epochs += [
-                e for (e,) in conn.execute("SELECT epoch FROM snaps WHERE step_id = 'sum'")
-            ]
-        finally:
-            conn.close()
-    return sorted(epochs)
-
-
-@pytest.mark.parametrize(
-    ("backup", "kept"),
-    [(None, 1), (ZERO, 1), (timedelta(hours=1), 2)],
-    ids=["none", "zero", "1h"],
-)
-def test_backup_interval_keeps_older_rows(
-    db_dir: Path, backup: timedelta | None, kept: int
-) -> None:
-    # With every batch its own epoch, a backup interval keeps one more
-    # epoch's rows than resuming needs (see the engine tests for intervals
-    # counted in epochs of a given length).
+def _hot_flow(items: list[int], out: list[Any]) -> Dataflow:
     flow = Dataflow()
-    flow.input("inp", TestingSource(range(200), batch_size=1))
-    flow.map("key", lambda x: ("hot", x))
-    flow.stateful_map("sum", lambda: 0, lambda total, x: (total + x, total + x))
-    flow.output("out", TestingSink([]))
-    run(flow, db_dir, backup_interval=backup)
-    rows = _hot_key_rows(db_dir)
-    # The last commit's row, plus what is kept before it.
-    assert 2 <= len(rows) <= kept + 1
-    out: list[Any] = []
-    run(_gc_after(out), db_dir, backup_interval=backup)
-    assert out == [("hot", sum(range(200)) + 1000)]
-
-
-def _gc_after(out: list[Any]) -> Dataflow:
-    flow = Dataflow()
-    flow.input("inp", TestingSource([*range(200), 1000], batch_size=1))
+    flow.input("inp", TestingSource(items, batch_size=1))
     flow.map("key", lambda x: ("hot", x))
     flow.stateful_map("sum", lambda: 0, lambda total, x: (total + x, total + x))
     flow.output("out", TestingSink(out))
     return flow
+
+
+def _hot_rows(db_dir: Path) -> int:
+    rows = 0
+    for path in sorted(db_dir.glob("part-*.sqlite3")):
+        conn = sqlite3.connect(path)
+        try:
+            query = "SELECT COUNT(*) FROM snaps WHERE step_id = 'sum'"
+            rows += conn.execute(query).fetchone()[0]
+        finally:
+            conn.close()
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("backup", "most"),
+    [(None, 2), (ZERO, 2), (timedelta(hours=1), 3)],
+    ids=["none", "zero", "1h"],
+)
+def test_backup_interval_rows_and_resume(db_dir: Path, backup: timedelta | None, most: int) -> None:
+    # With every batch its own epoch, a backup interval keeps the rows of
+    # one more epoch than resuming needs; the engine tests check intervals
+    # worth many epochs. Either way the resume restores the newest state.
+    items = list(range(2_000))
+    run(_hot_flow(items, []), db_dir, backup_interval=backup)
+    assert 1 <= _hot_rows(db_dir) <= most
+    out: list[Any] = []
+    run(_hot_flow([*items, 1000], out), db_dir, backup_interval=backup)
+    assert out == [("hot", sum(items) + 1000)]
 
 
 # -- SIGKILL at random points ------------------------------------------------------------
@@ -777,8 +784,11 @@ def test_sigkill_at_random_points_then_resume(
     assert {key: total for key, (_, total) in last.items()} == recovery_crash_flow.final_totals()
 
 
-def test_crash_flow_without_a_crash(tmp_path: Path, expected_lines: dict[int, tuple[str, int]]) -> None:
-    # The flow of the kill test, with fewer items, in this process: one line per item.
+def test_crash_flow_without_a_crash(
+    tmp_path: Path, expected_lines: dict[int, tuple[str, int]]
+) -> None:
+    # The flow of the kill test, run in this process without a crash: one
+    # line per item, each as `expected_lines` computes it.
     db_dir = tmp_path / "db"
     init_db_dir(db_dir, 1)
     out = tmp_path / "out.txt"

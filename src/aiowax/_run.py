@@ -28,7 +28,8 @@ async def run(
         workers: Workers to run in this process, as concurrent task sets.
         epoch_interval: Time between epoch ends (default 10 s);
             ``timedelta(0)`` makes every input batch its own epoch.
-        recovery_config: Not supported yet; must be ``None``.
+        recovery_config: An `aiowax.recovery.RecoveryConfig`: snapshot every
+            epoch and resume from the last one every worker finished.
 
     Raises:
         Exception: The first exception raised by user code in a step, with

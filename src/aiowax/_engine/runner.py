@@ -410,8 +410,9 @@ async def _run(
             ctx.cancel_scope = tg.cancel_scope
             for pipeline, by_worker in zip(pipelines, parts, strict=True):
                 _start_pipeline(tg, ctx, pipeline, by_worker, barrier)
+            all_tails = set(ctx.live_tails)
             if ctx.recovery is not None:
-                tg.start_soon(ctx.recovery.writer, set(ctx.live_tails), name="aiowax snapshots")
+                tg.start_soon(ctx.recovery.writer, all_tails, name="aiowax snapshots")
             for observe in run_observers:
                 observe(ctx)
             if on_start is not None:
@@ -424,6 +425,8 @@ async def _run(
             raise leaves[0] from None
         raise
     if ctx.failure is not None:
+        if ctx.recovery is not None:
+            await ctx.recovery.commit_done(all_tails)
         raise ctx.failure
 
 

@@ -23,6 +23,9 @@ from aiowax._recovery.store import Store
 #: Marks a state key whose state was dropped during the epoch.
 DELETED: Any = object()
 
+#: Epochs that may wait for their commit before sources are held back.
+MAX_UNCOMMITTED_EPOCHS = 64
+
 
 class Recovery:
     """The recovery side of one run."""
@@ -52,6 +55,7 @@ class Recovery:
         self._done: dict[Tail, int] = {}
         self._finished: dict[Tail, int] = {}
         self._wake = anyio.Event()
+        self._room: anyio.Event | None = None
         #: Epochs committed by this run (for tests and progress reports).
         self.commits = 0
 
@@ -91,6 +95,17 @@ class Recovery:
         for key, state in changes.items():
             pending[(step_id, key)] = None if state is DELETED else ser(state)
 
+    async def wait_for_room(self, epoch: int) -> None:
+        """Hold a source back while too many epochs wait to be committed.
+
+        Without it a busy loop could run far ahead of its commits, and a
+        crash would then replay that much more.
+        """
+        while epoch - self.store.committed > MAX_UNCOMMITTED_EPOCHS:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+
     def tail_done(self, tail: Tail, epoch: int) -> None:
         """A pipeline's tail passed the end of ``epoch``."""
         self._done[tail] = epoch
@@ -121,15 +136,36 @@ class Recovery:
             if self._committable(tails)[0] <= self.store.committed:
                 await self._wake.wait()
 
+    async def commit_done(self, tails: set[Tail]) -> None:
+        """After a failure: commit the epochs every tail had passed.
+
+        They are complete (every snapshot of them was taken before their
+        end passed the tails), so a resume replays only the epoch in flight,
+        not also the ones the writer had not caught up with yet.
+        """
+        epoch, _ = self._committable(tails)
+        if epoch > self.store.committed:
+            with anyio.CancelScope(shield=True):
+                await self._commit(epoch)
+
     async def _commit(self, epoch: int) -> None:
         changes: dict[tuple[str, str], bytes | None] = {}
         for e in sorted(self._pending):
             if e <= epoch:
-                changes.update(self._pending.pop(e))
+                changes.update(self._pending[e])
         keep_from = epoch - 1 - self._keep_epochs
-        await anyio.to_thread.run_sync(
-            self.store.commit, epoch, changes, self.worker_count, keep_from
-        )
+        try:
+            await anyio.to_thread.run_sync(
+                self.store.commit, epoch, changes, self.worker_count, keep_from
+            )
+        finally:
+            # Forget changes only once they are committed: a commit that is
+            # cancelled before its thread ran must not lose them.
+            for e in [e for e in self._pending if e <= self.store.committed]:
+                del self._pending[e]
+            if self._room is not None:
+                self._room.set()
+                self._room = None
         self.commits += 1
 
     def close(self) -> None:

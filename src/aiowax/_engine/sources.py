@@ -250,6 +250,8 @@ class Lane:
         await self.outlet.epoch_end(self.epoch)
         self.epoch += 1
         await self.barrier.wait()
+        if self.ctx.recovery is not None:
+            await self.ctx.recovery.wait_for_room(self.epoch)
         self.epoch_deadline = self.ctx.clock.monotonic() + pace
 
     async def _interruptible(self, awaitable: Awaitable[Any]) -> tuple[Any, bool]:

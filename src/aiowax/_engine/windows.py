@@ -350,6 +350,9 @@ class WindowOp(TimedOp):
         last_seq = -1
         for key, saved in restored.items():
             state = _KeyState(saved["wm_base"], now - (wall - saved["wm_wall"]) / 1e6)
+            if not saved["windows"] and not saved["sessions"]:
+                self._forget(key, state)  # only its watermark was saved
+                continue
             state.windows = saved["windows"]
             state.sessions = saved["sessions"]
             self.keys[key] = state
@@ -368,8 +371,12 @@ class WindowOp(TimedOp):
         for key in self.dirty:
             state = self.keys.get(key)
             if state is None:
-                out[key] = DELETED
-                continue
+                kept = self.forgotten.get(key)
+                if kept is None:
+                    out[key] = DELETED
+                    continue
+                # Its watermark outlives its windows: save it alone.
+                state = _KeyState(*kept)
             out[key] = {
                 "wm_base": state.wm_base,
                 "wm_wall": wall - round((now - state.wm_loop) * 1e6),
@@ -403,7 +410,9 @@ class WindowOp(TimedOp):
         forgotten = self.forgotten
         forgotten[key] = (state.wm_base, state.wm_loop)
         if len(forgotten) > FORGOTTEN_WATERMARKS:
-            forgotten.popitem(last=False)
+            dropped, _ = forgotten.popitem(last=False)
+            if self.dirty is not None:
+                self.dirty.add(dropped)
 
     def next_deadline(self) -> float | None:
         return self.heap[0][0] if self.heap else None
@@ -487,6 +496,7 @@ class WindowOp(TimedOp):
                 out.append((key, (WindowMetadata(from_us(start), from_us(end)), value)))
         if self.dirty is not None:
             self.dirty.update(self.keys)
+            self.dirty.update(self.forgotten)
         self.keys.clear()
         self.forgotten.clear()
         self.heap.clear()

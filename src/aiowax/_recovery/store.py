@@ -130,8 +130,8 @@ class Store:
     def _open(self, db_dir: Path, found: dict[int, Path]) -> None:
         counts = set()
         for index, path in sorted(found.items()):
-            conn = self.conns[index] = _connect(path)
             try:
+                conn = self.conns[index] = _connect(path)
                 rows = conn.execute("SELECT part_index, part_count FROM meta").fetchall()
             except sqlite3.DatabaseError as error:
                 msg = f"{path} is not an aiowax partition file: {error}"
@@ -157,8 +157,8 @@ class Store:
             i: conn.execute("SELECT COALESCE(MAX(epoch), 0) FROM commits").fetchone()[0]
             for i, conn in self.conns.items()
         }
-        low, high = min(tops.values()), max(tops.values())
-        if high - low > 1:
+        low = min(tops.values())
+        if not self._one_commit_apart(tops, low):
             # A crash during a commit leaves files at most one commit apart.
             msg = (
                 f"the partition files in {db_dir} come from different points in time "
@@ -166,6 +166,28 @@ class Store:
             )
             raise InconsistentPartitionsError(msg)
         self.committed = low
+
+    def _one_commit_apart(self, tops: dict[int, int], low: int) -> bool:
+        """Whether the files ahead of ``low`` are exactly one commit ahead.
+
+        Commits merge epochs, so two consecutive commits may be many epochs
+        apart: compare commits, not epoch numbers. A file ahead has one
+        commit after ``low`` and still the row of ``low`` itself (garbage
+        collection keeps the newest commit before the one it runs in).
+        """
+        if len(set(tops.values())) > 2:
+            return False
+        for index, top in tops.items():
+            if top == low:
+                continue
+            conn = self.conns[index]
+            after = conn.execute("SELECT COUNT(*) FROM commits WHERE epoch > ?", (low,))
+            if after.fetchone()[0] != 1:
+                return False
+            has_low = conn.execute("SELECT 1 FROM commits WHERE epoch = ?", (low,))
+            if low and has_low.fetchone() is None:
+                return False
+        return True
 
     def part_of(self, step_id: str, state_key: str) -> int:
         """The partition file of one state key of one step."""
