@@ -24,10 +24,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from zlib import adler32
 
-import anyio
-
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import FixedPartitionedSink, StatefulSinkPartition
+from aiowax._engine.clock import run_in_thread
 
 _ENCODING = "utf-8"
 
@@ -119,7 +118,7 @@ class _LinePartition(StatefulSourcePartition[str, int]):
         return lines, start + len(data)
 
     async def next_batch(self, sched: datetime | None) -> list[str]:
-        lines, offset = await anyio.to_thread.run_sync(self._read, self._offset)
+        lines, offset = await run_in_thread(self._read, self._offset)
         if not lines:
             raise StopAsyncIteration
         self._offset = offset
@@ -286,7 +285,7 @@ class _CSVPartition(StatefulSourcePartition[dict[str, Any], int]):
         return rows, lines.offset
 
     async def next_batch(self, sched: datetime | None) -> list[dict[str, Any]]:
-        rows, offset = await anyio.to_thread.run_sync(self._read, self._offset)
+        rows, offset = await run_in_thread(self._read, self._offset)
         if not rows:
             raise StopAsyncIteration
         self._offset = offset
@@ -379,7 +378,7 @@ class _FileSinkPartition(StatefulSinkPartition[Any, int]):
 
     async def write_batch(self, values: list[Any]) -> None:
         if values:
-            await anyio.to_thread.run_sync(self._write, values)
+            await run_in_thread(self._write, values)
 
     def snapshot(self) -> int:
         return self._offset

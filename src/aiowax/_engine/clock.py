@@ -11,8 +11,11 @@ import asyncio
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 import anyio
+
+T = TypeVar("T")
 
 UTC = UTC
 
@@ -72,6 +75,25 @@ class LoopClock(Clock):
 
 
 _current: ContextVar[Clock] = ContextVar("aiowax_clock", default=Clock())  # noqa: B039
+
+
+async def run_in_thread(fn: Callable[..., T], *args: Any) -> T:
+    """Run blocking ``fn(*args)`` in a worker thread and await its result.
+
+    Use this rather than ``anyio.to_thread.run_sync`` inside aiowax: on the
+    virtual-clock loop of `aiowax.testing` it holds time still while the
+    thread works, so timers do not fire early just because disk I/O is
+    slower than a jump of the virtual clock.
+    """
+    loop = asyncio.get_running_loop()
+    holds = getattr(loop, "aiowax_threads", None)
+    if holds is None:
+        return await anyio.to_thread.run_sync(fn, *args)
+    loop.aiowax_threads = holds + 1  # type: ignore[attr-defined]
+    try:
+        return await anyio.to_thread.run_sync(fn, *args)
+    finally:
+        loop.aiowax_threads -= 1  # type: ignore[attr-defined]
 
 
 def current_clock() -> Clock:

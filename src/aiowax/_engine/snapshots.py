@@ -16,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from aiowax._engine.clock import run_in_thread
 from aiowax._engine.context import Tail
 from aiowax._recovery.config import RecoveryConfig
 from aiowax._recovery.store import Store
@@ -74,7 +75,7 @@ class Recovery:
                 store.close()
                 raise
 
-        store, restored = await anyio.to_thread.run_sync(load)
+        store, restored = await run_in_thread(load)
         return cls(config, store, epoch_interval, worker_count, restored)
 
     # -- restoring ---------------------------------------------------------
@@ -155,9 +156,7 @@ class Recovery:
                 changes.update(self._pending[e])
         keep_from = epoch - 1 - self._keep_epochs
         try:
-            await anyio.to_thread.run_sync(
-                self.store.commit, epoch, changes, self.worker_count, keep_from
-            )
+            await run_in_thread(self.store.commit, epoch, changes, self.worker_count, keep_from)
         finally:
             # Forget changes only once they are committed: a commit that is
             # cancelled before its thread ran must not lose them.

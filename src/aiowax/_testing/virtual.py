@@ -26,6 +26,13 @@ class _JumpingSelector:
         self._loop = loop
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        if self._loop.aiowax_threads:
+            # aiowax waits on a worker thread (disk I/O): let real time pass
+            # until it answers (its result wakes the selector) before
+            # jumping to the next timer.
+            events = self._real.select(timeout)
+            if events or not self._loop.aiowax_threads:
+                return events
         events = self._real.select(0)
         if events or timeout is None or timeout <= 0:
             return events if events or timeout is not None else self._real.select(None)
@@ -51,6 +58,8 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: datetime = VIRTUAL_EPOCH) -> None:
         super().__init__()
         self._virtual_time = 0.0
+        #: Worker-thread calls of aiowax in flight (see `run_in_thread`).
+        self.aiowax_threads = 0
         #: Wall time that follows the virtual loop time, read by aiowax.
         self.aiowax_clock = LoopClock(start)
         real: selectors.BaseSelector = self._selector  # type: ignore[has-type]
