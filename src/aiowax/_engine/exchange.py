@@ -51,21 +51,25 @@ class KeyRouter:
         self._memo: dict[str, int] = {}
 
     def __call__(self, batch: list[Any]) -> list[list[Any]]:
-        n = self.worker_count
-        parts: list[list[Any]] = [[] for _ in range(n)]
+        parts: list[list[Any]] = [[] for _ in range(self.worker_count)]
         appends = [p.append for p in parts]
-        memo = self._memo
-        for i, item in enumerate(batch):
-            if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
-                raise _RouteError(parts, bad_item_error(self.step_id, item), i)
-            key = item[0]
-            owner = memo.get(key)
+        owner_of = self._memo.get
+        for item in batch:
+            if type(item) is not tuple or len(item) != 2 or type(key := item[0]) is not str:
+                index = next(i for i, x in enumerate(batch) if x is item)
+                raise _RouteError(parts, bad_item_error(self.step_id, item), index)
+            owner = owner_of(key)
             if owner is None:
-                if len(memo) >= _MEMO_LIMIT:
-                    memo.clear()
-                owner = memo[key] = key_owner(key, n)
+                owner = self._owner(key)
             appends[owner](item)
         return parts
+
+    def _owner(self, key: str) -> int:
+        memo = self._memo
+        if len(memo) >= _MEMO_LIMIT:
+            memo.clear()
+        owner = memo[key] = key_owner(key, self.worker_count)
+        return owner
 
 
 class PartRouter:

@@ -324,6 +324,8 @@ def _start_pipeline(
             outlet = outlet_into(i + 1, w, w if exchange[i + 1] else 0)
             op = _operator(step, w, ctx, passes_on=i < m - 1)
             op.epoch = ctx.start_epoch
+            if exchange[i] and step.kind in STATEFUL_KINDS:
+                op.items_checked = True  # the key router checked them
             if ctx.recovery is not None:
                 states = restored.get(step.step_id, {})
                 if n > 1 and step.kind in STATEFUL_KINDS:

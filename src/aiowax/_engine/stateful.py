@@ -74,6 +74,7 @@ class StatefulMapOp(KeyedOp):
         return StepFailed(TypeError(msg))
 
     def process(self, batch: list[Any]) -> list[Any]:
+        unchecked = not self.items_checked
         out: list[Any] = []
         append = out.append
         states = self.state
@@ -82,7 +83,9 @@ class StatefulMapOp(KeyedOp):
         dirty = self.dirty
         try:
             for item in batch:
-                if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
+                if unchecked and (
+                    type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
+                ):
                     raise self._bad(item)
                 key, value = item
                 state = states.get(key)
@@ -151,6 +154,7 @@ class ReduceOp(KeyedOp):
         return StepFailed(TypeError(msg))
 
     def process(self, batch: list[Any]) -> list[Any]:
+        unchecked = not self.items_checked
         out: list[Any] = []
         accs = self.state
         reducer = self.reducer
@@ -159,7 +163,9 @@ class ReduceOp(KeyedOp):
         dirty = self.dirty
         try:
             for item in batch:
-                if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
+                if unchecked and (
+                    type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
+                ):
                     raise self._bad(item)
                 key, value = item
                 acc = accs.get(key, missing)
@@ -255,6 +261,7 @@ class BatchOp(TimedOp):
         self.deadlines: dict[str, float] = {}
 
     def process(self, batch: list[Any]) -> list[Any]:
+        unchecked = not self.items_checked
         out: list[Any] = []
         lists = self.state
         deadlines = self.deadlines
@@ -264,7 +271,9 @@ class BatchOp(TimedOp):
         dirty = self.dirty
         try:
             for item in batch:
-                if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
+                if unchecked and (
+                    type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
+                ):
                     raise self._bad(item)
                 key, value = item
                 values = lists.get(key)

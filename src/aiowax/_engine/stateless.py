@@ -29,6 +29,9 @@ class Operator:
     is_async = False
     #: Names the user code in error notes ("map mapper"...).
     role = "step"
+    #: Set by the runner when an exchange in front already checked that every
+    #: item is a (str, value) pair: keyed steps' hot loops skip the check.
+    items_checked = False
 
     def __init__(self, step: Step, worker_index: int) -> None:
         self.step = step
