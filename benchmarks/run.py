@@ -1,0 +1,356 @@
+"""Run the aiowax vs Bytewax 0.17.2 vs plain-Python benchmarks; print ratios.
+
+Usage (from anywhere; paths are relative to the repository root)::
+
+    python3 benchmarks/run.py                 # everything, full sizes
+    python3 benchmarks/run.py --quick         # everything, 1/10 of the items
+    python3 benchmarks/run.py --bench throughput,latency
+
+The first run creates ``.bench-venvs/bytewax-0.17.2`` (``pip install
+bytewax==0.17.2``) and ``.bench-venvs/aiowax`` (``pip install -e .``) at the
+repository root, unless ``--bytewax-python`` / ``--aiowax-python`` point at
+interpreters that already have them. Each benchmark script runs in its own
+subprocess and prints one JSON object; this script only orchestrates, checks
+and tabulates. Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from report import comparisons, figures, machine, table
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENVS = ROOT / ".bench-venvs"
+BYTEWAX_VERSION = "0.17.2"
+GROUPS = (
+    "throughput",
+    "batch1",
+    "latency",
+    "memory",
+    "keyed",
+    "async_keyed",
+    "windows",
+    "sessions_memory",
+    "recovery",
+    "push",
+)
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- interpreters ------------------------------------------------------------
+
+
+def venv_python(venv: Path) -> Path:
+    return venv / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+
+
+def probe(python: Path | str, code: str) -> str | None:
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def ensure_venv(venv: Path, base: str, pip_args: list[str], ok: Callable[[Path], bool]) -> Path:
+    """Create ``venv`` if missing and ``pip install pip_args`` unless ``ok``."""
+    python = venv_python(venv)
+    if not python.exists():
+        log(f"creating venv {venv.relative_to(ROOT)} with {base}")
+        subprocess.run([base, "-m", "venv", str(venv)], check=True)
+    if not ok(python):
+        log(f"pip install {' '.join(pip_args)} into {venv.relative_to(ROOT)}")
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *pip_args], check=True)
+        if not ok(python):
+            sys.exit(f"{venv}: installation did not produce a usable interpreter")
+    return python
+
+
+def bytewax_ok(python: Path | str) -> bool:
+    code = "import bytewax, importlib.metadata as m; print(m.version('bytewax'))"
+    return probe(python, code) == BYTEWAX_VERSION
+
+
+def aiowax_ok(python: Path | str) -> bool:
+    return probe(python, "import aiowax, uvloop; print(aiowax.__file__)") is not None
+
+
+def aiowax_is_this_checkout(python: Path) -> bool:
+    where = probe(python, "import aiowax, uvloop; print(aiowax.__file__)")
+    return where is not None and Path(where).resolve().is_relative_to(ROOT / "src")
+
+
+def interpreters(args: argparse.Namespace, need_bytewax: bool) -> dict[str, str]:
+    VENVS.mkdir(exist_ok=True)
+    if args.aiowax_python:
+        if not aiowax_ok(args.aiowax_python):
+            sys.exit(f"--aiowax-python {args.aiowax_python}: cannot import aiowax and uvloop")
+        aiowax = args.aiowax_python
+    else:
+        pip_args = ["-e", str(ROOT)]
+        aiowax = str(
+            ensure_venv(VENVS / "aiowax", args.venv_python, pip_args, aiowax_is_this_checkout)
+        )
+    pythons = {"aiowax": aiowax}
+    if need_bytewax:
+        if args.bytewax_python:
+            if not bytewax_ok(args.bytewax_python):
+                sys.exit(f"--bytewax-python {args.bytewax_python}: no bytewax {BYTEWAX_VERSION}")
+            pythons["bytewax"] = args.bytewax_python
+        else:
+            venv = VENVS / f"bytewax-{BYTEWAX_VERSION}"
+            pip_args = [f"bytewax=={BYTEWAX_VERSION}"]
+            pythons["bytewax"] = str(ensure_venv(venv, args.venv_python, pip_args, bytewax_ok))
+    return pythons
+
+
+# --- jobs --------------------------------------------------------------------
+
+
+@dataclass
+class Job:
+    key: str
+    group: str
+    interpreter: str  # "aiowax" or "bytewax"
+    script: str
+    args: list[str] = field(default_factory=list)
+
+
+def jobs(opts: argparse.Namespace) -> list[Job]:
+    def n(items: int) -> str:
+        return str(max(100, int(items * opts.scale)))
+
+    aw, bw = "aiowax", "bytewax"  # which interpreter runs the script
+    tp_a, tp_b, tp_p = "bench_throughput.py", "bytewax_throughput.py", "plain_throughput.py"
+    lat_a, lat_b = "bench_latency.py", "bytewax_latency.py"
+    mem_a, mem_b = "bench_memory.py", "bytewax_memory.py"
+    r = ["--repeat", str(opts.repeat)]
+    tp = ["--items", n(1_000_000), "--batch-size", "1000", *r]
+    b1 = ["--batch-size", "1", *r]
+    plain = ["--items", n(1_000_000), *r]
+    lat = ["--items", n(2_000), *r]
+    lat_p = [*lat, "--contestant", "plain"]
+    big = opts.memory_items or int(10_000_000 * opts.scale)
+    mem, small = ["--items", str(big)], ["--items", str(max(100, big // 10))]
+    table = [
+        ("aiowax_tp", "throughput", aw, tp_a, tp),
+        ("aiowax_tp_asyncio", "throughput", aw, tp_a, [*tp, "--loop", "asyncio"]),
+        ("bytewax_tp", "throughput", bw, tp_b, tp),
+        ("plain_tp", "throughput", aw, tp_p, plain),
+        ("plain_map_tp", "throughput", aw, tp_p, [*plain, "--form", "map"]),
+        ("aiowax_b1", "batch1", aw, tp_a, ["--items", n(1_000_000), *b1]),
+        ("bytewax_b1", "batch1", bw, tp_b, ["--items", n(3_000), *b1]),
+        ("aiowax_lat", "latency", aw, lat_a, [*lat, "--loop", "uvloop"]),
+        ("aiowax_lat_asyncio", "latency", aw, lat_a, [*lat, "--loop", "asyncio"]),
+        ("plain_lat", "latency", aw, lat_a, lat_p),
+        ("plain_lat_asyncio", "latency", aw, lat_a, [*lat_p, "--loop", "asyncio"]),
+        ("bytewax_lat", "latency", bw, lat_b, lat),
+        ("aiowax_mem", "memory", aw, mem_a, mem),
+        ("aiowax_mem_small", "memory", aw, mem_a, small),
+        ("plain_mem", "memory", aw, mem_a, [*mem, "--contestant", "plain"]),
+        ("bytewax_mem", "memory", bw, mem_b, mem),
+        ("bytewax_mem_small", "memory", bw, mem_b, small),
+    ]
+    table += new_jobs(opts, n, r)
+    wanted = [Job(*row) for row in table if row[1] in opts.groups]
+    return [j for j in wanted if not (opts.skip_bytewax and j.interpreter == bw)]
+
+
+def new_jobs(
+    opts: argparse.Namespace, n: Callable[[int], str], r: list[str]
+) -> list[tuple[str, str, str, str, list[str]]]:
+    """Jobs of the keyed, async, window, session-memory, recovery and push groups."""
+    aw, bw = "aiowax", "bytewax"
+    kd_a, kd_b, kd_p = "bench_keyed.py", "bytewax_keyed.py", "plain_keyed.py"
+    win_a, win_b, win_p = "bench_windows.py", "bytewax_windows.py", "plain_windows.py"
+    ses_a, ses_b = "bench_sessions_memory.py", "bytewax_sessions_memory.py"
+    keyed = ["--items", n(1_000_000), *r]
+    sessions = str(opts.session_keys) if opts.session_keys else n(1_000_000)
+    sessions_small = str(max(100, int(sessions) // 10))
+    # Enough items that a 1 s epoch interval closes several epochs per run.
+    rec = ["--items", n(10_000_000), "--epoch-s", "1", *r]
+    push = ["bench_push.py", "--items", n(1_000_000), *r]
+    rows: list[tuple[str, str, str, str, list[str]]] = []
+    for op, short in (("stateful_map", "sm"), ("reduce", "reduce"), ("batch", "batch")):
+        rows += [
+            (f"aiowax_{short}", "keyed", aw, kd_a, [*keyed, "--op", op]),
+            (f"bytewax_{short}", "keyed", bw, kd_b, [*keyed, "--op", op]),
+            (f"plain_{short}", "keyed", aw, kd_p, [*keyed, "--op", op]),
+        ]
+    rows += [
+        ("aiowax_sm_2w", "keyed", aw, kd_a, [*keyed, "--workers", "2"]),
+        # Bytewax 0.17.2 with 2 worker threads is ~10-50x slower: fewer items.
+        ("bytewax_sm_2w", "keyed", bw, kd_b, ["--items", n(100_000), *r, "--workers", "2"]),
+        ("aiowax_async", "async_keyed", aw, "bench_async_keyed.py", ["--repeat", "5"]),
+        (
+            "plain_async",
+            "async_keyed",
+            aw,
+            "bench_async_keyed.py",
+            ["--repeat", "5", "--contestant", "plain"],
+        ),
+    ]
+    for window in ("tumbling", "sliding"):
+        args = ["--items", n(1_000_000), *r, "--window", window]
+        rows += [
+            (f"aiowax_{window}", "windows", aw, win_a, args),
+            (f"bytewax_{window}", "windows", bw, win_b, args),
+            (f"plain_{window}", "windows", aw, win_p, args),
+        ]
+    rows += [
+        ("aiowax_sessions", "sessions_memory", aw, ses_a, ["--items", sessions]),
+        ("aiowax_sessions_small", "sessions_memory", aw, ses_a, ["--items", sessions_small]),
+        ("bytewax_sessions", "sessions_memory", bw, ses_b, ["--items", sessions]),
+        ("bytewax_sessions_small", "sessions_memory", bw, ses_b, ["--items", sessions_small]),
+        ("aiowax_rec_off", "recovery", aw, kd_a, rec),
+        ("aiowax_rec_on", "recovery", aw, kd_a, [*rec, "--recovery"]),
+        ("bytewax_rec_on", "recovery", bw, kd_b, [*rec, "--recovery"]),
+        ("bytewax_rec_off", "recovery", bw, kd_b, rec),
+        ("aiowax_push", "push", aw, push[0], push[1:]),
+        ("aiowax_push_null", "push", aw, push[0], [*push[1:], "--sink", "null"]),
+        (
+            "aiowax_testing_b1",
+            "push",
+            aw,
+            push[0],
+            [*push[1:], "--source", "testing", "--sink", "null", "--batch-size", "1"],
+        ),
+        (
+            "aiowax_testing_b1000",
+            "push",
+            aw,
+            push[0],
+            [*push[1:], "--source", "testing", "--sink", "null", "--batch-size", "1000"],
+        ),
+        (
+            "aiowax_testing_b1000_bc",
+            "push",
+            aw,
+            push[0],
+            [*push[1:], "--source", "testing", "--batch-size", "1000"],
+        ),
+    ]
+    return rows
+
+
+def run_job(job: Job, python: str) -> dict[str, Any]:
+    cmd = [python, str(HERE / job.script), *job.args]
+    log(f"{job.key}: {job.script} {' '.join(job.args)}")
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False, timeout=3600)
+    took = time.perf_counter() - start
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        log(f"{job.key} FAILED (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+        return {"error": f"exit {proc.returncode}", "stderr": proc.stderr[-3000:], "cmd": cmd}
+    result: dict[str, Any] = json.loads(lines[-1])
+    result["cmd"] = cmd
+    result["subprocess_s"] = took
+    for flag in ("kept_ok", "written_ok", "check_ok"):
+        if result.get(flag) is False:
+            log(f"WARNING {job.key}: wrong output ({flag} is false)")
+    return result
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--bench", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}"
+    )
+    p.add_argument("--quick", action="store_true", help="1/10 of the items, 2 runs each")
+    p.add_argument(
+        "--scale", type=float, default=None, help="multiply every item count (default 1)"
+    )
+    p.add_argument(
+        "--repeat",
+        type=int,
+        default=None,
+        help="runs per throughput figure (best is kept; default 3)",
+    )
+    p.add_argument(
+        "--memory-items",
+        type=int,
+        default=None,
+        help="items of the memory benchmark (default 10,000,000 x scale)",
+    )
+    p.add_argument(
+        "--session-keys",
+        type=int,
+        default=None,
+        help="keys of the session-memory benchmark (default 1,000,000 x scale)",
+    )
+    p.add_argument(
+        "--aiowax-python",
+        help="use this interpreter (with aiowax and uvloop) instead of .bench-venvs/aiowax",
+    )
+    p.add_argument(
+        "--bytewax-python",
+        help=f"use this interpreter (with bytewax {BYTEWAX_VERSION}) instead of .bench-venvs/",
+    )
+    p.add_argument(
+        "--venv-python",
+        default=sys.executable,
+        help="interpreter that creates the venvs (default: this one)",
+    )
+    p.add_argument("--skip-bytewax", action="store_true", help="run only aiowax and plain Python")
+    p.add_argument("--json", type=Path, help="also write every raw result to this file")
+    opts = p.parse_args()
+    opts.groups = [g.strip() for g in opts.bench.split(",") if g.strip()]
+    if unknown := set(opts.groups) - set(GROUPS):
+        p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {GROUPS}")
+    opts.scale = opts.scale if opts.scale is not None else (0.1 if opts.quick else 1.0)
+    opts.repeat = opts.repeat or (2 if opts.quick else 3)
+
+    info = machine()  # before the runs: the git state of what is measured
+    todo = jobs(opts)
+    pythons = interpreters(opts, need_bytewax=any(j.interpreter == "bytewax" for j in todo))
+    results = {job.key: run_job(job, pythons[job.interpreter]) for job in todo}
+
+    print(f"\naiowax vs Bytewax {BYTEWAX_VERSION} vs plain Python  ({info.get('date')})")
+    cpu, mem = info.get("cpu", "?"), info.get("mem_gb", "?")
+    print(f"machine: {info.get('nproc')} CPUs, {cpu}, {mem} GB RAM")
+    print(f"aiowax source: {info.get('git', '?')}")
+    for name, python in pythons.items():
+        version = probe(python, "import platform; print(platform.python_version())")
+        print(f"{name} interpreter: {python} (Python {version})")
+    where = probe(pythons["aiowax"], "import os, aiowax; print(os.path.dirname(aiowax.__file__))")
+    print(f"aiowax imported from: {where}")
+    print(
+        f"options: --bench {','.join(opts.groups)} --scale {opts.scale:g} --repeat {opts.repeat}\n"
+    )
+    print("RATIOS (aiowax first; for latency and memory lower is better)")
+    print(
+        table(
+            ("comparison", "aiowax", "reference", "ratio", "target", "verdict"),
+            comparisons(results),
+        )
+    )
+    print("\nABSOLUTE FIGURES (noisy; compare the ratios)")
+    print(table(("run", "items", "figures", "loop"), figures(results)))
+    if opts.json:
+        payload = {
+            "machine": info,
+            "options": vars(opts) | {"json": str(opts.json)},
+            "results": results,
+        }
+        opts.json.write_text(json.dumps(payload, indent=2, default=str))
+        log(f"raw results written to {opts.json}")
+    if any("error" in r for r in results.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
