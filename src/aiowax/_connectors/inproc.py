@@ -328,13 +328,19 @@ class Subscription(Generic[X]):
         if self._closed:
             return
         if overflow == "block":
-            for item in items:
-                while len(self._items) >= self.buffer and not self._closed:
+            start = 0
+            while start < len(items):
+                room = self.buffer - len(self._items)
+                if room <= 0:
                     self._space = anyio.Event()
                     await self._space.wait()
-                if self._closed:
-                    return
-                self._items.append(item)
+                    if self._closed:
+                        return
+                    continue
+                # As many as fit at once, so a large batch is not handed over
+                # (and its reader woken) one item at a time.
+                self._items.extend(items[start : start + room])
+                start += room
                 self._event.set()
             return
         self._items.extend(items)
