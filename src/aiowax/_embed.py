@@ -19,7 +19,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from aiowax._definition.flow import Dataflow
 from aiowax._engine.context import RunContext
 from aiowax._engine.plan import compile_flow
-from aiowax._engine.runner import run_flow
+from aiowax._engine.runner import check_run_args, run_flow
 
 
 class FlowStatus(enum.Enum):
@@ -51,7 +51,9 @@ class FlowHandle:
         recovery_config: Any = None,
         propagate: bool = True,
     ) -> None:
-        compile_flow(flow)  # definition errors belong to the caller, now
+        # Definition and argument errors belong to the caller, now.
+        compile_flow(flow)
+        check_run_args(workers, epoch_interval, recovery_config)
         self._flow = flow
         self._options: dict[str, Any] = {
             "workers": workers,

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from aiowax._util import is_async_callable
+
 _UTC = UTC
 
 
@@ -82,6 +84,10 @@ class EventClockConfig(ClockConfig):
             raise TypeError(msg)
         if self.on_late is not None and not callable(self.on_late):
             msg = f"EventClockConfig: on_late must be callable, got {self.on_late!r}"
+            raise TypeError(msg)
+        if self.on_late is not None and is_async_callable(self.on_late):
+            # It runs inside the window step's hot loop, which does not await.
+            msg = "EventClockConfig: on_late must be a plain function, not async def"
             raise TypeError(msg)
         if wait < timedelta(0):
             msg = f"EventClockConfig: wait_for_system_duration must not be negative, got {wait!r}"

@@ -7,6 +7,8 @@ from typing import Any
 
 import anyio
 
+from aiowax._engine.failure import user_await
+
 #: Most calls of one async user function in flight at once within a batch.
 ASYNC_CONCURRENCY = 128
 
@@ -28,14 +30,15 @@ async def call_ordered(
     """Await ``call(a)`` for every ``a`` in ``args``, ``limit`` at a time.
 
     Results come back in the order of ``args``. When a call raises, no new
-    call starts, the ones already started finish, and `PartialResults`
-    carries the results of every call before the first failing one: what
-    counts as processed does not depend on timing.
+    call starts, the calls already started for earlier items finish, those
+    for later items are cancelled, and `PartialResults` carries the results
+    of every call before the first failing one: what counts as processed
+    does not depend on timing.
     """
     n = len(args)
     if n == 1:
         try:
-            return [await call(args[0])]
+            return [await user_await(call(args[0]))]
         except Exception as only_error:
             raise PartialResults([], only_error) from only_error
     results: list[Any] = [None] * n
@@ -53,7 +56,7 @@ async def call_ordered(
             with anyio.CancelScope() as scope:
                 scopes[i] = scope
                 try:
-                    results[i] = await call(args[i])
+                    results[i] = await user_await(call(args[i]))
                 except Exception as error:
                     if first_error is None or i < first_error[0]:
                         first_error = (i, error)

@@ -109,7 +109,7 @@ class AnyOutlet(Protocol):
     """What a step sends through: a plain `Outlet` or an exchange."""
 
     async def send(self, msg: list[Any]) -> None: ...
-    async def epoch_end(self, epoch: int, snapshots: Any = None) -> None: ...
+    async def epoch_end(self, epoch: int) -> None: ...
     async def end_of_input(self) -> None: ...
     async def failure(self) -> None: ...
     def close(self) -> None: ...
@@ -129,8 +129,8 @@ class Outlet:
         if self._stream is not None:
             await self._stream.send(msg)
 
-    async def epoch_end(self, epoch: int, snapshots: Any = None) -> None:
-        await self.send(EpochEnd(epoch, self.sender, snapshots))
+    async def epoch_end(self, epoch: int) -> None:
+        await self.send(EpochEnd(epoch, self.sender))
 
     async def end_of_input(self) -> None:
         await self.send(EndOfInput(self.sender))
@@ -145,10 +145,6 @@ class Outlet:
     def close(self) -> None:
         if self._stream is not None:
             self._stream.close()
-
-    @property
-    def connected(self) -> bool:
-        return self._stream is not None
 
 
 class Inlet:
@@ -264,6 +260,14 @@ class Inlet:
                 if msg.epoch > self._aligned:
                     self._stash[sender] = deque()
             return self._advance()
+        if msg is FAILURE and self._stash:
+            # What senders sent before the failure still goes through: the
+            # data held back for alignment, then the failure.
+            for held in self._stash.values():
+                self._replay.extend(m for m in held if type(m) is tuple)
+            self._stash.clear()
+            self._replay.append(FAILURE)
+            return None
         return msg
 
     def _advance(self) -> EpochEnd | None:
@@ -299,8 +303,14 @@ class EpochBarrier:
         event = self._event
         if self._arrived >= self._parties:
             self._release()
-        else:
+            return
+        try:
             await event.wait()
+        except BaseException:
+            # Cancelled before the others came: no longer arrived.
+            if event is self._event and not event.is_set():
+                self._arrived -= 1
+            raise
 
     def leave(self) -> None:
         """A partition ended: stop waiting for it."""

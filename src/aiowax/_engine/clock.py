@@ -17,8 +17,6 @@ import anyio
 
 T = TypeVar("T")
 
-UTC = UTC
-
 
 class Clock:
     """Event-loop time for timers, wall-clock time for timestamps."""

@@ -79,11 +79,11 @@ class PartRouter:
     ``i % worker_count``; ``part_fn(key) % part_count`` picks the partition.
     """
 
-    def __init__(self, step_id: str, sink: Any, worker_count: int) -> None:
+    def __init__(self, step_id: str, sink: Any, worker_count: int, part_count: int) -> None:
         self.step_id = step_id
         self.worker_count = worker_count
         self.part_fn = sink.part_fn
-        self.part_count = max(len(sink.list_parts()), 1)
+        self.part_count = part_count
 
     def __call__(self, batch: list[Any]) -> list[list[Any]]:
         n = self.worker_count
@@ -142,10 +142,6 @@ class ExchangeOutlet:
         self.sender = sender
         self._route = route
 
-    @property
-    def connected(self) -> bool:
-        return True
-
     async def _send_to(self, worker: int, msg: Message) -> None:
         await self._streams[worker].send(msg)
 
@@ -168,8 +164,8 @@ class ExchangeOutlet:
         for worker in range(len(self._streams)):
             await self._send_to(worker, msg)
 
-    async def epoch_end(self, epoch: int, snapshots: Any = None) -> None:
-        await self._broadcast(EpochEnd(epoch, self.sender, snapshots))
+    async def epoch_end(self, epoch: int) -> None:
+        await self._broadcast(EpochEnd(epoch, self.sender))
 
     async def end_of_input(self) -> None:
         await self._broadcast(EndOfInput(self.sender))

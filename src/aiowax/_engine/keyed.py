@@ -9,7 +9,7 @@ import anyio
 
 from aiowax._engine.calls import ASYNC_CONCURRENCY
 from aiowax._engine.exchange import bad_item_error
-from aiowax._engine.failure import StepFailed
+from aiowax._engine.failure import StepFailed, user_await
 
 #: ``step(key, value) -> output``, or `NO_OUTPUT` when the item emits nothing.
 KeyedStep = Callable[[str, Any], Awaitable[Any]]
@@ -49,7 +49,7 @@ async def run_per_key(
                 if i >= stop_at:
                     break
                 try:
-                    results[i] = await step(key, batch[i][1])
+                    results[i] = await user_await(step(key, batch[i][1]))
                 except StepFailed as failed:
                     if i < stop_at:
                         stop_at, first_error = i, failed.error

@@ -3,7 +3,7 @@
 Data travels as plain ``list`` batches; anything else on a channel is one of
 these. Because they share the channel with the data, a marker means exactly
 "everything before me": the aligned-barrier discipline that epochs,
-end-of-input and (later) snapshots rely on.
+end-of-input and timer ticks and failures rely on.
 """
 
 from __future__ import annotations
@@ -14,12 +14,11 @@ from typing import Any, Final
 class EpochEnd:
     """Sender ``sender`` has sent everything of epochs up to ``epoch``."""
 
-    __slots__ = ("epoch", "sender", "snapshots")
+    __slots__ = ("epoch", "sender")
 
-    def __init__(self, epoch: int, sender: int, snapshots: Any = None) -> None:
+    def __init__(self, epoch: int, sender: int) -> None:
         self.epoch = epoch
         self.sender = sender
-        self.snapshots = snapshots
 
     def __repr__(self) -> str:
         return f"EpochEnd(epoch={self.epoch}, sender={self.sender})"

@@ -29,10 +29,10 @@ from aiowax._engine.channels import (
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail, run_observers
 from aiowax._engine.exchange import ExchangeOutlet, KeyRouter, PartRouter, RoundRobin, key_owner
-from aiowax._engine.failure import StepFailed
+from aiowax._engine.failure import StepFailed, report_failure, with_side_task
 from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
 from aiowax._engine.plan import Pipeline, compile_flow
-from aiowax._engine.sinks import OutputOp
+from aiowax._engine.sinks import OutputOp, sink_part_names
 from aiowax._engine.snapshots import Recovery
 from aiowax._engine.sources import Lane, lane_parts
 from aiowax._engine.stateful import BatchOp, RedistributeOp, ReduceOp, StatefulMapOp, TimedOp
@@ -76,10 +76,12 @@ _OPERATORS: dict[str, type[Operator]] = {
 }
 
 
-def _operator(step: Step, worker: int, ctx: RunContext, passes_on: bool) -> Operator:
+def _operator(
+    step: Step, worker: int, ctx: RunContext, passes_on: bool, sink_parts: list[str] | None
+) -> Operator:
     kind = step.kind
     if kind == "output":
-        return OutputOp(step, worker, ctx.worker_count, passes_on)
+        return OutputOp(step, worker, ctx.worker_count, passes_on, sink_parts)
     if kind == "batch":
         return BatchOp(step, worker, ctx.clock)
     if kind in _WINDOW_OPERATORS:
@@ -87,7 +89,7 @@ def _operator(step: Step, worker: int, ctx: RunContext, passes_on: bool) -> Oper
     return _OPERATORS[kind](step, worker)
 
 
-def _check_run_args(workers: object, epoch_interval: object, recovery_config: object) -> float:
+def check_run_args(workers: object, epoch_interval: object, recovery_config: object) -> float:
     if isinstance(workers, bool) or not isinstance(workers, int):
         msg = f"workers must be an int, got {workers!r}"
         raise TypeError(msg)
@@ -126,26 +128,15 @@ async def _drive(
         if isinstance(op, OutputOp):
             await op.start()
         if isinstance(op, TimedOp) and timer_send is not None:
-            # A task group wraps what its body raises in an ExceptionGroup:
-            # keep the step's own exceptions out of it for the handlers below.
-            stopped: StepFailed | DownstreamGone | None = None
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_run_timer, ctx, op, timer_send)
-                try:
-                    await _step_loop(ctx, op, inlet, outlet, tail)
-                except (StepFailed, DownstreamGone) as error:
-                    stopped = error
-                tg.cancel_scope.cancel()
-            if stopped is not None:
-                raise stopped
+            timed, sender = op, timer_send
+            await with_side_task(
+                lambda: _step_loop(ctx, op, inlet, outlet, tail),
+                lambda: _run_timer(ctx, timed, sender),
+            )
         else:
             await _step_loop(ctx, op, inlet, outlet, tail)
     except StepFailed as failed:
-        with contextlib.suppress(DownstreamGone):
-            if failed.partial:
-                await outlet.send(failed.partial)
-        ctx.record(failed.error, downstream)
-        await outlet.failure()
+        await report_failure(ctx, outlet, failed, downstream)
     except DownstreamGone:
         pass
     finally:
@@ -157,7 +148,8 @@ async def _drive(
             try:
                 await op.aclose()
             except StepFailed as failed:
-                ctx.record(failed.error)
+                # Downstream may still hold output: let it drain first.
+                ctx.record(failed.error, downstream)
         if tail is not None:
             ctx.tail_done(tail)
 
@@ -208,6 +200,19 @@ async def _step_loop(
         else:
             await outlet.failure()
             return
+    await _ended_without_marker()
+
+
+async def _ended_without_marker() -> None:
+    """An inlet ended with no end-of-input nor failure marker.
+
+    That happens when the run is being cancelled (upstream tasks went
+    first; this one follows at the checkpoint) or upstream stopped
+    abnormally; never take it for the end of the input.
+    """
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    msg = "a step's input ended without an end-of-input marker (an internal error)"
+    raise RuntimeError(msg)
 
 
 async def _run_timer(ctx: RunContext, op: TimedOp, send: Sender) -> None:
@@ -248,7 +253,7 @@ def _partitions(ctx: RunContext, pipeline: Pipeline) -> list[list[str | None]]:
     n = ctx.worker_count
     step = pipeline.input
     try:
-        return [lane_parts(step.args["source"], step, w, n) for w in range(n)]
+        return lane_parts(step.args["source"], step, n)
     except StepFailed as failed:
         raise failed.error from None
 
@@ -263,7 +268,16 @@ def _start_pipeline(
     """Start the lanes and step tasks of one pipeline on every worker."""
     n = ctx.worker_count
     p = pipeline.index
-    restored = _restored_by_worker(ctx, pipeline)
+    restored = _restored_states(ctx, pipeline)
+    # Each partitioned sink is listed once, for its router and every worker.
+    try:
+        sink_parts = {
+            s.step_id: sink_part_names(s)
+            for s in pipeline.steps
+            if s.kind == "output" and isinstance(s.args["sink"], FixedPartitionedSink)
+        }
+    except StepFailed as failed:
+        raise failed.error from None
     total_lanes = sum(len(parts) for parts in parts_by_worker)
     steps = pipeline.steps
     m = len(steps)
@@ -288,7 +302,9 @@ def _start_pipeline(
             if step.kind == "redistribute":
                 route = RoundRobin(n)
             elif step.kind == "output":
-                route = PartRouter(step.step_id, step.args["sink"], n)
+                route = PartRouter(
+                    step.step_id, step.args["sink"], n, len(sink_parts[step.step_id])
+                )
             else:
                 route = KeyRouter(step.step_id, n)
             return ExchangeOutlet([chans[i][x][0].clone() for x in range(n)], sender, route)
@@ -322,7 +338,7 @@ def _start_pipeline(
             senders = senders_into_first[w] if i == 0 else (n if exchange[i] else 1)
             inlet = Inlet(chans[i][w][1], chans[i][w][2], senders, ctx.start_epoch)
             outlet = outlet_into(i + 1, w, w if exchange[i + 1] else 0)
-            op = _operator(step, w, ctx, passes_on=i < m - 1)
+            op = _operator(step, w, ctx, i < m - 1, sink_parts.get(step.step_id))
             op.epoch = ctx.start_epoch
             if exchange[i] and step.kind in STATEFUL_KINDS:
                 op.items_checked = True  # the key router checked them
@@ -345,7 +361,7 @@ def _start_pipeline(
             send.close()
 
 
-def _restored_by_worker(ctx: RunContext, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+def _restored_states(ctx: RunContext, pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     """Restored states of the pipeline's keyed steps, by step id."""
     if ctx.recovery is None:
         return {}
@@ -355,17 +371,21 @@ def _restored_by_worker(ctx: RunContext, pipeline: Pipeline) -> dict[str, dict[s
 async def _drain(ctx: RunContext, inlet: Inlet, tail: Tail) -> None:
     """Consume an input that has no steps after it, so its source still runs."""
     recovery = ctx.recovery
+    epoch = ctx.start_epoch
     try:
         async for msg in inlet:
             if isinstance(msg, EpochEnd):
+                epoch = msg.epoch + 1
                 if recovery is not None:
                     recovery.tail_done(tail, msg.epoch)
             elif isinstance(msg, EndOfInput):
                 if recovery is not None:
-                    recovery.tail_finished(tail, ctx.start_epoch)
+                    recovery.tail_finished(tail, epoch)
                 break
             elif type(msg) is not list:
                 break
+        else:
+            await _ended_without_marker()
     finally:
         inlet.close()
         ctx.tail_done(tail)
@@ -384,7 +404,7 @@ async def run_flow(
     ``on_start`` is called with the run's context once every task is set up
     (the flow handle uses it to ask for a graceful stop).
     """
-    interval = _check_run_args(workers, epoch_interval, recovery_config)
+    interval = check_run_args(workers, epoch_interval, recovery_config)
     pipelines = compile_flow(flow)
     ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
     if recovery_config is not None:
@@ -420,9 +440,16 @@ async def _run(
             if on_start is not None:
                 on_start(ctx)
     except BaseExceptionGroup as group:
-        # Internal errors only (user errors are recorded, not raised): never
-        # leak a group of one to the caller.
-        leaves = _leaves(group)
+        # User errors are recorded, and the first one is what the caller
+        # gets; anything else here is internal. Never leak a group of one,
+        # nor the engine's own signals.
+        if ctx.failure is not None:
+            raise ctx.failure from None
+        leaves = [
+            leaf.error if isinstance(leaf, StepFailed) else leaf
+            for leaf in _leaves(group)
+            if not isinstance(leaf, DownstreamGone)
+        ]
         if len(leaves) == 1:
             raise leaves[0] from None
         raise

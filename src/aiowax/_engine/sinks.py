@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import anyio
@@ -14,17 +13,23 @@ from aiowax._definition.outputs import (
     StatefulSinkPartition,
     StatelessSinkPartition,
 )
-from aiowax._engine.failure import StepFailed, fail, note
+from aiowax._engine.failure import StepFailed, fail, maybe_await, note, user_await
 from aiowax._engine.stateless import Operator
 from aiowax._util import describe, is_async_callable
 
 SinkPartition = StatefulSinkPartition[Any, Any] | StatelessSinkPartition[Any]
 
 
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
+def sink_part_names(step: Step) -> list[str]:
+    """The partitions of a step's `FixedPartitionedSink`, listed once per run."""
+    try:
+        names = list(step.args["sink"].list_parts())
+    except Exception as error:
+        raise fail(error, step.step_id, "output list_parts") from None
+    if not names:
+        msg = f"output step {step.step_id!r}: list_parts returned no partitions"
+        raise StepFailed(ValueError(msg))
+    return names
 
 
 class OutputOp(Operator):
@@ -38,7 +43,14 @@ class OutputOp(Operator):
     is_async = True
     role = "output write_batch"
 
-    def __init__(self, step: Step, worker_index: int, worker_count: int, passes_on: bool) -> None:
+    def __init__(
+        self,
+        step: Step,
+        worker_index: int,
+        worker_count: int,
+        passes_on: bool,
+        part_names: list[str] | None = None,
+    ) -> None:
         super().__init__(step, worker_index)
         self.sink = step.args["sink"]
         self.worker_count = worker_count
@@ -46,10 +58,9 @@ class OutputOp(Operator):
         # may legitimately clear or reuse the list it was handed.
         self.passes_on = passes_on
         self.parts: dict[int, SinkPartition] = {}
-        self.part_names: list[str] = []
+        self.part_names: list[str] = part_names or []
         self.async_write: dict[int, bool] = {}
         self.resume: dict[str, Any] = {}
-        self.recovering = False
 
     def _check_part(self, part: object, role: str) -> SinkPartition:
         if not isinstance(part, StatefulSinkPartition | StatelessSinkPartition):
@@ -65,23 +76,18 @@ class OutputOp(Operator):
         sink = self.sink
         if isinstance(sink, DynamicSink):
             try:
-                part = await _maybe_await(sink.build(self.worker_index, self.worker_count))
+                part = await maybe_await(sink.build(self.worker_index, self.worker_count))
             except Exception as error:
                 raise fail(error, self.step_id, "output build") from None
             self.parts[0] = self._check_part(part, "build")
         elif isinstance(sink, FixedPartitionedSink):
-            try:
-                self.part_names = list(sink.list_parts())
-            except Exception as error:
-                raise fail(error, self.step_id, "output list_parts") from None
             if not self.part_names:
-                msg = f"output step {self.step_id!r}: list_parts returned no partitions"
-                raise StepFailed(ValueError(msg))
+                self.part_names = sink_part_names(self.step)
             for index, name in enumerate(self.part_names):
                 if index % self.worker_count != self.worker_index:
                     continue  # another worker owns it; the exchange routes there
                 try:
-                    part = await _maybe_await(sink.build_part(name, self.resume.get(name)))
+                    part = await maybe_await(sink.build_part(name, self.resume.get(name)))
                 except Exception as error:
                     raise fail(error, self.step_id, "output build_part") from None
                 self.parts[index] = self._check_part(part, "build_part")
@@ -97,7 +103,7 @@ class OutputOp(Operator):
         part = self.parts[index]
         try:
             if self.async_write[index]:
-                await part.write_batch(values)  # type: ignore[misc]
+                await user_await(part.write_batch(values))  # type: ignore[arg-type]
             else:
                 part.write_batch(values)
         except Exception as error:
@@ -136,7 +142,6 @@ class OutputOp(Operator):
 
     def start_recovery(self, restored: dict[str, Any]) -> None:
         self.resume = restored
-        self.recovering = True
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -153,7 +158,7 @@ class OutputOp(Operator):
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             for part in self.parts.values():
                 try:
-                    await _maybe_await(part.close())
+                    await maybe_await(part.close())
                 except Exception as error:
                     first = first or note(error, self.step_id, "output close")
         if first is not None:

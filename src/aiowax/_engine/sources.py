@@ -25,9 +25,17 @@ from aiowax._definition.inputs import (
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from aiowax._engine.channels import AnyOutlet, Doorbell, DownstreamGone, EpochBarrier
+from aiowax._engine.channels import AnyOutlet, Doorbell, EpochBarrier
 from aiowax._engine.context import RunContext
-from aiowax._engine.failure import StepFailed, fail, note
+from aiowax._engine.failure import (
+    StepFailed,
+    fail,
+    maybe_await,
+    note,
+    report_failure,
+    user_await,
+    with_side_task,
+)
 from aiowax._util import describe, is_async_callable
 
 #: Largest number of items a lane gathers into one message from a sync source.
@@ -44,10 +52,11 @@ Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
 _NOW: Any = object()
 
 
-def lane_parts(
-    source: object, step: Step, worker_index: int, worker_count: int
-) -> list[str | None]:
-    """Which partitions of ``source`` this worker reads (``None``: its dynamic one)."""
+def lane_parts(source: object, step: Step, worker_count: int) -> list[list[str | None]]:
+    """The partitions each worker reads, by worker (``None``: a dynamic one).
+
+    ``list_parts`` is called once per run, so every worker sees one list.
+    """
     if isinstance(source, FixedPartitionedSource):
         try:
             parts = list(source.list_parts())
@@ -63,9 +72,11 @@ def lane_parts(
         if len(set(parts)) != len(parts):
             msg = f"input step {step.step_id!r}: list_parts returned duplicate names: {parts!r}"
             raise StepFailed(ValueError(msg))
-        return [p for i, p in enumerate(parts) if i % worker_count == worker_index]
+        return [
+            [p for i, p in enumerate(parts) if i % worker_count == w] for w in range(worker_count)
+        ]
     if isinstance(source, DynamicSource):
-        return [None]
+        return [[None] for _ in range(worker_count)]
     msg = (
         f"input step {step.step_id!r}: the source must subclass FixedPartitionedSource "
         f"or DynamicSource, got {type(source).__name__}"
@@ -94,12 +105,6 @@ def _drain_on_stop(part: Partition | None) -> list[Any]:
     """
     drain = getattr(part, "drain_on_stop", None)
     return list(drain()) if drain is not None else []
-
-
-async def _maybe_await(value: Any) -> Any:
-    if inspect.isawaitable(value):
-        return await value
-    return value
 
 
 class Lane:
@@ -146,7 +151,7 @@ class Lane:
                 if self.ctx.recovery is not None:
                     resume = self.ctx.recovery.restored(self.step.step_id).get(self.part_name)
                 made = source.build_part(now, self.part_name, resume)
-            part = await _maybe_await(made)
+            part = await maybe_await(made)
         except Exception as error:
             raise fail(error, self.step.step_id, role) from None
         if not isinstance(part, StatefulSourcePartition | StatelessSourcePartition):
@@ -171,30 +176,23 @@ class Lane:
                 await self._loop()
         except StepFailed as failed:
             # What was read before the failure still goes downstream.
-            self.pending.extend(failed.partial)
-            if self.pending:
-                await self.outlet.send(self.pending)
-            self.ctx.record(failed.error, downstream)
-            await self.outlet.failure()
+            failed.partial = self.pending + failed.partial
+            self.pending = []
+            await report_failure(self.ctx, self.outlet, failed, downstream)
         finally:
             self.barrier.leave()
             self.outlet.close()
-            await self._close()
+            await self._close(downstream)
 
     async def _run_async(self) -> None:
         """The read loop of an async partition, with its epoch watcher."""
-        stopped: StepFailed | DownstreamGone | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._watch)
-            try:
-                # Cancelled only by a graceful stop while a read is in flight.
-                with self._read_scope:
-                    await self._loop()
-            except (StepFailed, DownstreamGone) as error:
-                stopped = error  # out of the task group's ExceptionGroup
-            tg.cancel_scope.cancel()
-        if stopped is not None:
-            raise stopped
+
+        async def read() -> None:
+            # Cancelled only by a graceful stop while a read is in flight.
+            with self._read_scope:
+                await self._loop()
+
+        await with_side_task(read, self._watch)
         if self._read_scope.cancelled_caught:
             # The read in flight is abandoned: a later run reads it again.
             rest = _drain_on_stop(self.part)
@@ -236,7 +234,7 @@ class Lane:
         self.in_read = True
         self._read_bell.ring()
         try:
-            return await next_batch(sched)
+            return await user_await(next_batch(sched))
         finally:
             self.in_read = False
             if self.closing is not None:
@@ -285,14 +283,15 @@ class Lane:
         assert self.part_name is not None
         recovery.record(self.epoch, self.step.step_id, {self.part_name: position})
 
-    async def _close(self) -> None:
+    async def _close(self, downstream: set[tuple[int, int]]) -> None:
         if self.part is None or self.ctx.abort:
             return
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
-                await _maybe_await(self.part.close())
+                await maybe_await(self.part.close())
             except Exception as error:
-                self.ctx.record(note(error, self.step.step_id, "input close"))
+                # Downstream may still hold output: let it drain first.
+                self.ctx.record(note(error, self.step.step_id, "input close"), downstream)
 
     async def _sleep_until_awake(self, awake: datetime) -> None:
         """Sleep until ``awake``, closing epochs that end meanwhile.

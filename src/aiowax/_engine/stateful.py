@@ -8,7 +8,6 @@ key's calls in order while different keys overlap.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -17,16 +16,12 @@ import anyio
 from aiowax._definition.flow import Step
 from aiowax._engine.clock import Clock
 from aiowax._engine.exchange import bad_item_error
-from aiowax._engine.failure import StepFailed, fail
+from aiowax._engine.failure import StepFailed, fail, maybe_await
 from aiowax._engine.keyed import NO_OUTPUT, run_per_key
 from aiowax._engine.snapshots import DELETED
 from aiowax._engine.stateless import Operator
 from aiowax._engine.timeutil import to_us
 from aiowax._util import describe, is_async_callable
-
-
-async def _resolve(value: Any) -> Any:
-    return await value if inspect.isawaitable(value) else value
 
 
 class KeyedOp(Operator):
@@ -117,11 +112,11 @@ class StatefulMapOp(KeyedOp):
         state = self.state.get(key)
         if state is None:
             try:
-                state = await _resolve(self.builder())
+                state = await maybe_await(self.builder())
             except Exception as error:
                 raise fail(error, self.step_id, "stateful_map builder") from None
         try:
-            result = await _resolve(self.mapper(state, value))
+            result = await maybe_await(self.mapper(state, value))
         except Exception as error:
             raise fail(error, self.step_id, "stateful_map mapper") from None
         if type(result) is not tuple or len(result) != 2:
@@ -200,11 +195,11 @@ class ReduceOp(KeyedOp):
             acc = value
         else:
             try:
-                acc = await _resolve(self.reducer(acc, value))
+                acc = await maybe_await(self.reducer(acc, value))
             except Exception as error:
                 raise fail(error, self.step_id, "reduce reducer") from None
         try:
-            done = await _resolve(self.is_complete(acc))
+            done = await maybe_await(self.is_complete(acc))
         except Exception as error:
             raise fail(error, self.step_id, "reduce is_complete") from None
         if type(done) is not bool:
@@ -231,8 +226,6 @@ class TimedOp(KeyedOp):
     in the step's own channel; the step answers it with `on_tick`. `wake` is
     set whenever the earliest deadline may have moved earlier.
     """
-
-    uses_timer = True
 
     def __init__(self, step: Step, worker_index: int, clock: Clock) -> None:
         super().__init__(step, worker_index)

@@ -469,7 +469,10 @@ class WindowOp(TimedOp):
                     self._forget(key, state)
                 continue
             deadline = self._deadline(state, min(closes))
-            if deadline != state.deadline:
+            # Only an earlier deadline needs a new heap entry: the watermark
+            # moves every batch, and a later one is found when the entry
+            # already there comes due (then the key is rescheduled).
+            if state.deadline is None or deadline < state.deadline:
                 state.deadline = deadline
                 if not self.heap or deadline < self.heap[0][0]:
                     self.wake.set()
