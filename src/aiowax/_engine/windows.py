@@ -93,7 +93,7 @@ class WindowOp(TimedOp):
             self.wait_us = 0
         self.session = isinstance(window, SessionWindow)
         if self.session:
-            self.gap_us = window.gap // US
+            self.gap_us: int = window.gap // US
         else:
             assert isinstance(window, SlidingWindow)
             self.length_us = window.length // US
@@ -280,11 +280,14 @@ class WindowOp(TimedOp):
         # Module globals as locals: a global lookup per use adds up here.
         missing, utc, epoch, plain_datetime = _MISSING, UTC, EPOCH, datetime
         for item in batch:
-            if unchecked and (
-                type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
-            ):
+            try:
+                key, value = item
+            except (TypeError, ValueError):
+                raise StepFailed(bad_item_error(self.step_id, item)) from None
+            # Unpacking took two elements; a tuple of them with a str key is
+            # what the step needs (a 2-char str or a list would unpack too).
+            if unchecked and (type(item) is not tuple or type(key) is not str):
                 raise StepFailed(bad_item_error(self.step_id, item))
-            key, value = item
             try:
                 dt = dt_getter(value)
             except Exception as error:
@@ -412,10 +415,17 @@ class WindowOp(TimedOp):
 
     # -- closing ----------------------------------------------------------------
 
-    def _close_times(self, state: _KeyState) -> list[int]:
+    def _first_close(self, state: _KeyState) -> int | None:
+        """The earliest close time of a key's open windows (None: none open)."""
         if self.session:
-            return [s[1] + self.gap_us for s in state.sessions]
-        return [self._close_of(i) for i in state.windows]
+            if not state.sessions:
+                return None
+            last_item: int = min(s[1] for s in state.sessions)
+            return last_item + self.gap_us
+        if not state.windows:
+            return None
+        # Close times grow with the window index.
+        return self._close_of(min(state.windows))
 
     def _deadline(self, state: _KeyState, close_us: int) -> float:
         """Loop time at which the key's watermark reaches ``close_us``."""
@@ -471,13 +481,13 @@ class WindowOp(TimedOp):
             state = self.keys.get(key)
             if state is None:
                 continue
-            closes = self._close_times(state)
-            if not closes:
+            first = self._first_close(state)
+            if first is None:
                 del self.keys[key]
                 if self.event_time:
                     self._forget(key, state)
                 continue
-            deadline = self._deadline(state, min(closes))
+            deadline = self._deadline(state, first)
             # Only an earlier deadline needs a new heap entry: the watermark
             # moves every batch, and a later one is found when the entry
             # already there comes due (then the key is rescheduled).
