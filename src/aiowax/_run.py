@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Coroutine
 from datetime import timedelta
 from typing import Any
@@ -55,9 +56,16 @@ def run_sync(main: Coroutine[Any, Any, None]) -> None:
             "use 'await aiowax.run(flow)' there instead"
         )
         raise RuntimeError(msg)
+    # The objects alive now (modules, classes, the flow's definition) live as
+    # long as the run: frozen, the collector's full passes during the run do
+    # not rescan them. Unfrozen after, so the process is left as it was.
+    gc.freeze()
     try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
-        asyncio.run(main)
-    else:
-        uvloop.run(main)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+            asyncio.run(main)
+        else:
+            uvloop.run(main)
+    finally:
+        gc.unfreeze()
