@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from abc import abstractmethod
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
@@ -91,8 +92,6 @@ class _Pending:
     """
 
     def __init__(self, it: AsyncIterator[Any]) -> None:
-        import asyncio
-
         self._task = asyncio.ensure_future(self._read(it))
 
     @staticmethod
@@ -103,15 +102,11 @@ class _Pending:
             return _END
 
     async def cancel(self) -> None:
-        import asyncio
-
         self._task.cancel()
         with anyio.CancelScope(shield=True):
             await asyncio.wait({self._task})
 
     async def get(self, timeout: float | None) -> tuple[bool, Any]:
-        import asyncio
-
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         if not done:
             return False, None
