@@ -59,7 +59,11 @@ def run_sync(main: Coroutine[Any, Any, None]) -> None:
     # The objects alive now (modules, classes, the flow's definition) live as
     # long as the run: frozen, the collector's full passes during the run do
     # not rescan them. Unfrozen after, so the process is left as it was.
-    gc.freeze()
+    # An application that froze objects itself (before forking, say) keeps
+    # its freeze: only a freeze this run made is undone.
+    froze = not gc.get_freeze_count()
+    if froze:
+        gc.freeze()
     try:
         try:
             import uvloop
@@ -68,4 +72,5 @@ def run_sync(main: Coroutine[Any, Any, None]) -> None:
         else:
             uvloop.run(main)
     finally:
-        gc.unfreeze()
+        if froze:
+            gc.unfreeze()

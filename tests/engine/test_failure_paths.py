@@ -277,3 +277,113 @@ def test_an_async_on_late_hook_is_refused_at_once() -> None:
 
     with pytest.raises(TypeError, match="on_late must be a plain function"):
         EventClockConfig(lambda v: v, timedelta(0), on_late=hook)
+
+
+class _Paced(StatefulSourcePartition[Any, int]):
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.i = 0
+
+    async def next_batch(self, sched: datetime | None) -> list[Any]:
+        await asyncio.sleep(0.01)
+        if self.i >= len(self.items):
+            raise StopAsyncIteration
+        self.i += 1
+        return [self.items[self.i - 1]]
+
+    def snapshot(self) -> int:
+        return self.i
+
+
+class _PacedSource(FixedPartitionedSource[Any, int]):
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def list_parts(self) -> list[str]:
+        return ["p"]
+
+    def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _Paced:
+        return _Paced(self.items)
+
+
+class _SlowOnWorkerZero(StatelessSinkPartition[Any]):
+    def __init__(self, worker: int, written: list[Any]) -> None:
+        self.worker = worker
+        self.written = written
+
+    async def write_batch(self, items: list[Any]) -> None:
+        await asyncio.sleep(0.5 if self.worker == 0 else 0)
+        self.written.extend(items)
+
+
+class _SlowSink(DynamicSink[Any]):
+    def __init__(self, written: list[Any]) -> None:
+        self.written = written
+
+    def build(self, worker_index: int, worker_count: int) -> _SlowOnWorkerZero:
+        return _SlowOnWorkerZero(worker_index, self.written)
+
+
+@VIRTUAL
+async def test_output_before_a_failure_is_written_while_other_workers_stop() -> None:
+    # Worker 0's keyed step fails while its sink is still writing an earlier
+    # item; worker 1's senders stop at once. Worker 0's tail must still get
+    # to write what came before the failure.
+    from aiowax._engine.exchange import key_owner
+
+    k0 = next(f"k{i}" for i in range(100) if key_owner(f"k{i}", 2) == 0)
+    k1 = next(f"k{i}" for i in range(100) if key_owner(f"k{i}", 2) == 1)
+    items = [(k0, 1), (k0, -2)] + [(k1, i) for i in range(20)]
+
+    def mapper(state: int, v: int) -> tuple[int, int]:
+        if v == -2:
+            raise ValueError("boom")
+        return state, v
+
+    written: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", _PacedSource(items))
+    flow.stateful_map("sm", lambda: 0, mapper)
+    flow.output("out", _SlowSink(written))
+    with pytest.raises(ValueError, match="boom"):
+        await _run(flow, workers=2)
+    assert (k0, 1) in written
+
+
+class _IterRaises:
+    def __iter__(self) -> Any:
+        raise KeyError("iterated")
+
+
+@pytest.mark.asyncio
+async def test_a_window_step_refuses_a_non_tuple_without_iterating_it() -> None:
+    start = datetime.fromisoformat("2024-01-01T00:00:00+00:00")
+    flow = Dataflow()
+    flow.input("inp", TestingSource([_IterRaises()]))
+    flow.collect_window(
+        "win",
+        EventClockConfig(lambda v: v, timedelta(0)),
+        TumblingWindow(timedelta(seconds=1), start),
+    )
+    flow.output("out", TestingSink([]))
+    with pytest.raises(TypeError, match="step 'win' needs"):
+        await _run(flow)
+
+
+def test_run_main_leaves_an_applications_gc_freeze_alone() -> None:
+    import gc
+
+    from aiowax.testing import run_main
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1]))
+    flow.output("out", TestingSink([]))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run_main(flow)
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()
+    run_main(flow)
+    assert gc.get_freeze_count() == 0  # its own freeze is undone

@@ -200,17 +200,21 @@ async def _step_loop(
         else:
             await outlet.failure()
             return
-    await _ended_without_marker()
+    await _ended_without_marker(ctx)
 
 
-async def _ended_without_marker() -> None:
+async def _ended_without_marker(ctx: RunContext) -> None:
     """An inlet ended with no end-of-input nor failure marker.
 
     That happens when the run is being cancelled (upstream tasks went
-    first; this one follows at the checkpoint) or upstream stopped
-    abnormally; never take it for the end of the input.
+    first; this one follows at the checkpoint), when a failure elsewhere
+    stopped the senders (the run then waits for the tails to drain: this
+    task ends quietly), or when upstream stopped abnormally: never take it
+    for the end of the input.
     """
     await anyio.lowlevel.checkpoint_if_cancelled()
+    if ctx.failure is not None:
+        return
     msg = "a step's input ended without an end-of-input marker (an internal error)"
     raise RuntimeError(msg)
 
@@ -385,7 +389,7 @@ async def _drain(ctx: RunContext, inlet: Inlet, tail: Tail) -> None:
             elif type(msg) is not list:
                 break
         else:
-            await _ended_without_marker()
+            await _ended_without_marker(ctx)
     finally:
         inlet.close()
         ctx.tail_done(tail)

@@ -280,13 +280,15 @@ class WindowOp(TimedOp):
         # Module globals as locals: a global lookup per use adds up here.
         missing, utc, epoch, plain_datetime = _MISSING, UTC, EPOCH, datetime
         for item in batch:
+            # A tuple first (unpacking anything else could run user code),
+            # then exactly two elements, the first a str.
+            if unchecked and type(item) is not tuple:
+                raise StepFailed(bad_item_error(self.step_id, item))
             try:
                 key, value = item
-            except (TypeError, ValueError):
+            except ValueError:
                 raise StepFailed(bad_item_error(self.step_id, item)) from None
-            # Unpacking took two elements; a tuple of them with a str key is
-            # what the step needs (a 2-char str or a list would unpack too).
-            if unchecked and (type(item) is not tuple or type(key) is not str):
+            if unchecked and type(key) is not str:
                 raise StepFailed(bad_item_error(self.step_id, item))
             try:
                 dt = dt_getter(value)
