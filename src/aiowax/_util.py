@@ -46,6 +46,22 @@ def is_asyncgen_callable(fn: Callable[..., Any]) -> bool:
     return inspect.isasyncgenfunction(fn)
 
 
+def check_batch_size(owner: str, batch_size: object) -> int:
+    """Return ``batch_size`` if it is a positive int; else raise, naming ``owner``.
+
+    Raises:
+        TypeError: Not an int (a bool does not count).
+        ValueError: Zero or negative.
+    """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        msg = f"{owner}: batch_size must be an int, got {batch_size!r}"
+        raise TypeError(msg)
+    if batch_size < 1:
+        msg = f"{owner}: batch_size must be positive, got {batch_size!r}"
+        raise ValueError(msg)
+    return batch_size
+
+
 def describe(obj: object, limit: int = 200) -> str:
     """Return ``repr(obj)`` cut to ``limit`` characters, for error messages."""
     text = repr(obj)

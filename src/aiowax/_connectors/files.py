@@ -27,6 +27,7 @@ from zlib import adler32
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import FixedPartitionedSink, StatefulSinkPartition
 from aiowax._engine.clock import run_in_thread
+from aiowax._util import check_batch_size
 
 _ENCODING = "utf-8"
 
@@ -36,16 +37,6 @@ def _check_path(owner: str, name: str, path: object) -> Path:
         msg = f"{owner}: {name} must be a str or a path, got {path!r}"
         raise TypeError(msg)
     return Path(path)
-
-
-def _check_batch_size(owner: str, batch_size: object) -> int:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        msg = f"{owner}: batch_size must be an int, got {batch_size!r}"
-        raise TypeError(msg)
-    if batch_size < 1:
-        msg = f"{owner}: batch_size must be positive, got {batch_size!r}"
-        raise ValueError(msg)
-    return batch_size
 
 
 def _check_offset(owner: str, path: Path, resume_state: object) -> int:
@@ -147,7 +138,7 @@ class FileSource(FixedPartitionedSource[str, int]):
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000) -> None:
         self._path = _check_path("FileSource", "path", path)
-        self._batch_size = _check_batch_size("FileSource", batch_size)
+        self._batch_size = check_batch_size("FileSource", batch_size)
 
     def list_parts(self) -> list[str]:
         """Return the one partition: the path."""
@@ -188,7 +179,7 @@ class DirSource(FixedPartitionedSource[str, int]):
             msg = f"DirSource: glob_pat must be a non-empty str, got {glob_pat!r}"
             raise TypeError(msg)
         self._glob_pat = glob_pat
-        self._batch_size = _check_batch_size("DirSource", batch_size)
+        self._batch_size = check_batch_size("DirSource", batch_size)
         if not self._dir_path.exists():
             msg = f"DirSource: input directory {str(self._dir_path)!r} does not exist"
             raise ValueError(msg)
@@ -318,7 +309,7 @@ class CSVSource(FixedPartitionedSource[dict[str, Any], int]):
         self, path: str | os.PathLike[str], batch_size: int = 1000, **fmtparams: Any
     ) -> None:
         self._path = _check_path("CSVSource", "path", path)
-        self._batch_size = _check_batch_size("CSVSource", batch_size)
+        self._batch_size = check_batch_size("CSVSource", batch_size)
         try:
             csv.DictReader(iter(()), **fmtparams)
         except (TypeError, csv.Error) as error:

@@ -10,6 +10,7 @@ from typing import Any
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import DynamicSink, StatelessSinkPartition
 from aiowax._errors import AbortExecution
+from aiowax._util import check_batch_size
 
 
 class _Marker:
@@ -100,14 +101,8 @@ class TestingSource(FixedPartitionedSource[Any, int]):
     ABORT = _Abort
 
     def __init__(self, ib: Iterable[Any], batch_size: int = 1) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-            msg = f"TestingSource: batch_size must be an int, got {batch_size!r}"
-            raise TypeError(msg)
-        if batch_size < 1:
-            msg = f"TestingSource: batch_size must be positive, got {batch_size!r}"
-            raise ValueError(msg)
         self._ib = ib
-        self._batch_size = batch_size
+        self._batch_size = check_batch_size("TestingSource", batch_size)
 
     def list_parts(self) -> list[str]:
         return ["iterable"]
