@@ -12,7 +12,7 @@ idle, passes ``time + gap``: about 1 s of wall time after its item.
 Reported: peak RSS during the run minus RSS right before it (`benchlib.PeakRss`),
 wall time, sessions emitted. aiowax forgets a key whose windows all closed
 but remembers its watermark in a bounded memo
-(``aiowax._engine.windows.FORGOTTEN_WATERMARKS`` per worker), so part of the
+(``aiowax._engine.ops.windows.state.FORGOTTEN_WATERMARKS`` per worker), so part of the
 figure is that memo; its size is reported too.
 """
 
@@ -67,7 +67,7 @@ def main() -> None:
         run_main(flow)
     wall = time.perf_counter() - start
     try:
-        from aiowax._engine.windows import FORGOTTEN_WATERMARKS as memo
+        from aiowax._engine.ops.windows.state import FORGOTTEN_WATERMARKS as memo
     except ImportError:  # private: may move
         memo = None
     result: dict[str, Any] = {

@@ -21,7 +21,8 @@ import pytest
 
 import aiowax
 from aiowax import _cli
-from aiowax._cli import FlowImportError, ImportTarget, main, parse_import_str
+from aiowax._cli import main
+from aiowax._importer import FlowImportError, ImportTarget, parse_import_str
 from aiowax.recovery import RecoveryConfig, init_db_dir
 
 # -- the import-string parser --------------------------------------------------
@@ -915,7 +916,7 @@ def test_cli_recovery_init_errors(tmp_path: Path) -> None:
     assert "already holds partition files (part-0.sqlite3)" in again.stderr
     zero = init(str(tmp_path / "zero"), "0")
     assert zero.returncode == 2
-    assert "count must be a positive int, got 0" in zero.stderr
+    assert "init_db_dir: count must be positive, got 0" in zero.stderr
 
 
 def _default_sigint() -> None:

@@ -206,7 +206,7 @@ def test_step_records_the_user_step_id_and_arguments(method: str) -> None:
     assert step.step_id == "mine"
     assert step.index == 0
     for name, value in zip(SEED_SIGNATURES[method][1:], args[1:], strict=True):
-        assert step.args[name] is value
+        assert getattr(step, name) is value
 
 
 @pytest.mark.parametrize("method", WITHOUT_STEP_ID)
@@ -392,7 +392,7 @@ def test_non_callable_inspector_is_rejected_naming_the_argument_and_the_operator
 def test_batch_accepts_a_zero_timeout() -> None:
     flow = Dataflow()
     flow.batch("b", 1, timedelta(0))
-    assert flow.steps[0].args["timeout"] == timedelta(0)
+    assert flow.steps[0].timeout == timedelta(0)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("method", WITH_STEP_ID)
@@ -513,9 +513,9 @@ def test_steps_cannot_be_changed_from_outside() -> None:
     (step,) = flow.steps
     with pytest.raises(dataclasses.FrozenInstanceError):
         step.step_id = "other"  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        step.args["mapper"] = print  # type: ignore[index]
-    assert flow.steps[0].args["mapper"] is identity
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        step.mapper = print  # type: ignore[attr-defined]
+    assert flow.steps[0].mapper is identity  # type: ignore[attr-defined]
 
 
 def test_repr_names_the_steps() -> None:

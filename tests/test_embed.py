@@ -271,9 +271,12 @@ async def test_send_nowait_refuses_when_full() -> None:
         source.send_nowait(3)
     assert isinstance(info.value, anyio.WouldBlock)
     assert source.qsize() == 2
-    for bad in (0, -1, 1.5, True):
+    for bad in (0, -1):
         with pytest.raises(ValueError, match="max_buffer"):
-            PushSource(max_buffer=bad)  # type: ignore[arg-type]
+            PushSource(max_buffer=bad)
+    for wrong in (1.5, True):
+        with pytest.raises(TypeError, match="max_buffer"):
+            PushSource(max_buffer=wrong)  # type: ignore[arg-type]
 
 
 @pytest.mark.asyncio

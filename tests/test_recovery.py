@@ -32,7 +32,7 @@ import anyio
 import pytest
 
 import recovery_crash_flow
-from aiowax._engine.context import RunContext, run_observers
+from aiowax._engine.context import RunContext
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import AbortExecution
 from aiowax.recovery import (
@@ -50,6 +50,7 @@ from aiowax.window import (
     SlidingWindow,
     TumblingWindow,
 )
+from observing import observe_runs
 
 EOF = TestingSource.EOF
 ABORT = TestingSource.ABORT
@@ -77,12 +78,8 @@ def epoch_of(x: int) -> int:
 @contextmanager
 def observe() -> Iterator[list[RunContext]]:
     """Collect the context of every run started inside the block."""
-    seen: list[RunContext] = []
-    run_observers.append(seen.append)
-    try:
+    with observe_runs() as seen:
         yield seen
-    finally:
-        run_observers.remove(seen.append)
 
 
 @pytest.fixture
@@ -532,9 +529,21 @@ def test_init_db_dir_refuses_a_directory_with_partitions(db_dir: Path) -> None:
         init_db_dir(db_dir, 1)
 
 
-@pytest.mark.parametrize("count", [0, -1, True, 1.5, "2", None])
-def test_init_db_dir_bad_count(tmp_path: Path, count: Any) -> None:
-    with pytest.raises(ValueError, match="count must be a positive int"):
+@pytest.mark.parametrize(
+    ("count", "error", "message"),
+    [
+        (0, ValueError, "count must be positive"),
+        (-1, ValueError, "count must be positive"),
+        (True, TypeError, "count must be an int"),
+        (1.5, TypeError, "count must be an int"),
+        ("2", TypeError, "count must be an int"),
+        (None, TypeError, "count must be an int"),
+    ],
+)
+def test_init_db_dir_bad_count(
+    tmp_path: Path, count: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
         init_db_dir(tmp_path / "d", count)
     assert not (tmp_path / "d").exists()
 
@@ -571,7 +580,7 @@ def test_recovery_command_line(tmp_path: Path) -> None:
     for bad in ("0", "-2"):
         result = _recovery_cli(str(tmp_path / "bad"), bad)
         assert result.returncode == 2
-        assert "count must be a positive int" in result.stderr
+        assert f"init_db_dir: count must be positive, got {bad}" in result.stderr
     not_a_number = _recovery_cli(str(tmp_path / "bad"), "three")
     assert not_a_number.returncode == 2
     assert "invalid int value: 'three'" in not_a_number.stderr

@@ -41,7 +41,7 @@ async def test_runs_the_flow_on_lists_and_returns_each_output() -> None:
     expected = [("a", T0, 7.0), ("a", T0 + timedelta(minutes=1), 1.0)]
     assert out == {"alerts": expected, "audit": expected}
     # The flow given is untouched: its sinks are still the production ones.
-    assert isinstance(flow.steps[-1].args["sink"], StdOutSink)
+    assert isinstance(flow.steps[-1].sink, StdOutSink)  # type: ignore[attr-defined]
 
 
 @pytest.mark.asyncio

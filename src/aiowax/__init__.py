@@ -6,10 +6,15 @@ synchronous code.
 """
 
 from aiowax._embed import FlowHandle, FlowStatus, open_flow, start_flow
-from aiowax._errors import AbortExecution, AiowaxError, FlowDefinitionError
+from aiowax._errors import AiowaxError, FlowDefinitionError
 from aiowax._run import run
 from aiowax._util import fixup_module_metadata
 from aiowax._version import __version__
+
+# From its public home, not from aiowax._errors: importing aiowax.inputs here
+# lets it claim the class first, so it reports aiowax.inputs (as in the
+# reference) whichever of the two modules a program imports first.
+from aiowax.inputs import AbortExecution
 
 __all__ = [
     "AbortExecution",
@@ -23,6 +28,4 @@ __all__ = [
     "start_flow",
 ]
 
-fixup_module_metadata(
-    __name__, [n for n in __all__ if n not in ("__version__", "AbortExecution")], globals()
-)
+fixup_module_metadata(__name__, __all__, globals())

@@ -23,6 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aiowax._errors import RecoveryError
 from aiowax._importer import (
     DEFAULT_ATTR,
     FlowImportError,
@@ -30,27 +31,13 @@ from aiowax._importer import (
     check_dataflow,
     factory_raised,
     format_flow_traceback,
-    format_user_traceback,
     load_target,
     parse_import_str,
+    raised_by_aiowax,
 )
 from aiowax._recovery.config import RecoveryConfig
-from aiowax._recovery.store import RecoveryError
 from aiowax._run import run, run_sync
 from aiowax._version import __version__
-
-__all__ = [
-    "DEFAULT_ATTR",
-    "FlowImportError",
-    "ImportTarget",
-    "build_parser",
-    "check_dataflow",
-    "format_flow_traceback",
-    "format_user_traceback",
-    "load_target",
-    "main",
-    "parse_import_str",
-]
 
 #: Exit status when the flow cannot be loaded or the command line is wrong.
 EXIT_USAGE = 2
@@ -399,14 +386,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 def _is_recovery_setup_error(exc: Exception, config: RecoveryConfig | None) -> bool:
     """Whether ``exc`` says the recovery directory cannot be opened.
 
-    Errors of user code carry a note naming their step; the ones of opening
-    the recovery directory (missing or inconsistent partition files) do not.
+    That is a `RecoveryError` that aiowax itself raised (missing or
+    inconsistent partition files); one that user code raises inside a step
+    is a failure of the flow like any other.
     """
-    return (
-        config is not None
-        and isinstance(exc, RecoveryError)
-        and not getattr(exc, "__notes__", None)
-    )
+    return config is not None and isinstance(exc, RecoveryError) and raised_by_aiowax(exc)
 
 
 def _flush_stdout() -> bool:

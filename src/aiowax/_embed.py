@@ -18,8 +18,8 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from aiowax._definition.flow import Dataflow
 from aiowax._engine.context import RunContext
+from aiowax._engine.driver import check_run_args, run_flow
 from aiowax._engine.plan import compile_flow
-from aiowax._engine.runner import check_run_args, run_flow
 
 
 class FlowStatus(enum.Enum):

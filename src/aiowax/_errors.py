@@ -1,10 +1,29 @@
-"""The exception tree of aiowax.
+"""The exception tree of aiowax: every public exception class is defined here.
 
 User exceptions raised inside a step keep their own type and get a note
 naming the step; only problems that aiowax itself detects use these classes.
+Each class is re-exported by the public module its users import it from
+(``aiowax``, ``aiowax.inputs``, ``aiowax.recovery``,
+``aiowax.connectors.inproc``), and reports that module as its ``__module__``
+(see `aiowax._util.fixup_module_metadata`).
+
+    Exception
+    ├── AiowaxError
+    │   ├── FlowDefinitionError (also a ValueError)
+    │   ├── RecoveryError
+    │   │   ├── NoPartitionsError
+    │   │   ├── MissingPartitionsError
+    │   │   └── InconsistentPartitionsError
+    │   ├── SourceClosedError
+    │   ├── SourceFullError (also an anyio.WouldBlock)
+    │   └── SubscriberOverflowError
+    └── RuntimeError
+        └── AbortExecution
 """
 
 from __future__ import annotations
+
+import anyio
 
 
 class AiowaxError(Exception):
@@ -26,5 +45,36 @@ class AbortExecution(RuntimeError):
     ``TestingSource.ABORT()`` raises it to rehearse recovery.
     """
 
-    # Exported by aiowax.inputs (as in the reference) and by aiowax.
-    __module__ = "aiowax.inputs"
+
+# -- recovery (exported by aiowax.recovery) -----------------------------------
+
+
+class RecoveryError(AiowaxError):
+    """Base of the errors about a recovery directory."""
+
+
+class NoPartitionsError(RecoveryError):
+    """The recovery directory holds no partition files."""
+
+
+class MissingPartitionsError(RecoveryError):
+    """Some partition files of the recovery directory are missing."""
+
+
+class InconsistentPartitionsError(RecoveryError):
+    """The partition files come from different points in time or setups."""
+
+
+# -- in-process connectors (exported by aiowax.connectors.inproc) --------------
+
+
+class SourceClosedError(AiowaxError):
+    """The source was closed (or its flow ended): it takes no more items."""
+
+
+class SourceFullError(AiowaxError, anyio.WouldBlock):
+    """`PushSource.send_nowait` found the buffer full: the flow is behind."""
+
+
+class SubscriberOverflowError(AiowaxError):
+    """A subscriber fell further behind than its buffer and was disconnected."""

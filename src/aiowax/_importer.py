@@ -248,6 +248,22 @@ def format_flow_traceback(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, tb))
 
 
+def raised_by_aiowax(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised by aiowax's own code rather than by the user's.
+
+    The last entry of a traceback is where the exception was raised, and
+    passing through the engine on the way out does not change it: an error
+    raised by a user's step function keeps that function's frame there, even
+    when its class is one of aiowax's.
+    """
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return _in_packages(_frame_module(tb), ("aiowax",))
+
+
 def _is_not_found(exc: ImportError, name: str) -> bool:
     """Whether ``exc`` says that module ``name`` (or a parent) does not exist.
 
@@ -451,6 +467,3 @@ def check_dataflow(obj: object, target: ImportTarget) -> Dataflow:
     elif type(obj).__module__.split(".")[0] == "bytewax":
         msg += "; build it with aiowax.dataflow.Dataflow instead of Bytewax's"
     raise FlowImportError(msg)
-
-
-# -- options ------------------------------------------------------------------

@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiowax._definition.flow import Dataflow
-from aiowax._engine.runner import run_flow
+from aiowax._engine.driver import run_flow
 
 
 async def run(

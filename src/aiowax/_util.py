@@ -13,14 +13,46 @@ def fixup_module_metadata(module_name: str, names: Iterable[str], ns: dict[str, 
 
     Tracebacks, docs and pickled snapshots then name ``aiowax.window.X``
     rather than a private path that may move between releases.
+
+    Only a ``__module__`` that still names a private module (``aiowax._...``)
+    is rewritten, so an object exported by two public modules keeps the first
+    one that claimed it; a public module that re-exports another's object
+    imports it from there, which settles that order (``aiowax`` takes
+    ``AbortExecution`` from ``aiowax.inputs``). Public classes nested in an
+    exported class (``SimplePollingSource.Retry``) are fixed up with it.
+
+    Args:
+        module_name: The public module, usually ``__name__``.
+        names: The names it exports, usually ``__all__``.
+        ns: Its namespace, usually ``globals()``.
     """
     for name in names:
-        obj = ns[name]
-        if getattr(obj, "__module__", "").startswith("aiowax."):
-            try:
-                obj.__module__ = module_name
-            except (AttributeError, TypeError):  # pragma: no cover - builtins
-                continue
+        _fixup(ns[name], module_name)
+
+
+def _is_private_home(obj: Any) -> bool:
+    home = getattr(obj, "__module__", None)
+    return isinstance(home, str) and home.startswith("aiowax._")
+
+
+def _fixup(obj: Any, module_name: str) -> None:
+    if not _is_private_home(obj):
+        return
+    try:
+        obj.__module__ = module_name
+    except (AttributeError, TypeError):  # pragma: no cover - builtins
+        return
+    if isinstance(obj, type):
+        for attr, inner in vars(obj).items():
+            # Only a class defined in the body (not one merely assigned, like
+            # TestingSource.EOF = _Eof), whose qualified name goes through obj.
+            nested = (
+                isinstance(inner, type)
+                and not attr.startswith("_")
+                and inner.__qualname__ == f"{obj.__qualname__}.{attr}"
+            )
+            if nested:
+                _fixup(inner, module_name)
 
 
 def is_async_callable(fn: Callable[..., Any]) -> bool:
@@ -44,27 +76,3 @@ def is_asyncgen_callable(fn: Callable[..., Any]) -> bool:
     while isinstance(fn, functools.partial):
         fn = fn.func
     return inspect.isasyncgenfunction(fn)
-
-
-def check_batch_size(owner: str, batch_size: object) -> int:
-    """Return ``batch_size`` if it is a positive int; else raise, naming ``owner``.
-
-    Raises:
-        TypeError: Not an int (a bool does not count).
-        ValueError: Zero or negative.
-    """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-        msg = f"{owner}: batch_size must be an int, got {batch_size!r}"
-        raise TypeError(msg)
-    if batch_size < 1:
-        msg = f"{owner}: batch_size must be positive, got {batch_size!r}"
-        raise ValueError(msg)
-    return batch_size
-
-
-def describe(obj: object, limit: int = 200) -> str:
-    """Return ``repr(obj)`` cut to ``limit`` characters, for error messages."""
-    text = repr(obj)
-    if len(text) > limit:
-        text = text[: limit - 3] + "..."
-    return text

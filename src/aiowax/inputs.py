@@ -5,6 +5,8 @@ partitions (files, Kafka partitions...), or `DynamicSource` for one that each
 worker reads its own way. Every ``next_batch`` may be ``async def``.
 """
 
+from aiowax._connectors.batching import batch, batch_async
+from aiowax._connectors.polling import SimplePollingSource
 from aiowax._definition.inputs import (
     DynamicSource,
     FixedPartitionedSource,
@@ -13,7 +15,6 @@ from aiowax._definition.inputs import (
     StatelessSourcePartition,
 )
 from aiowax._errors import AbortExecution
-from aiowax._inputs_extra import SimplePollingSource, batch, batch_async
 from aiowax._util import fixup_module_metadata
 
 __all__ = [
@@ -29,4 +30,3 @@ __all__ = [
 ]
 
 fixup_module_metadata(__name__, __all__, globals())
-SimplePollingSource.Retry.__module__ = __name__

@@ -70,7 +70,7 @@ class VirtualClock:
 
     def now(self) -> datetime:
         """The wall time aiowax sees now (UTC)."""
-        return self._loop.aiowax_clock.now()
+        return self._loop.clock.now()
 
     def advance(self, seconds: float) -> None:
         """Move the clock forward by hand (timers due meanwhile fire next)."""

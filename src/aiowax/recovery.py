@@ -14,14 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aiowax._recovery.config import RecoveryConfig
-from aiowax._recovery.store import (
+from aiowax._errors import (
     InconsistentPartitionsError,
     MissingPartitionsError,
     NoPartitionsError,
     RecoveryError,
-    init_db_dir,
 )
+from aiowax._recovery.config import RecoveryConfig
+from aiowax._recovery.store import init_db_dir
 from aiowax._util import fixup_module_metadata
 
 __all__ = [

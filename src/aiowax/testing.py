@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from aiowax._definition import steps as _steps
 from aiowax._definition.flow import Dataflow
 from aiowax._definition.inputs import StatefulSourcePartition, StatelessSourcePartition
 from aiowax._run import run, run_sync
@@ -123,14 +124,15 @@ async def run_with(
     Raises:
         ValueError: A step id names no input (or output) step of the flow.
     """
-    kinds = {step.step_id: step.kind for step in flow.steps}
+    input_ids = {s.step_id for s in flow.steps if isinstance(s, _steps.InputStep)}
+    output_ids = [s.step_id for s in flow.steps if isinstance(s, _steps.OutputStep)]
     for step_id in inputs:
-        if kinds.get(step_id) != "input":
+        if step_id not in input_ids:
             msg = f"run_with: the flow has no input step {step_id!r}"
             raise ValueError(msg)
-    wanted = [s for s, k in kinds.items() if k == "output"] if outputs is None else list(outputs)
+    wanted = output_ids if outputs is None else list(outputs)
     for step_id in wanted:
-        if kinds.get(step_id) != "output":
+        if step_id not in output_ids:
             msg = f"run_with: the flow has no output step {step_id!r}"
             raise ValueError(msg)
     captured: dict[str, list[Any]] = {step_id: [] for step_id in wanted}
@@ -139,7 +141,7 @@ async def run_with(
     }
     replaced.update({step_id: {"sink": TestingSink(out)} for step_id, out in captured.items()})
     await run(
-        flow._with_args(replaced),
+        flow._with_fields(replaced),
         workers=workers,
         epoch_interval=epoch_interval,
     )

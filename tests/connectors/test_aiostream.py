@@ -50,7 +50,7 @@ def test_the_core_never_imports_aiostream() -> None:
     probe = (
         "import sys, aiowax, aiowax.dataflow, aiowax.inputs, aiowax.outputs, "
         "aiowax.window, aiowax.testing, aiowax.recovery, aiowax.connectors.stdio, "
-        "aiowax.connectors.inproc, aiowax._cli, aiowax._engine.runner\n"
+        "aiowax.connectors.inproc, aiowax._cli, aiowax._engine.driver\n"
         "print('aiostream' in sys.modules)"
     )
     done = subprocess.run(

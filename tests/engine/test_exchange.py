@@ -11,10 +11,12 @@ from zlib import crc32
 import anyio
 import pytest
 
-from aiowax._engine import exchange
+from aiowax._engine import routing
 from aiowax._engine.channels import Inlet, channel
-from aiowax._engine.exchange import KeyRouter, RoundRobin, _RouteError, key_owner
+from aiowax._engine.errors import StepFailed
 from aiowax._engine.messages import FAILURE, TICK, EndOfInput, EpochEnd, Message
+from aiowax._engine.routing import KeyRouter, RoundRobin
+from aiowax._keys import key_owner
 
 # -- key_owner: a stable hash ----------------------------------------------------------
 
@@ -83,7 +85,7 @@ def test_key_owner_takes_any_str_even_lone_surrogates(key: str) -> None:
 def test_key_owner_same_in_another_process_with_another_hash_seed() -> None:
     keys = ["a", "b", "user-42", "é", "x" * 50]
     code = (
-        "from aiowax._engine.exchange import key_owner;"
+        "from aiowax._keys import key_owner;"
         f"print([key_owner(k, n) for k in {keys!r} for n in (2, 3, 4, 7)])"
     )
     expected = str([key_owner(k, n) for k in keys for n in (2, 3, 4, 7)])
@@ -119,7 +121,7 @@ def test_key_router_one_worker_takes_everything() -> None:
 
 
 def test_key_router_memo_limit_keeps_owners_right(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(exchange, "_MEMO_LIMIT", 3)
+    monkeypatch.setattr(routing, "_MEMO_LIMIT", 3)
     route = KeyRouter("st", 3)
     for round_ in range(3):
         batch = [(f"k{i}", round_) for i in range(20)]
@@ -147,15 +149,15 @@ def test_key_router_memo_limit_keeps_owners_right(monkeypatch: pytest.MonkeyPatc
 def test_key_router_rejects_bad_items(bad: Any) -> None:
     route = KeyRouter("the_step", 4)
     batch = [("a", 1), ("b", 2), bad, ("d", 3)]
-    with pytest.raises(_RouteError) as info:
+    with pytest.raises(StepFailed) as info:
         route(batch)
     err = info.value
     assert isinstance(err.error, TypeError)
     assert "'the_step'" in str(err.error)
     assert repr(bad) in str(err.error)
-    assert err.index == 2
-    # The items before the bad one are routed, nothing after it.
-    assert err.routed == [[], [("b", 2)], [], [("a", 1)]]
+    # The items before the bad one (index 2) are routed, nothing after it.
+    assert err.partial == [[], [("b", 2)], [], [("a", 1)]]
+    assert sum(map(len, err.partial)) == 2
 
 
 # -- RoundRobin -----------------------------------------------------------------------

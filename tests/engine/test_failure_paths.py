@@ -14,8 +14,8 @@ import anyio
 import pytest
 
 import aiowax
-from aiowax._engine.calls import call_ordered
 from aiowax._engine.channels import EpochBarrier
+from aiowax._engine.usercode import call_ordered
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import (
     DynamicSource,
@@ -196,11 +196,11 @@ async def test_a_stray_cancelled_error_in_user_code_is_an_error(batch_size: int)
 
 @pytest.mark.asyncio
 async def test_call_ordered_reports_a_stray_cancelled_error() -> None:
-    from aiowax._engine.calls import PartialResults
+    from aiowax._engine.errors import StepFailed
 
-    with pytest.raises(PartialResults) as raised:
+    with pytest.raises(StepFailed) as raised:
         await call_ordered(_stray_cancel, [1, 2, 3])
-    assert raised.value.done == [1]
+    assert raised.value.partial == [1]
     assert isinstance(raised.value.error, RuntimeError)
 
 
@@ -253,7 +253,10 @@ async def test_a_later_window_deadline_adds_no_heap_entry() -> None:
     # key's deadline a hair later each time. Only an earlier deadline needs
     # a new timer entry: the one already there comes due and reschedules.
     from aiowax._engine.clock import current_clock
-    from aiowax._engine.windows import CollectWindowOp, _KeyState
+    from aiowax._engine.kinds import kind_of
+    from aiowax._engine.ops.base import StepEnv
+    from aiowax._engine.ops.windows.kinds import CollectWindowOp
+    from aiowax._engine.ops.windows.state import KeyState
 
     start = datetime.fromisoformat("2024-01-01T00:00:00+00:00")
     flow = Dataflow()
@@ -262,8 +265,9 @@ async def test_a_later_window_deadline_adds_no_heap_entry() -> None:
         EventClockConfig(lambda v: v, timedelta(0)),
         TumblingWindow(timedelta(hours=1), start),
     )
-    op = CollectWindowOp(flow.steps[0], 0, current_clock())
-    state = op.keys["k"] = _KeyState(0, 0.0)
+    step = flow.steps[0]
+    op = CollectWindowOp(step, StepEnv(kind_of(step), 0, 1, current_clock()))  # type: ignore[arg-type]
+    state = op.keys["k"] = KeyState(0, 0.0)
     state.windows[0] = [(0, "x")]
     for i in range(1000):
         state.wm_loop = i * 1e-9
@@ -329,7 +333,7 @@ async def test_output_before_a_failure_is_written_while_other_workers_stop() -> 
     # Worker 0's keyed step fails while its sink is still writing an earlier
     # item; worker 1's senders stop at once. Worker 0's tail must still get
     # to write what came before the failure.
-    from aiowax._engine.exchange import key_owner
+    from aiowax._keys import key_owner
 
     k0 = next(f"k{i}" for i in range(100) if key_owner(f"k{i}", 2) == 0)
     k1 = next(f"k{i}" for i in range(100) if key_owner(f"k{i}", 2) == 1)

@@ -14,8 +14,8 @@ import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.context import RunContext, run_observers
-from aiowax._engine.exchange import key_owner
+from aiowax._engine.context import RunContext
+from aiowax._keys import key_owner
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import (
     DynamicSource,
@@ -25,6 +25,7 @@ from aiowax.inputs import (
 )
 from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.testing import TestingSink, TestingSource, cluster_main
+from observing import observe_runs
 
 WATCHDOG = 5
 #: On the virtual clock a watchdog counts loop time, which jumps.
@@ -50,12 +51,8 @@ def _flow(
 @contextmanager
 def _observe() -> Iterator[list[RunContext]]:
     """Collect the context of every run started inside the block."""
-    seen: list[RunContext] = []
-    run_observers.append(seen.append)
-    try:
+    with observe_runs() as seen:
         yield seen
-    finally:
-        run_observers.remove(seen.append)
 
 
 class Boom(Exception):
@@ -227,7 +224,7 @@ async def test_stateful_map_none_state_drops_the_key(workers: int, is_async: boo
     # Once per key at first, and again after each drop.
     assert len(built) == 4
     (ctx,) = runs
-    assert sum(ctx.operators[("sm", w)].state_size() for w in range(workers)) == 2
+    assert sum(ctx.graph.operators[("sm", w)].state_size() for w in range(workers)) == 2
 
 
 @pytest.mark.asyncio
@@ -1144,7 +1141,7 @@ async def test_dropped_state_leaves_nothing_behind(workers: int, is_async: bool)
     (ctx,) = runs
     assert sorted(out) == sorted((f"key{i}", [2]) for i in range(keys))
     for step_id in ("sm", "r", "b"):
-        sizes = [ctx.operators[(step_id, w)].state_size() for w in range(workers)]
+        sizes = [ctx.graph.operators[(step_id, w)].state_size() for w in range(workers)]
         assert sizes == [0] * workers, step_id
     if workers > 1:
         # The keys were spread: every worker's state map was used.

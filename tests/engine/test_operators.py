@@ -13,7 +13,7 @@ import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.calls import ASYNC_CONCURRENCY
+from aiowax._engine.usercode import ASYNC_CONCURRENCY
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax.outputs import DynamicSink, StatelessSinkPartition

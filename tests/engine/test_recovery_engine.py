@@ -28,7 +28,7 @@ import pytest
 
 import aiowax
 from aiowax._engine.clock import LoopClock, reset_clock, set_clock
-from aiowax._engine.context import RunContext, run_observers
+from aiowax._engine.context import RunContext
 from aiowax._recovery.store import Store
 from aiowax._testing.virtual import VIRTUAL_EPOCH, VirtualClockEventLoop
 from aiowax.dataflow import Dataflow
@@ -43,6 +43,7 @@ from aiowax.window import (
     TumblingWindow,
     WindowMetadata,
 )
+from observing import observe_runs, operators_of
 
 VIRTUAL = pytest.mark.asyncio(loop_factories=["virtual"])
 #: Epochs on the virtual clock: long sleeps would close far too many
@@ -69,12 +70,8 @@ def db_dir(tmp_path: Path) -> Path:
 
 @contextmanager
 def observe() -> Iterator[list[RunContext]]:
-    seen: list[RunContext] = []
-    run_observers.append(seen.append)
-    try:
+    with observe_runs() as seen:
         yield seen
-    finally:
-        run_observers.remove(seen.append)
 
 
 # -- a scripted source ----------------------------------------------------------------
@@ -240,8 +237,7 @@ async def run_twice(
     config = RecoveryConfig(db_dir)
     first: list[Any] = []
     second: list[Any] = []
-    run_observers.append(script.contexts.append)
-    try:
+    with observe_runs(script.contexts.append):
         with pytest.raises(RuntimeError, match="crash"):
             await aiowax.run(
                 stamped_flow(script, add, first),
@@ -255,8 +251,6 @@ async def run_twice(
             epoch_interval=epoch_interval,
             recovery_config=config,
         )
-    finally:
-        run_observers.remove(script.contexts.append)
     return first, second, resumed_at
 
 
@@ -372,8 +366,7 @@ async def test_system_clock_window_closes_at_once_with_another_wall_clock(db_dir
         f.collect_window("w", SystemClockConfig(), TumblingWindow(timedelta(minutes=1), T0))
 
     config = RecoveryConfig(db_dir)
-    run_observers.append(script.contexts.append)
-    try:
+    with observe_runs(script.contexts.append):
         token = set_clock(LoopClock(T0 + timedelta(seconds=10)))
         try:
             with pytest.raises(RuntimeError, match="crash"):
@@ -393,8 +386,6 @@ async def test_system_clock_window_closes_at_once_with_another_wall_clock(db_dir
             )
         finally:
             reset_clock(token)
-    finally:
-        run_observers.remove(script.contexts.append)
     meta = WindowMetadata(T0, T0 + timedelta(minutes=1))
     late_meta = WindowMetadata(T0 + timedelta(hours=2), T0 + timedelta(hours=2, minutes=1))
     # The two restored windows first (while the source waited for them),
@@ -467,7 +458,7 @@ async def test_a_key_whose_windows_closed_keeps_its_watermark_across_recovery(
         first, second, _ = await run_twice(script, windows, db_dir, 25)
     assert first == [(9, ("a", (WindowMetadata(at(0), at(10)), [1])))]
     assert [item for _, item in second] == [("b", (WindowMetadata(at(100), at(110)), [100]))]
-    late = sum(op.late_count for (step, _), op in contexts[-1].operators.items() if step == "w")
+    late = sum(op.late_count for op in operators_of(contexts[-1:], "w"))
     assert late == 1
 
 

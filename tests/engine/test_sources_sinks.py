@@ -17,7 +17,7 @@ import pytest
 
 import aiowax
 from aiowax._engine.clock import LoopClock, reset_clock, set_clock
-from aiowax._engine.sources import BACKOFF_MAX
+from aiowax._engine.lanes import BACKOFF_MAX
 from aiowax._testing.virtual import VIRTUAL_EPOCH
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import (

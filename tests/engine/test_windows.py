@@ -24,7 +24,6 @@ import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.context import RunContext, run_observers
 from aiowax._testing.virtual import VIRTUAL_EPOCH
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -39,6 +38,7 @@ from aiowax.window import (
     WindowConfig,
     WindowMetadata,
 )
+from observing import observe_runs, operators_of
 
 #: Event times are seconds after this instant; it is also the virtual loop's
 #: wall time at loop time 0, so system-clock windows line up with it.
@@ -210,15 +210,8 @@ async def run(flow: Dataflow, workers: int = 1) -> None:
 def operators(step_id: str = "win") -> Iterator[list[Any]]:
     """The operators of ``step_id`` (one per worker) of the runs inside."""
     ops: list[Any] = []
-
-    def observe(ctx: RunContext) -> None:
-        ops.extend(op for (sid, _), op in sorted(ctx.operators.items()) if sid == step_id)
-
-    run_observers.append(observe)
-    try:
+    with observe_runs(lambda ctx: ops.extend(operators_of([ctx], step_id))):
         yield ops
-    finally:
-        run_observers.remove(observe)
 
 
 def late_count(ops: list[Any]) -> int:

@@ -20,7 +20,7 @@ import anyio.lowlevel
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from aiowax._engine.context import RunContext, run_observers
+from aiowax._engine.context import RunContext
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink, TestingSource, run_main
 from aiowax.window import (
@@ -31,6 +31,7 @@ from aiowax.window import (
     WindowConfig,
     WindowMetadata,
 )
+from observing import observe_runs
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 US = timedelta(microseconds=1)
@@ -105,15 +106,13 @@ def window_ops() -> Iterator[dict[str, Any]]:
     found: dict[str, Any] = {}
 
     def observe(ctx: RunContext) -> None:
-        for (step_id, _), op in ctx.operators.items():
+        assert ctx.graph is not None
+        for (step_id, _), op in ctx.graph.operators.items():
             if step_id in OPS:
                 found[step_id] = op
 
-    run_observers.append(observe)
-    try:
+    with observe_runs(observe):
         yield found
-    finally:
-        run_observers.remove(observe)
 
 
 def run_flow(

@@ -14,6 +14,7 @@ from typing import Any, Generic, TypeVar
 from aiostream import stream
 from aiostream.core import Stream
 
+from aiowax._checks import positive_int
 from aiowax._connectors.inproc import BroadcastSink, IterableSource, _IterablePartition
 
 X = TypeVar("X")
@@ -67,7 +68,13 @@ def sink_stream(sink: BroadcastSink[X], buffer: int | None = None) -> Stream[X]:
 
     Args:
         sink: The sink the flow writes to.
-        buffer: This reader's buffer (default: the sink's).
+        buffer: This reader's buffer, a positive int (default: the sink's).
+
+    Raises:
+        TypeError: ``buffer`` is neither an int nor ``None``.
+        ValueError: ``buffer`` is not positive.
     """
+    if buffer is not None:
+        positive_int("sink_stream", "buffer", buffer)
     result: Stream[X] = stream.iterate(sink.subscribe(buffer))
     return result

@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from zlib import adler32
 
+from aiowax._checks import callable_arg, positive_int
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import FixedPartitionedSink, StatefulSinkPartition
 from aiowax._engine.clock import run_in_thread
-from aiowax._util import check_batch_size
 
 _ENCODING = "utf-8"
 
@@ -138,7 +138,7 @@ class FileSource(FixedPartitionedSource[str, int]):
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000) -> None:
         self._path = _check_path("FileSource", "path", path)
-        self._batch_size = check_batch_size("FileSource", batch_size)
+        self._batch_size = positive_int("FileSource", "batch_size", batch_size)
 
     def list_parts(self) -> list[str]:
         """Return the one partition: the path."""
@@ -179,7 +179,7 @@ class DirSource(FixedPartitionedSource[str, int]):
             msg = f"DirSource: glob_pat must be a non-empty str, got {glob_pat!r}"
             raise TypeError(msg)
         self._glob_pat = glob_pat
-        self._batch_size = check_batch_size("DirSource", batch_size)
+        self._batch_size = positive_int("DirSource", "batch_size", batch_size)
         if not self._dir_path.exists():
             msg = f"DirSource: input directory {str(self._dir_path)!r} does not exist"
             raise ValueError(msg)
@@ -309,7 +309,7 @@ class CSVSource(FixedPartitionedSource[dict[str, Any], int]):
         self, path: str | os.PathLike[str], batch_size: int = 1000, **fmtparams: Any
     ) -> None:
         self._path = _check_path("CSVSource", "path", path)
-        self._batch_size = check_batch_size("CSVSource", batch_size)
+        self._batch_size = positive_int("CSVSource", "batch_size", batch_size)
         try:
             csv.DictReader(iter(()), **fmtparams)
         except (TypeError, csv.Error) as error:
@@ -453,17 +453,9 @@ class DirSink(FixedPartitionedSink[Any, int]):
         end: str = "\n",
     ) -> None:
         self._dir_path = _check_path("DirSink", "dir_path", dir_path)
-        if isinstance(file_count, bool) or not isinstance(file_count, int):
-            msg = f"DirSink: file_count must be an int, got {file_count!r}"
-            raise TypeError(msg)
-        if file_count < 1:
-            msg = f"DirSink: file_count must be positive, got {file_count!r}"
-            raise ValueError(msg)
-        for name, fn in (("file_namer", file_namer), ("assign_file", assign_file)):
-            if not callable(fn):
-                msg = f"DirSink: {name} must be callable, got {fn!r}"
-                raise TypeError(msg)
-        self._file_count = file_count
+        self._file_count = positive_int("DirSink", "file_count", file_count)
+        callable_arg("DirSink", "file_namer", file_namer)
+        callable_arg("DirSink", "assign_file", assign_file)
         self._file_namer = file_namer
         self._assign_file = assign_file
         self._end = _check_end("DirSink", end)

@@ -17,23 +17,16 @@ from typing import Any, Generic, Literal, TypeVar
 
 import anyio
 
+from aiowax._checks import positive_int
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import DynamicSink, StatelessSinkPartition
-from aiowax._errors import AiowaxError
+from aiowax._errors import SourceClosedError, SourceFullError, SubscriberOverflowError
 
 X = TypeVar("X")
 
 #: Longest an idle in-process source waits before returning an empty batch,
 #: so that epochs (and their snapshots) keep closing while nothing arrives.
 IDLE_RETURN_SECONDS = 0.25
-
-
-class SourceClosedError(AiowaxError):
-    """The source was closed (or its flow ended): it takes no more items."""
-
-
-class SourceFullError(AiowaxError, anyio.WouldBlock):
-    """`PushSource.send_nowait` found the buffer full: the flow is behind."""
 
 
 class PushSource(FixedPartitionedSource[X, None], Generic[X]):
@@ -43,17 +36,17 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
     position to resume from (its snapshot is ``None``).
 
     Args:
-        max_buffer: Items held before `send` waits.
-        batch_size: Most items handed to the flow at once.
+        max_buffer: Items held before `send` waits; a positive int.
+        batch_size: Most items handed to the flow at once; a positive int.
+
+    Raises:
+        TypeError: ``max_buffer`` or ``batch_size`` is not an int.
+        ValueError: ``max_buffer`` or ``batch_size`` is not positive.
     """
 
     def __init__(self, max_buffer: int = 1024, batch_size: int = 1024) -> None:
-        for name, value in (("max_buffer", max_buffer), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"PushSource: {name} must be a positive int, got {value!r}"
-                raise ValueError(msg)
-        self.max_buffer = max_buffer
-        self.batch_size = batch_size
+        self.max_buffer = positive_int("PushSource", "max_buffer", max_buffer)
+        self.batch_size = positive_int("PushSource", "batch_size", batch_size)
         self._buffer: deque[X] = deque()
         self._closed = False
         self._sent = 0
@@ -183,18 +176,21 @@ class IterableSource(FixedPartitionedSource[X, None], Generic[X]):
 
     Args:
         aiterable: What to read.
-        batch_size: Most items handed to the flow at once.
+        batch_size: Most items handed to the flow at once; a positive int.
+
+    Raises:
+        TypeError: ``aiterable`` is not an async iterable, or ``batch_size``
+            is not an int.
+        ValueError: ``batch_size`` is not positive.
     """
 
     def __init__(self, aiterable: AsyncIterable[X], batch_size: int = 1024) -> None:
         if not hasattr(aiterable, "__aiter__"):
             msg = f"IterableSource needs an async iterable, got {aiterable!r}"
             raise TypeError(msg)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            msg = f"IterableSource: batch_size must be a positive int, got {batch_size!r}"
-            raise ValueError(msg)
+        # Named after the class called, so a StreamSource error says StreamSource.
+        self.batch_size = positive_int(type(self).__name__, "batch_size", batch_size)
         self._aiterable = aiterable
-        self.batch_size = batch_size
 
     def list_parts(self) -> list[str]:
         """One partition: the iterable."""
@@ -266,10 +262,6 @@ class _IterablePartition(StatefulSourcePartition[X, None]):
 
 
 Overflow = Literal["disconnect", "drop_oldest", "block"]
-
-
-class SubscriberOverflowError(AiowaxError):
-    """A subscriber fell further behind than its buffer and was disconnected."""
 
 
 class Subscription(Generic[X]):
@@ -396,14 +388,17 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
     ends, readers finish after draining their buffers.
 
     Args:
-        buffer: Items each subscriber may hold.
+        buffer: Items each subscriber may hold; a positive int.
         overflow: The policy for a full subscriber, as above.
+
+    Raises:
+        TypeError: ``buffer`` is not an int.
+        ValueError: ``buffer`` is not positive, or ``overflow`` is not one of
+            the policies.
     """
 
     def __init__(self, buffer: int = 1024, overflow: Overflow = "disconnect") -> None:
-        if isinstance(buffer, bool) or not isinstance(buffer, int) or buffer < 1:
-            msg = f"BroadcastSink: buffer must be a positive int, got {buffer!r}"
-            raise ValueError(msg)
+        positive_int("BroadcastSink", "buffer", buffer)
         if overflow not in ("disconnect", "drop_oldest", "block"):
             msg = (
                 "BroadcastSink: overflow must be 'disconnect', 'drop_oldest' or 'block', "
@@ -420,9 +415,17 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
         """A new reader, receiving every item written from now on.
 
         Args:
-            buffer: This reader's buffer (default: the sink's).
+            buffer: This reader's buffer, a positive int (default: the sink's).
+
+        Raises:
+            TypeError: ``buffer`` is neither an int nor ``None``.
+            ValueError: ``buffer`` is not positive.
         """
-        sub = Subscription(self, buffer or self.buffer)
+        if buffer is None:
+            buffer = self.buffer
+        else:
+            positive_int("BroadcastSink.subscribe", "buffer", buffer)
+        sub = Subscription(self, buffer)
         self._subscribers.add(sub)
         return sub
 

@@ -8,49 +8,36 @@ when the method is called, so mistakes point at the line that made them.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from datetime import timedelta
-from types import MappingProxyType
 from typing import Any
 
+from aiowax._checks import callable_arg, positive_int, timedelta_arg
 from aiowax._definition.inputs import Source
 from aiowax._definition.outputs import Sink
-from aiowax._definition.window import ClockConfig, WindowConfig
-
-#: Operators that hold per-key state and so need ``(key, value)`` items.
-STATEFUL_KINDS = frozenset(
-    {"stateful_map", "reduce", "batch", "fold_window", "reduce_window", "collect_window"}
+from aiowax._definition.steps import (
+    BatchStep,
+    CollectWindowStep,
+    FilterMapStep,
+    FilterStep,
+    FlatMapStep,
+    FoldWindowStep,
+    InputStep,
+    InspectEpochStep,
+    InspectStep,
+    InspectWorkerStep,
+    MapStep,
+    OutputStep,
+    RedistributeStep,
+    ReduceStep,
+    ReduceWindowStep,
+    StatefulMapStep,
+    Step,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class Step:
-    """One step of a flow, as the user declared it.
-
-    Attributes:
-        kind: The operator, named as the `Dataflow` method that added it.
-        step_id: The user's id, or a generated one for the id-less operators.
-        args: The operator's arguments by name (read-only).
-        index: Position of the step in its flow.
-    """
-
-    kind: str
-    step_id: str
-    args: MappingProxyType[str, Any] = field(repr=False)
-    index: int
-
-    def __str__(self) -> str:
-        return f"step {self.step_id!r} ({self.kind})"
-
+from aiowax._definition.window import ClockConfig, WindowConfig
 
 #: Marks the operators of the reference that take no step id.
 _NO_ID: Any = object()
-
-
-def _check_callable(where: str, name: str, value: object) -> None:
-    if not callable(value):
-        msg = f"{where}: {name} must be callable, got {value!r}"
-        raise TypeError(msg)
 
 
 class Dataflow:
@@ -91,19 +78,17 @@ class Dataflow:
         ids = ", ".join(s.step_id for s in self._steps)
         return f"<Dataflow of {len(self._steps)} steps: {ids}>"
 
-    def _with_args(self, replaced: Mapping[str, Mapping[str, Any]]) -> Dataflow:
-        """A copy of this flow with some steps' arguments replaced, by step id."""
+    def _with_fields(self, replaced: Mapping[str, Mapping[str, Any]]) -> Dataflow:
+        """A copy of this flow with some steps' fields replaced, by step id."""
         copy = Dataflow()
         copy._ids = set(self._ids)
         copy._steps = [
-            Step(s.kind, s.step_id, MappingProxyType({**s.args, **replaced[s.step_id]}), s.index)
-            if s.step_id in replaced
-            else s
-            for s in self._steps
+            replace(s, **replaced[s.step_id]) if s.step_id in replaced else s for s in self._steps
         ]
         return copy
 
-    def _add(self, kind: str, step_id: object, **args: Any) -> None:
+    def _add(self, cls: type[Step], step_id: object, **fields: Any) -> None:
+        kind = cls.kind
         index = len(self._steps)
         if step_id is _NO_ID:
             # Reference operators without a step id still need a name in
@@ -124,7 +109,7 @@ class Dataflow:
                 raise ValueError(msg)
             self._ids.add(step_id)
         assert isinstance(step_id, str)
-        self._steps.append(Step(kind, step_id, MappingProxyType(args), index))
+        self._steps.append(cls(step_id=step_id, index=index, **fields))
 
     @staticmethod
     def _where(kind: str, step_id: object) -> str:
@@ -146,7 +131,7 @@ class Dataflow:
                 f"aiowax.inputs.Source, got {source!r}"
             )
             raise TypeError(msg)
-        self._add("input", step_id, source=source)
+        self._add(InputStep, step_id, source=source)
 
     def output(self, /, step_id: str, sink: Sink) -> None:
         """Write every item to ``sink``, then pass it on unchanged.
@@ -162,7 +147,7 @@ class Dataflow:
                 f"aiowax.outputs.Sink, got {sink!r}"
             )
             raise TypeError(msg)
-        self._add("output", step_id, sink=sink)
+        self._add(OutputStep, step_id, sink=sink)
 
     def map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
         """Replace each item by ``mapper(item)``.
@@ -171,8 +156,8 @@ class Dataflow:
             step_id: Unique id of the step.
             mapper: Plain or ``async def`` function of one item.
         """
-        _check_callable(self._where("map", step_id), "mapper", mapper)
-        self._add("map", step_id, mapper=mapper)
+        callable_arg(self._where("map", step_id), "mapper", mapper)
+        self._add(MapStep, step_id, mapper=mapper)
 
     def filter(self, /, step_id: str, predicate: Callable[[Any], Any]) -> None:
         """Keep the items for which ``predicate(item)`` is ``True``.
@@ -184,8 +169,8 @@ class Dataflow:
             step_id: Unique id of the step.
             predicate: Plain or ``async def`` function of one item.
         """
-        _check_callable(self._where("filter", step_id), "predicate", predicate)
-        self._add("filter", step_id, predicate=predicate)
+        callable_arg(self._where("filter", step_id), "predicate", predicate)
+        self._add(FilterStep, step_id, predicate=predicate)
 
     def filter_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
         """Replace each item by ``mapper(item)``, dropping ``None`` results.
@@ -194,8 +179,8 @@ class Dataflow:
             step_id: Unique id of the step.
             mapper: Plain or ``async def`` function of one item.
         """
-        _check_callable(self._where("filter_map", step_id), "mapper", mapper)
-        self._add("filter_map", step_id, mapper=mapper)
+        callable_arg(self._where("filter_map", step_id), "mapper", mapper)
+        self._add(FilterMapStep, step_id, mapper=mapper)
 
     def flat_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
         """Replace each item by every element of the iterable ``mapper(item)``.
@@ -205,8 +190,8 @@ class Dataflow:
             mapper: Plain or ``async def`` function returning an iterable, or
                 an async generator function.
         """
-        _check_callable(self._where("flat_map", step_id), "mapper", mapper)
-        self._add("flat_map", step_id, mapper=mapper)
+        callable_arg(self._where("flat_map", step_id), "mapper", mapper)
+        self._add(FlatMapStep, step_id, mapper=mapper)
 
     def inspect(self, /, inspector: Callable[[Any], Any]) -> None:
         """Call ``inspector(item)`` on each item and pass the item on.
@@ -214,8 +199,8 @@ class Dataflow:
         Args:
             inspector: Plain or ``async def`` function; its result is ignored.
         """
-        _check_callable("inspect", "inspector", inspector)
-        self._add("inspect", _NO_ID, inspector=inspector)
+        callable_arg("inspect", "inspector", inspector)
+        self._add(InspectStep, _NO_ID, inspector=inspector)
 
     def inspect_epoch(self, /, inspector: Callable[[int, Any], Any]) -> None:
         """Call ``inspector(epoch, item)`` on each item and pass the item on.
@@ -223,8 +208,8 @@ class Dataflow:
         Args:
             inspector: Plain or ``async def`` function; its result is ignored.
         """
-        _check_callable("inspect_epoch", "inspector", inspector)
-        self._add("inspect_epoch", _NO_ID, inspector=inspector)
+        callable_arg("inspect_epoch", "inspector", inspector)
+        self._add(InspectEpochStep, _NO_ID, inspector=inspector)
 
     def inspect_worker(self, /, inspector: Callable[[Any, int], Any]) -> None:
         """Call ``inspector(item, worker_index)`` on each item, pass it on.
@@ -232,12 +217,12 @@ class Dataflow:
         Args:
             inspector: Plain or ``async def`` function; its result is ignored.
         """
-        _check_callable("inspect_worker", "inspector", inspector)
-        self._add("inspect_worker", _NO_ID, inspector=inspector)
+        callable_arg("inspect_worker", "inspector", inspector)
+        self._add(InspectWorkerStep, _NO_ID, inspector=inspector)
 
     def redistribute(self, /) -> None:
         """Spread the items evenly over all workers for the steps that follow."""
-        self._add("redistribute", _NO_ID)
+        self._add(RedistributeStep, _NO_ID)
 
     # -- stateful ----------------------------------------------------------
 
@@ -257,9 +242,9 @@ class Dataflow:
                 emits ``(key, out)``, and a ``None`` new state forgets the key.
         """
         where = self._where("stateful_map", step_id)
-        _check_callable(where, "builder", builder)
-        _check_callable(where, "mapper", mapper)
-        self._add("stateful_map", step_id, builder=builder, mapper=mapper)
+        callable_arg(where, "builder", builder)
+        callable_arg(where, "mapper", mapper)
+        self._add(StatefulMapStep, step_id, builder=builder, mapper=mapper)
 
     def reduce(
         self,
@@ -278,9 +263,9 @@ class Dataflow:
                 ``(key, acc)`` and forgets the key.
         """
         where = self._where("reduce", step_id)
-        _check_callable(where, "reducer", reducer)
-        _check_callable(where, "is_complete", is_complete)
-        self._add("reduce", step_id, reducer=reducer, is_complete=is_complete)
+        callable_arg(where, "reducer", reducer)
+        callable_arg(where, "is_complete", is_complete)
+        self._add(ReduceStep, step_id, reducer=reducer, is_complete=is_complete)
 
     def batch(self, /, step_id: str, max_size: int, timeout: timedelta) -> None:
         """Gather the values of each key into lists.
@@ -295,19 +280,9 @@ class Dataflow:
             timeout: Longest a value waits; a non-negative timedelta.
         """
         where = self._where("batch", step_id)
-        if isinstance(max_size, bool) or not isinstance(max_size, int):
-            msg = f"{where}: max_size must be an int, got {max_size!r}"
-            raise TypeError(msg)
-        if max_size <= 0:
-            msg = f"{where}: max_size must be positive, got {max_size!r}"
-            raise ValueError(msg)
-        if not isinstance(timeout, timedelta):
-            msg = f"{where}: timeout must be a datetime.timedelta, got {timeout!r}"
-            raise TypeError(msg)
-        if timeout < timedelta(0):
-            msg = f"{where}: timeout must not be negative, got {timeout!r}"
-            raise ValueError(msg)
-        self._add("batch", step_id, max_size=max_size, timeout=timeout)
+        positive_int(where, "max_size", max_size)
+        timedelta_arg(where, "timeout", timeout, allow_zero=True)
+        self._add(BatchStep, step_id, max_size=max_size, timeout=timeout)
 
     def _check_windowing(self, kind: str, step_id: str, clock: object, window: object) -> str:
         where = self._where(kind, step_id)
@@ -340,10 +315,10 @@ class Dataflow:
             folder: ``folder(acc, value) -> acc``.
         """
         where = self._check_windowing("fold_window", step_id, clock_config, window_config)
-        _check_callable(where, "builder", builder)
-        _check_callable(where, "folder", folder)
+        callable_arg(where, "builder", builder)
+        callable_arg(where, "folder", folder)
         self._add(
-            "fold_window",
+            FoldWindowStep,
             step_id,
             clock_config=clock_config,
             window_config=window_config,
@@ -370,9 +345,9 @@ class Dataflow:
             reducer: ``reducer(acc, value) -> acc``.
         """
         where = self._check_windowing("reduce_window", step_id, clock_config, window_config)
-        _check_callable(where, "reducer", reducer)
+        callable_arg(where, "reducer", reducer)
         self._add(
-            "reduce_window",
+            ReduceWindowStep,
             step_id,
             clock_config=clock_config,
             window_config=window_config,
@@ -397,7 +372,7 @@ class Dataflow:
         """
         self._check_windowing("collect_window", step_id, clock_config, window_config)
         self._add(
-            "collect_window",
+            CollectWindowStep,
             step_id,
             clock_config=clock_config,
             window_config=window_config,

@@ -8,35 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from aiowax._checks import aware_datetime, callable_arg, timedelta_arg
 from aiowax._util import is_async_callable
-
-_UTC = UTC
-
-
-def _positive(name: str, cls: str, value: object) -> timedelta:
-    if not isinstance(value, timedelta):
-        msg = f"{cls}: {name} must be a datetime.timedelta, got {value!r}"
-        raise TypeError(msg)
-    if value <= timedelta(0):
-        msg = f"{cls}: {name} must be positive, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def _aware(name: str, cls: str, value: object) -> datetime:
-    if not isinstance(value, datetime):
-        msg = f"{cls}: {name} must be a datetime.datetime, got {value!r}"
-        raise TypeError(msg)
-    if value.tzinfo is None or value.utcoffset() is None:
-        msg = (
-            f"{cls}: {name} must be timezone-aware, got the naive {value!r}; "
-            "add tzinfo=timezone.utc"
-        )
-        raise ValueError(msg)
-    return value.astimezone(_UTC)
 
 
 class ClockConfig:
@@ -72,26 +48,16 @@ class EventClockConfig(ClockConfig):
     )
 
     def __post_init__(self) -> None:
-        if not callable(self.dt_getter):
-            msg = f"EventClockConfig: dt_getter must be callable, got {self.dt_getter!r}"
-            raise TypeError(msg)
+        where = "EventClockConfig"
+        callable_arg(where, "dt_getter", self.dt_getter)
         wait = self.wait_for_system_duration
-        if not isinstance(wait, timedelta):
-            msg = (
-                "EventClockConfig: wait_for_system_duration must be a "
-                f"datetime.timedelta, got {wait!r}"
-            )
-            raise TypeError(msg)
-        if self.on_late is not None and not callable(self.on_late):
-            msg = f"EventClockConfig: on_late must be callable, got {self.on_late!r}"
-            raise TypeError(msg)
-        if self.on_late is not None and is_async_callable(self.on_late):
-            # It runs inside the window step's hot loop, which does not await.
-            msg = "EventClockConfig: on_late must be a plain function, not async def"
-            raise TypeError(msg)
-        if wait < timedelta(0):
-            msg = f"EventClockConfig: wait_for_system_duration must not be negative, got {wait!r}"
-            raise ValueError(msg)
+        timedelta_arg(where, "wait_for_system_duration", wait, allow_zero=True)
+        if self.on_late is not None:
+            callable_arg(where, "on_late", self.on_late)
+            if is_async_callable(self.on_late):
+                # It runs inside the window step's hot loop, which does not await.
+                msg = f"{where}: on_late must be a plain function, not async def"
+                raise TypeError(msg)
 
 
 class WindowConfig:
@@ -119,9 +85,9 @@ class SlidingWindow(WindowConfig):
 
     def __post_init__(self) -> None:
         cls = type(self).__name__
-        _positive("length", cls, self.length)
-        _positive("offset", cls, self.offset)
-        object.__setattr__(self, "align_to", _aware("align_to", cls, self.align_to))
+        timedelta_arg(cls, "length", self.length, allow_zero=False)
+        timedelta_arg(cls, "offset", self.offset, allow_zero=False)
+        object.__setattr__(self, "align_to", aware_datetime(cls, "align_to", self.align_to))
 
 
 class TumblingWindow(SlidingWindow):
@@ -155,7 +121,7 @@ class SessionWindow(WindowConfig):
     gap: timedelta
 
     def __post_init__(self) -> None:
-        _positive("gap", "SessionWindow", self.gap)
+        timedelta_arg("SessionWindow", "gap", self.gap, allow_zero=False)
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -13,7 +13,6 @@ an event object per wake-up, which is most of a hop's latency.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections import deque
 from typing import Any, Protocol
@@ -22,37 +21,12 @@ import anyio
 from anyio import WouldBlock
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from aiowax._engine.aio import Doorbell
+from aiowax._engine.errors import DownstreamGone
 from aiowax._engine.messages import FAILURE, EndOfInput, EpochEnd, Message
 
 #: Messages (batches or markers) a channel holds before its sender waits.
 CHANNEL_CAPACITY = 8
-
-
-class DownstreamGone(Exception):
-    """The receiving step has stopped; the sender should stop quietly too."""
-
-
-class Doorbell:
-    """Wakes a channel's idle receiver when something was sent."""
-
-    __slots__ = ("waiter",)
-
-    def __init__(self) -> None:
-        self.waiter: asyncio.Future[None] | None = None
-
-    def ring(self) -> None:
-        waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    async def wait(self) -> None:
-        """Wait until the bell rings (one waiter at a time)."""
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.waiter = waiter
-        try:
-            await waiter
-        finally:
-            self.waiter = None
 
 
 class Sender:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from aiowax._engine.clock import Clock
+from aiowax._engine.errors import DownstreamGone, StepFailed
 from aiowax._errors import AbortExecution
+
+if TYPE_CHECKING:
+    from aiowax._engine.channels import AnyOutlet
+    from aiowax._engine.wiring import Graph
 
 #: A pipeline's tail on one worker: ``(pipeline index, worker index)``.
 Tail = tuple[int, int]
@@ -37,15 +42,14 @@ class RunContext:
     worker_count: int = 1
     #: The first epoch of this run (after the last committed one on resume).
     start_epoch: int = 1
-    #: The run's recovery (a `aiowax._engine.snapshots.Recovery`), if any.
+    #: The run's recovery (a `aiowax._recovery.runtime.Recovery`), if any.
     recovery: Any = None
     failure: BaseException | None = None
     abort: bool = False
     cancel_scope: anyio.CancelScope | None = None
     live_tails: set[Tail] = field(default_factory=set)
-    #: Every step's operator, by ``(step_id, worker)``: a view for tests and
-    #: metrics (state sizes, late counts), never used to run the flow.
-    operators: dict[tuple[str, int], Any] = field(default_factory=dict)
+    #: What the wiring built for this run (set once it is built).
+    graph: Graph | None = None
     awaited_tails: set[Tail] | None = None
 
     #: A graceful stop was asked for: sources end as if their input ended.
@@ -74,6 +78,19 @@ class RunContext:
         self.awaited_tails = set(downstream or ()) & self.live_tails
         self._maybe_cancel()
 
+    async def report(self, outlet: AnyOutlet, failed: StepFailed, downstream: set[Tail]) -> None:
+        """What a task does when its step (or lane) failed.
+
+        The error is recorded first, so nothing that follows can mask it;
+        then what the step produced before the failure goes downstream (it
+        reaches the sinks), then the failure marker.
+        """
+        self.record(failed.error, downstream)
+        if failed.partial:
+            with contextlib.suppress(DownstreamGone, StepFailed):
+                await outlet.send(failed.partial)
+        await outlet.failure()
+
     def tail_done(self, tail: Tail) -> None:
         """A pipeline's tail task ended (drained, finished or failed)."""
         self.live_tails.discard(tail)
@@ -84,8 +101,3 @@ class RunContext:
     def _maybe_cancel(self) -> None:
         if not self.awaited_tails and self.cancel_scope is not None:
             self.cancel_scope.cancel()
-
-
-#: Called with the context of every run once its tasks are set up. Private:
-#: tests use it to look at operator state while a flow runs.
-run_observers: list[Callable[[RunContext], None]] = []

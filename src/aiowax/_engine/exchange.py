@@ -1,156 +1,123 @@
-"""Exchanges: moving items between workers before a step that needs it.
+"""Links: the channels into one step on every worker, and who sends into them.
 
-Before a stateful step, every ``(key, value)`` item goes to the worker that
-owns its key; before `redistribute`, batches are spread evenly. An
-`ExchangeOutlet` replaces the plain `Outlet` of the sending step: it splits
-each batch per worker, tags each piece with its sender (so the receiving
-`Inlet` can align epochs), and broadcasts markers to every worker.
+A `Link` is what the wiring puts in front of each step (and each drain).
+Upstream tasks ask it for an outlet, the step's task on each worker asks it
+for an inlet. The two kinds differ only in where items go:
+
+- `LocalLink`: every item stays on the worker that sent it (a channel per
+  worker, one sender per upstream task of that worker);
+- `InProcessExchange`: a router picks each item's worker, and markers go
+  to every worker, stamped with the sender, so the inlets can align epochs
+  across all senders.
+
+This is the exchange interface between workers: a broker-backed exchange
+(items through a repartition topic) implements the same three methods, and
+no operator changes.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from typing import Any
-from zlib import crc32
 
 import anyio
 
-from aiowax._engine.channels import DownstreamGone, Sender
-from aiowax._engine.failure import StepFailed, note
+from aiowax._engine.channels import AnyOutlet, Inlet, Outlet, Sender, channel
+from aiowax._engine.errors import DownstreamGone, StepFailed
 from aiowax._engine.messages import FAILURE, EndOfInput, EpochEnd, Message
-from aiowax._util import describe
-
-#: Keys whose owner is remembered; past that the memo starts afresh.
-_MEMO_LIMIT = 65_536
+from aiowax._engine.routing import Router
 
 
-def key_owner(key: str, worker_count: int) -> int:
-    """The worker that owns ``key``: the same in every process and run.
+class Link(ABC):
+    """The bounded channels into one step, one per worker.
 
-    A CRC-32 of the UTF-8 key, not the built-in ``hash``, which Python salts
-    per process; snapshots must land on the right worker after a restart,
-    even with another worker count.
-    """
-    return crc32(key.encode("utf-8", "surrogatepass")) % worker_count
-
-
-def bad_item_error(step_id: str, item: object) -> TypeError:
-    """The error for an item a keyed step cannot use."""
-    return TypeError(
-        f"step {step_id!r} needs (key, value) 2-tuples with a str key, got {describe(item)}"
-    )
-
-
-class KeyRouter:
-    """Splits a batch by key owner, checking every item on the way."""
-
-    def __init__(self, step_id: str, worker_count: int) -> None:
-        self.step_id = step_id
-        self.worker_count = worker_count
-        self._memo: dict[str, int] = {}
-
-    def __call__(self, batch: list[Any]) -> list[list[Any]]:
-        parts: list[list[Any]] = [[] for _ in range(self.worker_count)]
-        appends = [p.append for p in parts]
-        owner_of = self._memo.get
-        for item in batch:
-            if type(item) is not tuple or len(item) != 2 or type(key := item[0]) is not str:
-                index = next(i for i, x in enumerate(batch) if x is item)
-                raise _RouteError(parts, bad_item_error(self.step_id, item), index)
-            owner = owner_of(key)
-            if owner is None:
-                owner = self._owner(key)
-            appends[owner](item)
-        return parts
-
-    def _owner(self, key: str) -> int:
-        memo = self._memo
-        if len(memo) >= _MEMO_LIMIT:
-            memo.clear()
-        owner = memo[key] = key_owner(key, self.worker_count)
-        return owner
-
-
-class PartRouter:
-    """Sends each ``(key, value)`` to the worker owning its sink partition.
-
-    Partition ``i`` of a `FixedPartitionedSink` lives on worker
-    ``i % worker_count``; ``part_fn(key) % part_count`` picks the partition.
+    Outlets must all be asked for before the first inlet: an inlet waits for
+    an end-of-input from every sender counted at that moment.
     """
 
-    def __init__(self, step_id: str, sink: Any, worker_count: int, part_count: int) -> None:
-        self.step_id = step_id
+    def __init__(self, worker_count: int, start_epoch: int) -> None:
         self.worker_count = worker_count
-        self.part_fn = sink.part_fn
-        self.part_count = part_count
+        self._start_epoch = start_epoch
+        self._channels = [channel() for _ in range(worker_count)]
 
-    def __call__(self, batch: list[Any]) -> list[list[Any]]:
-        n = self.worker_count
-        parts: list[list[Any]] = [[] for _ in range(n)]
-        for i, item in enumerate(batch):
-            if type(item) is not tuple or len(item) != 2 or type(item[0]) is not str:
-                raise _RouteError(parts, bad_item_error(self.step_id, item), i)
-            try:
-                part = self.part_fn(item[0]) % self.part_count
-            except Exception as error:
-                note(error, self.step_id, "output part_fn")
-                raise _RouteError(parts, error, i) from None
-            parts[part % n].append(item)
-        return parts
+    @abstractmethod
+    def outlet(self, worker: int) -> AnyOutlet:
+        """A new sender's end, for a task on ``worker``."""
 
+    @abstractmethod
+    def senders_into(self, worker: int) -> int:
+        """How many senders the step on ``worker`` hears from."""
 
-class RoundRobin:
-    """Splits each batch into even, contiguous slices, rotating the first."""
+    def inlet(self, worker: int) -> Inlet:
+        """The receiving end of the step on ``worker``."""
+        send, receive, bell = self._channels[worker]
+        senders = self.senders_into(worker)
+        if not senders:
+            # Nothing feeds this worker: its step hears at once that the
+            # input ended.
+            send.send_nowait(EndOfInput(0))
+            senders = 1
+        return Inlet(receive, bell, senders, self._start_epoch)
 
-    def __init__(self, worker_count: int) -> None:
-        self.worker_count = worker_count
-        self._next = 0
+    def loopback(self, worker: int) -> Sender:
+        """A sender into the step's own channel on ``worker`` (for its timer)."""
+        return self._channels[worker][0].clone()
 
-    def __call__(self, batch: list[Any]) -> list[list[Any]]:
-        n = self.worker_count
-        parts: list[list[Any]] = [[] for _ in range(n)]
-        size, extra = divmod(len(batch), n)
-        start = 0
-        for j in range(n):
-            w = (self._next + j) % n
-            end = start + size + (1 if j < extra else 0)
-            parts[w] = batch[start:end]
-            start = end
-        self._next = (self._next + max(extra, 1)) % n
-        return parts
+    def seal(self) -> None:
+        """Close the first senders: a channel ends once its clones are closed."""
+        for send, _, _ in self._channels:
+            send.close()
 
 
-class _RouteError(Exception):
-    def __init__(self, routed: list[list[Any]], error: Exception, index: int) -> None:
-        super().__init__(error)
-        self.routed = routed
-        self.error = error
-        self.index = index
+class LocalLink(Link):
+    """Items stay on their worker."""
+
+    def __init__(self, worker_count: int, start_epoch: int) -> None:
+        super().__init__(worker_count, start_epoch)
+        self._senders = [0] * worker_count
+
+    def outlet(self, worker: int) -> AnyOutlet:
+        sender = self._senders[worker]
+        self._senders[worker] += 1
+        return Outlet(self._channels[worker][0].clone(), sender)
+
+    def senders_into(self, worker: int) -> int:
+        return self._senders[worker]
+
+
+class InProcessExchange(Link):
+    """Items go to the worker ``route`` picks; markers go to every worker."""
+
+    def __init__(self, worker_count: int, start_epoch: int, route: Router) -> None:
+        super().__init__(worker_count, start_epoch)
+        self._route = route
+        self._senders = 0
+
+    def outlet(self, worker: int) -> AnyOutlet:
+        sender = self._senders
+        self._senders += 1
+        streams = [send.clone() for send, _, _ in self._channels]
+        return ExchangeOutlet(streams, sender, self._route)
+
+    def senders_into(self, worker: int) -> int:
+        return self._senders
 
 
 class ExchangeOutlet:
     """Sends each item to its worker's channel, and markers to all of them."""
 
-    def __init__(
-        self,
-        streams: list[Sender],
-        sender: int,
-        route: Callable[[list[Any]], list[list[Any]]],
-    ) -> None:
+    def __init__(self, streams: list[Sender], sender: int, route: Router) -> None:
         self._streams = streams
         self.sender = sender
         self._route = route
 
-    async def _send_to(self, worker: int, msg: Message) -> None:
-        await self._streams[worker].send(msg)
-
     async def send(self, batch: list[Any]) -> None:
         try:
             parts = self._route(batch)
-        except _RouteError as bad:
+        except StepFailed as bad:
             # Items before the bad one still reach their workers.
-            await self._send_parts(bad.routed)
+            await self._send_parts(bad.partial)
             raise StepFailed(bad.error) from None
         await self._send_parts(parts)
 
@@ -158,11 +125,11 @@ class ExchangeOutlet:
         sender = self.sender
         for worker, part in enumerate(parts):
             if part:
-                await self._send_to(worker, (sender, part))
+                await self._streams[worker].send((sender, part))
 
     async def _broadcast(self, msg: Message) -> None:
-        for worker in range(len(self._streams)):
-            await self._send_to(worker, msg)
+        for stream in self._streams:
+            await stream.send(msg)
 
     async def epoch_end(self, epoch: int) -> None:
         await self._broadcast(EpochEnd(epoch, self.sender))
@@ -171,9 +138,9 @@ class ExchangeOutlet:
         await self._broadcast(EndOfInput(self.sender))
 
     async def failure(self) -> None:
-        for worker in range(len(self._streams)):
+        for stream in self._streams:
             with contextlib.suppress(DownstreamGone, anyio.ClosedResourceError):
-                await self._send_to(worker, FAILURE)
+                await stream.send(FAILURE)
 
     def close(self) -> None:
         for stream in self._streams:

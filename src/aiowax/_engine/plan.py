@@ -1,10 +1,12 @@
-"""From a `Dataflow` to the pipelines the runner starts, with its checks."""
+"""From a `Dataflow` to the pipelines the wiring builds, with its checks."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiowax._definition.flow import Dataflow, Step
+from aiowax._definition.flow import Dataflow
+from aiowax._definition.steps import InputStep, OutputStep, Step
+from aiowax._engine.kinds import kind_of
 from aiowax._errors import FlowDefinitionError
 
 
@@ -13,7 +15,7 @@ class Pipeline:
     """An input and the steps that process its items, in order."""
 
     index: int
-    input: Step
+    input: InputStep
     steps: tuple[Step, ...]
 
 
@@ -24,9 +26,10 @@ def compile_flow(flow: object) -> list[Pipeline]:
         raise TypeError(msg)
     pipelines: list[Pipeline] = []
     current: list[Step] = []
-    head: Step | None = None
+    head: InputStep | None = None
     for step in flow.steps:
-        if step.kind == "input":
+        kind_of(step)  # every step must be one the engine knows
+        if isinstance(step, InputStep):
             if head is not None:
                 pipelines.append(Pipeline(len(pipelines), head, tuple(current)))
             head, current = step, []
@@ -40,7 +43,7 @@ def compile_flow(flow: object) -> list[Pipeline]:
     if not pipelines:
         msg = "the dataflow has no input step; add one with Dataflow.input"
         raise FlowDefinitionError(msg)
-    if not any(s.kind == "output" for p in pipelines for s in p.steps):
+    if not any(isinstance(s, OutputStep) for p in pipelines for s in p.steps):
         msg = "the dataflow has no output step; add one with Dataflow.output"
         raise FlowDefinitionError(msg)
     return pipelines

@@ -16,7 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zlib import crc32
 
-from aiowax._errors import AiowaxError
+from aiowax._checks import positive_int
+from aiowax._errors import (
+    InconsistentPartitionsError,
+    MissingPartitionsError,
+    NoPartitionsError,
+)
 
 _NAME = re.compile(r"^part-(\d+)\.sqlite3$")
 
@@ -35,22 +40,6 @@ CREATE TABLE IF NOT EXISTS commits (
     committed_at TEXT NOT NULL
 );
 """
-
-
-class RecoveryError(AiowaxError):
-    """Base of the errors about a recovery directory."""
-
-
-class NoPartitionsError(RecoveryError):
-    """The recovery directory holds no partition files."""
-
-
-class MissingPartitionsError(RecoveryError):
-    """Some partition files of the recovery directory are missing."""
-
-
-class InconsistentPartitionsError(RecoveryError):
-    """The partition files come from different points in time or setups."""
 
 
 def partition_path(db_dir: Path, index: int) -> Path:
@@ -75,12 +64,11 @@ def init_db_dir(db_dir: str | Path, count: int) -> None:
             writes of one epoch over more transactions.
 
     Raises:
+        TypeError: ``count`` is not an int.
         ValueError: ``count`` is not positive, or ``db_dir`` already holds
             partition files.
     """
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        msg = f"init_db_dir: count must be a positive int, got {count!r}"
-        raise ValueError(msg)
+    positive_int("init_db_dir", "count", count)
     path = Path(db_dir)
     path.mkdir(parents=True, exist_ok=True)
     existing = sorted(p.name for p in path.iterdir() if _NAME.match(p.name))

@@ -7,10 +7,10 @@ from datetime import datetime
 from itertools import chain, islice
 from typing import Any
 
+from aiowax._checks import positive_int
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import DynamicSink, StatelessSinkPartition
 from aiowax._errors import AbortExecution
-from aiowax._util import check_batch_size
 
 
 class _Marker:
@@ -102,7 +102,7 @@ class TestingSource(FixedPartitionedSource[Any, int]):
 
     def __init__(self, ib: Iterable[Any], batch_size: int = 1) -> None:
         self._ib = ib
-        self._batch_size = check_batch_size("TestingSource", batch_size)
+        self._batch_size = positive_int("TestingSource", "batch_size", batch_size)
 
     def list_parts(self) -> list[str]:
         return ["iterable"]

@@ -11,13 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from aiowax._engine.clock import LoopClock
+from aiowax._engine.clock import LoopClock, register_loop_clock
+
+T = TypeVar("T")
 
 #: Default wall time at the start of a virtual clock: fixed, so tests repeat.
 VIRTUAL_EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+class VirtualClock(LoopClock):
+    """The clock of a `VirtualClockEventLoop`: wall time follows its loop time.
+
+    It also counts aiowax's waits on worker threads, during which the loop
+    lets real time pass instead of jumping (see `run_in_thread`).
+    """
+
+    def __init__(self, start: datetime) -> None:
+        super().__init__(start)
+        #: Worker-thread calls of aiowax in flight.
+        self.threads = 0
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        self.threads += 1
+        try:
+            return await super().run_in_thread(fn, *args)
+        finally:
+            self.threads -= 1
 
 
 class _JumpingSelector:
@@ -26,12 +49,13 @@ class _JumpingSelector:
         self._loop = loop
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
-        if self._loop.aiowax_threads:
+        clock = self._loop.clock
+        if clock.threads:
             # aiowax waits on a worker thread (disk I/O): let real time pass
             # until it answers (its result wakes the selector) before
             # jumping to the next timer.
             events = self._real.select(timeout)
-            if events or not self._loop.aiowax_threads:
+            if events or not clock.threads:
                 return events
         events = self._real.select(0)
         if events or timeout is None or timeout <= 0:
@@ -58,10 +82,9 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: datetime = VIRTUAL_EPOCH) -> None:
         super().__init__()
         self._virtual_time = 0.0
-        #: Worker-thread calls of aiowax in flight (see `run_in_thread`).
-        self.aiowax_threads = 0
-        #: Wall time that follows the virtual loop time, read by aiowax.
-        self.aiowax_clock = LoopClock(start)
+        #: The clock of every aiowax run on this loop.
+        self.clock = VirtualClock(start)
+        register_loop_clock(self, self.clock)
         real: selectors.BaseSelector = self._selector  # type: ignore[has-type]
         self._selector = _JumpingSelector(real, self)
 

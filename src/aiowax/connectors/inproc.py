@@ -5,15 +5,8 @@ iterable) feed a flow; `BroadcastSink` lets several readers consume its
 output with ``async for``.
 """
 
-from aiowax._connectors.inproc import (
-    BroadcastSink,
-    IterableSource,
-    PushSource,
-    SourceClosedError,
-    SourceFullError,
-    SubscriberOverflowError,
-    Subscription,
-)
+from aiowax._connectors.inproc import BroadcastSink, IterableSource, PushSource, Subscription
+from aiowax._errors import SourceClosedError, SourceFullError, SubscriberOverflowError
 from aiowax._util import fixup_module_metadata
 
 __all__ = [

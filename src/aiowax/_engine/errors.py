@@ -1,38 +1,37 @@
-"""How a failing step reports to the run: the error, and what came before it."""
+"""The engine's own signals: a step that failed, a receiver that is gone.
+
+Neither ever reaches the user. `StepFailed` is the one carrier of "an error
+plus the output produced before it": operators, routers, user-code helpers
+and source lanes all raise it, and the step task passes the output on before
+it stops, so nothing already processed is lost. `DownstreamGone` tells a
+sender that its receiver has stopped.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any
 
 import anyio
 
-from aiowax._engine.channels import DownstreamGone
-
-if TYPE_CHECKING:
-    from aiowax._engine.channels import AnyOutlet
-    from aiowax._engine.context import RunContext, Tail
-
-T = TypeVar("T")
-
 
 class StepFailed(Exception):
-    """Raised by an operator when user code (or its own check) failed mid-batch.
+    """User code (or a check of the engine) failed in the middle of a batch.
 
     Attributes:
-        partial: Output the step produced for the items before the failing
-            one; the engine passes it on before stopping, so nothing already
-            processed is lost.
         error: The exception to report to the caller of the run.
+        partial: What was produced for the items before the failing one:
+            output items, or, from a router, the items routed per worker.
     """
 
     def __init__(self, error: BaseException, partial: list[Any] | None = None) -> None:
         super().__init__(error)
         self.error = error
         self.partial = partial or []
+
+
+class DownstreamGone(Exception):
+    """The receiving step has stopped; the sender should stop quietly too."""
 
 
 def note(error: BaseException, step_id: str, role: str) -> BaseException:
@@ -57,46 +56,6 @@ def fail(
             error.partial = partial
         return error
     return StepFailed(note(error, step_id, role), partial)
-
-
-async def user_await(awaitable: Awaitable[T]) -> T:
-    """Await user code, telling a real cancellation from a stray one.
-
-    A user coroutine that raises `asyncio.CancelledError` while nobody is
-    cancelling the task would otherwise pass for a cancellation of the
-    step, and the step would end as if its input had: a silent loss.
-    """
-    try:
-        return await awaitable
-    except asyncio.CancelledError:
-        task = asyncio.current_task()
-        if task is None or task.cancelling():
-            raise
-        msg = "raised CancelledError while nothing was cancelling it"
-        raise RuntimeError(msg) from None
-
-
-async def maybe_await(value: Any) -> Any:
-    """The value, awaited first if it is awaitable (user code may be either)."""
-    if inspect.isawaitable(value):
-        return await user_await(value)
-    return value
-
-
-async def report_failure(
-    ctx: RunContext, outlet: AnyOutlet, failed: StepFailed, downstream: set[Tail]
-) -> None:
-    """What a task does when its step failed.
-
-    The error is recorded first, so nothing that follows can mask it; then
-    what the step produced before the failure goes downstream (it reaches
-    the sinks), then the failure marker.
-    """
-    ctx.record(failed.error, downstream)
-    if failed.partial:
-        with contextlib.suppress(DownstreamGone, StepFailed):
-            await outlet.send(failed.partial)
-    await outlet.failure()
 
 
 async def with_side_task(

@@ -11,32 +11,26 @@ message.
 from __future__ import annotations
 
 import inspect
-from asyncio import sleep
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
 import anyio
 
-from aiowax._definition.flow import Step
+from aiowax._checks import describe
 from aiowax._definition.inputs import (
     DynamicSource,
     FixedPartitionedSource,
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from aiowax._engine.channels import AnyOutlet, Doorbell, EpochBarrier
+from aiowax._definition.steps import InputStep
+from aiowax._engine.aio import Doorbell, user_await, yield_now
+from aiowax._engine.channels import AnyOutlet, EpochBarrier
 from aiowax._engine.context import RunContext
-from aiowax._engine.failure import (
-    StepFailed,
-    fail,
-    maybe_await,
-    note,
-    report_failure,
-    user_await,
-    with_side_task,
-)
-from aiowax._util import describe, is_async_callable
+from aiowax._engine.errors import StepFailed, fail, note, with_side_task
+from aiowax._engine.usercode import maybe_await
+from aiowax._util import is_async_callable
 
 #: Largest number of items a lane gathers into one message from a sync source.
 COALESCE_ITEMS = 1024
@@ -52,11 +46,12 @@ Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
 _NOW: Any = object()
 
 
-def lane_parts(source: object, step: Step, worker_count: int) -> list[list[str | None]]:
+def lane_parts(step: InputStep, worker_count: int) -> list[list[str | None]]:
     """The partitions each worker reads, by worker (``None``: a dynamic one).
 
     ``list_parts`` is called once per run, so every worker sees one list.
     """
+    source = step.source
     if isinstance(source, FixedPartitionedSource):
         try:
             parts = list(source.list_parts())
@@ -113,7 +108,7 @@ class Lane:
     def __init__(
         self,
         ctx: RunContext,
-        step: Step,
+        step: InputStep,
         part_name: str | None,
         worker_index: int,
         outlet: AnyOutlet,
@@ -140,7 +135,7 @@ class Lane:
         self._read_scope = anyio.CancelScope()
 
     async def _build(self) -> Partition:
-        source = self.step.args["source"]
+        source: Any = self.step.source
         now = self.ctx.clock.now()
         role = "input build" if self.part_name is None else "input build_part"
         try:
@@ -178,7 +173,7 @@ class Lane:
             # What was read before the failure still goes downstream.
             failed.partial = self.pending + failed.partial
             self.pending = []
-            await report_failure(self.ctx, self.outlet, failed, downstream)
+            await self.ctx.report(self.outlet, failed, downstream)
         finally:
             self.barrier.leave()
             self.outlet.close()
@@ -405,4 +400,4 @@ class Lane:
                 backoff = min(backoff * 2, BACKOFF_MAX)
             else:
                 backoff = BACKOFF_MIN
-                await sleep(0)  # let the steps run; cheaper than anyio's checkpoint
+                await yield_now()  # let the steps run

@@ -1,0 +1,86 @@
+"""Argument checks shared by every constructor and builder method.
+
+One checker per rule, so the same mistake gives the same exception type and
+the same wording wherever it is made: `TypeError` when the value has the
+wrong type, `ValueError` when the type is right but the value is not.
+Each takes ``where`` (``"batch step 'b'"``, ``"PushSource"``...), which
+starts the message, so the user sees which call was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+
+def positive_int(where: str, name: str, value: object) -> int:
+    """Return ``value`` if it is an int of at least 1.
+
+    Raises:
+        TypeError: Not an int (a bool does not count).
+        ValueError: Zero or negative.
+    """
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"{where}: {name} must be an int, got {value!r}"
+        raise TypeError(msg)
+    if value < 1:
+        msg = f"{where}: {name} must be positive, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def timedelta_arg(where: str, name: str, value: object, *, allow_zero: bool) -> timedelta:
+    """Return ``value`` if it is a positive (or, with ``allow_zero``, zero) timedelta.
+
+    Raises:
+        TypeError: Not a `datetime.timedelta`.
+        ValueError: Negative, or zero when ``allow_zero`` is false.
+    """
+    if not isinstance(value, timedelta):
+        msg = f"{where}: {name} must be a datetime.timedelta, got {value!r}"
+        raise TypeError(msg)
+    if value < timedelta(0) or (not allow_zero and not value):
+        rule = "must not be negative" if allow_zero else "must be positive"
+        msg = f"{where}: {name} {rule}, got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def aware_datetime(where: str, name: str, value: object) -> datetime:
+    """Return ``value`` in UTC if it is a timezone-aware datetime.
+
+    Raises:
+        TypeError: Not a `datetime.datetime`.
+        ValueError: A naive datetime.
+    """
+    if not isinstance(value, datetime):
+        msg = f"{where}: {name} must be a datetime.datetime, got {value!r}"
+        raise TypeError(msg)
+    if value.tzinfo is None or value.utcoffset() is None:
+        msg = (
+            f"{where}: {name} must be timezone-aware, got the naive {value!r}; "
+            "add tzinfo=timezone.utc"
+        )
+        raise ValueError(msg)
+    return value.astimezone(UTC)
+
+
+def callable_arg(where: str, name: str, value: object) -> Callable[..., Any]:
+    """Return ``value`` if it is callable.
+
+    Raises:
+        TypeError: Not callable.
+    """
+    if not callable(value):
+        msg = f"{where}: {name} must be callable, got {value!r}"
+        raise TypeError(msg)
+    return value
+
+
+def describe(obj: object, limit: int = 200) -> str:
+    """Return ``repr(obj)`` cut to ``limit`` characters, for error messages."""
+    text = repr(obj)
+    if len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

@@ -1,0 +1,130 @@
+"""Cutting item streams into batches: the helpers sources use to fill ``next_batch``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from datetime import timedelta
+from itertools import islice
+from typing import Any, TypeVar
+
+import anyio
+
+from aiowax._checks import positive_int, timedelta_arg
+
+X = TypeVar("X")
+
+
+def batch(ib: Iterable[X], batch_size: int) -> Iterator[list[X]]:
+    """Cut an iterable into lists of at most ``batch_size`` items.
+
+    >>> list(batch(range(5), 2))
+    [[0, 1], [2, 3], [4]]
+
+    Raises:
+        TypeError: ``batch_size`` is not an int.
+        ValueError: ``batch_size`` is not positive.
+    """
+    # Checked here, not in the generator, so a bad call fails where it is made.
+    positive_int("batch", "batch_size", batch_size)
+    return _batch(iter(ib), batch_size)
+
+
+def _batch(it: Iterator[X], batch_size: int) -> Iterator[list[X]]:
+    while chunk := list(islice(it, batch_size)):
+        yield chunk
+
+
+def batch_async(
+    aib: AsyncIterable[X], timeout: timedelta, batch_size: int
+) -> AsyncGenerator[list[X], None]:
+    """Cut an async iterable into lists, without holding items back long.
+
+    A list is yielded once it has ``batch_size`` items, or once ``timeout``
+    has passed since its first item arrived, whichever comes first; the last,
+    shorter list is yielded when the iterable ends.
+
+    Args:
+        aib: The async iterable to read.
+        timeout: Longest an item waits in an unfinished list; zero or more.
+        batch_size: Largest list; a positive int.
+
+    Returns:
+        An async generator of the lists (``aclose()`` it to stop early).
+
+    Raises:
+        TypeError: ``timeout`` is not a `datetime.timedelta`, or
+            ``batch_size`` is not an int.
+        ValueError: ``timeout`` is negative, or ``batch_size`` is not
+            positive.
+    """
+    # Checked here, not in the generator, so a bad call fails where it is made.
+    timedelta_arg("batch_async", "timeout", timeout, allow_zero=True)
+    positive_int("batch_async", "batch_size", batch_size)
+    return _batch_async(aib, timeout.total_seconds(), batch_size)
+
+
+async def _batch_async(
+    aib: AsyncIterable[X], seconds: float, batch_size: int
+) -> AsyncGenerator[list[X], None]:
+    it = aib.__aiter__()
+    ended = False
+    next_item: _Pending | None = None
+    try:
+        while not ended:
+            chunk: list[X] = []
+            deadline: float | None = None
+            while len(chunk) < batch_size:
+                if next_item is None:
+                    next_item = _Pending(it)
+                remaining = None if deadline is None else deadline - anyio.current_time()
+                if remaining is not None and remaining <= 0:
+                    break
+                got, value = await next_item.get(remaining)
+                if not got:
+                    break  # timed out: the pending read stays for the next list
+                next_item = None
+                if value is _END:
+                    ended = True
+                    break
+                chunk.append(value)
+                if deadline is None:
+                    deadline = anyio.current_time() + seconds
+            if chunk:
+                yield chunk
+    finally:
+        # Closed early (or failed): stop the read in flight, no orphan task.
+        if next_item is not None:
+            await next_item.cancel()
+
+
+_END = object()
+
+
+class _Pending:
+    """One read of an async iterator that survives a timeout.
+
+    Cancelling ``__anext__`` on timeout could lose the item it was about to
+    return, so the read runs as its own awaitable and is only waited on.
+    """
+
+    def __init__(self, it: AsyncIterator[Any]) -> None:
+        self._task = asyncio.ensure_future(self._read(it))
+
+    @staticmethod
+    async def _read(it: AsyncIterator[Any]) -> Any:
+        try:
+            return await it.__anext__()
+        except StopAsyncIteration:
+            return _END
+
+    async def cancel(self) -> None:
+        self._task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({self._task})
+
+    async def get(self, timeout: float | None) -> tuple[bool, Any]:
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            return False, None
+        return True, self._task.result()

@@ -1,0 +1,137 @@
+"""The few asyncio-specific primitives of aiowax, kept in one place.
+
+aiowax is written against anyio (task groups, cancel scopes, memory
+streams, events). A handful of hot or subtle spots need asyncio itself,
+because anyio's portable versions cost a checkpoint or an object per call,
+or cannot say what is needed; each is here, with the reason, so the rest
+of the package stays backend-neutral and a port to another backend knows
+exactly what to replace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, TypeVar
+
+import anyio
+
+T = TypeVar("T")
+
+
+class Doorbell:
+    """Wakes one idle waiter when something happened (a channel was sent to).
+
+    A bare future: waking a receiver this way skips the checkpoint and the
+    event object of anyio's ``receive``, which are most of a hop's latency.
+    """
+
+    __slots__ = ("waiter",)
+
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[None] | None = None
+
+    def ring(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait(self) -> None:
+        """Wait until the bell rings (one waiter at a time)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiter = waiter
+        try:
+            await waiter
+        finally:
+            self.waiter = None
+
+
+async def yield_now() -> None:
+    """Let other tasks run; cheaper than anyio's checkpoint on a hot path."""
+    await asyncio.sleep(0)
+
+
+def loop_time_function() -> Any:
+    """The running loop's own ``time`` method, or None outside a loop.
+
+    Hot loops read the time once per batch; the bound method skips anyio's
+    backend lookup on every call.
+    """
+    try:
+        return asyncio.get_running_loop().time
+    except RuntimeError:
+        return None
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The running event loop, or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+async def user_await(awaitable: Awaitable[T]) -> T:
+    """Await user code, telling a real cancellation from a stray one.
+
+    A user coroutine that raises `asyncio.CancelledError` while nobody is
+    cancelling the task would otherwise pass for a cancellation of the
+    step, and the step would end as if its input had: a silent loss. Only
+    asyncio can say whether the task is being cancelled.
+    """
+    try:
+        return await awaitable
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is None or task.cancelling():
+            raise
+        msg = "raised CancelledError while nothing was cancelling it"
+        raise RuntimeError(msg) from None
+
+
+_END: Any = object()
+
+
+class PendingRead:
+    """One read of an async iterator, running as its own task.
+
+    Cancelling ``__anext__`` (on a timeout, or a graceful stop) could lose
+    the item it was about to return; run as a task, the read can be waited
+    on with a timeout and picked up later, and is only cancelled when the
+    iterator is being abandoned anyway.
+    """
+
+    def __init__(self, it: AsyncIterator[Any]) -> None:
+        self._task = asyncio.ensure_future(self._read(it))
+
+    @staticmethod
+    async def _read(it: AsyncIterator[Any]) -> Any:
+        try:
+            return await it.__anext__()
+        except StopAsyncIteration:
+            return _END
+
+    def done(self) -> bool:
+        """Whether the read has finished (its item, or the end, is ready)."""
+        return self._task.done()
+
+    async def get(self, timeout: float | None) -> tuple[bool, Any]:
+        """Wait at most ``timeout`` seconds for the read.
+
+        Returns:
+            ``(False, None)`` on timeout; else ``(True, item)``, where the
+            item is `PendingRead.END` once the iterator is exhausted.
+        """
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        if not done:
+            return False, None
+        return True, self._task.result()
+
+    async def cancel(self) -> None:
+        """Stop the read and wait until it has stopped (shielded)."""
+        self._task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({self._task})
+
+    #: What `get` returns once the iterator has ended.
+    END: Any = _END

@@ -1,0 +1,254 @@
+"""Driving a flow: one task group, every task of the wired graph, one failure path.
+
+`run_flow` checks the arguments, compiles the flow, opens recovery, has the
+graph wired (`aiowax._engine.wiring`), then runs every lane, step and drain
+task in one task group. A step task drives its operator through the
+lifecycle of `aiowax._engine.ops.base`, whatever the operator's class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+import anyio
+
+from aiowax._engine.channels import Inlet
+from aiowax._engine.clock import current_clock
+from aiowax._engine.context import RunContext, Tail
+from aiowax._engine.errors import DownstreamGone, StepFailed, with_side_task
+from aiowax._engine.lanes import Lane
+from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
+from aiowax._engine.plan import Pipeline, compile_flow
+from aiowax._engine.wiring import StepTask, build_graph
+from aiowax._recovery.config import RecoveryConfig
+from aiowax._recovery.runtime import Recovery
+
+DEFAULT_EPOCH_INTERVAL = timedelta(seconds=10)
+
+#: Most items an async step gathers from batches already waiting.
+ASYNC_GATHER_ITEMS = 4096
+
+
+def check_run_args(workers: object, epoch_interval: object, recovery_config: object) -> float:
+    """Check the arguments of a run; return the epoch interval in seconds."""
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        msg = f"workers must be an int, got {workers!r}"
+        raise TypeError(msg)
+    if workers < 1:
+        msg = f"workers must be at least 1, got {workers!r}"
+        raise ValueError(msg)
+    if epoch_interval is None:
+        epoch_interval = DEFAULT_EPOCH_INTERVAL
+    if not isinstance(epoch_interval, timedelta):
+        msg = f"epoch_interval must be a datetime.timedelta, got {epoch_interval!r}"
+        raise TypeError(msg)
+    if epoch_interval < timedelta(0):
+        msg = f"epoch_interval must not be negative, got {epoch_interval!r}"
+        raise ValueError(msg)
+    if recovery_config is not None and not isinstance(recovery_config, RecoveryConfig):
+        msg = f"recovery_config must be an aiowax.recovery.RecoveryConfig, got {recovery_config!r}"
+        raise TypeError(msg)
+    return epoch_interval.total_seconds()
+
+
+async def run_flow(
+    flow: object,
+    *,
+    workers: int = 1,
+    epoch_interval: timedelta | None = None,
+    recovery_config: Any = None,
+    on_start: Callable[[RunContext], None] | None = None,
+) -> None:
+    """Run ``flow`` to completion in the current event loop (see `aiowax.run`).
+
+    ``on_start`` is called with the run's context once every task is set up
+    (the flow handle uses it to ask for a graceful stop).
+    """
+    interval = check_run_args(workers, epoch_interval, recovery_config)
+    pipelines = compile_flow(flow)
+    ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
+    if recovery_config is not None:
+        ctx.recovery = await Recovery.open(recovery_config, interval, workers)
+        ctx.start_epoch = ctx.recovery.resume_epoch
+    try:
+        await _run(ctx, pipelines, on_start)
+    finally:
+        if ctx.recovery is not None:
+            ctx.recovery.close()
+
+
+async def _run(
+    ctx: RunContext,
+    pipelines: list[Pipeline],
+    on_start: Callable[[RunContext], None] | None,
+) -> None:
+    graph = build_graph(ctx, pipelines)
+    try:
+        async with anyio.create_task_group() as tg:
+            ctx.cancel_scope = tg.cancel_scope
+            for lane in graph.lanes:
+                tg.start_soon(_run_lane, lane.lane, lane.downstream, name=lane.name)
+            for drain in graph.drains:
+                tg.start_soon(_drain, ctx, drain.inlet, drain.tail, name=drain.name)
+            for task in graph.steps:
+                tg.start_soon(_drive, ctx, task, name=task.name)
+            if ctx.recovery is not None:
+                tg.start_soon(ctx.recovery.writer, set(graph.tails), name="aiowax snapshots")
+            if on_start is not None:
+                on_start(ctx)
+    except BaseExceptionGroup as group:
+        # User errors are recorded, and the first one is what the caller
+        # gets; anything else here is internal. Never leak a group of one,
+        # nor the engine's own signals.
+        if ctx.failure is not None:
+            raise ctx.failure from None
+        leaves = [
+            leaf.error if isinstance(leaf, StepFailed) else leaf
+            for leaf in _leaves(group)
+            if not isinstance(leaf, DownstreamGone)
+        ]
+        if len(leaves) == 1:
+            raise leaves[0] from None
+        raise
+    if ctx.failure is not None:
+        if ctx.recovery is not None:
+            await ctx.recovery.commit_done(set(graph.tails))
+        raise ctx.failure
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
+
+
+async def _run_lane(lane: Lane, downstream: set[Tail]) -> None:
+    with contextlib.suppress(DownstreamGone):
+        await lane.run(downstream)
+
+
+async def _drive(ctx: RunContext, task: StepTask) -> None:
+    """The task of one step on one worker."""
+    op = task.op
+    try:
+        await op.start(task.restored)
+        timer, ticks = op.timer, task.timer_sender
+        if timer is not None and ticks is not None:
+
+            async def send_tick() -> None:
+                await ticks.send(TICK)
+
+            await with_side_task(lambda: _step_loop(ctx, task), lambda: timer.run(send_tick))
+        else:
+            await _step_loop(ctx, task)
+    except StepFailed as failed:
+        await ctx.report(task.outlet, failed, task.downstream)
+    except DownstreamGone:
+        pass
+    finally:
+        if task.timer_sender is not None:
+            task.timer_sender.close()
+        task.inlet.close()
+        task.outlet.close()
+        if not ctx.abort:
+            try:
+                await op.aclose()
+            except StepFailed as failed:
+                # Downstream may still hold output: let it drain first.
+                ctx.record(failed.error, task.downstream)
+        if task.tail is not None:
+            ctx.tail_done(task.tail)
+
+
+async def _step_loop(ctx: RunContext, task: StepTask) -> None:
+    op, inlet, outlet, tail = task.op, task.inlet, task.outlet, task.tail
+    recovery = ctx.recovery
+    process = op.process
+    aprocess = op.aprocess
+    is_async = op.is_async
+    # Async steps pay per batch (a task group, awaits): let them take every
+    # batch already waiting at once.
+    gather = is_async and op.gathers
+    async for msg in inlet:
+        if type(msg) is list:
+            if gather:
+                for more in inlet.take_ready(ASYNC_GATHER_ITEMS - len(msg)):
+                    msg = msg + more
+            out = await aprocess(msg) if is_async else process(msg)
+            if out:
+                await outlet.send(out)
+        elif isinstance(msg, EpochEnd):
+            op.epoch_ended(msg.epoch)
+            if recovery is not None:
+                recovery.record(msg.epoch, op.step_id, op.snapshot())
+                if tail is not None:
+                    recovery.tail_done(tail, msg.epoch)
+            await outlet.epoch_end(msg.epoch)
+        elif isinstance(msg, EndOfInput):
+            rest = await op.end_of_input()
+            if rest:
+                await outlet.send(rest)
+            if recovery is not None:
+                # The last epoch ends with the input: its snapshot makes a
+                # later run continue after what this one read.
+                recovery.record(op.epoch, op.step_id, op.snapshot())
+                if tail is not None:
+                    recovery.tail_finished(tail, op.epoch)
+            await outlet.end_of_input()
+            return
+        elif msg is TICK:
+            out = await op.atick()
+            if op.timer is not None:
+                op.timer.tick_handled()
+            if out:
+                await outlet.send(out)
+        else:
+            await outlet.failure()
+            return
+    await _ended_without_marker(ctx)
+
+
+async def _ended_without_marker(ctx: RunContext) -> None:
+    """An inlet ended with no end-of-input nor failure marker.
+
+    That happens when the run is being cancelled (upstream tasks went
+    first; this one follows at the checkpoint), when a failure elsewhere
+    stopped the senders (the run then waits for the tails to drain: this
+    task ends quietly), or when upstream stopped abnormally: never take it
+    for the end of the input.
+    """
+    await anyio.lowlevel.checkpoint_if_cancelled()
+    if ctx.failure is not None:
+        return
+    msg = "a step's input ended without an end-of-input marker (an internal error)"
+    raise RuntimeError(msg)
+
+
+async def _drain(ctx: RunContext, inlet: Inlet, tail: Tail) -> None:
+    """Consume an input that has no steps after it, so its source still runs."""
+    recovery = ctx.recovery
+    epoch = ctx.start_epoch
+    try:
+        async for msg in inlet:
+            if isinstance(msg, EpochEnd):
+                epoch = msg.epoch + 1
+                if recovery is not None:
+                    recovery.tail_done(tail, msg.epoch)
+            elif isinstance(msg, EndOfInput):
+                if recovery is not None:
+                    recovery.tail_finished(tail, epoch)
+                break
+            elif type(msg) is not list:
+                break
+        else:
+            await _ended_without_marker(ctx)
+    finally:
+        inlet.close()
+        ctx.tail_done(tail)

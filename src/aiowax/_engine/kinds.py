@@ -1,0 +1,127 @@
+"""The operator table: every step kind the engine runs, declared once.
+
+Planning, wiring, routing and the testing helpers read this table; nothing
+else lists the step kinds. To add an operator, write its step class (in
+`aiowax._definition.steps`, or beside the operator for a private one) and
+its operator class (in `aiowax._engine.ops`), then add one line here.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from aiowax._definition.steps import (
+    BatchStep,
+    CollectWindowStep,
+    FilterMapStep,
+    FilterStep,
+    FlatMapStep,
+    FoldWindowStep,
+    InputStep,
+    InspectEpochStep,
+    InspectStep,
+    InspectWorkerStep,
+    MapStep,
+    OutputStep,
+    RedistributeStep,
+    ReduceStep,
+    ReduceWindowStep,
+    StatefulMapStep,
+    Step,
+)
+from aiowax._engine.ops.base import Operator, TimedOp
+from aiowax._engine.ops.batch import BatchOp
+from aiowax._engine.ops.keyed import ReduceOp, StatefulMapOp
+from aiowax._engine.ops.output import OutputOp
+from aiowax._engine.ops.stateless import (
+    FilterMapOp,
+    FilterOp,
+    FlatMapOp,
+    InspectEpochOp,
+    InspectOp,
+    InspectWorkerOp,
+    MapOp,
+    RedistributeOp,
+)
+from aiowax._engine.ops.windows.kinds import CollectWindowOp, FoldWindowOp, ReduceWindowOp
+
+
+class Routing(enum.Enum):
+    """Where the items in front of a step go when a run has several workers."""
+
+    #: They stay on the worker that produced them.
+    LOCAL = "local"
+    #: To the worker that owns their key (keyed state lives there).
+    BY_KEY = "by key"
+    #: Evenly over all workers.
+    SPREAD = "spread"
+    #: To the worker that owns their sink partition (partitioned sinks only).
+    BY_SINK_PARTITION = "by sink partition"
+
+
+@dataclass(frozen=True)
+class StepKind:
+    """One kind of step, as the engine runs it.
+
+    Attributes:
+        step: The step class the definition builds.
+        operator: The operator class; None for inputs, which source lanes read.
+        role: Names the step's main user code in error notes ("map mapper").
+        routing: Where items go in front of it when there are several workers.
+    """
+
+    step: type[Step]
+    operator: type[Operator] | None
+    role: str
+    routing: Routing = Routing.LOCAL
+
+    @property
+    def name(self) -> str:
+        """The kind's name: the `Dataflow` method that adds it."""
+        return self.step.kind
+
+    @property
+    def keyed(self) -> bool:
+        """Its state is per key, restored on the worker that owns the key."""
+        return self.routing is Routing.BY_KEY
+
+    @property
+    def timed(self) -> bool:
+        """It has deadlines: its task runs a timer beside it."""
+        return self.operator is not None and issubclass(self.operator, TimedOp)
+
+
+_K = Routing.BY_KEY
+
+#: Every step kind, by step class.
+KINDS: dict[type[Step], StepKind] = {
+    kind.step: kind
+    for kind in (
+        StepKind(InputStep, None, "input"),
+        StepKind(OutputStep, OutputOp, "output write_batch", Routing.BY_SINK_PARTITION),
+        StepKind(MapStep, MapOp, "map mapper"),
+        StepKind(FilterStep, FilterOp, "filter predicate"),
+        StepKind(FilterMapStep, FilterMapOp, "filter_map mapper"),
+        StepKind(FlatMapStep, FlatMapOp, "flat_map mapper"),
+        StepKind(InspectStep, InspectOp, "inspect inspector"),
+        StepKind(InspectEpochStep, InspectEpochOp, "inspect_epoch inspector"),
+        StepKind(InspectWorkerStep, InspectWorkerOp, "inspect_worker inspector"),
+        StepKind(RedistributeStep, RedistributeOp, "redistribute", Routing.SPREAD),
+        StepKind(StatefulMapStep, StatefulMapOp, "stateful_map mapper", _K),
+        StepKind(ReduceStep, ReduceOp, "reduce reducer", _K),
+        StepKind(BatchStep, BatchOp, "batch", _K),
+        StepKind(FoldWindowStep, FoldWindowOp, "fold_window folder", _K),
+        StepKind(ReduceWindowStep, ReduceWindowOp, "reduce_window reducer", _K),
+        StepKind(CollectWindowStep, CollectWindowOp, "collect_window", _K),
+    )
+}
+
+
+def kind_of(step: Step) -> StepKind:
+    """The table entry of ``step``'s kind."""
+    try:
+        return KINDS[type(step)]
+    except KeyError:
+        msg = f"{step} has no entry in the operator table"
+        raise TypeError(msg) from None

@@ -1,0 +1,188 @@
+"""What every operator is: its environment, its lifecycle, its timer.
+
+An operator is one step's logic on one worker. The step task (see
+`aiowax._engine.driver`) drives every operator through the same lifecycle,
+without knowing its class:
+
+1. ``await start(restored)``: build what it needs; take restored state.
+2. ``process(batch)`` (or ``await aprocess(batch)`` when ``is_async``) for
+   each batch, returning the output batch.
+3. ``epoch_ended(epoch)`` after each aligned epoch end, then ``snapshot()``
+   when recovery is on.
+4. ``on_tick()`` (or ``await atick()``) when its timer fired, if it has one.
+5. ``await end_of_input()`` once, returning what is left to emit.
+6. ``await aclose()`` once, whatever happened.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from aiowax._checks import describe
+from aiowax._definition.steps import Step
+from aiowax._engine.clock import Clock
+from aiowax._engine.errors import DownstreamGone, StepFailed, fail
+
+if TYPE_CHECKING:
+    from aiowax._engine.kinds import StepKind
+
+
+@dataclass(frozen=True)
+class StepEnv:
+    """Where an operator runs: what the wiring tells it when it is made.
+
+    Attributes:
+        kind: Its entry in the operator table.
+        worker_index: The worker it runs on.
+        worker_count: Workers in the run.
+        clock: The run's clock.
+        start_epoch: The run's first epoch.
+        passes_on: Steps follow it in its pipeline (its output is used).
+        items_checked: An exchange in front already checked that every item
+            is a ``(str, value)`` pair, so its hot loop may skip the check.
+        sink_parts: The partitions of a partitioned sink, listed once per run.
+    """
+
+    kind: StepKind
+    worker_index: int
+    worker_count: int
+    clock: Clock
+    start_epoch: int = 1
+    passes_on: bool = False
+    items_checked: bool = False
+    sink_parts: tuple[str, ...] = ()
+
+
+class Operator:
+    """One step's logic on one worker; see the module docs for its lifecycle.
+
+    Sync operators implement `process`; async ones set ``is_async`` and
+    implement `aprocess`. Both return the output batch (maybe empty).
+    """
+
+    #: ``aprocess`` is the one to call (a user function is ``async def``).
+    is_async = False
+    #: An async step may take every batch already waiting at once (its cost
+    #: is per batch); an output step keeps batches as they came.
+    gathers = True
+    #: The timer of a timed operator, run by the driver beside the step.
+    timer: StepTimer | None = None
+
+    def __init__(self, step: Step, env: StepEnv) -> None:
+        self.step = step
+        self.step_id = step.step_id
+        self.env = env
+        self.worker_index = env.worker_index
+        #: Names the main user code in error notes ("map mapper"...).
+        self.role = env.kind.role
+        self.epoch = env.start_epoch
+
+    def fail(self, error: BaseException, partial: list[Any] | None = None) -> StepFailed:
+        """The `StepFailed` for ``error`` raised by the step's main user code."""
+        return fail(error, self.step_id, self.role, partial)
+
+    def type_error(self, rule: str, got: object, context: str = "") -> StepFailed:
+        """The `StepFailed` for user code that returned the wrong thing."""
+        msg = f"{self.step.kind} step {self.step_id!r}: {rule}, got {describe(got)}{context}"
+        return StepFailed(TypeError(msg))
+
+    async def start(self, restored: dict[str, Any] | None) -> None:
+        """Get ready to process; ``restored`` is the recovered state, if recovery is on."""
+        if restored is not None:
+            self.restore(restored)
+
+    def restore(self, restored: dict[str, Any]) -> None:
+        """Take over restored state and start tracking changes for snapshots."""
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    async def aprocess(self, batch: list[Any]) -> list[Any]:
+        return self.process(batch)
+
+    def epoch_ended(self, epoch: int) -> None:
+        """Everything of ``epoch`` has been processed."""
+        self.epoch = epoch + 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state changes since the last snapshot, by state key.
+
+        A key whose state is gone maps to `aiowax._recovery.runtime.DELETED`.
+        """
+        return {}
+
+    def on_tick(self) -> list[Any]:
+        """The timer fired: return what is due."""
+        return []
+
+    async def atick(self) -> list[Any]:
+        return self.on_tick()
+
+    async def end_of_input(self) -> list[Any]:
+        """Return what is left to emit at the end of input."""
+        return []
+
+    async def aclose(self) -> None:
+        """Release what the operator holds; called once, whatever happened."""
+
+
+class StepTimer:
+    """Puts a tick in a timed step's own channel when its earliest deadline passes.
+
+    The operator owns it and says when its earliest deadline may have moved
+    earlier (`rearm`); the driver runs it beside the step's loop and reports
+    each tick handled (`tick_handled`), so no tick is sent before the last
+    one was answered.
+    """
+
+    def __init__(self, clock: Clock, next_deadline: Callable[[], float | None]) -> None:
+        self._clock = clock
+        self._next_deadline = next_deadline
+        self._wake = anyio.Event()
+        self._ticked = anyio.Event()
+
+    def rearm(self) -> None:
+        """The earliest deadline may have moved earlier: look again."""
+        self._wake.set()
+
+    def tick_handled(self) -> None:
+        self._ticked.set()
+
+    async def run(self, send_tick: Callable[[], Awaitable[None]]) -> None:
+        clock = self._clock
+        while True:
+            self._wake = anyio.Event()
+            deadline = self._next_deadline()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            if deadline > clock.monotonic():
+                with anyio.move_on_after(deadline - clock.monotonic()):
+                    await self._wake.wait()
+                continue
+            self._ticked = anyio.Event()
+            try:
+                await send_tick()
+            except (DownstreamGone, anyio.ClosedResourceError):
+                return
+            await self._ticked.wait()
+
+
+class TimedOp(Operator):
+    """An operator with deadlines on the event-loop clock (batch timeouts, windows)."""
+
+    timer: StepTimer
+
+    def __init__(self, step: Step, env: StepEnv) -> None:
+        super().__init__(step, env)
+        self.clock = env.clock
+        self.now = env.clock.timer()
+        self.timer = StepTimer(env.clock, self.next_deadline)
+
+    def next_deadline(self) -> float | None:
+        """The loop time of the earliest deadline, if any."""
+        raise NotImplementedError

@@ -1,0 +1,9 @@
+"""The window operators: fold_window, reduce_window, collect_window, split by concern.
+
+- `state`: one key's watermark and open windows, and the memo of forgotten keys.
+- `op`: `WindowOp`, the lifecycle: items in (the general path), windows
+  closing on timers, end of input, snapshots and restore.
+- `fast_path`: the inlined hot loop of tumbling and sliding windows on the
+  event clock, the common case.
+- `kinds`: how each of the three operators accumulates.
+"""

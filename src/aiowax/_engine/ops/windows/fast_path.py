@@ -1,0 +1,107 @@
+"""The hot loop of tumbling and sliding windows on the event clock, inlined.
+
+It applies the rules of `WindowOp._place` and `KeyState.advance` (which the
+general path uses for every other case) without a method call per step of
+the way: this loop is most of a window step's cost. The two paths are held
+to the same results by ``tests/engine/ops/test_windows_property.py``, which
+runs every window operator on both against a brute-force model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from aiowax._engine.errors import StepFailed
+from aiowax._engine.ops.windows.state import MISSING
+from aiowax._engine.timeutil import EPOCH
+from aiowax._keys import bad_item_error
+
+if TYPE_CHECKING:
+    from aiowax._engine.ops.windows.op import WindowOp
+
+
+def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[str]) -> None:
+    """Put every item of ``batch`` in its windows, advancing its key's watermark.
+
+    Args:
+        op: The window step (sliding or tumbling windows, event clock).
+        batch: The items.
+        now: The loop time of the batch.
+        touched: Gets every key the batch touched (to reschedule).
+
+    Raises:
+        StepFailed: A bad item, or user code raised; the items before it
+            were placed.
+    """
+    keys = op.keys
+    key_state = op.key_state
+    dt_getter = op.dt_getter
+    add = op.add
+    # reduce_window's accumulation is inlined too: one call per item less.
+    reducer: Callable[[Any, Any], Any] | None = getattr(op, "reducer", None)
+    align, length, offset, wait = op.align_us, op.length_us, op.offset_us, op.wait_us
+    tumbling = length == offset
+    touch = touched.add
+    unchecked = not op.env.items_checked
+    step_id = op.step_id
+    # Module globals as locals: a global lookup per use adds up here.
+    missing, utc, epoch, plain_datetime = MISSING, UTC, EPOCH, datetime
+    for item in batch:
+        # `aiowax._keys.is_keyed_item`: a tuple first (unpacking anything
+        # else could run user code), then exactly two elements, a str key.
+        if unchecked and type(item) is not tuple:
+            raise StepFailed(bad_item_error(step_id, item))
+        try:
+            key, value = item
+        except ValueError:
+            raise StepFailed(bad_item_error(step_id, item)) from None
+        if unchecked and type(key) is not str:
+            raise StepFailed(bad_item_error(step_id, item))
+        try:
+            dt = dt_getter(value)
+        except Exception as error:
+            raise op.dt_failed(error) from None
+        if dt.__class__ is plain_datetime and dt.tzinfo is utc:
+            delta = dt - epoch
+            t_us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        else:
+            t_us = op.time_of(value, dt)
+        state = keys.get(key)
+        if state is None:
+            state = key_state(key, now, t_us)
+        if state.wm_loop == now:
+            wm = state.wm_base
+        else:
+            wm = state.wm_base + round((now - state.wm_loop) * 1e6)
+        windows = state.windows
+        placed = False
+        try:
+            if tumbling:
+                index = (t_us - align) // length
+                if align + index * length + length > wm:
+                    if reducer is not None:
+                        acc = windows.get(index, missing)
+                        windows[index] = value if acc is missing else reducer(acc, value)
+                    else:
+                        windows[index] = add(windows.get(index, missing), value, t_us)
+                    placed = True
+            else:
+                d = t_us - align
+                indices = range((d - length) // offset + 1, d // offset + 1)
+                placed = not indices
+                for index in indices:
+                    if align + index * offset + length > wm:
+                        windows[index] = add(windows.get(index, missing), value, t_us)
+                        placed = True
+        except StepFailed:
+            raise
+        except Exception as error:
+            raise op.fail(error) from None
+        if not placed:
+            op.late(key, value, t_us, wm)
+        candidate = t_us - wait
+        state.wm_base = candidate if candidate > wm else wm
+        state.wm_loop = now
+        touch(key)

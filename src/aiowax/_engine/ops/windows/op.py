@@ -1,0 +1,454 @@
+"""`WindowOp`: what the three window operators share.
+
+A window closes once its key's watermark reaches its close time; the step
+keeps one timer entry per key (a heap of loop-clock deadlines) so a window
+closes on time even if no item of its key ever comes again. Items enter
+through the general path here (sessions, the system clock, async user
+code) or through `fast_path` (tumbling and sliding windows on the event
+clock, with sync user code).
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from datetime import datetime
+from itertools import count
+from typing import Any
+
+from aiowax._checks import describe
+from aiowax._definition.steps import WindowStep
+from aiowax._definition.window import (
+    EventClockConfig,
+    SessionWindow,
+    SlidingWindow,
+    WindowMetadata,
+)
+from aiowax._engine.errors import StepFailed, fail
+from aiowax._engine.ops.base import StepEnv, TimedOp
+from aiowax._engine.ops.keyed import KeyedOp
+from aiowax._engine.ops.windows.fast_path import place_event_time
+from aiowax._engine.ops.windows.state import FORGOTTEN_WATERMARKS, MISSING, KeyState
+from aiowax._engine.timeutil import US, from_us, to_us
+from aiowax._engine.usercode import NO_OUTPUT, run_per_key
+from aiowax._keys import bad_item_error, is_keyed_item
+from aiowax._recovery.runtime import DELETED
+from aiowax._util import is_async_callable
+
+logger = logging.getLogger("aiowax.window")
+
+
+class WindowOp(KeyedOp, TimedOp):
+    """The engine side of the three window operators.
+
+    Subclasses say how values accumulate: `add` for sliding windows (eager),
+    `finish` for the emitted value, and `combine` for sessions (which keep
+    raw values until they close, so that a bridging item can merge two
+    sessions without losing either).
+    """
+
+    def __init__(self, step: WindowStep, env: StepEnv) -> None:
+        super().__init__(step, env)
+        self.clock_config = step.clock_config
+        window = step.window_config
+        self.event_time = isinstance(self.clock_config, EventClockConfig)
+        self.on_late: Callable[..., Any] | None = None
+        if isinstance(self.clock_config, EventClockConfig):
+            self.dt_getter: Callable[[Any], Any] = self.clock_config.dt_getter
+            self.wait_us = self.clock_config.wait_for_system_duration // US
+            self.on_late = self.clock_config.on_late
+        else:
+            self.wait_us = 0
+        self.session = isinstance(window, SessionWindow)
+        if isinstance(window, SessionWindow):
+            self.gap_us: int = window.gap // US
+        else:
+            assert isinstance(window, SlidingWindow)
+            self.length_us = window.length // US
+            self.offset_us = window.offset // US
+            self.align_us = to_us(window.align_to)
+        self.keys: dict[str, KeyState] = {}
+        # Keys whose windows all closed keep only their watermark, as
+        # ``(wm_base, wm_loop)``, so it never goes back and a late item of a
+        # forgotten key is still caught; the oldest are dropped past a bound.
+        self.forgotten: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.heap: list[tuple[float, int, str]] = []
+        self.seq = count()
+        #: Items dropped because their window had already closed.
+        self.late_count = 0
+        self.is_async = self._user_async() or (
+            self.event_time and is_async_callable(self.dt_getter)
+        )
+
+    # -- what subclasses define ---------------------------------------------
+
+    def _user_async(self) -> bool:
+        return False
+
+    def add(self, acc: Any, value: Any, t_us: int) -> Any:
+        """Fold ``value`` (at time ``t_us``) into an accumulator or `MISSING`."""
+        raise NotImplementedError
+
+    async def aadd(self, acc: Any, value: Any, t_us: int) -> Any:
+        return self.add(acc, value, t_us)
+
+    def finish(self, acc: Any) -> Any:
+        return acc
+
+    def combine(self, entries: list[tuple[int, int, Any]]) -> Any:
+        """A closed session's value from its ``(time, seq, value)`` entries."""
+        acc = MISSING
+        for t_us, _, value in sorted(entries, key=lambda e: e[1]):
+            acc = self.add(acc, value, t_us)
+        return self.finish(acc)
+
+    async def acombine(self, entries: list[tuple[int, int, Any]]) -> Any:
+        acc = MISSING
+        for t_us, _, value in sorted(entries, key=lambda e: e[1]):
+            acc = await self.aadd(acc, value, t_us)
+        return self.finish(acc)
+
+    # -- items ----------------------------------------------------------------
+
+    def state_size(self) -> int:
+        """Keys with open windows (the memo of forgotten watermarks aside)."""
+        return len(self.keys)
+
+    def time_of(self, value: Any, dt: Any) -> int:
+        """The microseconds of ``dt``, the time ``dt_getter`` gave for ``value``."""
+        if not isinstance(dt, datetime):
+            raise self.type_error("dt_getter must return a datetime", dt, f" for {describe(value)}")
+        if dt.tzinfo is None or dt.utcoffset() is None:
+            msg = (
+                f"window step {self.step_id!r}: dt_getter returned the naive datetime "
+                f"{dt!r}; return a timezone-aware one (e.g. tzinfo=timezone.utc)"
+            )
+            raise StepFailed(TypeError(msg))
+        return to_us(dt)
+
+    def dt_failed(self, error: Exception) -> StepFailed:
+        return fail(error, self.step_id, f"{self.step.kind} dt_getter")
+
+    def key_state(self, key: str, now: float, t_us: int) -> KeyState:
+        """The state of ``key``, made (or brought back from the memo) if need be."""
+        state = self.keys.get(key)
+        if state is None:
+            kept = self.forgotten.pop(key, None)
+            if kept is not None:
+                state = self.keys[key] = KeyState(*kept)
+            else:
+                state = self.keys[key] = KeyState(t_us - self.wait_us, now)
+        return state
+
+    def late(self, key: str, value: Any, t_us: int, wm: int) -> None:
+        """Count, log and report an item that came after its windows closed."""
+        self.late_count += 1
+        logger.debug(
+            "step %r dropped a late item of key %r at %s (watermark %s): %r",
+            self.step_id,
+            key,
+            from_us(t_us),
+            from_us(wm),
+            value,
+        )
+        if self.on_late is not None:
+            try:
+                self.on_late(key, value, from_us(t_us), from_us(wm))
+            except Exception as error:
+                raise fail(error, self.step_id, f"{self.step.kind} on_late hook") from None
+
+    def _windows_of(self, t_us: int) -> range:
+        d = t_us - self.align_us
+        return range((d - self.length_us) // self.offset_us + 1, d // self.offset_us + 1)
+
+    def _close_of(self, index: int) -> int:
+        return self.align_us + index * self.offset_us + self.length_us
+
+    def _entry(self, value: Any, t_us: int) -> tuple[int, int, Any]:
+        return (t_us, next(self.seq), value)
+
+    def _place(self, state: KeyState, value: Any, t_us: int, wm: int) -> bool:
+        """Put one item in its windows; False when it was late for all of them.
+
+        `fast_path.place_event_time` applies the same rules, inlined.
+        """
+        if self.session:
+            if t_us < wm:
+                return False
+            state.join_session(self.gap_us, self._entry(value, t_us))
+            return True
+        indices = self._windows_of(t_us)
+        # A time in the gap between windows (offset > length) belongs to no
+        # window: dropping it is what the configuration asks, not lateness.
+        placed = not indices
+        windows = state.windows
+        for index in indices:
+            if self._close_of(index) <= wm:
+                continue
+            windows[index] = self.add(windows.get(index, MISSING), value, t_us)
+            placed = True
+        return placed
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        now = self.now()
+        touched: set[str] = set()
+        try:
+            if self.event_time and not self.session:
+                place_event_time(self, batch, now, touched)
+            else:
+                self._place_each(batch, now, touched)
+        except StepFailed as failed:
+            # Windows the items before the failure closed still go out.
+            self._reschedule(touched, now)
+            failed.partial = self.on_tick()
+            raise
+        self._reschedule(touched, now)
+        return self.on_tick()
+
+    def _place_each(self, batch: list[Any], now: float, touched: set[str]) -> None:
+        """Sessions and the system clock: one item at a time."""
+        sys_us = to_us(self.clock.now())
+        for item in batch:
+            if not is_keyed_item(item):
+                raise StepFailed(bad_item_error(self.step_id, item))
+            key, value = item
+            if self.event_time:
+                try:
+                    dt = self.dt_getter(value)
+                except Exception as error:
+                    raise self.dt_failed(error) from None
+                t_us = self.time_of(value, dt)
+            else:
+                t_us = sys_us
+            state = self.key_state(key, now, t_us)
+            # On the system clock an item's time is the watermark: never late.
+            wm = state.watermark(now) if self.event_time else t_us
+            try:
+                placed = self._place(state, value, t_us, wm)
+            except StepFailed:
+                raise
+            except Exception as error:
+                raise self.fail(error) from None
+            if not placed:
+                self.late(key, value, t_us, wm)
+            state.advance(now, t_us, self.wait_us)
+            touched.add(key)
+
+    async def aprocess(self, batch: list[Any]) -> list[Any]:
+        now = self.now()
+        sys_us = to_us(self.clock.now())
+        touched: set[str] = set()
+
+        async def one(key: str, value: Any) -> Any:
+            if self.event_time:
+                try:
+                    dt = self.dt_getter(value)
+                    if inspect.isawaitable(dt):
+                        dt = await dt
+                except Exception as error:
+                    raise self.dt_failed(error) from None
+                t_us = self.time_of(value, dt)
+            else:
+                t_us = sys_us
+            state = self.key_state(key, now, t_us)
+            wm = state.watermark(now) if self.event_time else t_us
+            if self.session:
+                if t_us < wm:
+                    self.late(key, value, t_us, wm)
+                else:
+                    state.join_session(self.gap_us, self._entry(value, t_us))
+            else:
+                indices = self._windows_of(t_us)
+                placed = not indices
+                for index in indices:
+                    if self._close_of(index) <= wm:
+                        continue
+                    try:
+                        acc = await self.aadd(state.windows.get(index, MISSING), value, t_us)
+                    except Exception as error:
+                        raise self.fail(error) from None
+                    state.windows[index] = acc
+                    placed = True
+                if not placed:
+                    self.late(key, value, t_us, wm)
+            state.advance(now, t_us, self.wait_us)
+            touched.add(key)
+            return NO_OUTPUT
+
+        try:
+            await run_per_key(self.step_id, batch, one)
+        except StepFailed as failed:
+            self._reschedule(touched, now)
+            failed.partial = await self.atick()
+            raise
+        self._reschedule(touched, now)
+        return await self.atick()
+
+    # -- closing ----------------------------------------------------------------
+
+    def _first_close(self, state: KeyState) -> int | None:
+        """The earliest close time of a key's open windows (None: none open)."""
+        if self.session:
+            if not state.sessions:
+                return None
+            last_item: int = min(s[1] for s in state.sessions)
+            return last_item + self.gap_us
+        if not state.windows:
+            return None
+        # Close times grow with the window index.
+        return self._close_of(min(state.windows))
+
+    def _reschedule(self, keys: set[str], now: float) -> None:
+        if self.dirty is not None:
+            self.dirty.update(keys)
+        for key in keys:
+            state = self.keys.get(key)
+            if state is None:
+                continue
+            first = self._first_close(state)
+            if first is None:
+                del self.keys[key]
+                if self.event_time:
+                    self._forget(key, state)
+                continue
+            deadline = state.deadline_of(first)
+            # Only an earlier deadline needs a new heap entry: the watermark
+            # moves every batch, and a later one is found when the entry
+            # already there comes due (then the key is rescheduled).
+            if state.deadline is None or deadline < state.deadline:
+                state.deadline = deadline
+                if not self.heap or deadline < self.heap[0][0]:
+                    self.timer.rearm()
+                heapq.heappush(self.heap, (deadline, next(self.seq), key))
+
+    def _forget(self, key: str, state: KeyState) -> None:
+        forgotten = self.forgotten
+        forgotten[key] = (state.wm_base, state.wm_loop)
+        if len(forgotten) > FORGOTTEN_WATERMARKS:
+            dropped, _ = forgotten.popitem(last=False)
+            if self.dirty is not None:
+                self.dirty.add(dropped)
+
+    def next_deadline(self) -> float | None:
+        return self.heap[0][0] if self.heap else None
+
+    def _meta(self, index: int) -> WindowMetadata:
+        open_us = self.align_us + index * self.offset_us
+        return WindowMetadata(from_us(open_us), from_us(open_us + self.length_us))
+
+    def _closing(self) -> list[tuple[str, WindowMetadata, Any, bool]]:
+        """Take out every window that is due: ``(key, meta, payload, is_session)``.
+
+        The payload is a sliding window's accumulator, or a session's raw
+        ``(time, seq, value)`` entries; the keys touched are rescheduled.
+        """
+        now = self.now()
+        closing: list[tuple[str, WindowMetadata, Any, bool]] = []
+        keys = set()
+        heap = self.heap
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            state = self.keys.get(key)
+            if state is None or state.deadline != deadline:
+                continue  # a stale entry: the key was rescheduled or dropped
+            state.deadline = None
+            if self.session:
+                done = [s for s in state.sessions if state.deadline_of(s[1] + self.gap_us) <= now]
+                state.sessions = [s for s in state.sessions if s not in done]
+                for start, end, entries in done:
+                    meta = WindowMetadata(from_us(start), from_us(end))
+                    closing.append((key, meta, entries, True))
+            else:
+                closed = [i for i in state.windows if state.deadline_of(self._close_of(i)) <= now]
+                for index in sorted(closed):
+                    closing.append((key, self._meta(index), state.windows.pop(index), False))
+            keys.add(key)
+        self._reschedule(keys, self.now())
+        return closing
+
+    def on_tick(self) -> list[Any]:
+        out: list[Any] = []
+        for key, meta, payload, is_session in self._closing():
+            try:
+                value = self.combine(payload) if is_session else self.finish(payload)
+            except Exception as error:
+                raise self.fail(error) from None
+            out.append((key, (meta, value)))
+        return out
+
+    async def atick(self) -> list[Any]:
+        if not self.is_async:
+            return self.on_tick()
+        out: list[Any] = []
+        for key, meta, payload, is_session in self._closing():
+            try:
+                value = await self.acombine(payload) if is_session else self.finish(payload)
+            except Exception as error:
+                raise self.fail(error) from None
+            out.append((key, (meta, value)))
+        return out
+
+    async def end_of_input(self) -> list[Any]:
+        """End of input: the watermark is maximal, every window closes."""
+        out: list[Any] = []
+        for key, state in self.keys.items():
+            for index in sorted(state.windows):
+                out.append((key, (self._meta(index), self.finish(state.windows[index]))))
+            for start, end, entries in state.sessions:
+                try:
+                    value = await self.acombine(entries)
+                except Exception as error:
+                    raise self.fail(error) from None
+                out.append((key, (WindowMetadata(from_us(start), from_us(end)), value)))
+        if self.dirty is not None:
+            self.dirty.update(self.keys)
+            self.dirty.update(self.forgotten)
+        self.keys.clear()
+        self.forgotten.clear()
+        self.heap.clear()
+        return out
+
+    # -- recovery ---------------------------------------------------------------
+
+    def restore(self, restored: dict[str, Any]) -> None:
+        # Watermarks were saved against wall time: the time the flow was
+        # down counts as elapsed, so windows due meanwhile close at once.
+        now, wall = self.now(), to_us(self.clock.now())
+        last_seq = -1
+        for key, saved in restored.items():
+            state = KeyState(saved["wm_base"], now - (wall - saved["wm_wall"]) / 1e6)
+            if not saved["windows"] and not saved["sessions"]:
+                self._forget(key, state)  # only its watermark was saved
+                continue
+            state.windows = saved["windows"]
+            state.sessions = saved["sessions"]
+            self.keys[key] = state
+            for _, _, entries in state.sessions:
+                last_seq = max([last_seq, *(seq for _, seq, _ in entries)])
+        # Session entries keep their arrival order across runs.
+        self.seq = count(last_seq + 1)
+        self.dirty = set()
+        self._reschedule(set(self.keys), now)
+
+    def saved_states(self, keys: set[str]) -> dict[str, Any]:
+        now, wall = self.now(), to_us(self.clock.now())
+        out: dict[str, Any] = {}
+        for key in keys:
+            state = self.keys.get(key)
+            if state is None:
+                kept = self.forgotten.get(key)
+                if kept is None:
+                    out[key] = DELETED
+                    continue
+                # Its watermark outlives its windows: save it alone.
+                state = KeyState(*kept)
+            out[key] = {
+                "wm_base": state.wm_base,
+                "wm_wall": wall - round((now - state.wm_loop) * 1e6),
+                "windows": state.windows,
+                "sessions": state.sessions,
+            }
+        return out
