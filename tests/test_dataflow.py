@@ -596,6 +596,14 @@ def test_event_clock_rejects_a_negative_wait() -> None:
         EventClockConfig(identity, wait_for_system_duration=timedelta(seconds=-1))
 
 
+def test_an_async_on_late_hook_is_refused_at_once() -> None:
+    async def hook(*_: Any) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="on_late must be a plain function"):
+        EventClockConfig(lambda v: v, timedelta(0), on_late=hook)
+
+
 def test_window_configs_are_of_the_base_classes() -> None:
     assert isinstance(SystemClockConfig(), ClockConfig)
     assert isinstance(clock(), ClockConfig)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -414,3 +415,18 @@ def test_run_main_runs_on_uvloop() -> None:
     flow.output("out", TestingSink([]))
     run_main(flow)
     assert loops == ["uvloop"]
+
+
+def test_run_main_leaves_an_applications_gc_freeze_alone() -> None:
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1]))
+    flow.output("out", TestingSink([]))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        run_main(flow)
+        assert gc.get_freeze_count() >= frozen > 0
+    finally:
+        gc.unfreeze()
+    run_main(flow)
+    assert gc.get_freeze_count() == 0  # its own freeze is undone

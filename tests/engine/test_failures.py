@@ -13,7 +13,7 @@ import asyncio
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -28,8 +28,9 @@ from aiowax.inputs import (
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from aiowax.outputs import DynamicSink, StatelessSinkPartition
+from aiowax.outputs import DynamicSink, FixedPartitionedSink, StatelessSinkPartition
 from aiowax.testing import TestingSink, TestingSource, run_main
+from flow_helpers import VIRTUAL_WATCHDOG, run
 
 BATCH_SIZES = [1, 2, 3, 4, 5, 1000]
 ITEMS = list(range(1, 10))
@@ -1055,3 +1056,196 @@ async def test_no_task_left_after_failure() -> None:
     with anyio.fail_after(WATCHDOG), pytest.raises(Boom):
         await aiowax.run(flow)
     assert {t for t in asyncio.all_tasks() if t not in before and not t.done()} == set()
+
+
+# -- the user's error wins, and nothing before it is dropped ---------------------------
+#
+# Scenarios in which an earlier version of the engine lost output, hung, or
+# let an internal exception reach the caller instead of the user's error.
+
+
+@pytest.mark.asyncio
+async def test_bad_item_in_partial_output_does_not_mask_the_users_error() -> None:
+    def mapper(x: int) -> str:
+        if x == 2:
+            raise ValueError("boom")
+        return "not a pair"  # what the keyed step after it will refuse
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2], batch_size=2))
+    flow.map("m", mapper)
+    flow.stateful_map("sm", lambda: 0, lambda s, v: (s, v))
+    flow.output("out", TestingSink([]))
+    with pytest.raises(ValueError, match="boom") as raised:
+        await run(flow, workers=2)
+    assert raised.value.__notes__ == ["raised in step 'm' by the map mapper"]
+
+
+class _QuietAfterFirst(StatelessSourcePartition[int]):
+    def __init__(self) -> None:
+        self.reads = 0
+
+    async def next_batch(self, sched: datetime | None) -> list[int]:
+        self.reads += 1
+        if self.reads == 1:
+            return [1]
+        await asyncio.sleep(10)
+        return []
+
+
+class _QuietSource(DynamicSource[int]):
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _QuietAfterFirst:
+        return _QuietAfterFirst()
+
+
+class _SlowClosePartition(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+    async def close(self) -> None:
+        await asyncio.sleep(0.3)
+
+
+class _SlowCloseSink(DynamicSink[Any]):
+    def build(self, worker_index: int, worker_count: int) -> _SlowClosePartition:
+        return _SlowClosePartition()
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_epoch_watcher_does_not_mask_the_users_error() -> None:
+    # The async source's watcher keeps closing epochs while its read waits;
+    # once the failed step is gone it must stop quietly, not win the race.
+    def bad(x: int) -> int:
+        raise ValueError("user boom")
+
+    flow = Dataflow()
+    flow.input("inp", _QuietSource())
+    flow.map("m", bad)
+    flow.output("out", _SlowCloseSink())
+    with pytest.raises(ValueError, match="user boom"):
+        await run(flow, watchdog=VIRTUAL_WATCHDOG, epoch_interval=timedelta(milliseconds=10))
+
+
+class _ClosingFails(StatelessSourcePartition[int]):
+    def __init__(self) -> None:
+        self.items = list(range(20))
+
+    def next_batch(self, sched: datetime | None) -> list[int]:
+        if not self.items:
+            raise StopIteration
+        return [self.items.pop(0)]
+
+    def close(self) -> None:
+        raise OSError("close failed")
+
+
+class _ClosingFailsSource(DynamicSource[int]):
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _ClosingFails:
+        return _ClosingFails()
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_close_error_lets_what_is_in_flight_reach_the_sink() -> None:
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.01)
+        return x
+
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("inp", _ClosingFailsSource())
+    flow.map("slow", slow)
+    flow.output("out", TestingSink(out))
+    with pytest.raises(OSError, match="close failed") as raised:
+        await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    assert raised.value.__notes__ == ["raised in step 'inp' by the input close"]
+    assert out == list(range(20))
+
+
+class _UnlistableSink(FixedPartitionedSink[Any, None]):
+    def list_parts(self) -> list[str]:
+        raise OSError("cannot list")
+
+    def build_part(self, for_part: str, resume_state: None) -> Any:
+        raise AssertionError("never built")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_list_parts_errors_carry_a_note_with_any_worker_count(workers: int) -> None:
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("a", 1)]))
+    flow.output("out", _UnlistableSink())
+    with pytest.raises(OSError, match="cannot list") as raised:
+        await run(flow, workers=workers)
+    assert raised.value.__notes__ == ["raised in step 'out' by the output list_parts"]
+
+
+class _Paced(StatefulSourcePartition[Any, int]):
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        self.i = 0
+
+    async def next_batch(self, sched: datetime | None) -> list[Any]:
+        await asyncio.sleep(0.01)
+        if self.i >= len(self.items):
+            raise StopAsyncIteration
+        self.i += 1
+        return [self.items[self.i - 1]]
+
+    def snapshot(self) -> int:
+        return self.i
+
+
+class _PacedSource(FixedPartitionedSource[Any, int]):
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+
+    def list_parts(self) -> list[str]:
+        return ["p"]
+
+    def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _Paced:
+        return _Paced(self.items)
+
+
+class _SlowOnWorkerZero(StatelessSinkPartition[Any]):
+    def __init__(self, worker: int, written: list[Any]) -> None:
+        self.worker = worker
+        self.written = written
+
+    async def write_batch(self, items: list[Any]) -> None:
+        await asyncio.sleep(0.5 if self.worker == 0 else 0)
+        self.written.extend(items)
+
+
+class _SlowSink(DynamicSink[Any]):
+    def __init__(self, written: list[Any]) -> None:
+        self.written = written
+
+    def build(self, worker_index: int, worker_count: int) -> _SlowOnWorkerZero:
+        return _SlowOnWorkerZero(worker_index, self.written)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_output_before_a_failure_is_written_while_other_workers_stop() -> None:
+    # Worker 0's keyed step fails while its sink is still writing an earlier
+    # item; worker 1's senders stop at once. Worker 0's tail must still get
+    # to write what came before the failure.
+    from aiowax._keys import key_owner
+
+    k0 = next(f"k{i}" for i in range(100) if key_owner(f"k{i}", 2) == 0)
+    k1 = next(f"k{i}" for i in range(100) if key_owner(f"k{i}", 2) == 1)
+    items = [(k0, 1), (k0, -2)] + [(k1, i) for i in range(20)]
+
+    def mapper(state: int, v: int) -> tuple[int, int]:
+        if v == -2:
+            raise ValueError("boom")
+        return state, v
+
+    written: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", _PacedSource(items))
+    flow.stateful_map("sm", lambda: 0, mapper)
+    flow.output("out", _SlowSink(written))
+    with pytest.raises(ValueError, match="boom"):
+        await run(flow, watchdog=VIRTUAL_WATCHDOG, workers=2)
+    assert (k0, 1) in written

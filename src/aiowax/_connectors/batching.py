@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from datetime import timedelta
 from itertools import islice
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 
 from aiowax._checks import positive_int, timedelta_arg
+from aiowax._engine.aio import END, PendingRead, next_or_end
 
 X = TypeVar("X")
 
@@ -69,14 +69,14 @@ async def _batch_async(
 ) -> AsyncGenerator[list[X], None]:
     it = aib.__aiter__()
     ended = False
-    next_item: _Pending | None = None
+    next_item: PendingRead | None = None
     try:
         while not ended:
             chunk: list[X] = []
             deadline: float | None = None
             while len(chunk) < batch_size:
                 if next_item is None:
-                    next_item = _Pending(it)
+                    next_item = PendingRead(next_or_end(it))
                 remaining = None if deadline is None else deadline - anyio.current_time()
                 if remaining is not None and remaining <= 0:
                     break
@@ -84,7 +84,7 @@ async def _batch_async(
                 if not got:
                     break  # timed out: the pending read stays for the next list
                 next_item = None
-                if value is _END:
+                if value is END:
                     ended = True
                     break
                 chunk.append(value)
@@ -96,35 +96,3 @@ async def _batch_async(
         # Closed early (or failed): stop the read in flight, no orphan task.
         if next_item is not None:
             await next_item.cancel()
-
-
-_END = object()
-
-
-class _Pending:
-    """One read of an async iterator that survives a timeout.
-
-    Cancelling ``__anext__`` on timeout could lose the item it was about to
-    return, so the read runs as its own awaitable and is only waited on.
-    """
-
-    def __init__(self, it: AsyncIterator[Any]) -> None:
-        self._task = asyncio.ensure_future(self._read(it))
-
-    @staticmethod
-    async def _read(it: AsyncIterator[Any]) -> Any:
-        try:
-            return await it.__anext__()
-        except StopAsyncIteration:
-            return _END
-
-    async def cancel(self) -> None:
-        self._task.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait({self._task})
-
-    async def get(self, timeout: float | None) -> tuple[bool, Any]:
-        done, _ = await asyncio.wait({self._task}, timeout=timeout)
-        if not done:
-            return False, None
-        return True, self._task.result()

@@ -16,18 +16,21 @@ from __future__ import annotations
 
 import csv
 import os
+from abc import abstractmethod
 from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 from zlib import adler32
 
 from aiowax._checks import callable_arg, positive_int
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import FixedPartitionedSink, StatefulSinkPartition
 from aiowax._engine.clock import run_in_thread
+
+X = TypeVar("X")
 
 _ENCODING = "utf-8"
 
@@ -79,8 +82,8 @@ def _split_lines(data: bytes) -> list[str]:
 # -- line sources ------------------------------------------------------------
 
 
-class _LinePartition(StatefulSourcePartition[str, int]):
-    """The lines of one file; the resume state is the byte offset after the last one."""
+class _OffsetPartition(StatefulSourcePartition[X, int]):
+    """One file read a batch at a time; the resume state is the byte offset reached."""
 
     def __init__(self, owner: str, path: Path, batch_size: int, resume_state: int | None) -> None:
         self._path = path
@@ -89,6 +92,27 @@ class _LinePartition(StatefulSourcePartition[str, int]):
         # Opening is quick and says at once whether the file is there; the
         # reads themselves happen in a worker thread.
         self._f: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
+
+    @abstractmethod
+    def _read(self, start: int) -> tuple[list[X], int]:
+        """Read the batch after byte ``start``: its items and the offset after them."""
+
+    async def next_batch(self, sched: datetime | None) -> list[X]:
+        items, offset = await run_in_thread(self._read, self._offset)
+        if not items:
+            raise StopAsyncIteration
+        self._offset = offset
+        return items
+
+    def snapshot(self) -> int:
+        return self._offset
+
+    def close(self) -> None:
+        self._f.close()
+
+
+class _LinePartition(_OffsetPartition[str]):
+    """The lines of one file."""
 
     def _read(self, start: int) -> tuple[list[str], int]:
         f = self._f
@@ -107,19 +131,6 @@ class _LinePartition(StatefulSourcePartition[str, int]):
             _note_position(error, self._path, start + error.start)
             raise
         return lines, start + len(data)
-
-    async def next_batch(self, sched: datetime | None) -> list[str]:
-        lines, offset = await run_in_thread(self._read, self._offset)
-        if not lines:
-            raise StopAsyncIteration
-        self._offset = offset
-        return lines
-
-    def snapshot(self) -> int:
-        return self._offset
-
-    def close(self) -> None:
-        self._f.close()
 
 
 class FileSource(FixedPartitionedSource[str, int]):
@@ -244,14 +255,11 @@ class _RawLines(Iterator[str]):
         return raw.decode(_ENCODING)
 
 
-class _CSVPartition(StatefulSourcePartition[dict[str, Any], int]):
+class _CSVPartition(_OffsetPartition[dict[str, Any]]):
     def __init__(
         self, path: Path, batch_size: int, resume_state: int | None, fmtparams: dict[str, Any]
     ) -> None:
-        self._path = path
-        self._batch_size = batch_size
-        self._offset = _check_offset("CSVSource", path, resume_state)
-        self._f: BinaryIO = open(path, "rb")  # noqa: SIM115 - closed by close()
+        super().__init__("CSVSource", path, batch_size, resume_state)
         self._lines = _RawLines(self._f)
         self._reader = csv.DictReader(self._lines, **fmtparams)
         self._header_read = False
@@ -274,19 +282,6 @@ class _CSVPartition(StatefulSourcePartition[dict[str, Any], int]):
             _note_position(error, self._path, lines.offset)
             raise
         return rows, lines.offset
-
-    async def next_batch(self, sched: datetime | None) -> list[dict[str, Any]]:
-        rows, offset = await run_in_thread(self._read, self._offset)
-        if not rows:
-            raise StopAsyncIteration
-        self._offset = offset
-        return rows
-
-    def snapshot(self) -> int:
-        return self._offset
-
-    def close(self) -> None:
-        self._f.close()
 
 
 class CSVSource(FixedPartitionedSource[dict[str, Any], int]):

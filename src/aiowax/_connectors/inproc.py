@@ -9,7 +9,6 @@ can turn into a 429). `IterableSource` reads any async iterable.
 
 from __future__ import annotations
 
-import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from datetime import datetime
@@ -20,6 +19,7 @@ import anyio
 from aiowax._checks import positive_int
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax._definition.outputs import DynamicSink, StatelessSinkPartition
+from aiowax._engine.aio import END, PendingRead, next_or_end
 from aiowax._errors import SourceClosedError, SourceFullError, SubscriberOverflowError
 
 X = TypeVar("X")
@@ -165,9 +165,6 @@ class _PushPartition(StatefulSourcePartition[X, None]):
         self._source.close()
 
 
-_END: Any = object()
-
-
 class IterableSource(FixedPartitionedSource[X, None], Generic[X]):
     """A source reading an async iterable (an async generator, a stream...).
 
@@ -207,7 +204,7 @@ class _IterablePartition(StatefulSourcePartition[X, None]):
     def __init__(self, it: AsyncIterator[X] | None, batch_size: int) -> None:
         self._it = it
         self._batch_size = batch_size
-        self._read: asyncio.Task[Any] | None = None
+        self._read: PendingRead | None = None
 
     async def _open(self) -> AsyncIterator[X]:
         """The iterator to read (subclasses may open it lazily)."""
@@ -217,23 +214,19 @@ class _IterablePartition(StatefulSourcePartition[X, None]):
     async def _next(self) -> Any:
         if self._it is None:
             self._it = await self._open()
-        try:
-            return await self._it.__anext__()
-        except StopAsyncIteration:
-            return _END
+        return await next_or_end(self._it)
 
     async def next_batch(self, sched: datetime | None) -> list[X]:
         batch: list[X] = []
         timeout: float | None = IDLE_RETURN_SECONDS
         while len(batch) < self._batch_size:
             if self._read is None:
-                self._read = asyncio.ensure_future(self._next())
-            done, _ = await asyncio.wait({self._read}, timeout=timeout)
-            if not done:
+                self._read = PendingRead(self._next())
+            got, value = await self._read.get(timeout)
+            if not got:
                 break
-            value = self._read.result()
             self._read = None
-            if value is _END:
+            if value is END:
                 if not batch:
                     raise StopAsyncIteration
                 break
@@ -249,10 +242,7 @@ class _IterablePartition(StatefulSourcePartition[X, None]):
         if read is not None:
             # The read may be suspended inside the generator: let the cancel
             # get it out first, or aclose() finds the generator running.
-            read.cancel()
-            await asyncio.wait({read})
-            if not read.cancelled():
-                read.exception()  # retrieved; the flow is closing anyway
+            await read.cancel()
         await self._shut()
 
     async def _shut(self) -> None:

@@ -11,7 +11,7 @@ exactly what to replace.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
@@ -89,11 +89,20 @@ async def user_await(awaitable: Awaitable[T]) -> T:
         raise RuntimeError(msg) from None
 
 
-_END: Any = object()
+#: What a read returns once its iterator has ended.
+END: Any = object()
+
+
+async def next_or_end(it: AsyncIterator[Any]) -> Any:
+    """The next item of ``it``, or `END` once it is exhausted."""
+    try:
+        return await it.__anext__()
+    except StopAsyncIteration:
+        return END
 
 
 class PendingRead:
-    """One read of an async iterator, running as its own task.
+    """One read of an async iterator (``read``, e.g. `next_or_end`), run as its own task.
 
     Cancelling ``__anext__`` (on a timeout, or a graceful stop) could lose
     the item it was about to return; run as a task, the read can be waited
@@ -101,26 +110,14 @@ class PendingRead:
     iterator is being abandoned anyway.
     """
 
-    def __init__(self, it: AsyncIterator[Any]) -> None:
-        self._task = asyncio.ensure_future(self._read(it))
-
-    @staticmethod
-    async def _read(it: AsyncIterator[Any]) -> Any:
-        try:
-            return await it.__anext__()
-        except StopAsyncIteration:
-            return _END
-
-    def done(self) -> bool:
-        """Whether the read has finished (its item, or the end, is ready)."""
-        return self._task.done()
+    def __init__(self, read: Coroutine[Any, Any, Any]) -> None:
+        self._task = asyncio.ensure_future(read)
 
     async def get(self, timeout: float | None) -> tuple[bool, Any]:
         """Wait at most ``timeout`` seconds for the read.
 
         Returns:
-            ``(False, None)`` on timeout; else ``(True, item)``, where the
-            item is `PendingRead.END` once the iterator is exhausted.
+            ``(False, None)`` on timeout; else ``(True, what the read returned)``.
         """
         done, _ = await asyncio.wait({self._task}, timeout=timeout)
         if not done:
@@ -128,10 +125,13 @@ class PendingRead:
         return True, self._task.result()
 
     async def cancel(self) -> None:
-        """Stop the read and wait until it has stopped (shielded)."""
-        self._task.cancel()
-        with anyio.CancelScope(shield=True):
-            await asyncio.wait({self._task})
+        """Stop the read and wait until it has stopped (shielded).
 
-    #: What `get` returns once the iterator has ended.
-    END: Any = _END
+        What it raised meanwhile is dropped: the iterator is being abandoned.
+        """
+        task = self._task
+        task.cancel()
+        with anyio.CancelScope(shield=True):
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()

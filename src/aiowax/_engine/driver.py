@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 
+from aiowax._checks import positive_int, timedelta_arg
 from aiowax._engine.channels import Inlet
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail
@@ -32,26 +33,21 @@ DEFAULT_EPOCH_INTERVAL = timedelta(seconds=10)
 ASYNC_GATHER_ITEMS = 4096
 
 
-def check_run_args(workers: object, epoch_interval: object, recovery_config: object) -> float:
+def check_run_args(
+    workers: object, epoch_interval: object, recovery_config: object, where: str = "run"
+) -> float:
     """Check the arguments of a run; return the epoch interval in seconds."""
-    if isinstance(workers, bool) or not isinstance(workers, int):
-        msg = f"workers must be an int, got {workers!r}"
-        raise TypeError(msg)
-    if workers < 1:
-        msg = f"workers must be at least 1, got {workers!r}"
-        raise ValueError(msg)
+    positive_int(where, "workers", workers)
     if epoch_interval is None:
         epoch_interval = DEFAULT_EPOCH_INTERVAL
-    if not isinstance(epoch_interval, timedelta):
-        msg = f"epoch_interval must be a datetime.timedelta, got {epoch_interval!r}"
-        raise TypeError(msg)
-    if epoch_interval < timedelta(0):
-        msg = f"epoch_interval must not be negative, got {epoch_interval!r}"
-        raise ValueError(msg)
+    interval = timedelta_arg(where, "epoch_interval", epoch_interval, allow_zero=True)
     if recovery_config is not None and not isinstance(recovery_config, RecoveryConfig):
-        msg = f"recovery_config must be an aiowax.recovery.RecoveryConfig, got {recovery_config!r}"
+        msg = (
+            f"{where}: recovery_config must be an aiowax.recovery.RecoveryConfig, "
+            f"got {recovery_config!r}"
+        )
         raise TypeError(msg)
-    return epoch_interval.total_seconds()
+    return interval.total_seconds()
 
 
 async def run_flow(

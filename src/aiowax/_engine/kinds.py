@@ -11,25 +11,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from aiowax._definition.steps import (
-    BatchStep,
-    CollectWindowStep,
-    FilterMapStep,
-    FilterStep,
-    FlatMapStep,
-    FoldWindowStep,
-    InputStep,
-    InspectEpochStep,
-    InspectStep,
-    InspectWorkerStep,
-    MapStep,
-    OutputStep,
-    RedistributeStep,
-    ReduceStep,
-    ReduceWindowStep,
-    StatefulMapStep,
-    Step,
-)
+from aiowax._definition import steps
 from aiowax._engine.ops.base import Operator, TimedOp
 from aiowax._engine.ops.batch import BatchOp
 from aiowax._engine.ops.keyed import ReduceOp, StatefulMapOp
@@ -71,7 +53,7 @@ class StepKind:
         routing: Where items go in front of it when there are several workers.
     """
 
-    step: type[Step]
+    step: type[steps.Step]
     operator: type[Operator] | None
     role: str
     routing: Routing = Routing.LOCAL
@@ -95,30 +77,30 @@ class StepKind:
 _K = Routing.BY_KEY
 
 #: Every step kind, by step class.
-KINDS: dict[type[Step], StepKind] = {
+KINDS: dict[type[steps.Step], StepKind] = {
     kind.step: kind
     for kind in (
-        StepKind(InputStep, None, "input"),
-        StepKind(OutputStep, OutputOp, "output write_batch", Routing.BY_SINK_PARTITION),
-        StepKind(MapStep, MapOp, "map mapper"),
-        StepKind(FilterStep, FilterOp, "filter predicate"),
-        StepKind(FilterMapStep, FilterMapOp, "filter_map mapper"),
-        StepKind(FlatMapStep, FlatMapOp, "flat_map mapper"),
-        StepKind(InspectStep, InspectOp, "inspect inspector"),
-        StepKind(InspectEpochStep, InspectEpochOp, "inspect_epoch inspector"),
-        StepKind(InspectWorkerStep, InspectWorkerOp, "inspect_worker inspector"),
-        StepKind(RedistributeStep, RedistributeOp, "redistribute", Routing.SPREAD),
-        StepKind(StatefulMapStep, StatefulMapOp, "stateful_map mapper", _K),
-        StepKind(ReduceStep, ReduceOp, "reduce reducer", _K),
-        StepKind(BatchStep, BatchOp, "batch", _K),
-        StepKind(FoldWindowStep, FoldWindowOp, "fold_window folder", _K),
-        StepKind(ReduceWindowStep, ReduceWindowOp, "reduce_window reducer", _K),
-        StepKind(CollectWindowStep, CollectWindowOp, "collect_window", _K),
+        StepKind(steps.InputStep, None, "input"),
+        StepKind(steps.OutputStep, OutputOp, "output write_batch", Routing.BY_SINK_PARTITION),
+        StepKind(steps.MapStep, MapOp, "map mapper"),
+        StepKind(steps.FilterStep, FilterOp, "filter predicate"),
+        StepKind(steps.FilterMapStep, FilterMapOp, "filter_map mapper"),
+        StepKind(steps.FlatMapStep, FlatMapOp, "flat_map mapper"),
+        StepKind(steps.InspectStep, InspectOp, "inspect inspector"),
+        StepKind(steps.InspectEpochStep, InspectEpochOp, "inspect_epoch inspector"),
+        StepKind(steps.InspectWorkerStep, InspectWorkerOp, "inspect_worker inspector"),
+        StepKind(steps.RedistributeStep, RedistributeOp, "redistribute", Routing.SPREAD),
+        StepKind(steps.StatefulMapStep, StatefulMapOp, "stateful_map mapper", _K),
+        StepKind(steps.ReduceStep, ReduceOp, "reduce reducer", _K),
+        StepKind(steps.BatchStep, BatchOp, "batch", _K),
+        StepKind(steps.FoldWindowStep, FoldWindowOp, "fold_window folder", _K),
+        StepKind(steps.ReduceWindowStep, ReduceWindowOp, "reduce_window reducer", _K),
+        StepKind(steps.CollectWindowStep, CollectWindowOp, "collect_window", _K),
     )
 }
 
 
-def kind_of(step: Step) -> StepKind:
+def kind_of(step: steps.Step) -> StepKind:
     """The table entry of ``step``'s kind."""
     try:
         return KINDS[type(step)]

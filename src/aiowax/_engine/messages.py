@@ -8,32 +8,23 @@ end-of-input and timer ticks and failures rely on.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Final
 
 
+@dataclass(slots=True)
 class EpochEnd:
     """Sender ``sender`` has sent everything of epochs up to ``epoch``."""
 
-    __slots__ = ("epoch", "sender")
-
-    def __init__(self, epoch: int, sender: int) -> None:
-        self.epoch = epoch
-        self.sender = sender
-
-    def __repr__(self) -> str:
-        return f"EpochEnd(epoch={self.epoch}, sender={self.sender})"
+    epoch: int
+    sender: int
 
 
+@dataclass(slots=True)
 class EndOfInput:
     """Sender ``sender`` will send nothing more."""
 
-    __slots__ = ("sender",)
-
-    def __init__(self, sender: int) -> None:
-        self.sender = sender
-
-    def __repr__(self) -> str:
-        return f"EndOfInput(sender={self.sender})"
+    sender: int
 
 
 class _Failure:

@@ -26,6 +26,7 @@ from aiowax._checks import describe
 from aiowax._definition.steps import Step
 from aiowax._engine.clock import Clock
 from aiowax._engine.errors import DownstreamGone, StepFailed, fail
+from aiowax._engine.timeutil import to_us
 
 if TYPE_CHECKING:
     from aiowax._engine.kinds import StepKind
@@ -172,6 +173,24 @@ class StepTimer:
             await self._ticked.wait()
 
 
+@dataclass(frozen=True, slots=True)
+class WallAnchor:
+    """One moment on both clocks: converts loop times to wall microseconds and back.
+
+    Snapshots save deadlines and watermarks as wall time, so that the time a
+    flow was down counts as elapsed when it resumes.
+    """
+
+    loop: float
+    wall_us: int
+
+    def to_wall_us(self, loop_time: float) -> int:
+        return self.wall_us + round((loop_time - self.loop) * 1e6)
+
+    def to_loop(self, wall_us: int) -> float:
+        return self.loop + (wall_us - self.wall_us) / 1e6
+
+
 class TimedOp(Operator):
     """An operator with deadlines on the event-loop clock (batch timeouts, windows)."""
 
@@ -186,3 +205,7 @@ class TimedOp(Operator):
     def next_deadline(self) -> float | None:
         """The loop time of the earliest deadline, if any."""
         raise NotImplementedError
+
+    def anchor(self) -> WallAnchor:
+        """Now, on the loop clock and the wall clock."""
+        return WallAnchor(self.now(), to_us(self.clock.now()))

@@ -8,7 +8,6 @@ from aiowax._definition.steps import BatchStep
 from aiowax._engine.errors import StepFailed
 from aiowax._engine.ops.base import StepEnv, TimedOp
 from aiowax._engine.ops.keyed import KeyedOp
-from aiowax._engine.timeutil import to_us
 from aiowax._recovery.runtime import DELETED
 
 
@@ -80,24 +79,20 @@ class BatchOp(KeyedOp, TimedOp):
     def restore(self, restored: dict[str, Any]) -> None:
         # Saved deadlines are wall-clock times: time the flow was down
         # counts, and lists whose timeout passed meanwhile go out at once.
-        now, wall = self.now(), to_us(self.clock.now())
+        anchor = self.anchor()
         for key, (values, deadline_us) in sorted(restored.items(), key=lambda kv: kv[1][1]):
             self.state[key] = values
-            self.deadlines[key] = now + (deadline_us - wall) / 1e6
+            self.deadlines[key] = anchor.to_loop(deadline_us)
         self.dirty = set()
         if self.deadlines:
             self.timer.rearm()
 
     def saved_states(self, keys: set[str]) -> dict[str, Any]:
-        now, wall = self.now(), to_us(self.clock.now())
-        out: dict[str, Any] = {}
-        for key in keys:
-            values = self.state.get(key)
-            if values is None:
-                out[key] = DELETED
-            else:
-                out[key] = (values, wall + round((self.deadlines[key] - now) * 1e6))
-        return out
+        anchor, state, deadlines = self.anchor(), self.state, self.deadlines
+        return {
+            key: DELETED if key not in state else (state[key], anchor.to_wall_us(deadlines[key]))
+            for key in keys
+        }
 
     async def end_of_input(self) -> list[Any]:
         out = list(self.state.items())

@@ -208,6 +208,21 @@ class WindowOp(KeyedOp, TimedOp):
         self._reschedule(touched, now)
         return self.on_tick()
 
+    def _dt(self, value: Any) -> Any:
+        """``dt_getter(value)`` (maybe an awaitable), naming the step if it raises."""
+        try:
+            return self.dt_getter(value)
+        except Exception as error:
+            raise self.dt_failed(error) from None
+
+    def _settle(
+        self, key: str, value: Any, state: KeyState, now: float, t_us: int, wm: int, placed: bool
+    ) -> None:
+        """An item was placed in its windows, or not (it was late): move the watermark."""
+        if not placed:
+            self.late(key, value, t_us, wm)
+        state.advance(now, t_us, self.wait_us)
+
     def _place_each(self, batch: list[Any], now: float, touched: set[str]) -> None:
         """Sessions and the system clock: one item at a time."""
         sys_us = to_us(self.clock.now())
@@ -215,14 +230,7 @@ class WindowOp(KeyedOp, TimedOp):
             if not is_keyed_item(item):
                 raise StepFailed(bad_item_error(self.step_id, item))
             key, value = item
-            if self.event_time:
-                try:
-                    dt = self.dt_getter(value)
-                except Exception as error:
-                    raise self.dt_failed(error) from None
-                t_us = self.time_of(value, dt)
-            else:
-                t_us = sys_us
+            t_us = self.time_of(value, self._dt(value)) if self.event_time else sys_us
             state = self.key_state(key, now, t_us)
             # On the system clock an item's time is the watermark: never late.
             wm = state.watermark(now) if self.event_time else t_us
@@ -232,9 +240,7 @@ class WindowOp(KeyedOp, TimedOp):
                 raise
             except Exception as error:
                 raise self.fail(error) from None
-            if not placed:
-                self.late(key, value, t_us, wm)
-            state.advance(now, t_us, self.wait_us)
+            self._settle(key, value, state, now, t_us, wm, placed)
             touched.add(key)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
@@ -243,22 +249,20 @@ class WindowOp(KeyedOp, TimedOp):
         touched: set[str] = set()
 
         async def one(key: str, value: Any) -> Any:
+            t_us = sys_us
             if self.event_time:
-                try:
-                    dt = self.dt_getter(value)
-                    if inspect.isawaitable(dt):
+                dt = self._dt(value)
+                if inspect.isawaitable(dt):
+                    try:
                         dt = await dt
-                except Exception as error:
-                    raise self.dt_failed(error) from None
+                    except Exception as error:
+                        raise self.dt_failed(error) from None
                 t_us = self.time_of(value, dt)
-            else:
-                t_us = sys_us
             state = self.key_state(key, now, t_us)
             wm = state.watermark(now) if self.event_time else t_us
             if self.session:
-                if t_us < wm:
-                    self.late(key, value, t_us, wm)
-                else:
+                placed = t_us >= wm
+                if placed:
                     state.join_session(self.gap_us, self._entry(value, t_us))
             else:
                 indices = self._windows_of(t_us)
@@ -272,9 +276,7 @@ class WindowOp(KeyedOp, TimedOp):
                         raise self.fail(error) from None
                     state.windows[index] = acc
                     placed = True
-                if not placed:
-                    self.late(key, value, t_us, wm)
-            state.advance(now, t_us, self.wait_us)
+            self._settle(key, value, state, now, t_us, wm, placed)
             touched.add(key)
             return NO_OUTPUT
 
@@ -416,10 +418,10 @@ class WindowOp(KeyedOp, TimedOp):
     def restore(self, restored: dict[str, Any]) -> None:
         # Watermarks were saved against wall time: the time the flow was
         # down counts as elapsed, so windows due meanwhile close at once.
-        now, wall = self.now(), to_us(self.clock.now())
+        anchor = self.anchor()
         last_seq = -1
         for key, saved in restored.items():
-            state = KeyState(saved["wm_base"], now - (wall - saved["wm_wall"]) / 1e6)
+            state = KeyState(saved["wm_base"], anchor.to_loop(saved["wm_wall"]))
             if not saved["windows"] and not saved["sessions"]:
                 self._forget(key, state)  # only its watermark was saved
                 continue
@@ -431,10 +433,10 @@ class WindowOp(KeyedOp, TimedOp):
         # Session entries keep their arrival order across runs.
         self.seq = count(last_seq + 1)
         self.dirty = set()
-        self._reschedule(set(self.keys), now)
+        self._reschedule(set(self.keys), anchor.loop)
 
     def saved_states(self, keys: set[str]) -> dict[str, Any]:
-        now, wall = self.now(), to_us(self.clock.now())
+        anchor = self.anchor()
         out: dict[str, Any] = {}
         for key in keys:
             state = self.keys.get(key)
@@ -447,7 +449,7 @@ class WindowOp(KeyedOp, TimedOp):
                 state = KeyState(*kept)
             out[key] = {
                 "wm_base": state.wm_base,
-                "wm_wall": wall - round((now - state.wm_loop) * 1e6),
+                "wm_wall": anchor.to_wall_us(state.wm_loop),
                 "windows": state.windows,
                 "sessions": state.sessions,
             }

@@ -872,6 +872,26 @@ async def test_a_non_key_value_item_is_a_type_error_naming_the_step(
     assert repr(item) in str(raised.value)
 
 
+class _IterRaises:
+    def __iter__(self) -> Any:
+        raise KeyError("iterated")
+
+
+@pytest.mark.asyncio
+async def test_a_window_step_refuses_a_non_tuple_without_iterating_it() -> None:
+    start = datetime.fromisoformat("2024-01-01T00:00:00+00:00")
+    flow = Dataflow()
+    flow.input("inp", TestingSource([_IterRaises()]))
+    flow.collect_window(
+        "win",
+        EventClockConfig(lambda v: v, timedelta(0)),
+        TumblingWindow(timedelta(seconds=1), start),
+    )
+    flow.output("out", TestingSink([]))
+    with pytest.raises(TypeError, match="step 'win' needs"):
+        await run(flow)
+
+
 def _failing_window(what: str, mode: str, window: WindowConfig) -> tuple[Dataflow, list[Any]]:
     bad = _araise if mode == "async" else _raise
     getter = bad if what == "dt_getter" else (aget_time if mode == "async" else get_time)
@@ -970,3 +990,34 @@ async def test_keys_whose_windows_closed_leave_no_state(clock: str, window: Wind
     assert ops[0].state_size() == 0
     assert len(out) == KEYS
     assert {key for key, _, _ in out} == {f"k{i}" for i in range(KEYS)}
+
+
+# -- the timer heap --------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_later_window_deadline_adds_no_heap_entry() -> None:
+    # The watermark moves every batch; on a real loop float noise makes the
+    # key's deadline a hair later each time. Only an earlier deadline needs
+    # a new timer entry: the one already there comes due and reschedules.
+    from aiowax._engine.clock import current_clock
+    from aiowax._engine.kinds import kind_of
+    from aiowax._engine.ops.base import StepEnv
+    from aiowax._engine.ops.windows.kinds import CollectWindowOp
+    from aiowax._engine.ops.windows.state import KeyState
+
+    start = datetime.fromisoformat("2024-01-01T00:00:00+00:00")
+    flow = Dataflow()
+    flow.collect_window(
+        "w",
+        EventClockConfig(lambda v: v, timedelta(0)),
+        TumblingWindow(timedelta(hours=1), start),
+    )
+    step = flow.steps[0]
+    op = CollectWindowOp(step, StepEnv(kind_of(step), 0, 1, current_clock()))  # type: ignore[arg-type]
+    state = op.keys["k"] = KeyState(0, 0.0)
+    state.windows[0] = [(0, "x")]
+    for i in range(1000):
+        state.wm_loop = i * 1e-9
+        op._reschedule({"k"}, 0.0)
+    assert len(op.heap) == 1

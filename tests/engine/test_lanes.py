@@ -1,24 +1,24 @@
-"""Custom sources and sinks: partitions, workers, async methods, timing on loop time."""
+"""Source lanes (`aiowax._engine.lanes`): partitions on workers, timing, epochs.
+
+One lane per source partition calls ``next_batch``, honours ``next_awake``
+on loop time, backs off while its partition is idle, ends on
+``StopIteration``, and closes epochs on time, even while a read is in flight
+or another partition sleeps. Timing tests run on the virtual clock loop.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import itertools
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
-from zlib import crc32
 
 import anyio
 import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.clock import LoopClock, reset_clock, set_clock
 from aiowax._engine.lanes import BACKOFF_MAX
-from aiowax._testing.virtual import VIRTUAL_EPOCH
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import (
     DynamicSource,
@@ -26,97 +26,20 @@ from aiowax.inputs import (
     SimplePollingSource,
     StatefulSourcePartition,
     StatelessSourcePartition,
-    batch,
-    batch_async,
 )
-from aiowax.outputs import (
-    DynamicSink,
-    FixedPartitionedSink,
-    StatefulSinkPartition,
-    StatelessSinkPartition,
-)
+from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.testing import TestingSink, TestingSource, run_main
+from flow_helpers import (
+    VIRTUAL_WATCHDOG,
+    PartsSource,
+    TimedSource,
+    record_times,
+    run,
+    run_clock,
+    simple_flow,
+)
 
-WATCHDOG = 5
-VIRTUAL_WATCHDOG = 24 * 3600
-#: Wall time at loop time 0 on the virtual loop (its own clock and ours).
-START = VIRTUAL_EPOCH
-
-
-async def _run(flow: Dataflow, watchdog: float = WATCHDOG, **kwargs: Any) -> None:
-    with anyio.fail_after(watchdog):
-        await aiowax.run(flow, **kwargs)
-
-
-#: Another start, for a clock installed explicitly.
-OTHER_START = datetime(2031, 5, 17, 12, 0, 0, 250000, tzinfo=UTC)
-
-
-@contextlib.contextmanager
-def _clock(kind: str) -> Iterator[datetime]:
-    """Yield the wall time at loop time 0 of the clock the run will use.
-
-    ``default``: the virtual loop's own clock; ``loop``: a `LoopClock`
-    installed explicitly, starting elsewhere.
-    """
-    if kind == "default":
-        yield START
-        return
-    token = set_clock(LoopClock(OTHER_START))
-    try:
-        yield OTHER_START
-    finally:
-        reset_clock(token)
-
-
-# -- fixed partitions ----------------------------------------------------------------
-
-
-class _Part(StatefulSourcePartition[Any, int]):
-    def __init__(self, owner: PartsSource, name: str, is_async: bool) -> None:
-        self.owner = owner
-        self.name = name
-        self.items = owner.parts[name]
-        self.pos = 0
-        if is_async:
-            self.next_batch = self._anext_batch  # type: ignore[method-assign]
-
-    def next_batch(self, sched: datetime | None) -> list[Any]:
-        if self.pos >= len(self.items):
-            raise StopIteration
-        out = self.items[self.pos : self.pos + self.owner.batch_size]
-        self.pos += len(out)
-        return out
-
-    async def _anext_batch(self, sched: datetime | None) -> list[Any]:
-        await anyio.lowlevel.checkpoint()
-        if self.pos >= len(self.items):
-            raise StopAsyncIteration
-        out = self.items[self.pos : self.pos + self.owner.batch_size]
-        self.pos += len(out)
-        return out
-
-    def snapshot(self) -> int:
-        return self.pos
-
-    def close(self) -> None:
-        self.owner.closed.append(self.name)
-
-
-class PartsSource(FixedPartitionedSource[Any, int]):
-    def __init__(self, parts: dict[str, list[Any]], batch_size: int = 2, is_async: bool = False):
-        self.parts = parts
-        self.batch_size = batch_size
-        self.is_async = is_async
-        self.built: list[tuple[datetime, str, Any]] = []
-        self.closed: list[str] = []
-
-    def list_parts(self) -> list[str]:
-        return list(self.parts)
-
-    def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _Part:
-        self.built.append((now, for_part, resume_state))
-        return _Part(self, for_part, self.is_async)
+# -- fixed partitions ------------------------------------------------------------------
 
 
 def _parts(count: int, size: int) -> dict[str, list[str]]:
@@ -133,7 +56,7 @@ async def test_fixed_partitioned_source_every_partition_once(workers: int, is_as
     flow = Dataflow()
     flow.input("inp", source)
     flow.output("out", TestingSink(out))
-    await _run(flow, workers=workers)
+    await run(flow, workers=workers)
     assert Counter(out) == Counter(x for items in parts.values() for x in items)
     # Items of one partition keep their order.
     for name, items in parts.items():
@@ -155,7 +78,7 @@ async def test_fixed_partitioned_source_more_workers_than_partitions() -> None:
     flow = Dataflow()
     flow.input("inp", source)
     flow.output("out", TestingSink(out))
-    await _run(flow, workers=4)
+    await run(flow, workers=4)
     assert sorted(out) == sorted(x for items in parts.values() for x in items)
     assert sorted(source.closed) == ["part0", "part1"]
 
@@ -167,8 +90,45 @@ async def test_fixed_partitioned_source_with_no_partitions() -> None:
     flow = Dataflow()
     flow.input("inp", source)
     flow.output("out", TestingSink(out))
-    await _run(flow)
+    await run(flow)
     assert out == []
+
+
+class _ListPartition(StatefulSourcePartition[Any, None]):
+    def __init__(self, batches: list[list[Any]]) -> None:
+        self.batches = list(batches)
+
+    def next_batch(self, sched: datetime | None) -> list[Any]:
+        if not self.batches:
+            raise StopIteration
+        return self.batches.pop(0)
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _CountedParts(FixedPartitionedSource[Any, None]):
+    def __init__(self) -> None:
+        self.listed = 0
+
+    def list_parts(self) -> list[str]:
+        self.listed += 1
+        return ["p0", "p1", "p2"]
+
+    def build_part(self, now: datetime, for_part: str, resume_state: None) -> _ListPartition:
+        return _ListPartition([[for_part]])
+
+
+@pytest.mark.asyncio
+async def test_a_source_is_listed_once_per_run() -> None:
+    source = _CountedParts()
+    out: list[str] = []
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.output("out", TestingSink(out))
+    await run(flow, workers=3)
+    assert source.listed == 1
+    assert sorted(out) == ["p0", "p1", "p2"]
 
 
 # -- dynamic sources and sinks ---------------------------------------------------------
@@ -234,7 +194,7 @@ async def test_dynamic_source_and_sink_built_once_per_worker() -> None:
     flow = Dataflow()
     flow.input("inp", source)
     flow.output("out", sink)
-    await _run(flow, workers=3)
+    await run(flow, workers=3)
     assert sorted(source.built) == [(0, 3), (1, 3), (2, 3)]
     assert sorted(source.closed) == [0, 1, 2]
     assert sorted(sink.built) == [(0, 3), (1, 3), (2, 3)]
@@ -256,133 +216,7 @@ def test_dynamic_source_run_main() -> None:
     assert sink.closed == [0]
 
 
-# -- fixed partitioned sinks -------------------------------------------------------------
-
-
-class _KVPart(StatefulSinkPartition[Any, int]):
-    def __init__(self, owner: KVSink, name: str) -> None:
-        self.owner = owner
-        self.name = name
-
-    async def write_batch(self, values: list[Any]) -> None:
-        await anyio.lowlevel.checkpoint()
-        self.owner.written.setdefault(self.name, []).extend(values)
-
-    def snapshot(self) -> int:
-        return len(self.owner.written.get(self.name, []))
-
-    def close(self) -> None:
-        self.owner.closed.append(self.name)
-
-
-class KVSink(FixedPartitionedSink[Any, int]):
-    def __init__(self, names: list[str], *, route: bool = True) -> None:
-        self.names = names
-        self.route = route
-        self.built: list[tuple[str, Any]] = []
-        self.written: dict[str, list[Any]] = {}
-        self.closed: list[str] = []
-
-    def list_parts(self) -> list[str]:
-        return self.names
-
-    def part_fn(self, item_key: str) -> int:
-        if not self.route:
-            return super().part_fn(item_key)
-        if item_key == "explode":
-            raise LookupError("no route")
-        return int(item_key.removeprefix("k"))
-
-    def build_part(self, for_part: str, resume_state: int | None) -> _KVPart:
-        self.built.append((for_part, resume_state))
-        return _KVPart(self, for_part)
-
-
-@pytest.mark.asyncio
-async def test_fixed_partitioned_sink_routes_by_part_fn() -> None:
-    items = [("k0", "a"), ("k1", "b"), ("k2", "c"), ("k4", "d"), ("k3", "e"), ("k0", "f")]
-    sink = KVSink(["p0", "p1", "p2"])
-    after: list[Any] = []
-    flow = Dataflow()
-    flow.input("inp", TestingSource(items, 2))
-    flow.output("out", sink)
-    flow.output("after", TestingSink(after))
-    await _run(flow)
-    # part_fn's index is taken modulo the partition count; values only are written.
-    assert sink.written == {"p0": ["a", "e", "f"], "p1": ["b", "d"], "p2": ["c"]}
-    assert sorted(sink.built) == [("p0", None), ("p1", None), ("p2", None)]
-    assert sorted(sink.closed) == ["p0", "p1", "p2"]
-    # The output passes the (key, value) items on unchanged.
-    assert after == items
-
-
-@pytest.mark.asyncio
-async def test_fixed_partitioned_sink_default_part_fn_is_stable_crc32() -> None:
-    keys = [f"key-{i}" for i in range(30)]
-    sink = KVSink(["a", "b", "c", "d"], route=False)
-    flow = Dataflow()
-    flow.input("inp", TestingSource([(k, k) for k in keys], 7))
-    flow.output("out", sink)
-    await _run(flow)
-    expected: dict[str, list[str]] = {}
-    for k in keys:
-        expected.setdefault(sink.names[crc32(k.encode()) % 4], []).append(k)
-    assert sink.written == expected
-
-
-@pytest.mark.asyncio
-async def test_fixed_partitioned_sink_each_partition_built_once_across_workers() -> None:
-    """Like a source partition, a sink partition lives on exactly one worker."""
-    items = [(f"k{i % 3}", i) for i in range(12)]
-    parts = {"p0": items[:6], "p1": items[6:]}
-
-    class KVSource(PartsSource):
-        pass
-
-    sink = KVSink(["p0", "p1", "p2"])
-    flow = Dataflow()
-    flow.input("inp", KVSource(parts))
-    flow.output("out", sink)
-    await _run(flow, workers=2)
-    assert {name: sorted(vs) for name, vs in sink.written.items()} == {
-        "p0": [0, 3, 6, 9],
-        "p1": [1, 4, 7, 10],
-        "p2": [2, 5, 8, 11],
-    }
-    assert sorted(sink.built) == [("p0", None), ("p1", None), ("p2", None)]
-    assert sorted(sink.closed) == ["p0", "p1", "p2"]
-
-
-@pytest.mark.asyncio
-@pytest.mark.parametrize("bad", [("k1",), ["k1", 2], (1, 2), "k1", ("k1", 2, 3)], ids=repr)
-async def test_fixed_partitioned_sink_bad_item(bad: Any) -> None:
-    sink = KVSink(["p0", "p1"])
-    flow = Dataflow()
-    flow.input("inp", TestingSource([("k0", 1), ("k1", 2), bad, ("k0", 3)], 4))
-    flow.output("kv_out", sink)
-    with pytest.raises(TypeError) as info:
-        await _run(flow)
-    assert "'kv_out'" in str(info.value)
-    assert repr(bad) in str(info.value)
-    # What came before the bad item was written.
-    assert sink.written == {"p0": [1], "p1": [2]}
-    assert sorted(sink.closed) == ["p0", "p1"]
-
-
-@pytest.mark.asyncio
-async def test_fixed_partitioned_sink_part_fn_raises() -> None:
-    sink = KVSink(["p0", "p1"])
-    flow = Dataflow()
-    flow.input("inp", TestingSource([("k0", 1), ("explode", 2), ("k1", 3)], 4))
-    flow.output("kv_out", sink)
-    with pytest.raises(LookupError) as info:
-        await _run(flow)
-    assert any("'kv_out'" in n and "part_fn" in n for n in info.value.__notes__)
-    assert sink.written == {"p0": [1]}
-    assert sorted(sink.closed) == ["p0", "p1"]
-
-
-# -- next_awake and back-off on the virtual clock -----------------------------------------
+# -- next_awake and back-off on the virtual clock --------------------------------------
 
 
 class _WakePart(StatefulSourcePartition[int, None]):
@@ -432,8 +266,8 @@ async def test_next_awake_honoured_on_loop_time(clock: str) -> None:
     flow.input("inp", source)
     flow.output("out", TestingSink(out))
     start = anyio.current_time()
-    with _clock(clock):
-        await _run(flow, VIRTUAL_WATCHDOG)
+    with run_clock(clock):
+        await run(flow, watchdog=VIRTUAL_WATCHDOG)
     times = [t - start for t, _ in source.calls]
     # First call at once; then exactly every 10 s of loop time.
     assert times == pytest.approx([0, 10, 20, 30], abs=1e-6)
@@ -480,8 +314,8 @@ async def test_async_next_batch_next_awake_on_loop_time(clock: str) -> None:
     flow.input("inp", source)
     flow.output("out", TestingSink(out))
     start = anyio.current_time()
-    with _clock(clock):
-        await _run(flow, VIRTUAL_WATCHDOG)
+    with run_clock(clock):
+        await run(flow, watchdog=VIRTUAL_WATCHDOG)
     (part,) = source.parts
     assert [t - start for t, _ in part.calls] == pytest.approx([0, 10, 20], abs=1e-6)
     # ``sched`` is what next_awake asked for.
@@ -496,8 +330,8 @@ async def test_next_awake_in_the_past_is_called_at_once() -> None:
     flow.input("inp", source)
     flow.output("out", TestingSink([]))
     start = anyio.current_time()
-    with _clock("loop"):
-        await _run(flow, VIRTUAL_WATCHDOG)
+    with run_clock("loop"):
+        await run(flow, watchdog=VIRTUAL_WATCHDOG)
     # awake: -1 h, -1 h + 10 s, ...: every call is already due.
     assert [t - start for t, _ in source.calls] == [0, 0, 0, 0]
 
@@ -527,7 +361,7 @@ async def test_naive_next_awake_is_a_type_error_naming_the_step() -> None:
     flow.input("naive_in", NaiveWakeSource())
     flow.output("out", TestingSink(out))
     with pytest.raises(TypeError, match="'naive_in'"):
-        await _run(flow)
+        await run(flow)
     assert out == [1]
 
 
@@ -623,7 +457,7 @@ async def test_next_batch_without_sched_argument() -> None:
     flow.output("a_out", TestingSink(out))
     flow.input("b", AsyncNoSchedSource())
     flow.output("b_out", TestingSink(out))
-    await _run(flow)
+    await run(flow)
     assert sorted(out) == [1, 2, 3, 10, 20, 30]
 
 
@@ -677,13 +511,13 @@ async def test_stop_iteration_ends_a_partition(how: str, workers: int) -> None:
     flow = Dataflow()
     flow.input("inp", source)
     flow.output("out", TestingSink(out))
-    await _run(flow, workers=workers)
+    await run(flow, workers=workers)
     expected = [n for w in range(workers) for n in range(1, 4 + w)]
     assert sorted(out) == sorted(expected)
     assert [p.calls_after_end for p in source.parts] == [1] * workers
 
 
-# -- async sources and sinks -------------------------------------------------------------
+# -- async sources and sinks -----------------------------------------------------------
 
 
 @pytest.mark.asyncio
@@ -722,218 +556,110 @@ async def test_async_next_batch_and_async_write_batch() -> None:
     flow.input("inp", Source())
     flow.map("m", lambda x: x * 2)
     flow.output("out", Sink())
-    await _run(flow)
+    await run(flow)
     assert received == [2, -2, 4, -4, 6, -6]
 
 
-# -- SimplePollingSource -------------------------------------------------------------------
+# -- epochs ----------------------------------------------------------------------------
 
 
-class Poller(SimplePollingSource[Any]):
-    def __init__(self, results: list[Any], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.results = list(results)
-        self.calls: list[float] = []
+@pytest.mark.asyncio
+@pytest.mark.parametrize("flavor", ["sync", "async"])
+@pytest.mark.parametrize(
+    ("batch_size", "expected"),
+    [
+        (1, [(1, 0), (2, 1), (3, 2), (4, 3), (5, 4)]),
+        (2, [(1, 0), (1, 1), (2, 2), (2, 3), (3, 4)]),
+        (3, [(1, 0), (1, 1), (1, 2), (2, 3), (2, 4)]),
+        (5, [(1, 0), (1, 1), (1, 2), (1, 3), (1, 4)]),
+    ],
+)
+async def test_zero_epoch_interval_each_batch_is_an_epoch(
+    batch_size: int, expected: list[tuple[int, int]], flavor: str
+) -> None:
+    seen: list[tuple[int, int]] = []
 
-    def next_item(self) -> Any:
-        self.calls.append(anyio.current_time())
-        result = self.results.pop(0) if self.results else None
-        if isinstance(result, Exception):
-            raise result
-        return result
+    def record(epoch: int, x: int) -> None:
+        seen.append((epoch, x))
 
-
-class AsyncPoller(Poller):
-    async def next_item(self) -> Any:  # type: ignore[override]
+    async def arecord(epoch: int, x: int) -> None:
         await anyio.lowlevel.checkpoint()
-        return super().next_item()
+        seen.append((epoch, x))
+
+    inspector = record if flavor == "sync" else arecord
+    flow, out = simple_flow(list(range(5)), lambda f: f.inspect_epoch(inspector), batch_size)
+    await run(flow, epoch_interval=timedelta(0))
+    assert seen == expected
+    assert out == list(range(5))
 
 
-async def _poll(source: Poller, seconds: float) -> tuple[list[float], list[Any]]:
+def test_zero_epoch_interval_run_main_matches_seed_example() -> None:
     out: list[Any] = []
     flow = Dataflow()
-    flow.input("poll", source)
-    flow.output("out", TestingSink(out))
-    start = anyio.current_time()
-    with anyio.move_on_after(seconds):
-        await aiowax.run(flow)
-    return [t - start for t in source.calls], out
+    flow.input("inp", TestingSource(["a", "b", "c"]))
+    flow.inspect_epoch(lambda epoch, item: out.append((epoch, item)))
+    flow.output("out", TestingSink([]))
+    run_main(flow, epoch_interval=timedelta(0))
+    assert out == [(1, "a"), (2, "b"), (3, "c")]
 
 
-@pytest.mark.asyncio(loop_factories=["virtual"])
-@pytest.mark.parametrize("cls", [Poller, AsyncPoller], ids=["sync", "async"])
-@pytest.mark.parametrize("clock", ["default", "loop"])
-async def test_simple_polling_source_interval(cls: type[Poller], clock: str) -> None:
-    source = cls(["a", None, "b", "c"], interval=timedelta(seconds=10))
-    with _clock(clock):
-        times, out = await _poll(source, 35)
-    assert times == pytest.approx([0, 10, 20, 30], abs=1e-6)
-    assert out == ["a", "b", "c"]
-
-
-@pytest.mark.asyncio(loop_factories=["virtual"])
-@pytest.mark.parametrize("clock", ["default", "loop"])
-async def test_simple_polling_source_retry(clock: str) -> None:
-    retry = SimplePollingSource.Retry
-    source = Poller(
-        [
-            retry(timedelta(seconds=2)),
-            retry(timedelta(seconds=3)),
-            "a",
-            retry(timedelta(seconds=1)),
-            "b",
-        ],
-        interval=timedelta(minutes=1),
+@pytest.mark.asyncio
+@pytest.mark.parametrize("batch_size", [1, 2, 1000])
+async def test_default_epoch_interval_short_run_is_epoch_one(batch_size: int) -> None:
+    seen: list[tuple[int, int]] = []
+    flow, _ = simple_flow(
+        list(range(50)), lambda f: f.inspect_epoch(lambda e, x: seen.append((e, x))), batch_size
     )
-    with _clock(clock):
-        times, out = await _poll(source, 200)
-    # 0: retry in 2 s; 2: retry in 3 s; 5: "a", next in 60 s; 65: retry in 1 s; 66: "b"; 126...
-    assert times == pytest.approx([0, 2, 5, 65, 66, 126, 186], abs=1e-6)
-    assert out == ["a", "b"]
+    await run(flow)
+    assert seen == [(1, x) for x in range(50)]
 
 
 @pytest.mark.asyncio(loop_factories=["virtual"])
-@pytest.mark.parametrize("offset", [3, -7, -3607], ids=["ahead", "behind", "long-ago"])
-@pytest.mark.parametrize("clock", ["default", "loop"])
-async def test_simple_polling_source_align_to(clock: str, offset: int) -> None:
-    """Calls happen at ``align_to + k * interval`` only, the first one included."""
-    with _clock(clock) as start:
-        align_to = start + timedelta(seconds=offset)
-        source = Poller(["x", "y"], interval=timedelta(seconds=10), align_to=align_to)
-        times, out = await _poll(source, 30)
-    assert times == pytest.approx([3, 13, 23], abs=1e-6)
-    assert out == ["x", "y"]
-
-
-def test_simple_polling_source_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError, match="interval"):
-        Poller([], interval=timedelta(0))
-    with pytest.raises(TypeError, match="interval"):
-        Poller([], interval=10)
-    with pytest.raises(ValueError, match="align_to"):
-        Poller([], interval=timedelta(seconds=1), align_to=datetime(2024, 1, 1))
-
-
-@pytest.mark.asyncio(loop_factories=["virtual"])
-async def test_simple_polling_source_error_stops_the_flow() -> None:
-    source = Poller(["a", KeyError("gone")], interval=timedelta(seconds=5))
-    out: list[Any] = []
-    flow = Dataflow()
-    flow.input("poll", source)
-    flow.output("out", TestingSink(out))
-    with pytest.raises(KeyError) as info:
-        await _run(flow, VIRTUAL_WATCHDOG)
-    assert any("'poll'" in n for n in info.value.__notes__)
-    assert out == ["a"]
-
-
-# -- batch helpers ---------------------------------------------------------------------------
-
-
-def test_batch() -> None:
-    assert list(batch(range(5), 2)) == [[0, 1], [2, 3], [4]]
-    assert list(batch([], 3)) == []
-    assert list(batch(iter("abc"), 5)) == [["a", "b", "c"]]
-    assert list(batch(range(4), 1)) == [[0], [1], [2], [3]]
-    with pytest.raises(ValueError, match="batch_size"):
-        list(batch(range(3), 0))
-
-
-async def _timed(items: list[tuple[float, Any]]) -> AsyncIterator[Any]:
-    """Yield each value at its loop time (relative to the first read)."""
-    start = anyio.current_time()
-    for at, value in items:
-        await anyio.sleep_until(start + at)
-        yield value
-
-
-@pytest.mark.asyncio(loop_factories=["virtual"])
-async def test_batch_async_size_timeout_and_end() -> None:
-    items = [(0, "a"), (0, "b"), (0, "c"), (0.5, "d"), (3, "e"), (3.2, "f"), (10, "g")]
-    start = anyio.current_time()
-    got: list[tuple[float, list[str]]] = []
-    with anyio.fail_after(VIRTUAL_WATCHDOG):
-        async for chunk in batch_async(_timed(items), timedelta(seconds=1), 3):
-            got.append((anyio.current_time() - start, chunk))
-    assert [c for _, c in got] == [["a", "b", "c"], ["d"], ["e", "f"], ["g"]]
-    # Full at once; "d" waits 1 s; "e" waits 1 s; "g" goes out when the input ends.
-    assert [t for t, _ in got] == pytest.approx([0, 1.5, 4, 10], abs=1e-6)
-
-
-@pytest.mark.asyncio
-async def test_batch_async_plain() -> None:
-    async def gen() -> AsyncIterator[int]:
-        for i in range(7):
-            await anyio.lowlevel.checkpoint()
-            yield i
-
-    with anyio.fail_after(WATCHDOG):
-        chunks = [c async for c in batch_async(gen(), timedelta(seconds=60), 3)]
-    assert chunks == [[0, 1, 2], [3, 4, 5], [6]]
-    with pytest.raises(ValueError, match="batch_size"):
-        [c async for c in batch_async(gen(), timedelta(seconds=1), 0)]
-
-
-@pytest.mark.asyncio(loop_factories=["virtual"])
-@pytest.mark.parametrize("timed_out", [False, True], ids=["full-chunk", "timed-out-chunk"])
-async def test_batch_async_closed_early_leaves_no_task(timed_out: bool) -> None:
-    """Leaving ``batch_async`` early leaves no task behind reading the input.
-
-    After a chunk that timed out, a read of the next item is in flight; closing
-    the generator must stop it, not leave it to consume (and lose) an item.
-    """
-    reads_after_close: list[int] = []
-    closed = False
-
-    async def gen() -> AsyncIterator[int]:
-        for i in range(1, 10):
-            if i == 3 and timed_out:
-                await anyio.sleep(5)  # the chunk [1, 2] times out meanwhile
-            if closed:
-                reads_after_close.append(i)
-            yield i
-
-    before = asyncio.all_tasks()
-    chunks = batch_async(gen(), timedelta(seconds=1), 2 if not timed_out else 10)
-    with anyio.fail_after(VIRTUAL_WATCHDOG):
-        first = await chunks.__anext__()
-        await chunks.aclose()
-        closed = True
-        await anyio.sleep(10)
-    assert first == [1, 2]
-    assert {t for t in asyncio.all_tasks() if t not in before and not t.done()} == set()
-    assert reads_after_close == []
-
-
-@pytest.mark.asyncio
-async def test_batch_async_in_a_source() -> None:
-    """``batch_async`` is how an async iterator becomes a partition's batches."""
-
-    async def numbers() -> AsyncIterator[int]:
-        for i in range(10):
-            await anyio.lowlevel.checkpoint()
-            yield i
+async def test_epoch_interval_on_loop_time() -> None:
+    """An async source yielding one item per second, with 2.6 s epochs."""
+    from aiowax.inputs import DynamicSource, StatelessSourcePartition
 
     class Part(StatelessSourcePartition[int]):
         def __init__(self) -> None:
-            self.it = batch_async(numbers(), timedelta(seconds=1), 4)
+            self.n = 0
 
         async def next_batch(self, sched: datetime | None) -> list[int]:
-            return await self.it.__anext__()
+            self.n += 1
+            if self.n > 9:
+                raise StopAsyncIteration
+            await anyio.sleep(1)
+            return [self.n]
 
     class Source(DynamicSource[int]):
         def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
             return Part()
 
-    out: list[int] = []
+    seen: list[tuple[int, int]] = []
     flow = Dataflow()
     flow.input("inp", Source())
-    flow.output("out", TestingSink(out))
-    await _run(flow)
-    assert out == list(range(10))
+    flow.inspect_epoch(lambda e, x: seen.append((e, x)))
+    flow.output("out", TestingSink([]))
+    # Epochs close on time, even while a read is in flight: epoch k holds
+    # the items returned in [2.6 (k - 1), 2.6 k) seconds of loop time.
+    await run(flow, watchdog=VIRTUAL_WATCHDOG, epoch_interval=timedelta(seconds=2.6))
+    assert seen == [(1, 1), (1, 2), (2, 3), (2, 4), (2, 5), (3, 6), (3, 7), (4, 8), (4, 9)]
 
 
-# -- a partition waiting for its next_awake does not hold the others back ------------
+@pytest.mark.asyncio
+async def test_zero_epoch_interval_partitions_move_in_lockstep() -> None:
+    parts = {"a": ["a1", "a2", "a3"], "b": ["b1"], "c": ["c1", "c2"]}
+    seen: list[tuple[int, str]] = []
+    flow = Dataflow()
+    flow.input("inp", PartsSource(parts, batch_size=1))
+    flow.inspect_epoch(lambda e, x: seen.append((e, x)))
+    flow.output("out", TestingSink([]))
+    await run(flow, epoch_interval=timedelta(0))
+    assert sorted(seen) == sorted((int(x[1]), x) for p in parts.values() for x in p)
+    # Epochs never go backwards in the stream.
+    assert [e for e, _ in seen] == sorted(e for e, _ in seen)
+
+
+# -- a waiting partition does not hold the others back ---------------------------------
 
 
 class _SleepyPart(StatefulSourcePartition[Any, None]):
@@ -1043,3 +769,28 @@ async def test_hourly_poller_does_not_stall_another_input() -> None:
     assert polled == ["polled"]
     assert [x for _, x in sink.log] == list(range(1, 61))
     assert [t - start for t, _ in sink.log] == pytest.approx(list(range(1, 61)), abs=1e-6)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("workers", [2, 3])
+async def test_partition_waiting_in_async_next_batch_does_not_hold_back_others(
+    workers: int,
+) -> None:
+    """Only worker 0's partition has data; the others wait in next_batch until 1000 s.
+
+    Items read by worker 0 reach the keyed step when they are read, across
+    several epochs (10 s each), not when the idle partitions finally return.
+    """
+    source = TimedSource(
+        [(0, [("a", 1)]), (100, [("b", 1)]), (150, [("a", 2)]), (200, [("b", 2)])], end=1000
+    )
+    seen: list[tuple[float, Any]] = []
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.stateful_map("sm", lambda: 0, lambda s, x: (s + x, s + x))
+    record_times(flow, seen)
+    flow.output("out", TestingSink([]))
+    await run(flow, workers=workers, watchdog=VIRTUAL_WATCHDOG)
+    assert seen == [(0.0, ("a", 1)), (100.0, ("b", 1)), (150.0, ("a", 3)), (200.0, ("b", 3))]
+    # Worker 0's partition was asked for more as soon as it returned a batch.
+    assert source.parts[0].calls == [0.0, 0.0, 100.0, 150.0, 200.0]

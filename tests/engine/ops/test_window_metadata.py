@@ -1,7 +1,7 @@
-"""`WindowMetadata` as the window operators produce it.
+"""`WindowMetadata` as the window operators produce it (`aiowax._engine.ops.windows`).
 
 The configurations themselves (validation, pickling, comparison of
-`WindowMetadata`) are covered in ``test_dataflow.py``; here: which
+`WindowMetadata`) are covered in ``tests/test_dataflow.py``; here: which
 ``[open_time, close_time)`` a result carries, in UTC, exactly, whatever the
 time zone of the inputs.
 """

@@ -1,4 +1,4 @@
-"""Recovery inside the engine: timers across downtime, windows, replay, commits.
+"""Recovery in a run (`aiowax._recovery.runtime`): timers across downtime, windows, replay, commits.
 
 Most tests drive a one-partition async source from a script on the virtual
 clock (`ScriptSource`): items at given loop times, a ``Sync`` that waits until

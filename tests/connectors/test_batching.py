@@ -1,0 +1,120 @@
+"""`batch` and `batch_async` (`aiowax._connectors.batching`): items into lists for a source."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from aiowax.dataflow import Dataflow
+from aiowax.inputs import DynamicSource, StatelessSourcePartition, batch, batch_async
+from aiowax.testing import TestingSink
+from flow_helpers import VIRTUAL_WATCHDOG, WATCHDOG, run
+
+
+def test_batch() -> None:
+    assert list(batch(range(5), 2)) == [[0, 1], [2, 3], [4]]
+    assert list(batch([], 3)) == []
+    assert list(batch(iter("abc"), 5)) == [["a", "b", "c"]]
+    assert list(batch(range(4), 1)) == [[0], [1], [2], [3]]
+    with pytest.raises(ValueError, match="batch_size"):
+        list(batch(range(3), 0))
+
+
+async def _timed(items: list[tuple[float, Any]]) -> AsyncIterator[Any]:
+    """Yield each value at its loop time (relative to the first read)."""
+    start = anyio.current_time()
+    for at, value in items:
+        await anyio.sleep_until(start + at)
+        yield value
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_batch_async_size_timeout_and_end() -> None:
+    items = [(0, "a"), (0, "b"), (0, "c"), (0.5, "d"), (3, "e"), (3.2, "f"), (10, "g")]
+    start = anyio.current_time()
+    got: list[tuple[float, list[str]]] = []
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        async for chunk in batch_async(_timed(items), timedelta(seconds=1), 3):
+            got.append((anyio.current_time() - start, chunk))
+    assert [c for _, c in got] == [["a", "b", "c"], ["d"], ["e", "f"], ["g"]]
+    # Full at once; "d" waits 1 s; "e" waits 1 s; "g" goes out when the input ends.
+    assert [t for t, _ in got] == pytest.approx([0, 1.5, 4, 10], abs=1e-6)
+
+
+@pytest.mark.asyncio
+async def test_batch_async_plain() -> None:
+    async def gen() -> AsyncIterator[int]:
+        for i in range(7):
+            await anyio.lowlevel.checkpoint()
+            yield i
+
+    with anyio.fail_after(WATCHDOG):
+        chunks = [c async for c in batch_async(gen(), timedelta(seconds=60), 3)]
+    assert chunks == [[0, 1, 2], [3, 4, 5], [6]]
+    with pytest.raises(ValueError, match="batch_size"):
+        [c async for c in batch_async(gen(), timedelta(seconds=1), 0)]
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("timed_out", [False, True], ids=["full-chunk", "timed-out-chunk"])
+async def test_batch_async_closed_early_leaves_no_task(timed_out: bool) -> None:
+    """Leaving ``batch_async`` early leaves no task behind reading the input.
+
+    After a chunk that timed out, a read of the next item is in flight; closing
+    the generator must stop it, not leave it to consume (and lose) an item.
+    """
+    reads_after_close: list[int] = []
+    closed = False
+
+    async def gen() -> AsyncIterator[int]:
+        for i in range(1, 10):
+            if i == 3 and timed_out:
+                await anyio.sleep(5)  # the chunk [1, 2] times out meanwhile
+            if closed:
+                reads_after_close.append(i)
+            yield i
+
+    before = asyncio.all_tasks()
+    chunks = batch_async(gen(), timedelta(seconds=1), 2 if not timed_out else 10)
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        first = await chunks.__anext__()
+        await chunks.aclose()
+        closed = True
+        await anyio.sleep(10)
+    assert first == [1, 2]
+    assert {t for t in asyncio.all_tasks() if t not in before and not t.done()} == set()
+    assert reads_after_close == []
+
+
+@pytest.mark.asyncio
+async def test_batch_async_in_a_source() -> None:
+    """``batch_async`` is how an async iterator becomes a partition's batches."""
+
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(10):
+            await anyio.lowlevel.checkpoint()
+            yield i
+
+    class Part(StatelessSourcePartition[int]):
+        def __init__(self) -> None:
+            self.it = batch_async(numbers(), timedelta(seconds=1), 4)
+
+        async def next_batch(self, sched: datetime | None) -> list[int]:
+            return await self.it.__anext__()
+
+    class Source(DynamicSource[int]):
+        def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
+            return Part()
+
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("inp", Source())
+    flow.output("out", TestingSink(out))
+    await run(flow)
+    assert out == list(range(10))

@@ -1,0 +1,166 @@
+"""Calling async user code (`aiowax._engine.usercode`): overlap, order, limits.
+
+The async calls of a batch run at once, at most `ASYNC_CONCURRENCY` of them,
+and their results keep the input order whatever order they finish in
+(`call_ordered`, here through the stateless steps). A ``CancelledError`` that
+user code raises without being cancelled is the user's error. The keyed
+steps' order per key (`run_per_key`) is tested with them, in
+``tests/engine/ops/test_keyed.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from aiowax._engine.usercode import ASYNC_CONCURRENCY, call_ordered
+from aiowax.dataflow import Dataflow
+from aiowax.testing import TestingSink, TestingSource
+from flow_helpers import VIRTUAL_WATCHDOG, run, simple_flow
+
+# -- results in input order, calls at once up to the limit -----------------------------
+
+
+@pytest.mark.asyncio
+async def test_async_map_order_preserved_when_calls_finish_in_reverse() -> None:
+    n = 10
+    done = [anyio.Event() for _ in range(n + 1)]
+    done[n].set()
+    finish_order: list[int] = []
+
+    async def mapper(x: int) -> int:
+        await done[x + 1].wait()  # item x finishes only after item x + 1
+        finish_order.append(x)
+        done[x].set()
+        return x * x
+
+    flow, out = simple_flow(list(range(n)), lambda f: f.map("m", mapper), batch_size=n)
+    await run(flow)
+    assert finish_order == list(reversed(range(n)))
+    assert out == [x * x for x in range(n)]
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("batch_size", [1, 4, 50])
+async def test_async_order_preserved_with_varying_delays(batch_size: int) -> None:
+    delays = [(7 * i) % 11 for i in range(40)]
+
+    async def mapper(i: int) -> int:
+        await anyio.sleep(delays[i])
+        return i
+
+    async def predicate(i: int) -> bool:
+        await anyio.sleep(delays[-1 - i])
+        return i % 3 != 0
+
+    async def flat(i: int) -> AsyncIterator[int]:
+        await anyio.sleep(delays[i] / 2)
+        yield i
+        await anyio.sleep(1)
+        yield -i
+
+    def add(f: Dataflow) -> None:
+        f.map("m", mapper)
+        f.filter("f", predicate)
+        f.flat_map("fm", flat)
+
+    flow, out = simple_flow(list(range(40)), add, batch_size)
+    await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    expected = [y for i in range(40) if i % 3 != 0 for y in (i, -i)]
+    assert out == expected
+
+
+@pytest.mark.asyncio
+async def test_async_mapper_calls_in_a_batch_overlap() -> None:
+    n = 10
+    in_flight = 0
+    all_in = anyio.Event()
+
+    async def mapper(x: int) -> int:
+        nonlocal in_flight
+        in_flight += 1
+        if in_flight == n:
+            all_in.set()
+        # Returns only once every call of the batch has started: possible
+        # only if they run concurrently.
+        await all_in.wait()
+        return x + 1
+
+    flow, out = simple_flow(list(range(n)), lambda f: f.map("m", mapper), batch_size=n)
+    await run(flow)
+    assert out == list(range(1, n + 1))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["map", "filter", "filter_map", "flat_map", "inspect"])
+async def test_async_concurrency_limit_holds(kind: str) -> None:
+    n = ASYNC_CONCURRENCY * 3 + 5
+    in_flight = 0
+    peak = 0
+    limit_reached = anyio.Event()
+
+    async def call(*args: Any) -> Any:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        if in_flight >= ASYNC_CONCURRENCY:
+            limit_reached.set()
+        # The first wave waits until the limit is reached: calls really overlap.
+        await limit_reached.wait()
+        for _ in range(3):
+            await anyio.lowlevel.checkpoint()
+        in_flight -= 1
+        x = args[-1]
+        return {"map": x, "filter": True, "filter_map": x, "flat_map": [x]}.get(kind)
+
+    def add(f: Dataflow) -> None:
+        if kind == "inspect":
+            f.inspect(call)
+        else:
+            getattr(f, kind)("step", call)
+
+    flow, out = simple_flow(list(range(n)), add, batch_size=n)
+    await run(flow)
+    assert out == list(range(n))
+    assert peak == ASYNC_CONCURRENCY
+
+
+# -- a stray CancelledError is an error ------------------------------------------------
+
+
+async def _stray_cancel(x: int) -> int:
+    if x == 2:
+        future = asyncio.get_running_loop().create_future()
+        future.cancel()
+        await future  # a library's cancelled future, not ours
+    return x
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("batch_size", [1, 3])
+async def test_a_stray_cancelled_error_in_user_code_is_an_error(batch_size: int) -> None:
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2, 3], batch_size=batch_size))
+    flow.map("m", _stray_cancel)
+    flow.output("out", TestingSink(out))
+    with pytest.raises(RuntimeError, match="CancelledError") as raised:
+        await run(flow, epoch_interval=timedelta(0))
+    assert raised.value.__notes__ == ["raised in step 'm' by the map mapper"]
+    assert out == [1]
+
+
+@pytest.mark.asyncio
+async def test_call_ordered_reports_a_stray_cancelled_error() -> None:
+    from aiowax._engine.errors import StepFailed
+
+    with pytest.raises(StepFailed) as raised:
+        await call_ordered(_stray_cancel, [1, 2, 3])
+    assert raised.value.partial == [1]
+    assert isinstance(raised.value.error, RuntimeError)
