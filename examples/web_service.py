@@ -268,8 +268,10 @@ class SensorWindows:
         Closing the source ends the flow's input once the buffered readings
         are read, so every accepted reading is counted and every open window
         flushed; then the sink closes and the SSE streams end. Idempotent.
-        (`FlowHandle.stop` would stop reading the source at once, dropping
-        readings it had accepted but the flow had not taken yet.)
+        (A graceful `FlowHandle.stop` would end the flow the same way: it too
+        hands the flow every reading the PushSource accepted, and flushes the
+        open windows, as this flow runs without recovery. Closing the source
+        is all it takes here: the input ends, and the flow finishes.)
         """
         self.source.close()
         handle = self.handle

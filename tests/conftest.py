@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,9 +17,6 @@ LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
     # Time-travel tests select this one with loop_factories=["virtual"].
     "virtual": VirtualClockEventLoop,
 }
-
-#: The seed spec, when the checkout sits beside the shared folder.
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
 
 
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:

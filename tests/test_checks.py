@@ -224,3 +224,33 @@ def test_callable_arg_and_describe() -> None:
     assert len(long) == 20
     assert long.endswith("...")
     assert re.fullmatch(r"'x+\.\.\.", long)
+
+
+# -- describe: error messages never fail while describing an item -------------------------
+
+
+class _BrokenRepr:
+    def __repr__(self) -> str:
+        raise RuntimeError("session is closed")
+
+
+def test_describe_survives_a_failing_repr() -> None:
+    from aiowax._checks import describe
+
+    assert describe(_BrokenRepr()) == "<_BrokenRepr object (its repr raised RuntimeError)>"
+
+
+def test_a_bad_item_with_a_failing_repr_names_the_step_and_keeps_earlier_output() -> None:
+    # U7: the message is built without the item's repr; the items before it
+    # are written, and the caller gets the TypeError, not an internal group.
+    from aiowax.dataflow import Dataflow
+    from aiowax.testing import TestingSink, TestingSource, run_main
+
+    out: list[object] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("a", 1), ("b", 2), _BrokenRepr(), ("c", 3)], batch_size=4))
+    flow.stateful_map("count", lambda: 0, lambda s, v: (s + 1, s + 1))
+    flow.output("out", TestingSink(out))
+    with pytest.raises(TypeError, match=r"step 'count' needs .*_BrokenRepr object"):
+        run_main(flow)
+    assert out == [("a", 1), ("b", 1)]

@@ -222,6 +222,22 @@ def endless():
     return flow
 
 
+async def _hang(x):
+    print(x, flush=True)
+    await asyncio.sleep(3600)
+
+
+def stuck():
+    # Its mapper never returns: a graceful stop cannot end.
+    import itertools
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource(itertools.count(), batch_size=1))
+    flow.map("hang", _hang)
+    flow.output("out", StdOutSink())
+    return flow
+
+
 many = Dataflow()
 many.input("inp", TestingSource(range(300_000), batch_size=1000))
 many.output("out", StdOutSink())
@@ -354,6 +370,16 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         (["-s", "1e30", "flows"], {}, "is too large"),
         (["-b", "x", "flows"], {}, "argument -b/--backup-interval: must be a number"),
         (
+            ["--stop-timeout", "-1", "flows"],
+            {},
+            "argument --stop-timeout: must be a number of seconds >= 0",
+        ),
+        (
+            ["flows"],
+            {"AIOWAX_STOP_TIMEOUT": "later"},
+            "environment variable AIOWAX_STOP_TIMEOUT: ",
+        ),
+        (
             ["flows"],
             {"AIOWAX_WORKERS": "-3"},
             "environment variable AIOWAX_WORKERS: must be an integer",
@@ -420,28 +446,40 @@ def test_usage_errors(
 
 
 class _RunSpy:
-    def __init__(self) -> None:
-        self.calls: list[dict[str, Any]] = []
+    """Stands in for `_cli._run_until_stopped`: records its arguments."""
 
-    async def __call__(self, flow: object, **kwargs: Any) -> None:
+    def __init__(self, status: int = 0) -> None:
+        self.calls: list[dict[str, Any]] = []
+        self.status = status
+
+    async def __call__(self, flow: object, **kwargs: Any) -> int:
         self.calls.append({"flow": flow, **kwargs})
+        return self.status
 
 
 @pytest.mark.parametrize(
-    ("argv", "env", "workers", "interval"),
+    ("argv", "env", "workers", "interval", "stop_timeout"),
     [
-        (["flows"], {}, 1, None),
-        (["-w", "3", "-s", "0.5", "flows"], {}, 3, timedelta(seconds=0.5)),
-        (["flows"], {"AIOWAX_WORKERS": "4", "AIOWAX_SNAPSHOT_INTERVAL": "0"}, 4, timedelta(0)),
+        (["flows"], {}, 1, None, 25),
+        (["-w", "3", "-s", "0.5", "flows"], {}, 3, timedelta(seconds=0.5), 25),
+        (
+            ["flows"],
+            {"AIOWAX_WORKERS": "4", "AIOWAX_SNAPSHOT_INTERVAL": "0", "AIOWAX_STOP_TIMEOUT": "5"},
+            4,
+            timedelta(0),
+            5,
+        ),
         # The command line wins; empty variables count as unset.
         (
-            ["--workers=2", "flows"],
-            {"AIOWAX_WORKERS": "4", "AIOWAX_SNAPSHOT_INTERVAL": ""},
+            ["--workers=2", "--stop-timeout=0", "flows"],
+            {"AIOWAX_WORKERS": "4", "AIOWAX_SNAPSHOT_INTERVAL": "", "AIOWAX_STOP_TIMEOUT": "9"},
             2,
             None,
+            0,
         ),
+        (["--stop-timeout", "0.25", "flows"], {"AIOWAX_STOP_TIMEOUT": ""}, 1, None, 0.25),
         # Without -r, a backup interval from the environment is only checked.
-        (["flows"], {"AIOWAX_BACKUP_INTERVAL": "30"}, 1, None),
+        (["flows"], {"AIOWAX_BACKUP_INTERVAL": "30"}, 1, None, 25),
     ],
 )
 def test_options_reach_run(
@@ -451,17 +489,35 @@ def test_options_reach_run(
     env: dict[str, str],
     workers: int,
     interval: timedelta | None,
+    stop_timeout: float,
 ) -> None:
     for variable, value in env.items():
         monkeypatch.setenv(variable, value)
     spy = _RunSpy()
-    monkeypatch.setattr(_cli, "run", spy)
+    monkeypatch.setattr(_cli, "_run_until_stopped", spy)
     assert main(argv) == 0
     (call,) = spy.calls
     assert call["flow"] is sys.modules["flows"].flow
     assert call["workers"] == workers
     assert call["epoch_interval"] == interval
     assert call["recovery_config"] is None
+    assert call["stop_timeout"] == timedelta(seconds=stop_timeout)
+
+
+def test_the_status_of_an_aborted_stop_is_the_exit_status(
+    inproc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_cli, "_run_until_stopped", _RunSpy(status=143))
+    assert main(["flows"]) == 143
+
+
+def test_an_in_process_run_puts_the_signal_handlers_back(
+    inproc: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    assert main(["flows"]) == 0
+    assert capsys.readouterr().out == "x0\nx1\nx2\n"
+    assert {sig: signal.getsignal(sig) for sig in before} == before
 
 
 @pytest.fixture
@@ -504,7 +560,7 @@ def test_recovery_options_reach_run(
     for variable, value in env.items():
         monkeypatch.setenv(variable, value.format(dir=recovery_dir))
     spy = _RunSpy()
-    monkeypatch.setattr(_cli, "run", spy)
+    monkeypatch.setattr(_cli, "_run_until_stopped", spy)
     assert main([arg.format(dir=recovery_dir) for arg in argv]) == 0
     (call,) = spy.calls
     assert call["recovery_config"] == RecoveryConfig(recovery_dir, backup_interval=backup)
@@ -741,13 +797,17 @@ def test_cli_help(project: Path) -> None:
         "-s SECONDS, --snapshot-interval SECONDS",
         "-r DIR, --recovery-directory DIR",
         "-b SECONDS, --backup-interval SECONDS",
+        "--stop-timeout SECONDS",
         "AIOWAX_WORKERS",
         "AIOWAX_SNAPSHOT_INTERVAL",
         "AIOWAX_RECOVERY_DIRECTORY",
         "AIOWAX_BACKUP_INTERVAL",
+        "AIOWAX_STOP_TIMEOUT",
         "python -m aiowax.recovery DIR COUNT",
         "--version",
+        "SIGTERM",
         "130",
+        "143",
     ):
         assert word in result.stdout, word
 
@@ -925,25 +985,103 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _popen(cwd: Path, *args: str) -> subprocess.Popen[bytes]:
+def _popen(cwd: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "aiowax", *args],
         cwd=cwd,
-        env=_env(),
+        env=_env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
+        # Unbuffered: `communicate` reads the pipes directly, so what a
+        # buffered `readline` had read ahead would be lost to it.
+        bufsize=0,
+    )
+
+
+def _stopping(sig: str, timeout: str = "25") -> str:
+    return (
+        f"python -m aiowax: {sig} received: stopping gracefully (at most {timeout} s; "
+        "a second signal aborts at once)\n"
     )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_cli_ctrl_c_exits_130_quietly(project: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_cli_signal_stops_gracefully_and_exits_0(project: Path, sig: signal.Signals) -> None:
     with _popen(project, "flows:endless()") as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"0\n"  # running
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
+        out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err.decode()) == (0, _stopping(sig.name))
+    # What was read was written, in order, before the exit.
+    lines = [b"0", *out.splitlines()]
+    assert lines == [str(i).encode() for i in range(len(lines))]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_sigterm_takes_a_final_snapshot(project: Path, tmp_path: Path) -> None:
+    # No epoch ends in the default 10 s: only the stop's final snapshot can
+    # let the second run go on exactly after the first.
+    rec = tmp_path / "rec"
+    init_db_dir(rec, 2)
+    outs = []
+    for _ in range(2):
+        with _popen(project, "-r", str(rec), "-w", "2", "flows:endless()") as proc:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=30)
+        assert (proc.returncode, err.decode()) == (0, _stopping("SIGTERM"))
+        outs.append([int(line) for line in [first, *out.splitlines()]])
+    assert outs[0][0] == 0
+    assert outs[1][0] == outs[0][-1] + 1
+    assert outs[0] + outs[1] == list(range(len(outs[0]) + len(outs[1])))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("args", "env"),
+    [(["--stop-timeout", "0.5"], {}), ([], {"AIOWAX_STOP_TIMEOUT": "0.5"})],
+    ids=["option", "env"],
+)
+def test_cli_stop_timeout_aborts_and_exits_143(
+    project: Path, args: list[str], env: dict[str, str]
+) -> None:
+    with _popen(project, *args, "flows:stuck()", **env) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"0\n"  # stuck in the mapper
+        proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
-    assert (proc.returncode, err) == (130, b"")
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert err.decode() == _stopping("SIGTERM", "0.5") + (
+        "python -m aiowax: the flow did not stop within 0.5 s: aborted, without a final snapshot\n"
+    )
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [(signal.SIGINT, signal.SIGINT), (signal.SIGTERM, signal.SIGINT)],
+    ids=["SIGINT-SIGINT", "SIGTERM-SIGINT"],
+)
+def test_cli_second_signal_aborts_at_once(
+    project: Path, first: signal.Signals, second: signal.Signals
+) -> None:
+    with _popen(project, "flows:stuck()") as proc:
+        assert proc.stdout is not None
+        assert proc.stderr is not None
+        assert proc.stdout.readline() == b"0\n"
+        proc.send_signal(first)
+        assert proc.stderr.readline().decode() == _stopping(first.name)
+        proc.send_signal(second)
+        _, err = proc.communicate(timeout=20)  # well within the 25 s stop timeout
+    assert proc.returncode == 128 + first
+    assert err.decode() == (
+        f"python -m aiowax: {second.name} received while stopping: aborting, "
+        "without a final snapshot\n"
+    )
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX pipes")

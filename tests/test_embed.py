@@ -9,6 +9,8 @@ in-process connectors that feed and read such a flow (`PushSource`,
 
 from __future__ import annotations
 
+import logging
+import traceback
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +22,7 @@ from aiowax import FlowStatus
 from aiowax.connectors.inproc import PushSource, SourceClosedError
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink
-from aiowax.window import SystemClockConfig, TumblingWindow
+from aiowax.window import EventClockConfig, SystemClockConfig, TumblingWindow
 from embed_helpers import WATCHDOG, GatedSink, Seen, push_flow
 
 HOUR = TumblingWindow(timedelta(hours=1), align_to=datetime(2024, 1, 1, tzinfo=UTC))
@@ -152,6 +154,26 @@ async def test_flow_error_stays_on_the_handle_with_propagate_false() -> None:
     assert source.closed
 
 
+@pytest.mark.asyncio
+async def test_every_wait_raises_the_error_with_the_flows_traceback() -> None:
+    # Not with the frames of every earlier raise piled on top.
+    source: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.map("invert", lambda x: 1 / x)
+    flow.output("out", TestingSink([]))
+    depths = []
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow, propagate=False)
+            source.send_nowait(0)
+            for _ in range(3):
+                with pytest.raises(ZeroDivisionError) as info:
+                    await handle.wait()
+                depths.append(len(traceback.extract_tb(info.value.__traceback__)))
+    assert depths[0] == depths[1] == depths[2]
+
+
 # -- open_flow -------------------------------------------------------------------------
 
 
@@ -203,3 +225,218 @@ async def test_open_flow_raises_errors_as_they_are() -> None:
             async with aiowax.open_flow(flow) as handle:
                 source.send_nowait(0)
                 await handle.wait()
+
+
+# -- stop(timeout) -----------------------------------------------------------------------
+#
+# On the virtual clock: a deadline of minutes passes in no real time, and at
+# its exact time. The watchdog counts virtual time there too.
+
+VIRTUAL_WATCHDOG = 3600
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_stop_with_a_timeout_that_is_met_returns() -> None:
+    source: PushSource[int] = PushSource()
+    sink = GatedSink(open_=True)
+    seen = Seen(2)
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, window_flow(source, sink, seen))
+            source.send_nowait(1)
+            source.send_nowait(2)
+            await seen.reached.wait()
+            await handle.stop(timeout=timedelta(minutes=1))
+    assert handle.status is FlowStatus.FINISHED
+    assert sink.out == [3]
+    assert sink.closed == 1
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("timeout", [90, 90.0, timedelta(seconds=90)], ids=["int", "float", "td"])
+async def test_stop_aborts_at_the_deadline_and_raises_timeout_error(timeout: Any) -> None:
+    source: PushSource[int] = PushSource()
+    sink = GatedSink()  # never opened: the graceful stop cannot finish
+    seen = Seen(1)
+    loop_time = anyio.current_time
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, window_flow(source, sink, seen))
+            source.send_nowait(1)
+            await seen.reached.wait()
+            asked = loop_time()
+            with pytest.raises(TimeoutError, match="did not stop within 90 s"):
+                await handle.stop(timeout=timeout)
+            assert loop_time() - asked == pytest.approx(90)
+            # Raised once the abort is over: the flow has ended, cancelled.
+            assert handle.done
+            assert handle.status is FlowStatus.CANCELLED
+            assert handle.error is None
+            assert not tg.cancel_scope.cancel_called
+    assert sink.out == []
+    assert sink.closed == 1
+    assert source.closed
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_stop_with_a_zero_timeout_aborts_at_once() -> None:
+    source: PushSource[int] = PushSource()
+    sink = GatedSink()
+    seen = Seen(1)
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, window_flow(source, sink, seen))
+            source.send_nowait(1)
+            await seen.reached.wait()
+            start = anyio.current_time()
+            with pytest.raises(TimeoutError):
+                await handle.stop(timeout=0)
+            assert anyio.current_time() == start
+    assert handle.status is FlowStatus.CANCELLED
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_stop_with_a_timeout_raises_the_flows_error() -> None:
+    # The flow fails while it stops: its error, not a timeout.
+    source: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.map("key", lambda x: ("k", x))
+    flow.reduce_window("sum", SystemClockConfig(), HOUR, lambda acc, x: acc + x)
+    flow.map("invert", lambda item: 1 / item[1][1])
+    flow.output("out", TestingSink([]))
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow, propagate=False)
+            source.send_nowait(0)  # the window flushed by the stop sums to 0
+            with pytest.raises(ZeroDivisionError):
+                await handle.stop(timeout=60)
+    assert handle.status is FlowStatus.FAILED
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_an_abort_during_a_stop_with_a_timeout_is_no_timeout() -> None:
+    source: PushSource[int] = PushSource()
+    sink = GatedSink()
+    seen = Seen(1)
+    outcome: list[Exception | None] = []
+
+    async def stop() -> None:
+        try:
+            await handle.stop(timeout=3600)
+        except Exception as error:
+            outcome.append(error)
+        else:
+            outcome.append(None)
+
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, window_flow(source, sink, seen))
+            source.send_nowait(1)
+            await seen.reached.wait()
+            tg.start_soon(stop)
+            await sink.writing.wait()  # stopping, stuck in the sink
+            start = anyio.current_time()
+            await handle.abort()
+            assert anyio.current_time() == start
+    # The stop returns once the flow has ended; `status` tells how.
+    assert outcome == [None]
+    assert handle.status is FlowStatus.CANCELLED
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("timeout", "error"),
+    [(-1, ValueError), (float("nan"), ValueError), ("5", TypeError), (True, TypeError)],
+)
+async def test_stop_rejects_a_bad_timeout(timeout: Any, error: type[Exception]) -> None:
+    source: PushSource[int] = PushSource()
+    with anyio.fail_after(WATCHDOG):
+        async with aiowax.open_flow(push_flow(source, TestingSink([]))) as handle:
+            with pytest.raises(error, match=r"FlowHandle\.stop: timeout"):
+                await handle.stop(timeout=timeout)
+            assert handle.status is FlowStatus.RUNNING  # nothing was asked of the flow
+
+
+# -- a failure nobody waits for is logged at once -----------------------------------------
+
+
+def naive_time_flow(source: PushSource[Any]) -> Dataflow:
+    """A flow that fails on a naive datetime (repro 24)."""
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.map("key", lambda t: ("k", t))
+    flow.fold_window(
+        "count",
+        EventClockConfig(lambda t: t),
+        TumblingWindow(timedelta(seconds=10), align_to=datetime(2024, 1, 1, tzinfo=UTC)),
+        lambda: 0,
+        lambda acc, _: acc + 1,
+    )
+    flow.output("out", TestingSink([]))
+    return flow
+
+
+def aiowax_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "aiowax" and r.levelno >= logging.ERROR]
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_failure_inside_open_flow_is_logged_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source: PushSource[Any] = PushSource()
+    with anyio.fail_after(VIRTUAL_WATCHDOG), pytest.raises(TypeError, match="naive"):
+        async with aiowax.open_flow(naive_time_flow(source)) as handle:
+            await source.send(datetime(2024, 1, 1))  # naive: the flow fails
+            await anyio.sleep(1)  # the service goes on serving
+            assert handle.status is FlowStatus.FAILED
+            # Logged while the block still runs, not when it ends.
+            (record,) = aiowax_errors(caplog)
+            assert record.levelno == logging.ERROR
+            assert record.exc_info is not None
+            assert record.exc_info[1] is handle.error
+            assert "the flow failed" in record.getMessage()
+            assert "naive" in record.getMessage()
+            assert "Traceback (most recent call last)" in caplog.text
+    assert len(aiowax_errors(caplog)) == 1  # and only once
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_failure_with_propagate_false_is_logged_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source: PushSource[Any] = PushSource()
+    with anyio.fail_after(VIRTUAL_WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, naive_time_flow(source), propagate=False)
+            await source.send(datetime(2024, 1, 1))
+            await anyio.sleep(1)
+            assert len(aiowax_errors(caplog)) == 1
+            with pytest.raises(TypeError, match="naive"):
+                await handle.wait()
+    assert len(aiowax_errors(caplog)) == 1
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_failure_that_is_waited_for_is_not_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Whoever waits receives it at once: a log record would only repeat it.
+    source: PushSource[Any] = PushSource()
+    with anyio.fail_after(VIRTUAL_WATCHDOG), pytest.raises(TypeError, match="naive"):
+        async with aiowax.open_flow(naive_time_flow(source)) as handle:
+            await source.send(datetime(2024, 1, 1))
+            await handle.wait()
+    assert aiowax_errors(caplog) == []
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_propagated_failure_is_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    source: PushSource[Any] = PushSource()
+    with anyio.fail_after(VIRTUAL_WATCHDOG), pytest.RaisesGroup(TypeError):
+        async with anyio.create_task_group() as tg:
+            await aiowax.start_flow(tg, naive_time_flow(source))
+            await source.send(datetime(2024, 1, 1))
+            await anyio.sleep_forever()
+    assert aiowax_errors(caplog) == []

@@ -121,6 +121,9 @@ def test_error_tree() -> None:
         MissingPartitionsError,
         NoPartitionsError,
         RecoveryError,
+        RecoveryLockedError,
+        RecoveryPermissionError,
+        UnmatchedSnapshotsError,
     )
 
     outside_the_tree = {
@@ -132,8 +135,16 @@ def test_error_tree() -> None:
     assert outside_the_tree == {"aiowax.AbortExecution", "aiowax.inputs.AbortExecution"}
     assert issubclass(aiowax.AbortExecution, RuntimeError)
     assert issubclass(aiowax.FlowDefinitionError, ValueError)
-    for cls in (NoPartitionsError, MissingPartitionsError, InconsistentPartitionsError):
+    for cls in (
+        NoPartitionsError,
+        MissingPartitionsError,
+        InconsistentPartitionsError,
+        RecoveryLockedError,
+        UnmatchedSnapshotsError,
+    ):
         assert cls.__bases__ == (RecoveryError,)
+    # Also a PermissionError, so code that handles those handles it.
+    assert RecoveryPermissionError.__bases__ == (RecoveryError, PermissionError)
     assert RecoveryError.__bases__ == (aiowax.AiowaxError,)
     assert issubclass(inproc.SourceFullError, anyio.WouldBlock)
     assert inproc.SourceClosedError.__bases__ == (aiowax.AiowaxError,)
@@ -151,6 +162,9 @@ def test_error_tree() -> None:
         ("aiowax.recovery.NoPartitionsError", "aiowax.recovery"),
         ("aiowax.recovery.MissingPartitionsError", "aiowax.recovery"),
         ("aiowax.recovery.InconsistentPartitionsError", "aiowax.recovery"),
+        ("aiowax.recovery.RecoveryLockedError", "aiowax.recovery"),
+        ("aiowax.recovery.RecoveryPermissionError", "aiowax.recovery"),
+        ("aiowax.recovery.UnmatchedSnapshotsError", "aiowax.recovery"),
         ("aiowax.connectors.inproc.SourceClosedError", "aiowax.connectors.inproc"),
         ("aiowax.connectors.inproc.SourceFullError", "aiowax.connectors.inproc"),
         ("aiowax.connectors.inproc.SubscriberOverflowError", "aiowax.connectors.inproc"),

@@ -9,6 +9,7 @@ the general paths that call the rule, to the same verdict.
 from __future__ import annotations
 
 import collections
+import enum
 import os
 import subprocess
 import sys
@@ -20,7 +21,14 @@ from zlib import crc32
 import pytest
 
 from aiowax._engine.routing import KeyRouter
-from aiowax._keys import first_bad_item, is_keyed_item, key_owner, stable_hash
+from aiowax._keys import (
+    as_keyed_item,
+    bad_item_error,
+    first_bad_item,
+    is_keyed_item,
+    key_owner,
+    stable_hash,
+)
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink, TestingSource, run_main
 from aiowax.window import (
@@ -42,6 +50,14 @@ class Couple(tuple[Any, ...]):
     pass
 
 
+class Region(str, enum.Enum):  # noqa: UP042 - the pre-StrEnum spelling users still have
+    EU = "eu"
+
+
+class Level(enum.StrEnum):
+    HIGH = "high"
+
+
 BAD_ITEMS: list[Any] = [
     None,
     42,
@@ -51,22 +67,49 @@ BAD_ITEMS: list[Any] = [
     ("k", 1, 2),
     (b"k", 1),
     (1, 1),
-    (Text("k"), 1),
-    Pair("k", 1),
-    Couple(("k", 1)),
+    Pair(1, "k"),
     {"k": 1, "j": 2},
 ]
-GOOD_ITEMS: list[Any] = [("k", 1), ("", None), ("é", (1, 2)), ("\udcff", 0)]
+#: Plain pairs, and what the reference also takes: tuple subclasses and
+#: str-subclass keys, which become plain pairs of the key's str value (W5).
+GOOD_ITEMS: list[Any] = [
+    ("k", 1),
+    ("", None),
+    ("é", (1, 2)),
+    ("\udcff", 0),
+    (Text("t"), 1),
+    Pair("p", 1),
+    Couple(("c", 1)),
+    (Region.EU, 1),
+    (Level.HIGH, 1),
+]
+PLAIN_KEYS = {"k", "", "é", "\udcff", "t", "p", "c", "eu", "high"}
 
 
 @pytest.mark.parametrize("item", GOOD_ITEMS, ids=repr)
-def test_good_items_pass_the_rule(item: Any) -> None:
-    assert is_keyed_item(item)
+def test_good_items_become_plain_pairs(item: Any) -> None:
+    pair = as_keyed_item(item)
+    assert pair is not None
+    assert type(pair) is tuple
+    assert type(pair[0]) is str
+    assert pair[0] in PLAIN_KEYS
+    assert is_keyed_item(pair)
+
+
+def test_only_exact_pairs_take_the_fast_path() -> None:
+    assert is_keyed_item(("k", 1))
+    assert not is_keyed_item(Pair("k", 1))
+    assert not is_keyed_item((Text("k"), 1))
 
 
 @pytest.mark.parametrize("item", BAD_ITEMS, ids=repr)
 def test_bad_items_fail_the_rule(item: Any) -> None:
     assert not is_keyed_item(item)
+    assert as_keyed_item(item) is None
+
+
+def test_a_refused_key_shows_its_type() -> None:
+    assert "(a key of type bytes)" in str(bad_item_error("s", (b"k", 1)))
 
 
 @pytest.mark.parametrize("position", [0, 1, 5, 9])
@@ -154,7 +197,8 @@ def test_every_keyed_path_takes_what_the_rule_takes(step: str) -> None:
     flow.output("out", TestingSink(out))
     run_main(flow)
     if step != "reduce":  # incomplete accumulators are dropped at the end
-        assert {key for key, _ in out} == {key for key, _ in GOOD_ITEMS}
+        assert {key for key, _ in out} == PLAIN_KEYS
+        assert {type(key) for key, _ in out} == {str}
 
 
 # -- key_owner: a stable hash ----------------------------------------------------------

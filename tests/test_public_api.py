@@ -34,6 +34,7 @@ import pytest
 import aiowax
 import aiowax._run
 import aiowax._util
+from aiowax._connectors.files import _get_path_dev
 
 PUBLIC_MODULES = (
     "aiowax",
@@ -217,13 +218,26 @@ API_MD_SIGNATURES: dict[str, tuple[tuple[str, object, bool], ...]] = {
         ("align_to", _EMPTY, False),
     ),
     "aiowax.window.SessionWindow": (("gap", _EMPTY, False),),
-    "aiowax.connectors.files.FileSource": (("path", _EMPTY, False), ("batch_size", 1000, False)),
+    # get_fs_id as in the reference (0.18); on_replaced is ours (D6).
+    "aiowax.connectors.files.FileSource": (
+        ("path", _EMPTY, False),
+        ("batch_size", 1000, False),
+        ("get_fs_id", _get_path_dev, False),
+        ("on_replaced", "error", True),
+    ),
     "aiowax.connectors.files.DirSource": (
         ("dir_path", _EMPTY, False),
         ("glob_pat", "*", False),
         ("batch_size", 1000, False),
+        ("get_fs_id", _get_path_dev, False),
+        ("on_replaced", "error", True),
     ),
-    "aiowax.connectors.files.CSVSource": (("path", _EMPTY, False), ("batch_size", 1000, False)),
+    "aiowax.connectors.files.CSVSource": (
+        ("path", _EMPTY, False),
+        ("batch_size", 1000, False),
+        ("get_fs_id", _get_path_dev, False),
+        ("on_replaced", "error", True),
+    ),
     "aiowax.connectors.files.FileSink": (("path", _EMPTY, False), ("end", "\n", False)),
     "aiowax.window.WindowMetadata": (
         ("open_time", _EMPTY, False),

@@ -66,10 +66,7 @@ INI = """
 [pytest]
 asyncio_mode = strict
 asyncio_default_fixture_loop_scope = function
-filterwarnings =
-    error
-    # The outer test session may have imported the plugin already.
-    ignore::pytest.PytestAssertRewriteWarning
+filterwarnings = error
 """
 
 
@@ -93,4 +90,100 @@ def test_clock_fixture_refuses_a_real_loop(pytester: pytest.Pytester) -> None:
         """
     )
     result = pytester.runpytest("-p", "aiowax.pytest_plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+# -- a user's own pytest_asyncio_loop_factories hook ------------------------
+
+USER_HOOK = """
+import asyncio
+
+{enable}
+
+
+class MyLoop(asyncio.SelectorEventLoop):
+    pass
+
+
+def pytest_asyncio_loop_factories(config, item):
+    return {{"mine": MyLoop}}
+"""
+
+USES_MY_LOOP = """
+import asyncio
+
+import pytest
+
+
+@pytest.mark.asyncio
+async def test_my_loop_factory_is_used():
+    assert type(asyncio.get_running_loop()).__name__ == "MyLoop"
+"""
+
+
+@pytest.mark.parametrize(
+    ("enable", "args"),
+    [
+        pytest.param('pytest_plugins = ["aiowax.pytest_plugin"]', (), id="pytest_plugins"),
+        pytest.param("", ("-p", "aiowax.pytest_plugin"), id="-p"),
+    ],
+)
+def test_a_conftest_hook_is_asked_before_the_plugin(
+    pytester: pytest.Pytester, enable: str, args: tuple[str, ...]
+) -> None:
+    pytester.makeini(INI)
+    pytester.makeconftest(USER_HOOK.format(enable=enable))
+    pytester.makepyfile(USES_MY_LOOP)
+    result = pytester.runpytest(*args, "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_conftest_hook_that_returns_none_leaves_the_test_to_the_plugin(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        """
+        pytest_plugins = ["aiowax.pytest_plugin"]
+
+        def pytest_asyncio_loop_factories(config, item):
+            return None
+        """
+    )
+    pytester.makepyfile(WINDOWED_TEST)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+
+
+def test_a_conftest_may_import_from_the_plugin_before_enabling_it(
+    pytester: pytest.Pytester,
+) -> None:
+    # A fresh interpreter, as a user's run: the conftest imports the module
+    # first, then names it in pytest_plugins. Under filterwarnings = error, a
+    # PytestAssertRewriteWarning ("already imported") would fail the run.
+    pytester.makeini(INI)
+    pytester.makeconftest(
+        """
+        from aiowax.pytest_plugin import VirtualClockEventLoop
+
+        pytest_plugins = ["aiowax.pytest_plugin"]
+
+        def pytest_asyncio_loop_factories(config, item):
+            return {"aiowax-virtual": VirtualClockEventLoop}
+        """
+    )
+    pytester.makepyfile(
+        """
+        import asyncio
+
+        import pytest
+
+        from aiowax.pytest_plugin import VirtualClockEventLoop
+
+        @pytest.mark.asyncio
+        async def test_on_the_virtual_clock():
+            assert isinstance(asyncio.get_running_loop(), VirtualClockEventLoop)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)

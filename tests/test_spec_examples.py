@@ -1,12 +1,17 @@
-"""The seed's examples, with ``bytewax`` replaced by ``aiowax``, run as doctests.
+"""The reference's examples, with ``bytewax`` replaced by ``aiowax``, run as doctests.
 
-The seed (``shared/spec/dataflow-api.txt``, beside the checkout) is the pdoc
-text of the reference ``Dataflow`` class. Every method section that holds
-``>>>`` examples becomes one test here.
+``tests/data/dataflow_examples.txt`` holds the usage examples of the
+reference ``Dataflow`` class (code only), one section per method. Every
+section that holds ``>>>`` examples becomes one test here.
+
+In the project's workspace the reference text itself (the pdoc text of
+Bytewax's ``Dataflow``) sits beside the checkout; there, one more test checks
+that the copy in ``tests/data`` still matches it.
 """
 
 from __future__ import annotations
 
+import ast
 import doctest
 import re
 from collections.abc import Callable
@@ -16,18 +21,24 @@ from types import TracebackType
 import pytest
 
 import aiowax.dataflow
+from aiowax.dataflow import Dataflow
 
-#: Where tests/conftest.py's ``SPEC_DIR`` points: the shared folder beside the checkout.
-SPEC_DIR = Path(__file__).resolve().parents[2] / "shared" / "spec"
-SEED = SPEC_DIR / "dataflow-api.txt"
+#: The reference's examples, kept in the repository.
+EXAMPLES = Path(__file__).resolve().parent / "data" / "dataflow_examples.txt"
+
+#: The reference text, only present in the project's workspace.
+SPEC = Path(__file__).resolve().parents[2] / "shared" / "spec" / "dataflow-api.txt"
 
 FLAGS = doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS
 
-#: A method section of the pdoc text starts with a line like
-#: "    `map(self, /, step_id, mapper)`".
-SECTION_HEADER = re.compile(r"^    `(?P<name>\w+)\(self, /(?P<params>(?:, \w+)*)\)`$", re.MULTILINE)
+#: A section of the examples file starts with a line like "## map(step_id, mapper)".
+EXAMPLES_HEADER = re.compile(r"^## (?P<name>\w+)\((?P<params>[\w, ]*)\)$", re.MULTILINE)
 
-#: The seed methods that carry an example, as of the seed this was written for.
+#: A method section of the reference's pdoc text starts with a line like
+#: "    `map(self, /, step_id, mapper)`".
+SPEC_HEADER = re.compile(r"^    `(?P<name>\w+)\(self, /(?P<params>(?:, \w+)*)\)`$", re.MULTILINE)
+
+#: The methods whose reference documentation carries an example.
 METHODS_WITH_EXAMPLES = frozenset(
     {
         "filter",
@@ -45,30 +56,35 @@ METHODS_WITH_EXAMPLES = frozenset(
 
 
 class Section:
-    """One method section of the seed: its name, first line and text."""
+    """One method section: its name, parameters, first line and text."""
 
     def __init__(self, name: str, params: tuple[str, ...], lineno: int, text: str) -> None:
         self.name = name
         self.params = params
-        self.lineno = lineno  # 0-based line of the header in the seed
+        self.lineno = lineno  # 0-based line of the header in its file
         self.text = text
 
     def has_example(self) -> bool:
-        return any(line.lstrip().startswith(">>>") for line in self.text.splitlines())
+        return bool(self.examples())
+
+    def examples(self) -> list[doctest.Example]:
+        return doctest.DocTestParser().get_examples(self.text)
 
 
-def split_sections(seed_text: str) -> dict[str, Section]:
-    """Cut the seed into its method sections, keyed by method name."""
-    headers = list(SECTION_HEADER.finditer(seed_text))
+def split_sections(text: str, header: re.Pattern[str] = EXAMPLES_HEADER) -> dict[str, Section]:
+    """Cut ``text`` into its method sections, keyed by method name."""
+    headers = list(header.finditer(text))
     sections: dict[str, Section] = {}
-    for header, following in zip(headers, [*headers[1:], None], strict=True):
-        end = following.start() if following is not None else len(seed_text)
-        params = tuple(p.strip() for p in header["params"].split(",") if p.strip())
-        lineno = seed_text.count("\n", 0, header.start())
-        sections[header["name"]] = Section(
-            header["name"], params, lineno, seed_text[header.start() : end]
-        )
+    for found, following in zip(headers, [*headers[1:], None], strict=True):
+        end = following.start() if following is not None else len(text)
+        params = tuple(p.strip() for p in found["params"].split(",") if p.strip())
+        lineno = text.count("\n", 0, found.start())
+        sections[found["name"]] = Section(found["name"], params, lineno, text[found.start() : end])
     return sections
+
+
+def example_sections() -> dict[str, Section]:
+    return split_sections(EXAMPLES.read_text(encoding="utf-8"))
 
 
 def as_aiowax(text: str) -> str:
@@ -133,26 +149,17 @@ def run_doctest(text: str, name: str, filename: str, lineno: int) -> int:
     return result.attempted
 
 
-def _example_params() -> list[object]:
-    if not SEED.is_file():
-        reason = f"the seed spec {SEED} is absent (the checkout is not beside shared/spec)"
-        return [pytest.param(None, id="seed-absent", marks=pytest.mark.skip(reason=reason))]
-    params: list[object] = []
-    for name, section in split_sections(SEED.read_text(encoding="utf-8")).items():
-        if not section.has_example():
-            continue
-        params.append(pytest.param(section, id=name))
-    return params
-
-
-@pytest.mark.parametrize("section", _example_params())
-def test_seed_example_passes_as_doctest(
+@pytest.mark.parametrize(
+    "section",
+    [pytest.param(s, id=name) for name, s in example_sections().items() if s.has_example()],
+)
+def test_reference_example_passes_as_doctest(
     section: Section, capsys: pytest.CaptureFixture[str]
 ) -> None:
     attempted = run_doctest(
-        as_aiowax(section.text),
+        section.text,
         name=f"Dataflow.{section.name}",
-        filename=str(SEED),
+        filename=str(EXAMPLES),
         lineno=section.lineno,
     )
     assert attempted > 0
@@ -160,20 +167,39 @@ def test_seed_example_passes_as_doctest(
     assert capsys.readouterr().out == ""
 
 
-def test_seed_sections_and_examples_are_all_found() -> None:
-    if not SEED.is_file():
-        pytest.skip(f"the seed spec {SEED} is absent")
-    sections = split_sections(SEED.read_text(encoding="utf-8"))
-    assert len(sections) == 16, sorted(sections)
+def test_every_method_has_a_section_and_the_expected_ones_have_examples() -> None:
+    sections = example_sections()
+    builders = {name for name in vars(Dataflow) if not name.startswith("_") and name != "steps"}
+    assert set(sections) == builders
+    assert len(sections) == 16
     with_examples = {name for name, s in sections.items() if s.has_example()}
     assert with_examples == METHODS_WITH_EXAMPLES
 
 
-def test_seed_examples_mention_no_bytewax_after_translation() -> None:
-    if not SEED.is_file():
-        pytest.skip(f"the seed spec {SEED} is absent")
-    for section in split_sections(SEED.read_text(encoding="utf-8")).values():
-        assert "bytewax" not in as_aiowax(section.text)
+def test_the_examples_import_aiowax_only() -> None:
+    for section in example_sections().values():
+        for example in section.examples():
+            assert "bytewax" not in example.source.lower(), (section.name, example.source)
+
+
+def _comparable(section: Section) -> tuple[tuple[str, ...], list[tuple[str, str]]]:
+    """A section's parameters and examples, without comments or layout."""
+    examples = [
+        (ast.dump(ast.parse(e.source)), " ".join(e.want.split())) for e in section.examples()
+    ]
+    return section.params, examples
+
+
+if SPEC.is_file():
+    # Only where the reference text is at hand (the project's workspace): a
+    # user's clone has tests/data alone, and nothing to skip or explain.
+
+    def test_the_examples_file_matches_the_reference_text() -> None:
+        reference = split_sections(as_aiowax(SPEC.read_text(encoding="utf-8")), SPEC_HEADER)
+        copied = example_sections()
+        assert list(copied) == list(reference)
+        for name, section in reference.items():
+            assert _comparable(copied[name]) == _comparable(section), name
 
 
 # -- the harness itself: a broken example must fail the test ---------------

@@ -180,14 +180,15 @@ class CountingSink(DynamicSink[Any]):
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 10])
-def test_abort_raises_abort_execution(batch_size: int) -> None:
+def test_abort_ends_the_run_abruptly_without_raising(batch_size: int) -> None:
+    # As in the reference: the execution ends as a crash would, and
+    # run_main returns (AbortExecution is how the source ends it).
     items = [1, 2, TestingSource.ABORT(), 3]
     sink = CountingSink()
     flow = Dataflow()
     flow.input("inp", TestingSource(items, batch_size))
     flow.output("out", sink)
-    with pytest.raises(AbortExecution):
-        run_main(flow)
+    run_main(flow)
     assert AbortExecution is aiowax.AbortExecution
     assert issubclass(AbortExecution, RuntimeError)
     # Abrupt: items after the marker never come, and nothing is closed.
@@ -197,13 +198,12 @@ def test_abort_raises_abort_execution(batch_size: int) -> None:
 
 
 @pytest.mark.asyncio
-async def test_abort_in_async_run_is_not_a_group() -> None:
+async def test_abort_in_async_run_returns() -> None:
     flow = Dataflow()
     flow.input("inp", TestingSource([TestingSource.ABORT()]))
     flow.output("out", TestingSink([]))
-    with anyio.fail_after(5), pytest.raises(AbortExecution) as info:
-        await aiowax.run(flow)
-    assert not isinstance(info.value, BaseExceptionGroup)
+    with anyio.fail_after(5):
+        assert await aiowax.run(flow) is None
 
 
 def test_abort_fires_once() -> None:
@@ -212,12 +212,43 @@ def test_abort_fires_once() -> None:
     flow = Dataflow()
     flow.input("inp", TestingSource(items))
     flow.output("out", TestingSink(out))
-    with pytest.raises(AbortExecution):
-        run_main(flow)
+    run_main(flow)
+    assert out == [1]
     # The same marker is skipped by a later execution.
     out.clear()
     run_main(flow)
     assert out == [1, 2]
+
+
+def test_a_triggered_abort_takes_no_position_and_a_batch_continues_across_it() -> None:
+    # The reference's example: [0, 1, 2, ABORT, 3, 4] in batches of 2,
+    # resumed from the snapshot after [0, 1], reads [2, 3] then [4].
+    items = [0, 1, 2, TestingSource.ABORT(), 3, 4]
+    source = TestingSource(items, 2)
+    now = datetime.now(UTC)
+    part = source.build_part(now, "iterable", None)
+    assert part.next_batch(None) == [0, 1]
+    after_first = part.snapshot()
+    assert part.next_batch(None) == [2]
+    assert part.snapshot() == 3  # the marker itself is not counted as read
+    with pytest.raises(AbortExecution):
+        part.next_batch(None)
+    resumed = source.build_part(now, "iterable", after_first)
+    assert resumed.next_batch(None) == [2, 3]
+    assert resumed.next_batch(None) == [4]
+    with pytest.raises(StopIteration):
+        resumed.next_batch(None)
+
+
+def test_eof_counts_as_read() -> None:
+    items = [0, TestingSource.EOF(), 1]
+    source = TestingSource(items, 5)
+    now = datetime.now(UTC)
+    part = source.build_part(now, "iterable", None)
+    assert part.next_batch(None) == [0]
+    with pytest.raises(StopIteration):
+        part.next_batch(None)
+    assert source.build_part(now, "iterable", part.snapshot()).next_batch(None) == [1]
 
 
 # -- TestingSink ----------------------------------------------------------------------------

@@ -79,8 +79,15 @@ def callable_arg(where: str, name: str, value: object) -> Callable[..., Any]:
 
 
 def describe(obj: object, limit: int = 200) -> str:
-    """Return ``repr(obj)`` cut to ``limit`` characters, for error messages."""
-    text = repr(obj)
+    """Return ``repr(obj)`` cut to ``limit`` characters, for error messages.
+
+    Never fails: an error message must not die describing a bad item (an ORM
+    row whose ``__repr__`` needs a closed session, say).
+    """
+    try:
+        text = repr(obj)
+    except Exception as error:
+        text = f"<{type(obj).__qualname__} object (its repr raised {type(error).__name__})>"
     if len(text) > limit:
         text = text[: limit - 3] + "..."
     return text

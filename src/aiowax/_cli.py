@@ -2,27 +2,40 @@
 
 A thin layer over the library: parse the import string, import the module,
 find the `Dataflow` (calling a factory with literal arguments when asked),
-then ``aiowax.run`` it on a fresh event loop (uvloop when installed).
+then run it in the background (`aiowax.start_flow`) of a fresh event loop
+(uvloop when installed). SIGTERM and SIGINT stop it gracefully through its
+`aiowax.FlowHandle`, within ``--stop-timeout``.
 
-Exit status: 0 when the flow's input ends, 1 when the flow raises (its
-traceback goes to stderr), 2 on usage errors, when the flow cannot be
-loaded and when the recovery directory cannot be resumed from, 130 on Ctrl-C.
+Exit status: 0 when the flow's input ends or a signal stopped it
+gracefully, 1 when the flow raises (its traceback goes to stderr), 2 on
+usage errors, when the flow cannot be loaded and when the recovery directory
+cannot be resumed from, 128 + the signal's number (130 for SIGINT, 143 for
+SIGTERM) when the stop was aborted, or when Ctrl-C came before the flow
+started.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import inspect
 import math
 import os
 import select
+import signal
 import stat
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
+from anyio.abc import TaskGroup
+
+from aiowax._definition.flow import Dataflow
+from aiowax._embed import FlowHandle, FlowStatus, start_flow
 from aiowax._errors import RecoveryError
 from aiowax._importer import (
     DEFAULT_ATTR,
@@ -36,7 +49,7 @@ from aiowax._importer import (
     raised_by_aiowax,
 )
 from aiowax._recovery.config import RecoveryConfig
-from aiowax._run import run, run_sync
+from aiowax._run import run_sync
 from aiowax._version import __version__
 
 #: Exit status when the flow cannot be loaded or the command line is wrong.
@@ -46,10 +59,19 @@ EXIT_FLOW_FAILED = 1
 #: Exit status on Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
 
+#: Signals that stop the flow gracefully: SIGTERM comes from ``kill``,
+#: ``docker stop`` and Kubernetes, SIGINT from Ctrl-C.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: Seconds a graceful stop may take, by default: below the 30 s that
+#: Kubernetes waits after SIGTERM before it sends SIGKILL, so the abort
+#: (which still closes every source and sink) comes first.
+DEFAULT_STOP_TIMEOUT = timedelta(seconds=25)
+
 ENV_WORKERS = "AIOWAX_WORKERS"
 ENV_SNAPSHOT_INTERVAL = "AIOWAX_SNAPSHOT_INTERVAL"
 ENV_RECOVERY_DIRECTORY = "AIOWAX_RECOVERY_DIRECTORY"
 ENV_BACKUP_INTERVAL = "AIOWAX_BACKUP_INTERVAL"
+ENV_STOP_TIMEOUT = "AIOWAX_STOP_TIMEOUT"
 
 
 def _workers(text: str) -> int:
@@ -91,9 +113,10 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("snapshot_interval", ENV_SNAPSHOT_INTERVAL, _seconds),
     ("recovery_directory", ENV_RECOVERY_DIRECTORY, _directory),
     ("backup_interval", ENV_BACKUP_INTERVAL, _seconds),
+    ("stop_timeout", ENV_STOP_TIMEOUT, _seconds),
 )
 
-_DESCRIPTION = "Run an aiowax dataflow until its input ends."
+_DESCRIPTION = "Run an aiowax dataflow until its input ends or a signal stops it."
 
 _EPILOG = f"""\
 IMPORT_STR forms:
@@ -112,8 +135,20 @@ The current directory is importable, as with 'python -m'.
 environment:
   Every option has an environment default, used when the option is not
   given on the command line; empty values count as unset:
-  {ENV_WORKERS}, {ENV_SNAPSHOT_INTERVAL},
+  {ENV_WORKERS}, {ENV_SNAPSHOT_INTERVAL}, {ENV_STOP_TIMEOUT},
   {ENV_RECOVERY_DIRECTORY}, {ENV_BACKUP_INTERVAL}.
+
+stopping:
+  SIGTERM (kill, docker stop, Kubernetes) or SIGINT (Ctrl-C) stops the flow
+  gracefully: the sources stop reading and what they read is processed.
+  With -r a final snapshot is committed (open windows and batches go into
+  it, not out early), so the next run goes on where this one stopped;
+  without -r they are flushed. If that takes longer than --stop-timeout, or
+  on a second signal, the flow is aborted: sources and sinks are closed,
+  but no final snapshot is taken (the next run resumes from the last epoch
+  committed before, and replays what came after it). Keep --stop-timeout
+  below the time your supervisor waits before SIGKILL (Kubernetes:
+  terminationGracePeriodSeconds, 30 s by default; 'docker stop -t', 10 s).
 
 recovery:
   Make the recovery directory once, with as many partition files as you
@@ -122,9 +157,13 @@ recovery:
   finished, and a run after a clean end continues after what it read.
 
 exit status:
-  0 when the flow's input ends, 1 when the flow raises (the traceback goes
-  to stderr), 2 on usage errors, when the flow cannot be loaded or when the
-  recovery directory is unusable, 130 when interrupted with Ctrl-C.
+  0    the flow's input ended, or a signal stopped it gracefully
+  1    the flow raised (the traceback goes to stderr)
+  2    usage error, the flow cannot be loaded, or the recovery directory
+       is unusable
+  130  (128 + SIGINT) Ctrl-C before the flow started, or a stop after
+       SIGINT aborted (--stop-timeout passed, or a second signal)
+  143  (128 + SIGTERM) a stop after SIGTERM aborted, likewise
 """
 
 
@@ -168,6 +207,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="seconds between epoch ends, when state would be snapshotted; 0 makes "
         f"every input batch its own epoch (env {ENV_SNAPSHOT_INTERVAL}; default: 10)",
     )
+    parser.add_argument(
+        "--stop-timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        help="seconds a graceful stop on SIGTERM or SIGINT may take before the flow "
+        "is aborted without a final snapshot; a second signal aborts at once "
+        f"(env {ENV_STOP_TIMEOUT}; default: {DEFAULT_STOP_TIMEOUT.total_seconds():g})",
+    )
     recovery = parser.add_argument_group(
         "recovery",
         "Snapshot state at every epoch end and resume from it after a crash.",
@@ -208,6 +255,11 @@ def _apply_env_defaults(
             parser.error(f"environment variable {variable}: {exc}")
         from_env.add(dest)
     return from_env
+
+
+def _or_default(value: timedelta | None, default: timedelta) -> timedelta:
+    # Not ``value or default``: zero is a value.
+    return default if value is None else value
 
 
 def _init_command(directory: Path) -> str:
@@ -289,9 +341,12 @@ async def _load_and_run(
     target: ImportTarget,
     obj: object,
     load_errors: list[FlowImportError],
+    status: list[int],
     workers: int,
     epoch_interval: timedelta | None,
     recovery_config: RecoveryConfig | None,
+    stop_timeout: timedelta,
+    prog: str,
 ) -> None:
     if inspect.isawaitable(obj):
         try:
@@ -304,7 +359,126 @@ async def _load_and_run(
     except FlowImportError as exc:
         load_errors.append(exc)
         return
-    await run(flow, workers=workers, epoch_interval=epoch_interval, recovery_config=recovery_config)
+    status.append(
+        await _run_until_stopped(
+            flow,
+            workers=workers,
+            epoch_interval=epoch_interval,
+            recovery_config=recovery_config,
+            stop_timeout=stop_timeout,
+            prog=prog,
+        )
+    )
+
+
+async def _run_until_stopped(
+    flow: Dataflow,
+    *,
+    workers: int,
+    epoch_interval: timedelta | None,
+    recovery_config: RecoveryConfig | None,
+    stop_timeout: timedelta,
+    prog: str,
+) -> int:
+    """Run ``flow`` until its input ends or a signal stops it; return the exit status.
+
+    Raises:
+        Exception: What the flow raised (also when it failed while stopping).
+    """
+    async with anyio.create_task_group() as tg:
+        handle = await start_flow(
+            tg,
+            flow,
+            workers=workers,
+            epoch_interval=epoch_interval,
+            recovery_config=recovery_config,
+            propagate=False,
+        )
+        stopper = _Stopper(handle, tg, stop_timeout.total_seconds(), prog)
+        # Waiting here also tells the handle that its failure has a receiver:
+        # `main` prints it, so it is not logged as well.
+        with _signal_handlers(stopper.on_signal), contextlib.suppress(Exception):
+            await handle.wait()
+    # Raised here, not in the task group, so its traceback leads from this
+    # frame straight into the flow (`main` prints it from the user's code on).
+    await handle.wait()
+    if stopper.signum is not None and handle.status is FlowStatus.CANCELLED:
+        return 128 + stopper.signum
+    return 0
+
+
+class _Stopper:
+    """What SIGTERM and SIGINT do: a graceful stop, then an abort."""
+
+    def __init__(self, handle: FlowHandle, helpers: TaskGroup, timeout: float, prog: str) -> None:
+        self._handle = handle
+        self._helpers = helpers
+        self._timeout = timeout
+        self._prog = prog
+        #: The signal that asked for the stop, once one did.
+        self.signum: int | None = None
+        self._aborting = False
+
+    def on_signal(self, signum: int) -> None:
+        """Start the graceful stop on a first signal, abort on a second one."""
+        if self._handle.done:
+            return
+        name = signal.Signals(signum).name
+        if self.signum is None:
+            self.signum = signum
+            self._say(
+                f"{name} received: stopping gracefully (at most {self._timeout:g} s; "
+                "a second signal aborts at once)"
+            )
+            self._helpers.start_soon(self._stop)
+        elif not self._aborting:
+            self._aborting = True
+            self._say(f"{name} received while stopping: aborting, without a final snapshot")
+            self._helpers.start_soon(self._handle.abort)
+
+    async def _stop(self) -> None:
+        try:
+            await self._handle.stop(timeout=self._timeout)
+        except TimeoutError as exc:
+            if exc is self._handle.error:
+                return  # the flow's own error: raised by the caller
+            if not self._aborting:
+                self._say(
+                    f"the flow did not stop within {self._timeout:g} s: aborted, "
+                    "without a final snapshot"
+                )
+        except Exception:
+            return  # the flow failed: `_run_until_stopped` raises it
+
+    def _say(self, message: str) -> None:
+        print(f"{self._prog}: {message}", file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _signal_handlers(callback: Callable[[int], None]) -> Iterator[None]:
+    """Call ``callback(signum)`` on the event loop for each of `STOP_SIGNALS`.
+
+    Where the loop cannot handle signals (Windows, or not the main thread),
+    Ctrl-C stays a `KeyboardInterrupt`. The previous handlers come back after.
+    """
+    loop = asyncio.get_running_loop()
+    previous: dict[signal.Signals, Any] = {}
+    for signum in STOP_SIGNALS:
+        handler = signal.getsignal(signum)
+        try:
+            loop.add_signal_handler(signum, callback, signum)
+        except (NotImplementedError, RuntimeError, ValueError):
+            continue
+        previous[signum] = handler
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            # The loop restores the default, which may not be what was there
+            # (asyncio.Runner's own SIGINT handler, a test runner's...).
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
@@ -319,10 +493,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             ``sys.argv[0]``).
 
     Returns:
-        0 when the flow's input ended, 1 when the flow raised (after printing
-        its traceback to stderr), 2 when the flow could not be loaded or the
-        recovery directory cannot be resumed from (after printing why), 130
-        on `KeyboardInterrupt`.
+        0 when the flow's input ended or SIGTERM/SIGINT stopped it
+        gracefully, 1 when the flow raised (after printing its traceback to
+        stderr), 2 when the flow could not be loaded or the recovery
+        directory cannot be resumed from (after printing why), 128 + the
+        signal's number when a stop was aborted (by ``--stop-timeout`` or a
+        second signal), 130 on a `KeyboardInterrupt` before the flow started.
 
     Raises:
         SystemExit: For ``--help``, ``--version`` and usage errors, as
@@ -343,6 +519,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         if sys.path[:1] not in ([cwd], [""]):
             sys.path.insert(0, cwd)
         load_errors: list[FlowImportError] = []
+        status: list[int] = []
         try:
             obj = load_target(target)
             if not inspect.isawaitable(obj):
@@ -355,9 +532,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                     target,
                     obj,
                     load_errors,
+                    status,
                     options.workers or 1,
                     options.snapshot_interval,
                     recovery_config,
+                    _or_default(options.stop_timeout, DEFAULT_STOP_TIMEOUT),
+                    parser.prog,
                 )
             )
         except Exception as exc:
@@ -378,7 +558,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             return _error(parser.prog, error.message, error.details)
         if not _flush_stdout():
             return EXIT_FLOW_FAILED
-        return 0
+        return status[0] if status else 0
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
 

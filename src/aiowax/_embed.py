@@ -8,9 +8,11 @@ it holds on to meanwhile.
 from __future__ import annotations
 
 import enum
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from types import TracebackType
 from typing import Any
 
 import anyio
@@ -20,6 +22,9 @@ from aiowax._definition.flow import Dataflow
 from aiowax._engine.context import RunContext
 from aiowax._engine.driver import check_run_args, run_flow
 from aiowax._engine.plan import compile_flow
+
+#: Where a background flow's failure is reported when no one is waiting for it.
+logger = logging.getLogger("aiowax")
 
 
 class FlowStatus(enum.Enum):
@@ -37,9 +42,16 @@ class FlowHandle:
     """A flow running in the background of a task group.
 
     Get one from `start_flow` or `open_flow`. `stop` ends it gracefully:
-    sources stop reading, what was read flows through, windows and batches
-    flush, sinks close, and with recovery a final snapshot is committed.
-    `abort` cancels it at once instead.
+    sources stop reading, what was read flows through, sinks close, and with
+    recovery a final snapshot is committed. `abort` cancels it at once
+    instead.
+
+    A failure that nobody receives at once (the flow's error is kept on the
+    handle rather than raised in a task group, and no `wait` or `stop` is
+    waiting) is logged at once, with its traceback, at ERROR level on the
+    ``aiowax`` logger: a flow that dies in the background of a service shows
+    up in the service's logs then, not at shutdown. `status` and `error` tell
+    a health check the same.
     """
 
     def __init__(
@@ -63,10 +75,14 @@ class FlowHandle:
         self._propagate = propagate
         self._ctx: RunContext | None = None
         self._stop_asked = False
+        self._abort_asked = False
         self._scope: anyio.CancelScope | None = None
+        # Tasks in `wait` now: a failure they receive needs no log record.
+        self._waiters = 0
         self._done = anyio.Event()
         self._status = FlowStatus.STARTING
         self._error: BaseException | None = None
+        self._error_tb: TracebackType | None = None
 
     @property
     def status(self) -> FlowStatus:
@@ -93,17 +109,57 @@ class FlowHandle:
         if self._ctx is not None:
             self._ctx.request_stop()
 
-    async def stop(self) -> None:
+    async def stop(self, timeout: float | timedelta | None = None) -> None:
         """Stop gracefully and wait until the flow has ended.
 
+        The sources stop reading and what they read flows through to the
+        sinks. Without recovery, open windows and batches are flushed as they
+        are. With recovery they are not emitted early: a final snapshot keeps
+        them, with everything else, and the next run goes on after what this
+        one read.
+
+        Args:
+            timeout: The longest to wait for the graceful stop, in seconds or
+                as a `datetime.timedelta`; ``None`` (the default) waits as long
+                as it takes. At the deadline the flow is aborted as by `abort`,
+                and `TimeoutError` is raised once it has ended.
+
         Raises:
-            Exception: What the flow raised, if it failed.
+            TimeoutError: The flow did not stop within ``timeout`` and was
+                aborted: its partitions were closed, but no final snapshot was
+                taken (a rerun with recovery resumes from the last epoch
+                committed before), and what was in flight was not written.
+            Exception: What the flow raised, if it failed (during the stop or
+                before it).
+            ValueError: ``timeout`` is negative or NaN.
+            TypeError: ``timeout`` is neither a number nor a timedelta.
         """
+        seconds = _timeout_seconds(timeout)
         self.request_stop()
-        await self.wait()
+        if seconds is None:
+            await self.wait()
+            return
+        with anyio.move_on_after(seconds):
+            await self.wait()
+            return
+        # The deadline passed first; the flow may still have ended meanwhile.
+        if not self._done.is_set():
+            await self.abort()
+        self._raise_error()
+        if self._status is FlowStatus.CANCELLED:
+            msg = (
+                f"the flow did not stop within {seconds:g} s and was aborted "
+                "(no final snapshot was taken)"
+            )
+            raise TimeoutError(msg)
 
     async def abort(self) -> None:
-        """Cancel the flow at once (partitions are still closed) and wait."""
+        """Cancel the flow at once (partitions are still closed) and wait.
+
+        With recovery no final snapshot is taken: a rerun resumes from the
+        last epoch committed before.
+        """
+        self._abort_asked = True
         if self._scope is not None:
             self._scope.cancel()
         await self._done.wait()
@@ -114,9 +170,18 @@ class FlowHandle:
         Raises:
             Exception: What the flow raised, if it failed.
         """
-        await self._done.wait()
+        self._waiters += 1
+        try:
+            await self._done.wait()
+        finally:
+            self._waiters -= 1
+        self._raise_error()
+
+    def _raise_error(self) -> None:
         if self._error is not None:
-            raise self._error
+            # With the traceback of the flow, each time: every raise would
+            # otherwise add its frames to the last one's.
+            raise self._error.with_traceback(self._error_tb)
 
     def _attach(self, ctx: RunContext) -> None:
         self._ctx = ctx
@@ -129,6 +194,8 @@ class FlowHandle:
         try:
             with anyio.CancelScope() as scope:
                 self._scope = scope
+                if self._abort_asked:
+                    scope.cancel()
                 await run_flow(self._flow, on_start=self._attach, **self._options)
             if scope.cancelled_caught:
                 self._status = FlowStatus.CANCELLED
@@ -140,10 +207,37 @@ class FlowHandle:
         except Exception as error:
             self._status = FlowStatus.FAILED
             self._error = error
+            self._error_tb = error.__traceback__
             if self._propagate:
                 raise
+            if not self._waiters:
+                # Kept on the handle, it would go unseen until the owner next
+                # looks: a service may run for days before it does.
+                logger.error(
+                    "the flow failed; it has stopped (%s: %s)",
+                    type(error).__name__,
+                    error,
+                    exc_info=error,
+                )
         finally:
             self._done.set()
+
+
+def _timeout_seconds(timeout: object) -> float | None:
+    """``FlowHandle.stop``'s timeout in seconds; ``None`` for no timeout."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, timedelta):
+        seconds = timeout.total_seconds()
+    elif isinstance(timeout, int | float) and not isinstance(timeout, bool):
+        seconds = float(timeout)
+    else:
+        msg = f"FlowHandle.stop: timeout must be seconds or a timedelta, got {timeout!r}"
+        raise TypeError(msg)
+    if not seconds >= 0:
+        msg = f"FlowHandle.stop: timeout must be >= 0, got {timeout!r}"
+        raise ValueError(msg)
+    return seconds
 
 
 async def start_flow(
@@ -165,7 +259,9 @@ async def start_flow(
         recovery_config: As for `aiowax.run`.
         propagate: If true (the default), an exception of the flow is raised
             in ``task_group`` too, so it cannot go unnoticed; if false, it is
-            kept on the handle and raised by `FlowHandle.wait` and `stop`.
+            kept on the handle and raised by `FlowHandle.wait` and `stop`
+            (and logged at once on the ``aiowax`` logger if neither is
+            waiting for it then).
     """
     handle = FlowHandle(
         flow,
@@ -190,7 +286,9 @@ async def open_flow(
 
     Leaving the block normally stops the flow gracefully and waits for it;
     leaving it with an exception aborts the flow. An exception of the flow
-    itself is raised from the ``async with``.
+    itself is raised from the ``async with``; if the flow fails while the
+    block still runs, and the block is not waiting for it (`FlowHandle.wait`,
+    `FlowHandle.stop`), the failure is also logged at once (see `FlowHandle`).
 
     >>> import anyio, aiowax
     >>> from aiowax.dataflow import Dataflow

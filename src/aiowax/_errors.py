@@ -4,8 +4,8 @@ User exceptions raised inside a step keep their own type and get a note
 naming the step; only problems that aiowax itself detects use these classes.
 Each class is re-exported by the public module its users import it from
 (``aiowax``, ``aiowax.inputs``, ``aiowax.recovery``,
-``aiowax.connectors.inproc``), and reports that module as its ``__module__``
-(see `aiowax._util.fixup_module_metadata`).
+``aiowax.connectors.inproc``, ``aiowax.connectors.files``), and reports
+that module as its ``__module__`` (see `aiowax._util.fixup_module_metadata`).
 
     Exception
     ├── AiowaxError
@@ -13,7 +13,11 @@ Each class is re-exported by the public module its users import it from
     │   ├── RecoveryError
     │   │   ├── NoPartitionsError
     │   │   ├── MissingPartitionsError
-    │   │   └── InconsistentPartitionsError
+    │   │   ├── InconsistentPartitionsError
+    │   │   ├── RecoveryLockedError
+    │   │   ├── RecoveryPermissionError (also a PermissionError)
+    │   │   └── UnmatchedSnapshotsError
+    │   ├── FileReplacedError (also a ValueError)
     │   ├── SourceClosedError
     │   ├── SourceFullError (also an anyio.WouldBlock)
     │   └── SubscriberOverflowError
@@ -41,7 +45,8 @@ class FlowDefinitionError(AiowaxError, ValueError):
 class AbortExecution(RuntimeError):
     """Raised by a source to stop the whole execution abruptly.
 
-    Nothing is closed and no final snapshot is taken, as after a crash;
+    Nothing is closed and no final snapshot is taken, as after a crash, and
+    the run returns without raising it (as in the reference);
     ``TestingSource.ABORT()`` raises it to rehearse recovery.
     """
 
@@ -65,6 +70,33 @@ class InconsistentPartitionsError(RecoveryError):
     """The partition files come from different points in time or setups."""
 
 
+class RecoveryLockedError(RecoveryError):
+    """Another run, in this process or another, is using the recovery directory.
+
+    Two runs committing into one directory would leave a mix of their
+    snapshots for the next resume, so a run holds a lock on the directory
+    while it runs; the message names the holder (pid and host).
+    """
+
+
+class RecoveryPermissionError(RecoveryError, PermissionError):
+    """This process may not read or write the recovery directory or its files.
+
+    It is also a ``PermissionError``. The files themselves may be fine: fix
+    the owner or the mode (or the mount) rather than re-creating them.
+    """
+
+
+class UnmatchedSnapshotsError(RecoveryError):
+    """Snapshots in the recovery directory match no step or partition of the flow.
+
+    A step or a partition was renamed (or removed) since they were taken.
+    Resuming would ignore them while restoring the rest; rename it back, or
+    run once with ``RecoveryConfig(..., discard_unmatched=True)`` to drop
+    them on purpose.
+    """
+
+
 # -- in-process connectors (exported by aiowax.connectors.inproc) --------------
 
 
@@ -78,3 +110,16 @@ class SourceFullError(AiowaxError, anyio.WouldBlock):
 
 class SubscriberOverflowError(AiowaxError):
     """A subscriber fell further behind than its buffer and was disconnected."""
+
+
+# -- file connectors (exported by aiowax.connectors.files) --------------------
+
+
+class FileReplacedError(AiowaxError, ValueError):
+    """A file source cannot resume: the file is not the one its position was taken in.
+
+    A rotated log or a regenerated export, for instance; the message names
+    the file, says what changed and how to go on. It is also a
+    ``ValueError``, as `FileSink`'s refusal of a file shorter than its
+    position is.
+    """

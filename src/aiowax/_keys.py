@@ -6,9 +6,11 @@ the recovery partition file that stores a key's state. It is a CRC-32 of the
 UTF-8 text, not the built-in ``hash``, which Python salts per process:
 state must land on the same worker and file in every process and run.
 
-Keyed steps need ``(str, value)`` 2-tuples. `first_bad_item` checks a whole
-batch in a few C-level passes, so the hot loops of the keyed steps need no
-per-item check of their own.
+Keyed steps need ``(key, value)`` 2-tuples with a str key. The common case,
+an exact tuple and an exact str (`is_keyed_item`), is checked inline in the
+hot loops; anything else goes through `as_keyed_item`, which accepts what
+the reference accepts (tuple subclasses such as namedtuples, str subclasses
+such as StrEnum members) as the plain pair of the key's str value.
 """
 
 from __future__ import annotations
@@ -36,33 +38,52 @@ def key_owner(key: str, worker_count: int) -> int:
 
 
 def is_keyed_item(item: object) -> bool:
-    """Whether ``item`` is a ``(str, value)`` 2-tuple (subclasses refused)."""
+    """Whether ``item`` is an exact ``(str, value)`` 2-tuple: the fast case."""
     return type(item) is tuple and len(item) == 2 and type(item[0]) is str
 
 
-def first_bad_item(batch: list[Any]) -> int | None:
-    """The index of the first item of ``batch`` that is not a ``(str, value)`` pair.
+def as_keyed_item(item: object) -> tuple[str, Any] | None:
+    """``item`` as a plain ``(str, value)`` pair, or None if it cannot be one.
 
-    Returns:
-        None when every item is one. The passes run in C; only a batch with
-        a bad item is scanned item by item, to find it.
+    A tuple subclass (a namedtuple) of two, whose key is a str subclass (a
+    StrEnum member, a ``class UserId(str)``), becomes the plain pair of the
+    key's str value, so it hashes, routes and is stored like that str. The
+    tuple's and the str's own methods are not called: no user code runs.
     """
+    if type(item) is tuple and len(item) == 2 and type(item[0]) is str:
+        return item
+    if not isinstance(item, tuple) or tuple.__len__(item) != 2:
+        return None
+    key, value = tuple.__getitem__(item, 0), tuple.__getitem__(item, 1)
+    if not isinstance(key, str):
+        return None
+    return (str.__str__(key), value)
+
+
+def all_keyed_items(batch: list[Any]) -> bool:
+    """Whether every item of ``batch`` is an exact pair, proved in C-level passes."""
     # Each pass only runs once the one before proved it safe: len() only on
     # exact tuples, and [0] only on tuples of length 2 (no user code runs).
-    if (
+    return (
         set(map(type, batch)) <= _TUPLE
         and set(map(len, batch)) <= _TWO
         and set(map(type, map(_first, batch))) <= _STR
-    ):
+    )
+
+
+def first_bad_item(batch: list[Any]) -> int | None:
+    """The index of the first item of ``batch`` that `as_keyed_item` refuses, if any."""
+    if all_keyed_items(batch):
         return None
     for index, item in enumerate(batch):
-        if not is_keyed_item(item):
+        if as_keyed_item(item) is None:
             return index
-    return None  # pragma: no cover - one of the passes above found a bad item
+    return None
 
 
 def bad_item_error(step_id: str, item: object) -> TypeError:
     """The error for an item a keyed step cannot use."""
-    return TypeError(
-        f"step {step_id!r} needs (key, value) 2-tuples with a str key, got {describe(item)}"
-    )
+    what = describe(item)
+    if isinstance(item, tuple) and tuple.__len__(item) == 2:
+        what += f" (a key of type {type(tuple.__getitem__(item, 0)).__name__})"
+    return TypeError(f"step {step_id!r} needs (key, value) 2-tuples with a str key, got {what}")

@@ -5,7 +5,7 @@ partitions (files, Kafka partitions...), or `DynamicSource` for one that each
 worker reads its own way. Every ``next_batch`` may be ``async def``.
 """
 
-from aiowax._connectors.batching import batch, batch_async
+from aiowax._connectors.batching import batch, batch_async, batch_getter, batch_getter_ex
 from aiowax._connectors.polling import SimplePollingSource
 from aiowax._definition.inputs import (
     DynamicSource,
@@ -27,6 +27,8 @@ __all__ = [
     "StatelessSourcePartition",
     "batch",
     "batch_async",
+    "batch_getter",
+    "batch_getter_ex",
 ]
 
 fixup_module_metadata(__name__, __all__, globals())

@@ -12,9 +12,15 @@ The ``aiowax_clock`` fixture tells the virtual time (``loop.time()``, from
 0) and the wall time aiowax sees (`VIRTUAL_EPOCH` plus that).
 
 The plugin implements pytest-asyncio's ``pytest_asyncio_loop_factories``
-hook; if your own ``conftest.py`` implements it too, yours is asked first:
-return ``{"aiowax-virtual": VirtualClockEventLoop}`` there for the marked
-tests.
+hook, and answers last: if your ``conftest.py`` implements it too, the first
+answer that is not ``None`` wins, so yours is used. Return ``None`` there
+for the tests marked ``aiowax_virtual_clock`` to leave them to this plugin
+(or return ``{"aiowax-virtual": VirtualClockEventLoop}`` for them yourself).
+
+A ``conftest.py`` may import from this module before it names it in
+``pytest_plugins``: the module has no assertions, and opts out of pytest's
+assertion rewriting (PYTEST_DONT_REWRITE), so pytest does not warn that it
+was imported too early to be rewritten.
 """
 
 from __future__ import annotations
@@ -41,7 +47,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.hookimpl(optionalhook=True)
+# pytest-asyncio takes the first answer that is not None (a firstresult
+# hook): trylast lets every conftest answer before this plugin, however the
+# plugin was enabled (-p registers it before the conftests, pytest_plugins
+# in a conftest after, and pluggy asks the latest registered first).
+@pytest.hookimpl(optionalhook=True, trylast=True)
 def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:

@@ -7,6 +7,17 @@ Make a recovery directory once with `init_db_dir` (or
 sources' positions, its keyed state and its stateful sinks; a new run with
 the same configuration restores the last epoch every worker finished and
 continues from there (state exactly once, output at least once).
+
+A run holds a lock on its recovery directory: a second run on it, in this
+process or another, is refused with `RecoveryLockedError`. A resume is
+refused when the partition files disagree (`MissingPartitionsError`,
+`InconsistentPartitionsError`: a file lost or restored from an older
+backup) and when snapshots match no step or partition of the flow
+(`UnmatchedSnapshotsError`: a step or partition renamed since); the
+directory or its files not being readable and writable is a
+`RecoveryPermissionError`. docs/recovery.md explains what is promised and
+how to drop unmatched snapshots on purpose
+(``RecoveryConfig(..., discard_unmatched=True)``).
 """
 
 from __future__ import annotations
@@ -19,6 +30,9 @@ from aiowax._errors import (
     MissingPartitionsError,
     NoPartitionsError,
     RecoveryError,
+    RecoveryLockedError,
+    RecoveryPermissionError,
+    UnmatchedSnapshotsError,
 )
 from aiowax._recovery.config import RecoveryConfig
 from aiowax._recovery.store import init_db_dir
@@ -30,6 +44,9 @@ __all__ = [
     "NoPartitionsError",
     "RecoveryConfig",
     "RecoveryError",
+    "RecoveryLockedError",
+    "RecoveryPermissionError",
+    "UnmatchedSnapshotsError",
     "init_db_dir",
     "main",
 ]

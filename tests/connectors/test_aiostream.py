@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import anyio
+import anyio.lowlevel
 import pytest
 from aiostream import pipe, stream
 
@@ -39,6 +43,51 @@ async def test_a_flow_output_is_read_as_a_stream() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(aiowax.run, flow)
             assert await stream.list(evens) == [2, 4, 6, 8, 10]
+
+
+def stop_after_yielding(seed: int) -> tuple[AsyncIterator[int], list[int], anyio.Event]:
+    """An endless async generator of ints that sometimes waits before an item.
+
+    Returns it, the list of what it yielded (filled as it yields) and an event
+    set once it has yielded a few (seeded, random) items: the moment to stop.
+    """
+    rng = random.Random(seed)
+    yielded: list[int] = []
+    reached = anyio.Event()
+    stop_at = rng.randrange(1, 200)
+
+    async def events() -> AsyncIterator[int]:
+        i = 0
+        while True:
+            if rng.random() < 0.3:
+                await anyio.sleep(0.0005)
+            elif rng.random() < 0.5:
+                await anyio.lowlevel.checkpoint()
+            yielded.append(i)  # handed to the reader right below
+            yield i
+            i += 1
+            if i == stop_at:
+                reached.set()
+
+    return events(), yielded, reached
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("batch_size", [1, 64])
+async def test_graceful_stop_keeps_what_the_stream_yielded(batch_size: int) -> None:
+    """Issue 11 D4 (repro 09, aiostream shape): a graceful stop while the stream
+    yields: every item the pipeline gave reaches the sink."""
+    for seed in range(8):
+        events, yielded, reached = stop_after_yielding(seed)
+        out: list[int] = []
+        flow = Dataflow()
+        flow.input("in", StreamSource(stream.iterate(events), batch_size=batch_size))
+        flow.output("out", TestingSink(out))
+        with anyio.fail_after(5):
+            async with aiowax.open_flow(flow, epoch_interval=timedelta(seconds=1)) as handle:
+                await reached.wait()
+                await handle.stop()
+        assert out == yielded, f"seed {seed}: lost {sorted(set(yielded) - set(out))}"
 
 
 def test_stream_source_rejects_what_is_not_a_stream() -> None:

@@ -1,9 +1,11 @@
-"""`batch` and `batch_async` (`aiowax._connectors.batching`): items into lists for a source."""
+"""`batch`, `batch_async`, `batch_getter` and `batch_getter_ex` (`aiowax._connectors.batching`):
+items into lists for a source."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import queue
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,7 +14,14 @@ import anyio.lowlevel
 import pytest
 
 from aiowax.dataflow import Dataflow
-from aiowax.inputs import DynamicSource, StatelessSourcePartition, batch, batch_async
+from aiowax.inputs import (
+    DynamicSource,
+    StatelessSourcePartition,
+    batch,
+    batch_async,
+    batch_getter,
+    batch_getter_ex,
+)
 from aiowax.testing import TestingSink
 from flow_helpers import VIRTUAL_WATCHDOG, WATCHDOG, run
 
@@ -108,11 +117,135 @@ async def test_batch_async_in_a_source() -> None:
         async def next_batch(self, sched: datetime | None) -> list[int]:
             return await self.it.__anext__()
 
-    class Source(DynamicSource[int]):
+    class Source(DynamicSource[object]):
         def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
             return Part()
 
-    out: list[int] = []
+    out: list[object] = []
+    flow = Dataflow()
+    flow.input("inp", Source())
+    flow.output("out", TestingSink(out))
+    await run(flow)
+    assert out == list(range(10))
+
+
+# -- batch_getter / batch_getter_ex ---------------------------------------------------
+#
+# These match the reference (bytewax.inputs.batch_getter / batch_getter_ex, added
+# in Bytewax 0.18.0; 0.17.2 has neither): the expected lists below were worked
+# out from its code. A list is yielded when it is full, when the getter says
+# "nothing yet" (the sentinel, compared with ``!=``, or the exception), possibly
+# empty then, and a last time, possibly empty, when the getter raises
+# StopIteration. Other exceptions propagate. One difference: ``batch_size`` is
+# checked when called, as `batch` does (the reference loops forever on 0).
+
+
+def getter_of(values: list[object]) -> Callable[[], object]:
+    """A getter returning ``values`` in turn, then raising StopIteration (EOF)."""
+    it = iter(values)
+    return lambda: next(it)
+
+
+def test_batch_getter_cuts_on_size_sentinel_and_end() -> None:
+    getter = getter_of([1, 2, None, 3, 4, 5, None, None, 6])
+    assert list(batch_getter(getter, 2)) == [[1, 2], [], [3, 4], [5], [], [6]]
+    # Full just before the end: the reference still yields a last, empty list.
+    assert list(batch_getter(getter_of([1, 2]), 2)) == [[1, 2], []]
+    assert list(batch_getter(getter_of([]), 3)) == [[]]
+
+
+def test_batch_getter_with_another_sentinel() -> None:
+    # The sentinel is compared with !=: 0 and 0.0 are the same "nothing yet",
+    # and None is then an item like any other.
+    getter = getter_of(["a", 0, None, 0.0, "b"])
+    assert list(batch_getter(getter, 10, yield_on=0)) == [["a"], [None], ["b"]]
+
+
+def test_batch_getter_is_lazy_and_resumes_after_nothing_yet() -> None:
+    q: queue.SimpleQueue[int | None] = queue.SimpleQueue()
+
+    def getter() -> int | None:
+        try:
+            return q.get_nowait()
+        except queue.Empty:
+            return None
+
+    batches = batch_getter(getter, 3)
+    assert next(batches) == []  # nothing yet
+    for i in range(5):
+        q.put(i)
+    assert next(batches) == [0, 1, 2]
+    assert next(batches) == [3, 4]
+    assert next(batches) == []
+
+
+def test_batch_getter_ex_cuts_on_the_exception() -> None:
+    q: queue.Queue[int] = queue.Queue()
+    batches = batch_getter_ex(q.get_nowait, 2)  # queue.Empty by default
+    assert next(batches) == []
+    for i in range(3):
+        q.put(i)
+    assert next(batches) == [0, 1]
+    assert next(batches) == [2]
+    assert next(batches) == []
+
+    class NotYet(Exception):
+        pass
+
+    values: Iterator[int | None] = iter([1, None, 2, 3])
+
+    def getter() -> int:
+        value = next(values)  # StopIteration at the end
+        if value is None:
+            raise NotYet
+        return value
+
+    assert list(batch_getter_ex(getter, 5, yield_ex=NotYet)) == [[1], [2, 3]]
+
+
+def test_batch_getter_errors() -> None:
+    def broken() -> int:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        next(batch_getter(broken, 2))
+    with pytest.raises(KeyError):
+        next(batch_getter_ex(broken, 2))  # not queue.Empty: it propagates
+    for helper in (batch_getter, batch_getter_ex):
+        with pytest.raises(ValueError, match="batch_size"):
+            helper(broken, 0)
+        with pytest.raises(TypeError, match="batch_size"):
+            helper(broken, 1.5)  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_batch_getter_in_a_source() -> None:
+    """The reference's use: ``next_batch`` returns ``next(batches)``; the end of
+    the getter ends the partition (StopIteration from ``next_batch``)."""
+    eof = object()
+    q: queue.Queue[object] = queue.Queue()
+    for i in range(10):
+        q.put(i)
+    q.put(eof)
+
+    def get() -> object:
+        item = q.get_nowait()  # queue.Empty: nothing yet
+        if item is eof:
+            raise StopIteration
+        return item
+
+    class Part(StatelessSourcePartition[object]):
+        def __init__(self) -> None:
+            self.batches = batch_getter_ex(get, 4)
+
+        def next_batch(self, sched: datetime | None) -> list[object]:
+            return next(self.batches)
+
+    class Source(DynamicSource[object]):
+        def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
+            return Part()
+
+    out: list[object] = []
     flow = Dataflow()
     flow.input("inp", Source())
     flow.output("out", TestingSink(out))

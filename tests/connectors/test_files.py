@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import os
+import pickle
+import shutil
 import threading
 import time
 from collections import Counter, defaultdict
@@ -18,7 +22,16 @@ import pytest
 
 import aiowax
 import aiowax._connectors.files as files_impl
-from aiowax.connectors.files import CSVSource, DirSink, DirSource, FileSink, FileSource
+from aiowax import AiowaxError
+from aiowax.connectors.files import (
+    CSVSource,
+    DirSink,
+    DirSource,
+    FilePosition,
+    FileReplacedError,
+    FileSink,
+    FileSource,
+)
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import StatefulSourcePartition
 from aiowax.outputs import StatefulSinkPartition
@@ -28,7 +41,7 @@ from aiowax.testing import TestingSink, TestingSource, cluster_main, run_main
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
-async def _drain(part: StatefulSourcePartition[Any, int]) -> list[list[Any]]:
+async def _drain(part: StatefulSourcePartition[Any, Any]) -> list[list[Any]]:
     batches = []
     while True:
         try:
@@ -39,6 +52,18 @@ async def _drain(part: StatefulSourcePartition[Any, int]) -> list[list[Any]]:
 
 def _flat(batches: Any) -> list[Any]:
     return [item for batch in batches for item in batch]
+
+
+def _name(source: Any) -> str:
+    """The one partition of a single-file source."""
+    [name] = source.list_parts()
+    assert isinstance(name, str)
+    return name
+
+
+def _dev(path: Path) -> str:
+    """The default filesystem id of files in ``path``: its device id, in hex."""
+    return hex(path.stat().st_dev)
 
 
 def _reference_lines(path: Path) -> list[str]:
@@ -88,13 +113,16 @@ def test_file_source_yields_lines_like_the_reference(tmp_path: Path, content: by
     assert _collect(FileSource(path, batch_size=2)) == _reference_lines(path)
 
 
-def test_file_source_one_partition_named_after_the_path(tmp_path: Path) -> None:
+def test_file_source_one_partition_named_after_the_device_and_path(tmp_path: Path) -> None:
     path = tmp_path / "in.txt"
     path.write_text("a\n")
-    assert FileSource(path).list_parts() == [str(path)]
-    assert FileSource(str(path)).list_parts() == [str(path)]
+    # As the reference: "{fs_id}::{path}", the id being the directory's st_dev.
+    assert FileSource(path).list_parts() == [f"{_dev(tmp_path)}::{path}"]
+    assert FileSource(str(path)).list_parts() == [f"{_dev(tmp_path)}::{path}"]
     with pytest.raises(ValueError, match="unknown partition"):
         FileSource(path).build_part(NOW, "other", None)
+    with pytest.raises(ValueError, match="unknown partition"):
+        FileSource(path).build_part(NOW, str(path), None)  # the name of older versions
 
 
 @pytest.mark.asyncio
@@ -104,33 +132,35 @@ async def test_file_source_batches_and_resume_positions(tmp_path: Path) -> None:
     path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
     source = FileSource(path, batch_size=3)
 
-    part = source.build_part(NOW, str(path), None)
-    assert part.snapshot() == 0
+    name = _name(source)
+    part = source.build_part(NOW, name, None)
+    assert part.snapshot()["offset"] == 0  # type: ignore[index]
     try:
         first = await part.next_batch(None)  # type: ignore[misc]
-        offset = part.snapshot()
+        state = part.snapshot()
     finally:
         part.close()
     assert first == lines[:3]
-    assert offset == len("".join(f"{line}\n" for line in lines[:3]).encode())
+    assert state["offset"] == len("".join(f"{line}\n" for line in lines[:3]).encode())  # type: ignore[index]
 
     # Resuming at the snapshot continues with the next line, in batches of 3.
-    part = source.build_part(NOW, str(path), offset)
+    part = source.build_part(NOW, name, state)
     try:
         assert await _drain(part) == [lines[3:6], lines[6:9], lines[9:]]
-        assert part.snapshot() == path.stat().st_size
+        assert part.snapshot()["offset"] == path.stat().st_size  # type: ignore[index]
         # Exhausted: it stays exhausted.
         with pytest.raises(StopAsyncIteration):
             await part.next_batch(None)  # type: ignore[misc]
     finally:
         part.close()
 
-    # Every line boundary is a valid resume position.
+    # Every line boundary is a valid resume position (here as a plain offset,
+    # the snapshot of older versions).
     ends = [0]
     for line in lines:
         ends.append(ends[-1] + len(f"{line}\n".encode()))
     for i, end in enumerate(ends):
-        part = source.build_part(NOW, str(path), end)
+        part = source.build_part(NOW, name, end)
         try:
             assert _flat(await _drain(part)) == lines[i:]
         finally:
@@ -141,7 +171,8 @@ async def test_file_source_batches_and_resume_positions(tmp_path: Path) -> None:
 async def test_file_source_resume_after_lone_carriage_returns(tmp_path: Path) -> None:
     path = tmp_path / "in.txt"
     path.write_bytes(b"a\rb\r\nc\n\rd")
-    part = FileSource(path, batch_size=1).build_part(NOW, str(path), None)
+    source = FileSource(path, batch_size=1)
+    part = source.build_part(NOW, _name(source), None)
     got = []
     try:
         while True:
@@ -149,7 +180,7 @@ async def test_file_source_resume_after_lone_carriage_returns(tmp_path: Path) ->
                 batch = await part.next_batch(None)  # type: ignore[misc]
             except StopAsyncIteration:
                 break
-            got.append((batch, part.snapshot()))
+            got.append((batch, part.snapshot()["offset"]))  # type: ignore[index]
     finally:
         part.close()
     # Batches are whole b"\n"-terminated chunks; a lone "\r" splits within one.
@@ -161,7 +192,7 @@ def test_file_source_missing_file_names_the_path(tmp_path: Path) -> None:
     path = tmp_path / "nope.txt"
     source = FileSource(path)  # defining the flow does not need the file yet
     with pytest.raises(FileNotFoundError, match=r"nope\.txt") as info:
-        source.build_part(NOW, str(path), None)
+        source.build_part(NOW, _name(source), None)
     assert info.value.filename == str(path)
     with pytest.raises(FileNotFoundError, match=r"nope\.txt"):
         _collect(source)
@@ -187,10 +218,11 @@ def test_bad_arguments(tmp_path: Path) -> None:
         FileSink(tmp_path / "x", end=None)  # type: ignore[arg-type]
     path = tmp_path / "in.txt"
     path.write_text("a\n")
+    name = _name(FileSource(path))
     with pytest.raises(TypeError, match="byte offset"):
-        FileSource(path).build_part(NOW, str(path), "12")  # type: ignore[arg-type]
+        FileSource(path).build_part(NOW, name, "12")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=">= 0"):
-        FileSource(path).build_part(NOW, str(path), -1)
+        FileSource(path).build_part(NOW, name, -1)
 
 
 @pytest.mark.asyncio
@@ -236,9 +268,14 @@ def test_dir_source_partitions_are_sorted_relative_files(tmp_path: Path) -> None
     (tmp_path / "c.csv").write_text("c\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "d.txt").write_text("d\n")
-    assert DirSource(tmp_path).list_parts() == ["a.txt", "b.txt", "c.csv"]  # no dirs
-    assert DirSource(tmp_path, "*.txt").list_parts() == ["a.txt", "b.txt"]
-    assert DirSource(tmp_path, "**/*.txt").list_parts() == ["a.txt", "b.txt", "sub/d.txt"]
+    dev = _dev(tmp_path)
+    assert DirSource(tmp_path).list_parts() == [f"{dev}::a.txt", f"{dev}::b.txt", f"{dev}::c.csv"]
+    assert DirSource(tmp_path, "*.txt").list_parts() == [f"{dev}::a.txt", f"{dev}::b.txt"]
+    assert DirSource(tmp_path, "**/*.txt").list_parts() == [
+        f"{dev}::a.txt",
+        f"{dev}::b.txt",
+        f"{dev}::sub/d.txt",
+    ]
     assert sorted(_collect(DirSource(tmp_path, "**/*.txt"))) == ["a", "b", "d"]
 
 
@@ -279,13 +316,15 @@ def test_dir_source_each_file_read_once_by_one_worker(tmp_path: Path) -> None:
 async def test_dir_source_resume_state_per_file(tmp_path: Path) -> None:
     expected = _make_dir(tmp_path, 3)
     source = DirSource(tmp_path, batch_size=2)
-    part = source.build_part(NOW, "file_002.txt", None)
+    name = f"{_dev(tmp_path)}::file_002.txt"
+    assert name in source.list_parts()
+    part = source.build_part(NOW, name, None)
     try:
         assert await part.next_batch(None) == expected["file_002.txt"][:2]  # type: ignore[misc]
-        offset = part.snapshot()
+        state = part.snapshot()
     finally:
         part.close()
-    part = source.build_part(NOW, "file_002.txt", offset)
+    part = source.build_part(NOW, name, state)
     try:
         assert _flat(await _drain(part)) == expected["file_002.txt"][2:]
     finally:
@@ -347,22 +386,26 @@ async def test_csv_source_resumes_at_every_record(tmp_path: Path) -> None:
     expected = _reference_rows(path)
     source = CSVSource(path, batch_size=1)
     # Read one record at a time, noting the offset after each.
-    offsets = []
-    part = source.build_part(NOW, str(path), None)
+    name = _name(source)
+    states = []
+    part = source.build_part(NOW, name, None)
     try:
-        assert part.snapshot() == 0
+        states.append(part.snapshot())
+        assert states[0]["offset"] == 0  # type: ignore[index]
         for row in expected:
             assert await part.next_batch(None) == [row]  # type: ignore[misc]
-            offsets.append(part.snapshot())
+            states.append(part.snapshot())
         with pytest.raises(StopAsyncIteration):
             await part.next_batch(None)  # type: ignore[misc]
     finally:
         part.close()
-    assert offsets[-1] == len(CSV_TEXT.encode())
-    # Offset 0 (a snapshot before the first batch) and every record end
-    # resume right after what was handed out; the header is never a row.
-    for i, offset in enumerate([0, *offsets]):
-        part = CSVSource(path, batch_size=3).build_part(NOW, str(path), offset)
+    assert states[-1]["offset"] == len(CSV_TEXT.encode())  # type: ignore[index]
+    # The snapshot before the first batch and after every record resume
+    # right after what was handed out; the header is never a row. So do
+    # the same positions as plain offsets, as older versions saved them.
+    offsets = [state["offset"] for state in states]  # type: ignore[index]
+    for i, state in [*enumerate(states), *enumerate(offsets)]:
+        part = CSVSource(path, batch_size=3).build_part(NOW, name, state)
         try:
             assert _flat(await _drain(part)) == expected[i:]
         finally:
@@ -686,3 +729,402 @@ def test_rerun_after_completion_keeps_output_on_any_worker_count(tmp_path: Path)
         assert (tmp_path / "out.txt").read_text() == src.read_text()
         lines = [line for p in out_dir.iterdir() for line in p.read_text().splitlines()]
         assert sorted(lines, key=int) == [str(i) for i in range(2000)]
+
+
+# -- resuming in a replaced file (issue 10, D6) ----------------------------------------
+
+
+def _numbered(prefix: str, count: int) -> str:
+    return "".join(f"{prefix}-{i}\n" for i in range(count))
+
+
+def _replace(path: Path, text: str, how: str) -> None:
+    """Put ``text`` at ``path``: in another file, or rewriting the same one."""
+    if how == "rotated":
+        # As logrotate or an export written aside and renamed over: a new
+        # inode at the path. The old file is kept, so its inode is not reused.
+        path.rename(path.with_name(path.name + ".1"))
+        path.write_text(text)
+    else:
+        assert how == "in_place"
+        inode = path.stat().st_ino
+        path.write_text(text)  # truncated and rewritten: the same inode
+        assert path.stat().st_ino == inode
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    path = tmp_path / "db"
+    path.mkdir()
+    init_db_dir(path, 1)
+    return path
+
+
+def _run_resumable(source: Any, db: Path) -> list[Any]:
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.output("out", TestingSink(out))
+    run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(db))
+    return out
+
+
+@pytest.mark.parametrize("new_count", [10, 200], ids=["shorter", "longer"])
+@pytest.mark.parametrize("how", ["rotated", "in_place"])
+def test_file_source_refuses_to_resume_in_a_replaced_file(
+    tmp_path: Path, db: Path, how: str, new_count: int
+) -> None:
+    # Repro 21: the resumed run skipped a shorter new file entirely and
+    # dropped the first lines of a longer one, without a word.
+    path = tmp_path / "events.log"
+    path.write_text(_numbered("old", 100))
+    assert _run_resumable(FileSource(path), db) == [f"old-{i}" for i in range(100)]
+
+    _replace(path, _numbered("new", new_count), how)
+    with pytest.raises(FileReplacedError) as info:
+        _run_resumable(FileSource(path), db)
+    message = str(info.value)
+    # It names the file, says what changed, and how to go on.
+    assert repr(str(path)) in message
+    assert "at byte 690" in message  # the bytes of the 100 old lines
+    if new_count == 10:
+        assert "now has 60 bytes, fewer than the 690 already read" in message
+    else:
+        assert "bytes before that offset differ" in message
+    if how == "rotated":
+        assert "it is another file" in message
+    else:
+        assert "the same file" in message and "rewritten in place" in message
+    assert 'on_replaced="restart"' in message
+    assert isinstance(info.value, ValueError) and isinstance(info.value, AiowaxError)
+
+    # Refusing changed nothing: the next run refuses again.
+    with pytest.raises(FileReplacedError):
+        _run_resumable(FileSource(path), db)
+
+
+def test_file_source_restarts_a_replaced_file_when_asked(
+    tmp_path: Path, db: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "events.log"
+    path.write_text(_numbered("old", 100))
+    _run_resumable(FileSource(path, on_replaced="restart"), db)
+
+    _replace(path, _numbered("new", 200), "rotated")
+    with caplog.at_level(logging.WARNING, logger="aiowax.connectors.files"):
+        second = _run_resumable(FileSource(path, on_replaced="restart"), db)
+    assert second == [f"new-{i}" for i in range(200)]  # all of the new file
+    [record] = [r for r in caplog.records if r.name == "aiowax.connectors.files"]
+    assert record.levelno == logging.WARNING
+    assert str(path) in record.getMessage()
+    assert "reading it from its start" in record.getMessage()
+
+    # The position is now in the new file: appends resume after it.
+    caplog.clear()
+    with path.open("a") as f:
+        f.write(_numbered("more", 3))
+    third = _run_resumable(FileSource(path, on_replaced="restart"), db)
+    assert third == ["more-0", "more-1", "more-2"]
+    assert _run_resumable(FileSource(path, on_replaced="restart"), db) == []
+    assert [r for r in caplog.records if r.name == "aiowax.connectors.files"] == []
+
+
+def test_file_source_restart_of_an_emptied_file_is_remembered(tmp_path: Path, db: Path) -> None:
+    path = tmp_path / "events.log"
+    path.write_text(_numbered("old", 5))
+    _run_resumable(FileSource(path, on_replaced="restart"), db)
+    _replace(path, "", "in_place")
+    assert _run_resumable(FileSource(path, on_replaced="restart"), db) == []
+    # The empty file's position was saved: what is appended is read once.
+    path.write_text(_numbered("new", 2))
+    assert _run_resumable(FileSource(path), db) == ["new-0", "new-1"]
+    assert _run_resumable(FileSource(path), db) == []
+
+
+@pytest.mark.parametrize("how", ["appended", "copied", "rewritten_identically"])
+def test_file_source_resumes_in_the_same_bytes(tmp_path: Path, db: Path, how: str) -> None:
+    # What was read is still there: the same file grown, a copy of it (a
+    # restore from a backup, a move to another disk), or a rewrite that
+    # kept the bytes already read. All resume after what was read.
+    path = tmp_path / "events.log"
+    old = _numbered("old", 3000)  # beyond both 4 KiB windows
+    path.write_text(old)
+    assert len(_run_resumable(FileSource(path), db)) == 3000
+    grown = old + _numbered("more", 3)
+    if how == "appended":
+        with path.open("a") as f:
+            f.write(_numbered("more", 3))
+    elif how == "copied":
+        copy = tmp_path / "copy"
+        shutil.copy(path, copy)
+        with copy.open("a") as f:
+            f.write(_numbered("more", 3))
+        os.replace(copy, path)
+    else:
+        path.write_text(grown)
+    assert path.read_text() == grown
+    assert _run_resumable(FileSource(path), db) == ["more-0", "more-1", "more-2"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("changed_at", "detected"),
+    [(0, True), (8000, False), (15990, True)],
+    ids=["first_bytes", "middle", "bytes_before_the_offset"],
+)
+async def test_file_source_checks_the_first_and_last_4_kib_read(
+    tmp_path: Path, changed_at: int, detected: bool
+) -> None:
+    # The check reads 8 KiB at most, whatever the offset: the first and the
+    # last 4 KiB before it. A same-size change between them goes unnoticed.
+    path = tmp_path / "in.txt"
+    path.write_bytes(b"x" * 15999 + b"\n" + b"tail\n")
+    source = FileSource(path)
+    part = source.build_part(NOW, _name(source), None)
+    try:
+        assert await part.next_batch(None) == ["x" * 15999, "tail"]  # type: ignore[misc]
+        state = part.snapshot()
+    finally:
+        part.close()
+    assert state["offset"] == 16005  # type: ignore[index]
+    data = bytearray(path.read_bytes())
+    data[changed_at] = ord("y")
+    path.write_bytes(bytes(data))
+
+    part = source.build_part(NOW, _name(source), state)
+    try:
+        if detected:
+            with pytest.raises(FileReplacedError, match="rewritten in place"):
+                await part.next_batch(None)  # type: ignore[misc]
+        else:
+            with pytest.raises(StopAsyncIteration):
+                await part.next_batch(None)  # type: ignore[misc]
+    finally:
+        part.close()
+
+
+def test_csv_source_refuses_a_regenerated_export(tmp_path: Path, db: Path) -> None:
+    path = tmp_path / "export.csv"
+    path.write_text("id,name\n" + "".join(f"{i},old{i}\n" for i in range(50)))
+    assert len(_run_resumable(CSVSource(path), db)) == 50
+    # Regenerated with other rows, written aside and renamed over.
+    fresh = tmp_path / "export.csv.tmp"
+    fresh.write_text("id,name\n" + "".join(f"{i},new{i}\n" for i in range(80)))
+    os.replace(fresh, path)
+    with pytest.raises(FileReplacedError, match=r"CSVSource: cannot resume .*export\.csv"):
+        _run_resumable(CSVSource(path), db)
+    rows = _run_resumable(CSVSource(path, on_replaced="restart"), db)
+    assert rows == [{"id": str(i), "name": f"new{i}"} for i in range(80)]
+
+
+def test_dir_source_checks_each_file(tmp_path: Path, db: Path) -> None:
+    src = tmp_path / "logs"
+    src.mkdir()
+    (src / "a.log").write_text(_numbered("a", 20))
+    (src / "b.log").write_text(_numbered("b", 20))
+    assert len(_run_resumable(DirSource(src, "*.log"), db)) == 40
+    _replace(src / "b.log", _numbered("b2", 5), "in_place")
+    with pytest.raises(FileReplacedError, match=r"DirSource: cannot resume .*b\.log"):
+        _run_resumable(DirSource(src, "*.log"), db)
+    with (src / "a.log").open("a") as f:
+        f.write(_numbered("a2", 1))
+    # With restart, b.log is read again from its start; a.log resumes.
+    got = _run_resumable(DirSource(src, "*.log", on_replaced="restart"), db)
+    assert sorted(got) == ["a2-0", *(f"b2-{i}" for i in range(5))]
+
+
+@pytest.mark.asyncio
+async def test_file_source_resumes_from_an_old_plain_offset(tmp_path: Path) -> None:
+    # Snapshots of older versions are plain byte offsets: no identity known,
+    # so they resume as they did; the next snapshot is a full position.
+    path = tmp_path / "in.txt"
+    path.write_text(_numbered("line", 10))
+    source = FileSource(path, batch_size=2)
+    name = _name(source)
+    part = source.build_part(NOW, name, len("line-0\n") * 3)
+    try:
+        assert part.snapshot() == 21  # not yet checked against the file
+        assert await part.next_batch(None) == ["line-3", "line-4"]  # type: ignore[misc]
+        state = part.snapshot()
+    finally:
+        part.close()
+    assert isinstance(state, dict)
+    assert state["offset"] == 35
+    assert state["ino"] == path.stat().st_ino
+
+
+@pytest.mark.asyncio
+async def test_file_source_old_plain_offset_past_the_end_is_a_replaced_file(
+    tmp_path: Path,
+) -> None:
+    # Before, the resumed run read nothing and ended: the repro's shorter file.
+    path = tmp_path / "in.txt"
+    path.write_text(_numbered("new", 3))
+    source = FileSource(path)
+    part = source.build_part(NOW, _name(source), 690)
+    try:
+        with pytest.raises(FileReplacedError, match="plain offset from an older aiowax"):
+            await part.next_batch(None)  # type: ignore[misc]
+    finally:
+        part.close()
+    part = FileSource(path, on_replaced="restart").build_part(NOW, _name(source), 690)
+    try:
+        assert _flat(await _drain(part)) == ["new-0", "new-1", "new-2"]
+    finally:
+        part.close()
+
+
+@pytest.mark.asyncio
+async def test_file_position_is_plain_data(tmp_path: Path) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text(_numbered("line", 10))
+    source = FileSource(path, batch_size=4)
+    name = _name(source)
+    part = source.build_part(NOW, name, None)
+    try:
+        fresh = part.snapshot()
+        await part.next_batch(None)  # type: ignore[misc]
+        state = part.snapshot()
+    finally:
+        part.close()
+    st = path.stat()
+    assert fresh == {
+        "offset": 0,
+        "size": st.st_size,
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "digest": fresh["digest"],  # type: ignore[index]
+    }
+    assert isinstance(state, dict)
+    assert set(state) == FilePosition.__required_keys__
+    assert state["offset"] == 28 and state["size"] == st.st_size
+    assert isinstance(state["digest"], str) and len(state["digest"]) == 32
+    # Picklable, and JSON-able for other serdes; either copy resumes.
+    for copy in (pickle.loads(pickle.dumps(state)), json.loads(json.dumps(state))):
+        assert copy == state
+        part = source.build_part(NOW, name, copy)
+        try:
+            assert _flat(await _drain(part)) == [f"line-{i}" for i in range(4, 10)]
+        finally:
+            part.close()
+
+
+@pytest.mark.parametrize(
+    ("state", "error"),
+    [
+        ({"offset": 3}, TypeError),
+        ({"offset": 3, "size": 3, "dev": 1, "ino": 1, "digest": None}, TypeError),
+        ({"offset": True, "size": 3, "dev": 1, "ino": 1, "digest": "d"}, TypeError),
+        ({"offset": -1, "size": 3, "dev": 1, "ino": 1, "digest": "d"}, ValueError),
+        (2.5, TypeError),
+    ],
+)
+def test_file_source_rejects_a_malformed_resume_state(
+    tmp_path: Path, state: Any, error: type[Exception]
+) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a\n")
+    source = FileSource(path)
+    with pytest.raises(error, match="resume state"):
+        source.build_part(NOW, _name(source), state)
+
+
+def test_on_replaced_is_error_or_restart(tmp_path: Path) -> None:
+    for make in (
+        lambda **kw: FileSource(tmp_path / "f", **kw),
+        lambda **kw: DirSource(tmp_path, **kw),
+        lambda **kw: CSVSource(tmp_path / "f", **kw),
+    ):
+        with pytest.raises(ValueError, match="on_replaced"):
+            make(on_replaced="ignore")
+        with pytest.raises(ValueError, match="on_replaced"):
+            make(on_replaced=None)
+        make(on_replaced="error")
+        make(on_replaced="restart")
+
+
+def test_file_replaced_error_is_public_and_pickles() -> None:
+    assert FileReplacedError.__module__ == "aiowax.connectors.files"
+    assert issubclass(FileReplacedError, AiowaxError)
+    assert issubclass(FileReplacedError, ValueError)
+    copy = pickle.loads(pickle.dumps(FileReplacedError("message")))
+    assert type(copy) is FileReplacedError and copy.args == ("message",)
+
+
+# -- filesystem ids ---------------------------------------------------------------------
+
+
+def test_get_fs_id_names_the_partitions(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "in.csv"
+    path.write_text("a\n1\n")
+    seen: list[Path] = []
+
+    def fs_id(directory: Path) -> str:
+        seen.append(directory)
+        return "shared"
+
+    assert FileSource(path, get_fs_id=fs_id).list_parts() == [f"shared::{path}"]
+    assert CSVSource(path, 10, fs_id).list_parts() == [f"shared::{path}"]
+    assert DirSource(tmp_path, "**/*.csv", get_fs_id=fs_id).list_parts() == ["shared::sub/in.csv"]
+    # Called with the file's directory, or DirSource's directory.
+    assert seen == [tmp_path / "sub", tmp_path / "sub", tmp_path]
+    # The default is the directory's device id, as in the reference.
+    assert _name(CSVSource(path)) == f"{_dev(tmp_path / 'sub')}::{path}"
+    assert _collect(CSVSource(path, get_fs_id=fs_id)) == [{"a": "1"}]
+    assert _collect(DirSource(tmp_path, "**/*.csv", get_fs_id=fs_id)) == ["a", "1"]
+
+
+def test_dir_source_build_part_checks_the_fs_id(tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("a\n")
+    source = DirSource(tmp_path, get_fs_id=lambda _dir: "disk1")
+    source.build_part(NOW, "disk1::a.txt", None).close()
+    for name in ("disk2::a.txt", "a.txt", "disk1::"):
+        with pytest.raises(ValueError, match="unknown partition"):
+            source.build_part(NOW, name, None)
+
+
+def test_dir_source_file_names_may_hold_the_separator(tmp_path: Path) -> None:
+    (tmp_path / "odd::name.txt").write_text("x\n")
+    source = DirSource(tmp_path, get_fs_id=lambda _dir: "d")
+    assert source.list_parts() == ["d::odd::name.txt"]
+    assert _collect(source) == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("get_fs_id", "error", "match"),
+    [
+        (lambda _dir: "a::b", ValueError, "must not contain '::'"),
+        (lambda _dir: 42, TypeError, "must return a str"),
+    ],
+)
+def test_get_fs_id_result_is_checked(
+    tmp_path: Path, get_fs_id: Any, error: type[Exception], match: str
+) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a\n")
+    for source in (
+        FileSource(path, get_fs_id=get_fs_id),
+        CSVSource(path, get_fs_id=get_fs_id),
+        DirSource(tmp_path, get_fs_id=get_fs_id),
+    ):
+        with pytest.raises(error, match=match):
+            source.list_parts()
+
+
+def test_get_fs_id_must_be_callable(tmp_path: Path) -> None:
+    with pytest.raises(TypeError, match="get_fs_id"):
+        FileSource(tmp_path / "f", get_fs_id="shared")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="get_fs_id"):
+        DirSource(tmp_path, get_fs_id="shared")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="get_fs_id"):
+        CSVSource(tmp_path / "f", 10, "shared")  # type: ignore[arg-type]
+
+
+def test_fs_id_is_asked_when_the_flow_starts(tmp_path: Path) -> None:
+    # Defining the flow needs neither the file nor its directory.
+    path = tmp_path / "later" / "in.txt"
+    source = FileSource(path)
+    path.parent.mkdir()
+    path.write_text("a\n")
+    assert _collect(source) == ["a"]

@@ -9,7 +9,9 @@ overflow policy. The flows run through `aiowax.start_flow` /
 from __future__ import annotations
 
 import contextlib
+import random
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -28,7 +30,8 @@ from aiowax.connectors.inproc import (
     Subscription,
 )
 from aiowax.dataflow import Dataflow
-from aiowax.testing import TestingSink
+from aiowax.testing import TestingSink, TestingSource
+from aiowax.window import SystemClockConfig, TumblingWindow
 from embed_helpers import WATCHDOG, GatedSink, Seen, push_flow, settle
 
 # -- PushSource ------------------------------------------------------------------------
@@ -341,3 +344,419 @@ async def test_break_out_of_async_for_unsubscribes() -> None:
                 assert sink.subscriber_count == 0
             finally:
                 await handle.abort()
+
+
+# -- issue 11: overflow judged item by item (D3), block waits for all at once (H1) -----
+
+
+async def read_or_fail(sub: Subscription[Any], into: list[Any], errors: list[Exception]) -> None:
+    """Read ``sub`` to its end as fast as it is scheduled; keep an overflow error."""
+    try:
+        async for item in sub:
+            into.append(item)
+    except SubscriberOverflowError as error:
+        errors.append(error)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("overflow", ["disconnect", "drop_oldest"])
+async def test_a_reader_that_keeps_up_gets_a_batch_larger_than_its_buffer(overflow: Any) -> None:
+    """Issue 11 D3 (repro 07): one batch of 100 items, a 10-item buffer.
+
+    The reader waits for items and takes each as soon as it runs: it never
+    falls behind, so neither policy applies, although the batch is ten times
+    its buffer.
+    """
+    sink: BroadcastSink[int] = BroadcastSink(overflow=overflow)
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(100), batch_size=100))
+    flow.output("out", sink)
+    sub = sink.subscribe(buffer=10)
+    got: list[int] = []
+    errors: list[Exception] = []
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_or_fail, sub, got, errors)
+            await settle()  # the reader waits before the flow starts
+            await aiowax.run(flow)
+    assert errors == []
+    assert got == list(range(100))
+    assert sub.dropped == 0
+
+
+async def _enrich(x: int) -> int:
+    return x  # an async mapper that answers at once (a cache hit)
+
+
+@pytest.mark.asyncio
+async def test_default_sink_behind_an_async_map_keeps_a_fast_reader() -> None:
+    """Issue 11 D3 (repro 08): with the defaults (buffer 1024, "disconnect"), an
+    async map gathers up to 4096 items into one batch; a reader that keeps up
+    gets all of them."""
+    sink: BroadcastSink[int] = BroadcastSink()
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(20_000), batch_size=500))
+    flow.map("enrich", _enrich)
+    flow.output("out", sink)
+    sub = sink.subscribe()
+    got: list[int] = []
+    errors: list[Exception] = []
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_or_fail, sub, got, errors)
+            await settle()
+            await aiowax.run(flow)
+    assert errors == []
+    assert got == list(range(20_000))
+
+
+@pytest.mark.asyncio
+async def test_default_sink_keeps_a_fast_reader_when_many_windows_close_at_once() -> None:
+    """Issue 11 D3 (repro 08, second shape): 2000 windows close on one tick,
+    so one write carries 2000 results, more than the default buffer."""
+    sink: BroadcastSink[tuple[str, int]] = BroadcastSink()
+    align = datetime(2024, 1, 1, tzinfo=UTC)
+    flow = Dataflow()
+    flow.input("inp", TestingSource([(f"sensor-{i}", 1) for i in range(2000)], batch_size=2000))
+    flow.fold_window(
+        "count",
+        SystemClockConfig(),
+        TumblingWindow(timedelta(hours=1), align),
+        lambda: 0,
+        lambda n, v: n + v,
+    )
+    flow.output("out", sink)
+    sub = sink.subscribe()
+    got: list[tuple[str, Any]] = []
+    errors: list[Exception] = []
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_or_fail, sub, got, errors)
+            await settle()
+            await aiowax.run(flow)
+    assert errors == []
+    assert len(got) == 2000
+    assert {key for key, _ in got} == {f"sensor-{i}" for i in range(2000)}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("overflow", ["disconnect", "drop_oldest"])
+async def test_a_reader_that_falls_behind_mid_batch_still_gets_the_policy(overflow: Any) -> None:
+    """Item by item, not never: a reader that stops reading inside a large batch
+    falls behind once its buffer is full, and the flow goes on without it.
+
+    It takes 0..20 as they come and stalls with 21..28 in its 8-item buffer:
+    "disconnect" leaves it those, then the error; "drop_oldest" the newest 8.
+    """
+    sink: BroadcastSink[int] = BroadcastSink(buffer=8, overflow=overflow)
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(100), batch_size=100))
+    flow.output("out", sink)
+    stalls = sink.subscribe()
+    fast = sink.subscribe()
+    got_fast: list[int] = []
+    got_stalls: list[int] = []
+    errors: list[Exception] = []
+    release = anyio.Event()
+
+    async def stalling() -> None:
+        try:
+            async for item in stalls:
+                got_stalls.append(item)
+                if item == 20:
+                    await release.wait()  # busy elsewhere: falls behind here
+        except SubscriberOverflowError as error:
+            errors.append(error)
+
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stalling)
+            tg.start_soon(read_or_fail, fast, got_fast, errors)
+            await settle()
+            await aiowax.run(flow)  # never waits for the stalled reader
+            release.set()
+    assert got_fast == list(range(100))
+    if overflow == "disconnect":
+        assert len(errors) == 1
+        assert got_stalls == list(range(21 + 8))
+    else:
+        assert errors == []
+        assert got_stalls == [*range(21), *range(92, 100)]
+        assert stalls.dropped == 100 - 21 - 8
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_block_waits_for_all_slow_readers_at_once() -> None:
+    """Issue 11 H1 (repro 06): four readers at 1 ms (virtual) per item.
+
+    Each alone needs 200 items x 1 ms = 0.2 s. Served one after the other the
+    flow took about four times that; waiting for all of them at once, it goes
+    at the pace of the slowest one. On the virtual clock the times are exact.
+    """
+    total, per_item = 200, 0.001
+    sink: BroadcastSink[int] = BroadcastSink(buffer=16, overflow="block")
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(total), batch_size=50))
+    flow.output("out", sink)
+    got: list[list[int]] = [[] for _ in range(4)]
+
+    async def slow(sub: Subscription[int], into: list[int]) -> None:
+        async for item in sub:
+            into.append(item)
+            await anyio.sleep(per_item)
+
+    start = anyio.current_time()
+    with anyio.fail_after(3600):
+        async with anyio.create_task_group() as tg:
+            for into in got:
+                tg.start_soon(slow, sink.subscribe(), into)
+            await aiowax.run(flow)
+    elapsed = anyio.current_time() - start
+    assert got == [list(range(total))] * 4
+    assert elapsed < 1.5 * total * per_item, f"{elapsed:.3f} s of virtual time"
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("overflow", ["disconnect", "drop_oldest", "block"])
+async def test_one_hundred_subscribers_fast_slow_and_quitting(overflow: Any) -> None:
+    """Issue 11 acceptance: 80 fast, 10 slow and 10 quitting readers.
+
+    Scaled down from 1M items to 3000 to fit CI; the 1M-item run is measured
+    by hand. Fast readers (some yield to the loop after every item, some every
+    few items, some never) get every item in order under every policy; quitting
+    readers get, in order, what they read before leaving; slow readers (1 ms
+    of virtual time every 10 items, so 0.3 s for the whole input) get every
+    item with "block", an in-order subsequence with "drop_oldest", and a
+    prefix then `SubscriberOverflowError` with "disconnect". With "block" the
+    run keeps the slowest reader's pace: compared on the virtual clock.
+    """
+    total = 3000
+    slow_pace = total // 10 * 0.001  # seconds a slow reader needs on its own
+    sink: BroadcastSink[int] = BroadcastSink(buffer=256, overflow=overflow)
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(total), batch_size=500))
+    flow.map("enrich", _enrich)  # batches up to 4096 items, beyond the buffer
+    flow.output("out", sink)
+    fast = [([], sink.subscribe()) for _ in range(80)]
+    slow = [([], sink.subscribe()) for _ in range(10)]
+    quitting = [([], sink.subscribe(), total * i // 10) for i in range(10)]
+    errors: dict[int, Exception] = {}
+
+    async def read_fast(index: int, into: list[int], sub: Subscription[int]) -> None:
+        every = (1, 7, 0)[index % 3]  # a checkpoint after every item, every 7th, never
+        async for item in sub:
+            into.append(item)
+            if every and item % every == 0:
+                await anyio.lowlevel.checkpoint()
+
+    async def read_slow(into: list[int], sub: Subscription[int]) -> None:
+        try:
+            async for item in sub:
+                into.append(item)
+                if len(into) % 10 == 0:
+                    await anyio.sleep(0.001)
+        except SubscriberOverflowError as error:
+            errors[id(sub)] = error
+
+    async def read_and_quit(into: list[int], sub: Subscription[int], after: int) -> None:
+        if after == 0:
+            sub.close()  # leaves before reading anything
+            return
+        async for item in sub:
+            into.append(item)
+            if len(into) == after:
+                break
+
+    start = anyio.current_time()
+    with anyio.fail_after(3600):
+        async with anyio.create_task_group() as tg:
+            for index, (into, sub) in enumerate(fast):
+                tg.start_soon(read_fast, index, into, sub)
+            for into, sub in slow:
+                tg.start_soon(read_slow, into, sub)
+            for into, sub, after in quitting:
+                tg.start_soon(read_and_quit, into, sub, after)
+            await aiowax.run(flow)
+    elapsed = anyio.current_time() - start
+
+    everything = list(range(total))
+    for into, _ in fast:
+        assert into == everything
+    for into, _, after in quitting:
+        assert into == everything[:after]
+    for into, sub in slow:
+        if overflow == "block":
+            assert into == everything
+        elif overflow == "drop_oldest":
+            assert into == sorted(set(into))  # in order, no repeats
+            assert len(into) + sub.dropped == total
+            assert into[-1] == total - 1  # the newest are kept
+        else:
+            assert id(sub) in errors  # 0.3 s behind a flow that takes no time
+            assert into == everything[: len(into)]
+    if overflow == "block":
+        assert elapsed < 1.5 * slow_pace, f"{elapsed:.3f} s for a {slow_pace:.3f} s pace"
+
+
+# -- issue 11: a graceful stop keeps what an IterableSource read (D4) -------------------
+
+
+def stop_after_yielding(seed: int) -> tuple[Any, list[int], anyio.Event]:
+    """An endless source of ints that sometimes waits before an item (a socket, a queue).
+
+    Returns the iterable, the list of what it yielded (filled as it yields)
+    and an event it sets once it has yielded a few (seeded, random) items:
+    the moment to stop the flow, while items keep coming.
+    """
+    rng = random.Random(seed)
+    yielded: list[int] = []
+    reached = anyio.Event()
+    stop_at = rng.randrange(1, 200)
+
+    async def events() -> AsyncIterator[int]:
+        i = 0
+        while True:
+            if rng.random() < 0.3:
+                await anyio.sleep(0.0005)
+            elif rng.random() < 0.5:
+                await anyio.lowlevel.checkpoint()
+            yielded.append(i)  # handed to the reader right below
+            yield i
+            i += 1
+            if i == stop_at:
+                reached.set()
+
+    return events(), yielded, reached
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("batch_size", [1, 64])
+async def test_graceful_stop_keeps_what_the_iterable_yielded(batch_size: int) -> None:
+    """Issue 11 D4 (repro 09): every item the iterable yielded reaches the sink."""
+    for seed in range(8):
+        aiterable, yielded, reached = stop_after_yielding(seed)
+        out: list[int] = []
+        flow = Dataflow()
+        flow.input("inp", IterableSource(aiterable, batch_size=batch_size))
+        flow.output("out", TestingSink(out))
+        with anyio.fail_after(WATCHDOG):
+            async with aiowax.open_flow(flow, epoch_interval=timedelta(seconds=1)) as handle:
+                await reached.wait()
+                await handle.stop()
+        assert out == yielded, f"seed {seed}: lost {sorted(set(yielded) - set(out))}"
+
+
+@pytest.mark.asyncio
+async def test_items_read_before_the_iterable_fails_go_through_first() -> None:
+    """What the iterable gave before it raised is written, then the error is raised."""
+
+    async def failing() -> AsyncIterator[int]:
+        yield 1
+        yield 2
+        raise RuntimeError("connection lost")
+
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("inp", IterableSource(failing()))
+    flow.output("out", TestingSink(out))
+    with anyio.fail_after(WATCHDOG), pytest.raises(RuntimeError, match="connection lost"):
+        await aiowax.run(flow)
+    assert out == [1, 2]
+
+
+# -- issue 11: a source and a second run (W6) --------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_push_source_feeds_a_flow_started_again_after_a_stop() -> None:
+    """Issue 11 W6 (repro 20): stop, start again (a config reload): the second run
+    reopens the source the first one closed, and reads what is sent to it."""
+    source: PushSource[str] = PushSource()
+    out: list[str] = []
+    flow = push_flow(source, TestingSink(out))
+    seen = Seen(1)
+    flow.inspect(seen)
+    with anyio.fail_after(WATCHDOG):
+        async with aiowax.open_flow(flow) as handle:
+            await source.send("first run")
+            await seen.reached.wait()
+            await handle.stop()
+        assert source.closed  # between runs, senders are told so
+        with pytest.raises(SourceClosedError):
+            source.send_nowait("between runs")
+        async with aiowax.open_flow(flow) as second:
+            await settle()
+            assert second.status is FlowStatus.RUNNING
+            assert not source.closed
+            await source.send("second run")
+            source.close()
+            await second.wait()
+    assert out == ["first run", "second run"]
+    assert second.status is FlowStatus.FINISHED
+
+
+@pytest.mark.asyncio
+async def test_what_an_aborted_run_left_in_a_push_source_goes_to_the_next_run() -> None:
+    source: PushSource[int] = PushSource(max_buffer=10_000, batch_size=10)
+    gated = GatedSink()  # never opened: the first run fills up, then is aborted
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, push_flow(source, gated))
+            for i in range(3000):
+                source.send_nowait(i)
+            await settle()
+            await handle.abort()
+        left = source.qsize()
+        assert left > 0
+        out: list[int] = []
+        async with aiowax.open_flow(push_flow(source, TestingSink(out))) as second:
+            source.close()
+            await second.wait()
+    assert out == list(range(3000 - left, 3000))
+
+
+@pytest.mark.asyncio
+async def test_a_run_on_a_push_source_whose_input_ended_is_refused() -> None:
+    """Issue 11 W6: `close` ends the input for good; once a run has read it to
+    its end, another run on the source raises instead of finishing at once."""
+    source: PushSource[int] = PushSource()
+    out: list[int] = []
+    flow = push_flow(source, TestingSink(out))
+    source.send_nowait(1)
+    source.close()  # closed before the first run: it reads what is buffered
+    with anyio.fail_after(WATCHDOG):
+        await aiowax.run(flow)
+        assert out == [1]
+        with pytest.raises(SourceClosedError, match="close") as info:
+            await aiowax.run(flow)
+    assert "inp" in "".join(getattr(info.value, "__notes__", []))
+
+
+@pytest.mark.asyncio
+async def test_a_second_run_on_a_one_shot_iterator_is_refused() -> None:
+    """Issue 11 W6, for `IterableSource`: an async generator is read once; a
+    second run on it raises, while an iterable that makes a fresh iterator
+    each time may feed any number of runs."""
+
+    async def numbers() -> AsyncIterator[int]:
+        for i in range(3):
+            yield i
+
+    class Replayable:
+        def __aiter__(self) -> AsyncIterator[int]:
+            return numbers()
+
+    out: list[int] = []
+    once = Dataflow()
+    once.input("inp", IterableSource(numbers()))
+    once.output("out", TestingSink(out))
+    again = Dataflow()
+    again.input("inp", IterableSource(Replayable()))
+    again.output("out", TestingSink(out))
+    with anyio.fail_after(WATCHDOG):
+        await aiowax.run(once)
+        with pytest.raises(SourceClosedError, match="once"):
+            await aiowax.run(once)
+        await aiowax.run(again)
+        await aiowax.run(again)
+    assert out == [0, 1, 2] * 3

@@ -9,6 +9,7 @@ or another partition sleeps. Timing tests run on the virtual clock loop.
 from __future__ import annotations
 
 import itertools
+import threading
 from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
@@ -794,3 +795,80 @@ async def test_partition_waiting_in_async_next_batch_does_not_hold_back_others(
     assert seen == [(0.0, ("a", 1)), (100.0, ("b", 1)), (150.0, ("a", 3)), (200.0, ("b", 3))]
     # Worker 0's partition was asked for more as soon as it returned a batch.
     assert source.parts[0].calls == [0.0, 0.0, 100.0, 150.0, 200.0]
+
+
+# -- a graceful stop while an async read waits on a thread ------------------------------------
+
+
+class _ThreadReadPart(StatefulSourcePartition[Any, int]):
+    """``("k", i)`` for i < 6, each read in a worker thread; the read of 3 waits for ``gate``."""
+
+    def __init__(self, position: int | None, gate: threading.Event, reading: anyio.Event) -> None:
+        self.i = position or 0
+        self.gate = gate
+        self.reading = reading
+
+    async def next_batch(self, sched: datetime | None) -> list[Any]:
+        if self.i >= 6:
+            raise StopAsyncIteration
+        i = self.i
+        if i == 3:
+            self.reading.set()
+
+        def read() -> list[Any]:
+            if i == 3:
+                self.gate.wait(10)
+            return [("k", i)]
+
+        batch = await anyio.to_thread.run_sync(read)
+        self.i += 1
+        return batch
+
+    def snapshot(self) -> int:
+        return self.i
+
+
+class _ThreadReadSource(FixedPartitionedSource[Any, int]):
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.reading = anyio.Event()
+
+    def list_parts(self) -> list[str]:
+        return ["p"]
+
+    def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> Any:
+        return _ThreadReadPart(resume_state, self.gate, self.reading)
+
+
+@pytest.mark.asyncio
+async def test_a_read_that_returns_after_a_graceful_stop_keeps_its_items(tmp_path: Any) -> None:
+    # S1: the stop cancels the read in flight, but a thread cannot be cut
+    # short: the read returns its batch. That batch goes downstream and the
+    # final snapshot is taken after it; were it taken before it (the
+    # position of the cancelled read), the resumed run would count 3 twice.
+    from aiowax.recovery import RecoveryConfig, init_db_dir
+
+    init_db_dir(tmp_path, 1)
+    config = RecoveryConfig(tmp_path)
+
+    def flow(source: _ThreadReadSource, out: list[Any]) -> Dataflow:
+        f = Dataflow()
+        f.input("inp", source)
+        f.stateful_map("sum", lambda: 0, lambda s, v: (s + v, s + v))
+        f.output("out", TestingSink(out))
+        return f
+
+    first: list[Any] = []
+    source = _ThreadReadSource()
+    with anyio.fail_after(10):
+        async with aiowax.open_flow(flow(source, first), recovery_config=config) as handle:
+            await source.reading.wait()
+            handle.request_stop()
+            await anyio.wait_all_tasks_blocked()  # the stop has reached the read
+            source.gate.set()
+            await handle.wait()
+    second: list[Any] = []
+    with anyio.fail_after(10):
+        await aiowax.run(flow(_ThreadReadSource(), second), recovery_config=config)
+    assert first == [("k", 0), ("k", 1), ("k", 3), ("k", 6)]
+    assert second == [("k", 10), ("k", 15)]

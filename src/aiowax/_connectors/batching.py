@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
+import queue
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Iterable, Iterator
 from datetime import timedelta
 from itertools import islice
 from typing import TypeVar
@@ -32,6 +33,112 @@ def batch(ib: Iterable[X], batch_size: int) -> Iterator[list[X]]:
 
 def _batch(it: Iterator[X], batch_size: int) -> Iterator[list[X]]:
     while chunk := list(islice(it, batch_size)):
+        yield chunk
+
+
+def batch_getter(
+    getter: Callable[[], X], batch_size: int, yield_on: X | None = None
+) -> Iterator[list[X]]:
+    """Cut the items of a getter that may have nothing yet into lists.
+
+    For a source's ``next_batch``: ``return next(batches)``. Each list ends
+    when it has ``batch_size`` items or when ``getter`` returns ``yield_on``
+    (compared with ``!=``): nothing more for now, so the list may be empty.
+    When ``getter`` raises `StopIteration` (the end of the input), the last
+    list, maybe empty, is yielded and the iterator ends, so the next
+    ``next(batches)`` raises `StopIteration`, which ends the partition.
+
+    >>> values = iter([1, 2, None, 3])
+    >>> list(batch_getter(lambda: next(values), 2))
+    [[1, 2], [], [3]]
+
+    Args:
+        getter: Returns the next item, or ``yield_on`` while there is none
+            yet; raises `StopIteration` at the end of the input.
+        batch_size: Largest list; a positive int.
+        yield_on: What ``getter`` returns when nothing is ready.
+
+    Returns:
+        An iterator of the lists.
+
+    Raises:
+        TypeError: ``batch_size`` is not an int.
+        ValueError: ``batch_size`` is not positive.
+    """
+    # Checked here, not in the generator, so a bad call fails where it is made.
+    positive_int("batch_getter", "batch_size", batch_size)
+    return _batch_getter(getter, batch_size, yield_on)
+
+
+def _batch_getter(
+    getter: Callable[[], X], batch_size: int, yield_on: X | None
+) -> Iterator[list[X]]:
+    while True:
+        chunk: list[X] = []
+        while len(chunk) < batch_size:
+            try:
+                item = getter()
+            except StopIteration:
+                yield chunk
+                return
+            # != rather than `is not`, as the reference compares.
+            if item != yield_on:
+                chunk.append(item)
+            else:
+                break
+        yield chunk
+
+
+def batch_getter_ex(
+    getter: Callable[[], X],
+    batch_size: int,
+    yield_ex: type[BaseException] = queue.Empty,
+) -> Iterator[list[X]]:
+    """Cut the items of a getter that raises while it has nothing yet into lists.
+
+    Like `batch_getter`, but "nothing yet" is the exception ``yield_ex``
+    (`queue.Empty` by default, so ``queue.get_nowait`` is a getter as is).
+
+    >>> import queue
+    >>> q = queue.Queue()
+    >>> for i in range(3):
+    ...     q.put(i)
+    >>> batches = batch_getter_ex(q.get_nowait, 2)
+    >>> next(batches), next(batches), next(batches)
+    ([0, 1], [2], [])
+
+    Args:
+        getter: Returns the next item; raises ``yield_ex`` while there is
+            none yet, and `StopIteration` at the end of the input.
+        batch_size: Largest list; a positive int.
+        yield_ex: The exception that means nothing is ready; any other
+            exception propagates.
+
+    Returns:
+        An iterator of the lists.
+
+    Raises:
+        TypeError: ``batch_size`` is not an int.
+        ValueError: ``batch_size`` is not positive.
+    """
+    positive_int("batch_getter_ex", "batch_size", batch_size)
+    return _batch_getter_ex(getter, batch_size, yield_ex)
+
+
+def _batch_getter_ex(
+    getter: Callable[[], X], batch_size: int, yield_ex: type[BaseException]
+) -> Iterator[list[X]]:
+    while True:
+        chunk: list[X] = []
+        while len(chunk) < batch_size:
+            try:
+                item = getter()
+            except StopIteration:
+                yield chunk
+                return
+            except yield_ex:
+                break
+            chunk.append(item)
         yield chunk
 
 

@@ -7,10 +7,13 @@ when the method is called, so mistakes point at the line that made them.
 
 from __future__ import annotations
 
+import functools
+import inspect
+import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from aiowax._checks import callable_arg, positive_int, timedelta_arg
 from aiowax._definition.inputs import Source
@@ -38,6 +41,94 @@ from aiowax._definition.window import ClockConfig, WindowConfig
 
 #: Marks the operators of the reference that take no step id.
 _NO_ID: Any = object()
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _shown(value: object, param: str) -> str:
+    """How a call example shows an argument: a function by name, else the parameter."""
+    if isinstance(value, types.FunctionType | types.BuiltinFunctionType):
+        name = value.__name__
+        if name.isidentifier():
+            return name
+    return param
+
+
+def _example(kind: str, params: list[str], given: dict[str, object], step_id: str) -> str:
+    """A call of ``kind`` with a step id, showing the user's functions by name."""
+    shown = [_shown(given.get(p), p) for p in params]
+    if step_id:
+        shown.insert(0, f'"{step_id}"')
+    return f"flow.{kind}({', '.join(shown)})"
+
+
+def _misplaced_step_id(
+    kind: str, params: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> str | None:
+    """Explain a call that Python refused, if a step id is missing or extra.
+
+    ``params`` are the parameter names after ``self``. A step id where the
+    operator takes none, or none where it needs one (Bytewax 0.17 code calls
+    ``flow.map(fn)``), would otherwise be reported by Python as a missing or
+    extra argument further along, which hides the mistake.
+    """
+    if params[:1] == ["step_id"]:
+        if "step_id" in kwargs or (args and isinstance(args[0], str)):
+            return None  # the step id is there: Python's message is right
+        rest = params[1:]
+        given = {**dict(zip(rest, args, strict=False)), **kwargs}
+        step_id = "my_step"
+        if len(rest) == 1:  # name the step after its one function
+            step_id = _shown(given.get(rest[0]), step_id)
+        what = " and ".join(rest) if len(rest) <= 2 else ", ".join(rest)
+        return (
+            f"{kind} needs a step id: a str, unique in the flow, given first, "
+            f"before its {what}; for example {_example(kind, rest, given, step_id)}"
+        )
+    # An operator without a step id: inspect*, redistribute.
+    if "step_id" in kwargs or (args and isinstance(args[0], str) and len(args) > len(params)):
+        positional = args if "step_id" in kwargs else args[1:]
+        given = {**dict(zip(params, positional, strict=False)), **kwargs}
+        return f"{kind} takes no step id; call it as {_example(kind, params, given, '')}"
+    return None
+
+
+def _step_id_checked(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Make a builder method explain a step id left out or given too many."""
+    signature = inspect.signature(method)
+    params = list(signature.parameters)[1:]
+    kind = method.__name__
+
+    @functools.wraps(method)
+    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError:
+            msg = _misplaced_step_id(kind, params, args[1:], kwargs)
+            if msg is not None:
+                raise TypeError(msg) from None
+            # Anything else: Python's own message says it well.
+        else:
+            step_id = bound.arguments.get("step_id")
+            if callable(step_id):
+                # The step id and a function swapped: flow.map(fn, "id").
+                given = dict(bound.arguments)
+                rest = params[1:]
+                swapped_id = given.get(rest[0]) if len(rest) == 1 else None
+                if isinstance(swapped_id, str):
+                    given[rest[0]] = step_id
+                else:
+                    swapped_id = "my_step"
+                msg = (
+                    f"{kind}: step_id must be a str, got the callable "
+                    f"{_shown(step_id, repr(step_id))}: the step id comes first, for example "
+                    f"{_example(kind, rest, given, swapped_id)}"
+                )
+                raise TypeError(msg)
+        return method(*args, **kwargs)
+
+    return checked
 
 
 class Dataflow:
@@ -117,6 +208,7 @@ class Dataflow:
 
     # -- stateless ---------------------------------------------------------
 
+    @_step_id_checked
     def input(self, /, step_id: str, source: Source) -> None:
         """Start a pipeline that reads from ``source``.
 
@@ -133,6 +225,7 @@ class Dataflow:
             raise TypeError(msg)
         self._add(InputStep, step_id, source=source)
 
+    @_step_id_checked
     def output(self, /, step_id: str, sink: Sink) -> None:
         """Write every item to ``sink``, then pass it on unchanged.
 
@@ -149,6 +242,7 @@ class Dataflow:
             raise TypeError(msg)
         self._add(OutputStep, step_id, sink=sink)
 
+    @_step_id_checked
     def map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
         """Replace each item by ``mapper(item)``.
 
@@ -159,6 +253,7 @@ class Dataflow:
         callable_arg(self._where("map", step_id), "mapper", mapper)
         self._add(MapStep, step_id, mapper=mapper)
 
+    @_step_id_checked
     def filter(self, /, step_id: str, predicate: Callable[[Any], Any]) -> None:
         """Keep the items for which ``predicate(item)`` is ``True``.
 
@@ -172,6 +267,7 @@ class Dataflow:
         callable_arg(self._where("filter", step_id), "predicate", predicate)
         self._add(FilterStep, step_id, predicate=predicate)
 
+    @_step_id_checked
     def filter_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
         """Replace each item by ``mapper(item)``, dropping ``None`` results.
 
@@ -182,6 +278,7 @@ class Dataflow:
         callable_arg(self._where("filter_map", step_id), "mapper", mapper)
         self._add(FilterMapStep, step_id, mapper=mapper)
 
+    @_step_id_checked
     def flat_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
         """Replace each item by every element of the iterable ``mapper(item)``.
 
@@ -193,6 +290,7 @@ class Dataflow:
         callable_arg(self._where("flat_map", step_id), "mapper", mapper)
         self._add(FlatMapStep, step_id, mapper=mapper)
 
+    @_step_id_checked
     def inspect(self, /, inspector: Callable[[Any], Any]) -> None:
         """Call ``inspector(item)`` on each item and pass the item on.
 
@@ -202,6 +300,7 @@ class Dataflow:
         callable_arg("inspect", "inspector", inspector)
         self._add(InspectStep, _NO_ID, inspector=inspector)
 
+    @_step_id_checked
     def inspect_epoch(self, /, inspector: Callable[[int, Any], Any]) -> None:
         """Call ``inspector(epoch, item)`` on each item and pass the item on.
 
@@ -211,6 +310,7 @@ class Dataflow:
         callable_arg("inspect_epoch", "inspector", inspector)
         self._add(InspectEpochStep, _NO_ID, inspector=inspector)
 
+    @_step_id_checked
     def inspect_worker(self, /, inspector: Callable[[Any, int], Any]) -> None:
         """Call ``inspector(item, worker_index)`` on each item, pass it on.
 
@@ -220,12 +320,14 @@ class Dataflow:
         callable_arg("inspect_worker", "inspector", inspector)
         self._add(InspectWorkerStep, _NO_ID, inspector=inspector)
 
+    @_step_id_checked
     def redistribute(self, /) -> None:
         """Spread the items evenly over all workers for the steps that follow."""
         self._add(RedistributeStep, _NO_ID)
 
     # -- stateful ----------------------------------------------------------
 
+    @_step_id_checked
     def stateful_map(
         self,
         /,
@@ -246,6 +348,7 @@ class Dataflow:
         callable_arg(where, "mapper", mapper)
         self._add(StatefulMapStep, step_id, builder=builder, mapper=mapper)
 
+    @_step_id_checked
     def reduce(
         self,
         /,
@@ -267,6 +370,7 @@ class Dataflow:
         callable_arg(where, "is_complete", is_complete)
         self._add(ReduceStep, step_id, reducer=reducer, is_complete=is_complete)
 
+    @_step_id_checked
     def batch(self, /, step_id: str, max_size: int, timeout: timedelta) -> None:
         """Gather the values of each key into lists.
 
@@ -294,6 +398,7 @@ class Dataflow:
             raise TypeError(msg)
         return where
 
+    @_step_id_checked
     def fold_window(
         self,
         /,
@@ -326,6 +431,7 @@ class Dataflow:
             folder=folder,
         )
 
+    @_step_id_checked
     def reduce_window(
         self,
         /,
@@ -354,6 +460,7 @@ class Dataflow:
             reducer=reducer,
         )
 
+    @_step_id_checked
     def collect_window(
         self,
         /,

@@ -84,7 +84,7 @@ class AnyOutlet(Protocol):
 
     async def send(self, msg: list[Any]) -> None: ...
     async def epoch_end(self, epoch: int) -> None: ...
-    async def end_of_input(self) -> None: ...
+    async def end_of_input(self, stopped: bool = False) -> None: ...
     async def failure(self) -> None: ...
     def close(self) -> None: ...
 
@@ -106,8 +106,8 @@ class Outlet:
     async def epoch_end(self, epoch: int) -> None:
         await self.send(EpochEnd(epoch, self.sender))
 
-    async def end_of_input(self) -> None:
-        await self.send(EndOfInput(self.sender))
+    async def end_of_input(self, stopped: bool = False) -> None:
+        await self.send(EndOfInput(self.sender, stopped))
 
     async def failure(self) -> None:
         """Tell downstream to stop after what it holds; never blocks forever."""
@@ -143,6 +143,7 @@ class Inlet:
         "_replay",
         "_senders",
         "_stash",
+        "_stopped",
         "_stream",
     )
 
@@ -160,6 +161,7 @@ class Inlet:
         self._aligned = start_epoch - 1
         self._done = [self._aligned] * senders
         self._ended: set[int] = set()
+        self._stopped = False
         self._stash: dict[int, deque[Message]] = {}
         self._replay: deque[Message] = deque()
 
@@ -227,8 +229,10 @@ class Inlet:
                 return None
             if isinstance(msg, EndOfInput):
                 self._ended.add(sender)
+                self._stopped = self._stopped or msg.stopped
                 if len(self._ended) == self._senders:
-                    return msg
+                    # A graceful stop of any sender makes the whole end one.
+                    return EndOfInput(sender, self._stopped)
             else:
                 self._done[sender] = msg.epoch
                 if msg.epoch > self._aligned:

@@ -9,6 +9,7 @@ lifecycle of `aiowax._engine.ops.base`, whatever the operator's class.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import anyio
 
 from aiowax._checks import positive_int, timedelta_arg
+from aiowax._definition.steps import OutputStep
 from aiowax._engine.channels import Inlet
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail
@@ -26,6 +28,8 @@ from aiowax._engine.plan import Pipeline, compile_flow
 from aiowax._engine.wiring import StepTask, build_graph
 from aiowax._recovery.config import RecoveryConfig
 from aiowax._recovery.runtime import Recovery
+
+logger = logging.getLogger("aiowax")
 
 DEFAULT_EPOCH_INTERVAL = timedelta(seconds=10)
 
@@ -65,6 +69,15 @@ async def run_flow(
     """
     interval = check_run_args(workers, epoch_interval, recovery_config)
     pipelines = compile_flow(flow)
+    for pipeline in pipelines:
+        if not any(isinstance(step, OutputStep) for step in pipeline.steps):
+            # Allowed (its steps may have effects of their own), but it is
+            # far more often a forgotten flow.output(...).
+            logger.warning(
+                "the items of input step %r reach no output step: they are read, "
+                "processed and dropped",
+                pipeline.input.step_id,
+            )
     ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
     if recovery_config is not None:
         ctx.recovery = await Recovery.open(recovery_config, interval, workers)
@@ -99,6 +112,8 @@ async def _run(
         # User errors are recorded, and the first one is what the caller
         # gets; anything else here is internal. Never leak a group of one,
         # nor the engine's own signals.
+        if ctx.abort:
+            return
         if ctx.failure is not None:
             raise ctx.failure from None
         leaves = [
@@ -112,6 +127,11 @@ async def _run(
     if ctx.failure is not None:
         if ctx.recovery is not None:
             await ctx.recovery.commit_done(set(graph.tails))
+        if ctx.abort:
+            # `AbortExecution` ends the run as a crash would (nothing closed,
+            # no final snapshot), and, as in the reference, the caller is not
+            # told: it is how tests rehearse a crash.
+            return
         raise ctx.failure
 
 
@@ -188,16 +208,20 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
                     recovery.tail_done(tail, msg.epoch)
             await outlet.epoch_end(msg.epoch)
         elif isinstance(msg, EndOfInput):
-            rest = await op.end_of_input()
-            if rest:
-                await outlet.send(rest)
+            # A graceful stop with recovery keeps open windows and batches
+            # in the final snapshot, for the next run to go on with; without
+            # recovery they would be lost, so they are flushed.
+            if not (msg.stopped and recovery is not None):
+                rest = await op.end_of_input()
+                if rest:
+                    await outlet.send(rest)
             if recovery is not None:
                 # The last epoch ends with the input: its snapshot makes a
                 # later run continue after what this one read.
                 recovery.record(op.epoch, op.step_id, op.snapshot())
                 if tail is not None:
                     recovery.tail_finished(tail, op.epoch)
-            await outlet.end_of_input()
+            await outlet.end_of_input(msg.stopped)
             return
         elif msg is TICK:
             out = await op.atick()

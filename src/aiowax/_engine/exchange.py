@@ -134,8 +134,8 @@ class ExchangeOutlet:
     async def epoch_end(self, epoch: int) -> None:
         await self._broadcast(EpochEnd(epoch, self.sender))
 
-    async def end_of_input(self) -> None:
-        await self._broadcast(EndOfInput(self.sender))
+    async def end_of_input(self, stopped: bool = False) -> None:
+        await self._broadcast(EndOfInput(self.sender, stopped))
 
     async def failure(self) -> None:
         for stream in self._streams:

@@ -44,6 +44,12 @@ Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
 
 #: Default of `Lane._snapshot`: take the partition's position now.
 _NOW: Any = object()
+#: What `Lane._read` holds until the read returns.
+_ABANDONED: Any = object()
+
+
+class _ReadAbandoned(Exception):
+    """A graceful stop cancelled the read in flight; a later run reads it again."""
 
 
 def lane_parts(step: InputStep, worker_count: int) -> list[list[str | None]]:
@@ -132,7 +138,11 @@ class Lane:
         self.pre_read: Any = None
         self.closing: anyio.Event | None = None
         self._read_bell = Doorbell()
+        # The cancel scope of the read in flight: a graceful stop cancels it
+        # (and only it), so what any other await of the lane was doing is
+        # never cut short.
         self._read_scope = anyio.CancelScope()
+        self._abandoned = False
 
     async def _build(self) -> Partition:
         source: Any = self.step.source
@@ -183,18 +193,19 @@ class Lane:
         """The read loop of an async partition, with its epoch watcher."""
 
         async def read() -> None:
-            # Cancelled only by a graceful stop while a read is in flight.
-            with self._read_scope:
+            try:
                 await self._loop()
+            except _ReadAbandoned:
+                self._abandoned = True
 
         await with_side_task(read, self._watch)
-        if self._read_scope.cancelled_caught:
+        if self._abandoned:
             # The read in flight is abandoned: a later run reads it again.
             rest = _drain_on_stop(self.part)
             if rest:
                 await self.outlet.send(rest)
             self._snapshot(self.pre_read)
-            await self.outlet.end_of_input()
+            await self.outlet.end_of_input(stopped=True)
 
     async def _watch(self) -> None:
         clock = self.ctx.clock
@@ -226,16 +237,26 @@ class Lane:
     ) -> Any:
         if self.ctx.recovery is not None and isinstance(self.part, StatefulSourcePartition):
             self.pre_read = self.part.snapshot()
+        if self.ctx.stopping:
+            raise _ReadAbandoned
+        scope = self._read_scope = anyio.CancelScope()
         self.in_read = True
         self._read_bell.ring()
+        batch: Any = _ABANDONED
         try:
-            return await user_await(next_batch(sched))
+            with scope:
+                batch = await user_await(next_batch(sched))
         finally:
             self.in_read = False
             if self.closing is not None:
                 # The watcher is closing the epoch this read started in:
                 # what the read returned belongs to the next one.
                 await self.closing.wait()
+        if batch is _ABANDONED:
+            # Cancelled by a graceful stop before it returned: a read that
+            # did return (a thread finishing, say) keeps its items.
+            raise _ReadAbandoned
+        return batch
 
     async def _close_epoch(self, position: Any, pace: float) -> None:
         """Snapshot, mark the end of the epoch, and wait for the other lanes."""
@@ -335,7 +356,7 @@ class Lane:
             sched = first_awake
         started = monotonic()
         while True:
-            ended = self.ctx.stopping
+            stopping = ended = self.ctx.stopping
             batch: Any
             try:
                 if ended:
@@ -350,6 +371,8 @@ class Lane:
             except (StopIteration, StopAsyncIteration):
                 ended = True
                 batch = []
+            except _ReadAbandoned:
+                raise
             except Exception as error:
                 raise fail(error, step_id, "input next_batch") from None
             if type(batch) is not list:
@@ -387,7 +410,7 @@ class Lane:
                 # The final position belongs to the last epoch: a later run
                 # continues after everything this one read.
                 self._snapshot()
-                await outlet.end_of_input()
+                await outlet.end_of_input(stopping)
                 return
             if now >= self.epoch_deadline:
                 await self._close_epoch(_NOW, interval)

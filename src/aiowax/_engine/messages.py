@@ -22,9 +22,15 @@ class EpochEnd:
 
 @dataclass(slots=True)
 class EndOfInput:
-    """Sender ``sender`` will send nothing more."""
+    """Sender ``sender`` will send nothing more.
+
+    ``stopped``: it ends because the run is stopping gracefully, not because
+    its input ended. With recovery on, steps then keep what they hold (open
+    windows, unfinished batches) for the next run instead of flushing it.
+    """
 
     sender: int
+    stopped: bool = False
 
 
 class _Failure:

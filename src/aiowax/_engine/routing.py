@@ -13,7 +13,7 @@ from typing import Any
 
 from aiowax._checks import describe
 from aiowax._engine.errors import StepFailed, note
-from aiowax._keys import bad_item_error, is_keyed_item, key_owner
+from aiowax._keys import as_keyed_item, bad_item_error, key_owner
 
 #: ``router(batch) -> one list per worker``.
 Router = Callable[[list[Any]], list[list[Any]]]
@@ -39,7 +39,10 @@ class KeyRouter:
             # a tenth of this loop's cost (tests/test_keys.py holds every
             # inlined copy to the rule).
             if type(item) is not tuple or len(item) != 2 or type(key := item[0]) is not str:
-                raise StepFailed(bad_item_error(self.step_id, item), parts) from None
+                pair = as_keyed_item(item)
+                if pair is None:
+                    raise StepFailed(bad_item_error(self.step_id, item), parts) from None
+                item, key = pair, pair[0]
             owner = owner_of(key)
             if owner is None:
                 owner = self._owner(key)
@@ -77,11 +80,12 @@ def split_by_sink_part(
         of that item as the length of its ``partial`` (the items before it).
     """
     grouped: dict[int, list[Any]] = {}
-    for position, item in enumerate(batch):
-        if not is_keyed_item(item):
+    for position, original in enumerate(batch):
+        item = as_keyed_item(original)
+        if item is None:
             msg = (
                 f"output step {step_id!r}: a FixedPartitionedSink needs "
-                f"(str key, value) 2-tuples, got {describe(item)}"
+                f"(str key, value) 2-tuples, got {describe(original)}"
             )
             return grouped, StepFailed(TypeError(msg), batch[:position])
         try:

@@ -18,7 +18,7 @@ import anyio
 
 from aiowax._engine.aio import user_await
 from aiowax._engine.errors import StepFailed
-from aiowax._keys import bad_item_error, first_bad_item
+from aiowax._keys import all_keyed_items, as_keyed_item, bad_item_error
 
 #: Most calls of one async user function in flight at once within a batch.
 ASYNC_CONCURRENCY = 128
@@ -109,12 +109,19 @@ async def run_per_key(
     n = len(batch)
     stop_at = n
     first_error: BaseException | None = None
-    bad = first_bad_item(batch)
-    if bad is not None:
-        stop_at, first_error = bad, bad_item_error(step_id, batch[bad])
+    if all_keyed_items(batch):
+        pairs: list[tuple[str, Any]] = batch
+    else:
+        pairs = []
+        for i, item in enumerate(batch):
+            pair = as_keyed_item(item)
+            if pair is None:
+                stop_at, first_error = i, bad_item_error(step_id, item)
+                break
+            pairs.append(pair)
     groups: dict[str, list[int]] = {}
     for i in range(stop_at):
-        groups.setdefault(batch[i][0], []).append(i)
+        groups.setdefault(pairs[i][0], []).append(i)
     results: list[Any] = [NO_OUTPUT] * n
     keys = iter(groups.items())
 
@@ -125,7 +132,7 @@ async def run_per_key(
                 if i >= stop_at:
                     break
                 try:
-                    results[i] = await user_await(call(key, batch[i][1]))
+                    results[i] = await user_await(call(key, pairs[i][1]))
                 except StepFailed as failed:
                     if i < stop_at:
                         stop_at, first_error = i, failed.error

@@ -9,6 +9,7 @@ task instead. Nothing runs here: `aiowax._engine.driver` starts the tasks.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,7 @@ from aiowax._engine.ops.output import sink_part_names
 from aiowax._engine.plan import Pipeline
 from aiowax._engine.routing import KeyRouter, PartRouter, RoundRobin, Router
 from aiowax._keys import key_owner
+from aiowax._recovery.runtime import ANY_KEY, AnyKey
 
 
 @dataclass
@@ -92,6 +94,31 @@ def build_graph(ctx: RunContext, pipelines: list[Pipeline]) -> Graph:
     graph = Graph()
     for pipeline, by_worker in zip(pipelines, parts, strict=True):
         _wire_pipeline(graph, ctx, pipeline, by_worker, barrier)
+    if ctx.recovery is not None:
+        # Refuse snapshots of steps or partitions this flow no longer has
+        # (renamed: resuming would restore only part of the state), and
+        # snapshots that failed to load, before anything runs.
+        expected: dict[str, AbstractSet[str] | AnyKey] = {
+            p.input.step_id: {name for names in by_worker for name in names if name is not None}
+            for p, by_worker in zip(pipelines, parts, strict=True)
+        }
+        for task in graph.steps:
+            env = task.op.env
+            expected[task.op.step_id] = ANY_KEY if env.kind.keyed else set(env.sink_parts)
+        try:
+            ctx.recovery.check_unmatched(expected)
+        except BaseException:
+            # Nothing will run: close every channel end, or they leak.
+            for task in graph.steps:
+                task.inlet.close()
+                task.outlet.close()
+                if task.timer_sender is not None:
+                    task.timer_sender.close()
+            for lane_task in graph.lanes:
+                lane_task.lane.outlet.close()
+            for drain in graph.drains:
+                drain.inlet.close()
+            raise
     ctx.live_tails |= graph.tails
     ctx.graph = graph
     return graph

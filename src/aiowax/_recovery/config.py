@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +38,11 @@ class PickleSerde:
 class RecoveryConfig:
     """Where and how a flow keeps the snapshots it resumes from.
 
+    A run holds a lock on ``db_dir`` (a second run on it is refused with
+    `RecoveryLockedError`), and refuses to resume from snapshots that match
+    no step or partition of its flow (`UnmatchedSnapshotsError`); see
+    docs/recovery.md.
+
     Args:
         db_dir: A directory of partition files made by `init_db_dir`.
         backup_interval: How long superseded snapshots are kept before they
@@ -44,17 +50,28 @@ class RecoveryConfig:
             ``None`` keeps only what resuming from the latest epoch needs.
         snapshot_serde: An object with ``ser(obj) -> bytes`` and
             ``de(bytes) -> obj``; `pickle` by default.
+        discard_unmatched: Drop, instead of refusing, the snapshots of steps
+            or partitions that the flow no longer has (a renamed step, a
+            file path spelled differently): their state is lost for good,
+            so an input they positioned is read again from its start.
+            ``True`` drops them for every step: set it for the one run after
+            such a change, not for good, or it would hide the next
+            accidental rename. A collection of step ids drops them for those
+            steps only, and may stay: for a `DirSource` over a directory
+            whose files are deleted once read, say.
     """
 
     db_dir: Path
     backup_interval: timedelta | None = None
     snapshot_serde: SnapshotSerde | None = None
+    discard_unmatched: bool | frozenset[str] = False
 
     def __init__(
         self,
         db_dir: str | Path,
         backup_interval: timedelta | None = None,
         snapshot_serde: SnapshotSerde | None = None,
+        discard_unmatched: bool | Iterable[str] = False,
     ) -> None:
         if not isinstance(db_dir, str | Path):
             msg = f"RecoveryConfig: db_dir must be a path, got {db_dir!r}"
@@ -80,11 +97,33 @@ class RecoveryConfig:
                 f"de(bytes) -> obj methods, got {snapshot_serde!r}"
             )
             raise TypeError(msg)
+        if not isinstance(discard_unmatched, bool):
+            discard_unmatched = _step_ids(discard_unmatched)
         object.__setattr__(self, "db_dir", Path(db_dir))
         object.__setattr__(self, "backup_interval", backup_interval)
         object.__setattr__(self, "snapshot_serde", snapshot_serde)
+        object.__setattr__(self, "discard_unmatched", discard_unmatched)
 
     @property
     def serde(self) -> SnapshotSerde:
         """The serde in use."""
         return self.snapshot_serde or PickleSerde()
+
+    def discards(self, step_id: str) -> bool:
+        """Whether unmatched snapshots of ``step_id`` are dropped rather than refused."""
+        discard = self.discard_unmatched
+        return discard if isinstance(discard, bool) else step_id in discard
+
+
+def _step_ids(value: object) -> frozenset[str]:
+    """``discard_unmatched`` given as step ids, checked."""
+    msg = (
+        "RecoveryConfig: discard_unmatched must be a bool or a collection of step ids, "
+        f"got {value!r}"
+    )
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(msg)
+    ids = frozenset(value)
+    if not all(isinstance(step_id, str) for step_id in ids):
+        raise TypeError(msg)
+    return ids

@@ -6,26 +6,55 @@ The tail of every pipeline on every worker reports when it has passed an
 epoch's end; once all have, every snapshot of that epoch is in, and the
 writer commits it to the SQLite files from a worker thread, never blocking
 the event loop on disk I/O.
+
+Snapshots are loaded when the run opens its recovery directory. Once the
+graph is wired and before anything runs, `Recovery.check_unmatched` compares
+them with the steps and partitions of the flow: a snapshot nothing would
+restore means a step or partition was renamed, and resuming anyway would
+restore only part of the state (keyed counts, but not the input position
+they belong with). It also raises the error of a snapshot that failed to
+load, naming its step, key and partition file.
 """
 
 from __future__ import annotations
 
+import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from typing import Any
 
 import anyio
 
 from aiowax._engine.clock import run_in_thread
 from aiowax._engine.context import Tail
+from aiowax._engine.errors import fail
+from aiowax._errors import UnmatchedSnapshotsError
 from aiowax._recovery.config import RecoveryConfig
-from aiowax._recovery.store import Store
+from aiowax._recovery.store import Store, partition_path
 
 #: Marks a state key whose state was dropped during the epoch.
 DELETED: Any = object()
 
 #: Epochs that may wait for their commit before sources are held back.
 MAX_UNCOMMITTED_EPOCHS = 64
+
+#: Keys of unmatched snapshots listed per step in an `UnmatchedSnapshotsError`.
+_LISTED_KEYS = 5
+
+
+class AnyKey(enum.Enum):
+    """What `Recovery.check_unmatched` expects of a step whose keys are open."""
+
+    ANY_KEY = "any key"
+
+
+#: A step whose snapshots may have any key (a keyed step's state keys).
+ANY_KEY = AnyKey.ANY_KEY
+
+#: What a flow can restore, by step id: the partition names a source or
+#: partitioned sink lists (empty for a step that keeps no snapshots), or
+#: `ANY_KEY`.
+Expected = Mapping[str, Set[str] | AnyKey]
 
 
 class Recovery:
@@ -44,7 +73,21 @@ class Recovery:
         self.store = store
         self.worker_count = worker_count
         self.resume_epoch = store.committed + 1
-        self._restored = restored
+        # The snapshots to resume from: the state keys of each step, and
+        # their states, loaded now, before the wiring asks for them. One
+        # that fails to load is kept as its error, which `check_unmatched`
+        # raises (unless it is dropped): it runs once the graph is wired and
+        # nothing has started, where a failure leaves nothing half-built.
+        self._keys: dict[str, set[str]] = {}
+        self._states: dict[str, dict[str, Any]] = {}
+        self._unloadable: dict[tuple[str, str], Exception] = {}
+        de = self.serde.de
+        for (step_id, key), ser in sorted(restored.items()):
+            self._keys.setdefault(step_id, set()).add(key)
+            try:
+                self._states.setdefault(step_id, {})[key] = de(ser)
+            except Exception as error:
+                self._unloadable[(step_id, key)] = self._load_error(error, step_id, key)
         backup = config.backup_interval
         if backup is None or not backup:
             self._keep_epochs = 0
@@ -81,20 +124,114 @@ class Recovery:
     # -- restoring ---------------------------------------------------------
 
     def restored(self, step_id: str) -> dict[str, Any]:
-        """The restored states of one step, by state key."""
-        de = self.serde.de
-        return {key: de(ser) for (sid, key), ser in self._restored.items() if sid == step_id}
+        """The restored states of one step, by state key.
+
+        Snapshots that failed to load are left out: `check_unmatched`
+        raises their error before anything runs.
+        """
+        return dict(self._states.get(step_id, {}))
+
+    def _load_error(self, error: Exception, step_id: str, key: str) -> Exception:
+        path = partition_path(self.store.db_dir, self.store.part_of(step_id, key))
+        error.add_note(
+            f"while loading the snapshot of key {key!r} of step {step_id!r} from {path} "
+            f"(epoch {self.store.committed} or before) with {type(self.serde).__name__}; "
+            "was its class renamed or moved since?"
+        )
+        return error
+
+    def check_unmatched(self, expected: Expected) -> None:
+        """Refuse snapshots that no step or partition of the flow would restore.
+
+        They come from a step or partition renamed (or removed) since: a
+        resume would restore the rest without them, for instance keyed
+        counts on top of an input read again from its start. Those of the
+        steps that ``RecoveryConfig.discard_unmatched`` names (or of all,
+        with ``True``) are dropped instead, deleted by the first commit of
+        this run; unless others are refused, then nothing is dropped.
+
+        Args:
+            expected: For each step id of the flow, the partition names it
+                can hold snapshots of (a source's or a partitioned sink's
+                ``list_parts()``; empty for a step that keeps none), or
+                `ANY_KEY` (a keyed step).
+
+        Raises:
+            UnmatchedSnapshotsError: Some snapshots match nothing; the
+                message lists them.
+            Exception: A snapshot the serde cannot load (a state class
+                renamed since, a damaged row): the serde's error, with a
+                note naming the step, the key and the partition file.
+        """
+        unmatched: dict[str, list[str]] = {}
+        for step_id, all_keys in self._keys.items():
+            names = expected.get(step_id, frozenset())
+            if names is ANY_KEY:
+                continue
+            keys = sorted(key for key in all_keys if key not in names)
+            if keys:
+                unmatched[step_id] = keys
+        refused = {s: keys for s, keys in unmatched.items() if not self.config.discards(s)}
+        if refused:
+            raise UnmatchedSnapshotsError(self._unmatched_message(refused, expected))
+        for step_id, keys in unmatched.items():
+            deleted = self._pending.setdefault(self.resume_epoch, {})
+            for key in keys:
+                self._keys[step_id].discard(key)
+                self._states.get(step_id, {}).pop(key, None)
+                self._unloadable.pop((step_id, key), None)
+                deleted[(step_id, key)] = None
+        if self._unloadable:
+            first, *more = self._unloadable.values()
+            if more:
+                first.add_note(f"({len(more)} more snapshot{'s' * (len(more) > 1)} failed to load)")
+            raise first
+
+    def _unmatched_message(self, refused: dict[str, list[str]], expected: Expected) -> str:
+        lines = [
+            f"  {_describe_unmatched(step_id, keys, expected.get(step_id))}"
+            for step_id, keys in sorted(refused.items())
+        ]
+        msg = "\n".join(
+            [
+                f"recovery directory {self.store.db_dir} holds snapshots that match no step "
+                "or partition of this flow:",
+                *lines,
+                "Resuming would ignore them while restoring the rest (keyed state on top of "
+                "an input read again from its start, an output file truncated). If a step "
+                "or partition was renamed (a file path spelled differently, say), rename it "
+                "back; to drop these snapshots on purpose, run once with "
+                "RecoveryConfig(..., discard_unmatched=True) (or a set of step ids).",
+            ]
+        )
+        return msg
 
     # -- snapshotting --------------------------------------------------------
 
     def record(self, epoch: int, step_id: str, changes: Mapping[str, Any]) -> None:
-        """Take the snapshots of one step for ``epoch`` (serialised now)."""
+        """Take the snapshots of one step for ``epoch`` (serialised now).
+
+        Raises:
+            StepFailed: The serde failed on a state (one holding a lock or a
+                generator, say); the error names the step and the key.
+        """
         if not changes:
             return
         ser = self.serde.ser
         pending = self._pending.setdefault(epoch, {})
         for key, state in changes.items():
-            pending[(step_id, key)] = None if state is DELETED else ser(state)
+            if state is DELETED:
+                pending[(step_id, key)] = None
+                continue
+            try:
+                pending[(step_id, key)] = ser(state)
+            except Exception as error:
+                error.add_note(
+                    f"while serialising the snapshot of key {key!r} of step {step_id!r} for "
+                    f"recovery with {type(self.serde).__name__} (a source's or a sink's key is "
+                    "its partition); state kept under recovery must be serialisable"
+                )
+                raise fail(error, step_id, "recovery snapshot serde") from None
 
     async def wait_for_room(self, epoch: int) -> None:
         """Hold a source back while too many epochs wait to be committed.
@@ -168,4 +305,21 @@ class Recovery:
         self.commits += 1
 
     def close(self) -> None:
+        """Close the partition files and give up the directory's lock."""
         self.store.close()
+
+
+def _describe_unmatched(step_id: str, keys: list[str], names: Set[str] | AnyKey | None) -> str:
+    """One line of an `UnmatchedSnapshotsError`: a step and its unmatched keys."""
+    shown = ", ".join(repr(key) for key in keys[:_LISTED_KEYS])
+    if len(keys) > _LISTED_KEYS:
+        shown += f" and {len(keys) - _LISTED_KEYS} more"
+    what = f"{len(keys)} snapshot{'s' if len(keys) != 1 else ''} ({shown})"
+    if names is None:
+        return f"step {step_id!r}: {what}; the flow has no step {step_id!r}"
+    if isinstance(names, AnyKey) or not names:
+        return f"step {step_id!r}: {what}; the step keeps no snapshots now"
+    listed = ", ".join(repr(name) for name in sorted(names)[:_LISTED_KEYS])
+    if len(names) > _LISTED_KEYS:
+        listed += f" and {len(names) - _LISTED_KEYS} more"
+    return f"step {step_id!r}: {what} of partitions it no longer lists (it lists {listed})"

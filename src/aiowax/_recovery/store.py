@@ -1,17 +1,24 @@
 """SQLite partition files: where snapshots live between runs.
 
-A recovery directory holds ``part-<i>.sqlite3`` for ``i`` in ``0..count-1``.
-Each file keeps the snapshot rows of the state keys hashed to it, and a row
-per committed epoch. An epoch is committed file by file after all its rows
-are written; a crash in the middle leaves some files one commit behind, so
-a resume starts from the newest epoch that every file has committed.
+A recovery directory holds ``part-<i>.sqlite3`` for ``i`` in ``0..count-1``,
+and ``aiowax.lock``, which a run holds while it uses them (see
+`aiowax._recovery.lock`). Each file keeps the snapshot rows of the state
+keys hashed to it, and a row per committed epoch. An epoch is committed file
+by file, in index order, after all its rows are written; a crash in the
+middle leaves the first files one commit ahead of the others, so a resume
+starts from the newest epoch that every file has committed. Once every file
+has it, file 0 records the epoch as complete: a file that lacks a complete
+epoch was lost (and re-created) or restored from an older backup, and the
+store refuses to open rather than silently resume from an older epoch.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from zlib import crc32
@@ -21,11 +28,32 @@ from aiowax._errors import (
     InconsistentPartitionsError,
     MissingPartitionsError,
     NoPartitionsError,
+    RecoveryPermissionError,
+)
+from aiowax._recovery.lock import (
+    LOCK_NAME,
+    PERMISSION_ERRNOS,
+    DirLock,
+    lock_dir,
+    permission_error,
+    uid,
 )
 
 _NAME = re.compile(r"^part-(\d+)\.sqlite3$")
 
-_SCHEMA = """
+# The newest epoch every file has committed (one row, in file 0 only); made
+# on demand in directories created before it existed.
+_COMPLETE_TABLE = "CREATE TABLE IF NOT EXISTS complete (epoch INTEGER NOT NULL);"
+
+# SQLite's primary result codes that the store tells apart.
+_SQLITE_PERM = 3
+_SQLITE_READONLY = 8
+_SQLITE_CORRUPT = 11
+_SQLITE_CANTOPEN = 14
+_SQLITE_NOTADB = 26
+
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS meta (part_index INTEGER NOT NULL, part_count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS snaps (
     step_id TEXT NOT NULL,
@@ -40,6 +68,8 @@ CREATE TABLE IF NOT EXISTS commits (
     committed_at TEXT NOT NULL
 );
 """
+    + _COMPLETE_TABLE
+)
 
 
 def partition_path(db_dir: Path, index: int) -> Path:
@@ -88,19 +118,27 @@ Changes = Mapping[tuple[str, str], bytes | None]
 
 
 class Store:
-    """The open partition files of one run.
+    """The open partition files of one run, and the lock of their directory.
 
     Attributes:
+        db_dir: The recovery directory.
         count: Number of partition files.
         committed: The newest epoch every file has committed (0: none).
     """
 
     def __init__(self, db_dir: Path) -> None:
-        if not db_dir.is_dir():
+        self.db_dir = db_dir
+        try:
+            names = os.listdir(db_dir)
+        except (FileNotFoundError, NotADirectoryError):
             msg = f"recovery directory {db_dir} does not exist; create it with init_db_dir"
-            raise NoPartitionsError(msg)
+            raise NoPartitionsError(msg) from None
+        except OSError as error:
+            if error.errno in PERMISSION_ERRNOS:
+                raise permission_error(db_dir, error, "list the recovery directory") from None
+            raise
         found = {
-            int(m.group(1)): p for p in db_dir.iterdir() if (m := _NAME.match(p.name)) is not None
+            int(m.group(1)): db_dir / name for name in names if (m := _NAME.match(name)) is not None
         }
         if not found:
             msg = (
@@ -108,7 +146,11 @@ class Store:
                 f"'python -m aiowax.recovery {db_dir} COUNT'"
             )
             raise NoPartitionsError(msg)
+        _check_access(db_dir, found)
+        self.paths: dict[int, Path] = {}
         self.conns: dict[int, sqlite3.Connection] = {}
+        # Taken before any file is opened, and held until all are closed.
+        self._lock: DirLock | None = lock_dir(db_dir)
         try:
             self._open(db_dir, found)
         except BaseException:
@@ -122,8 +164,7 @@ class Store:
                 conn = self.conns[index] = _connect(path)
                 rows = conn.execute("SELECT part_index, part_count FROM meta").fetchall()
             except sqlite3.DatabaseError as error:
-                msg = f"{path} is not an aiowax partition file: {error}"
-                raise InconsistentPartitionsError(msg) from None
+                raise _open_error(path, error) from None
             if len(rows) != 1 or rows[0][0] != index:
                 msg = f"{path} does not describe partition {index}: {rows!r}"
                 raise InconsistentPartitionsError(msg)
@@ -141,19 +182,62 @@ class Store:
         if extra:
             msg = f"{db_dir} has partition files beyond its count {self.count}: {extra}"
             raise InconsistentPartitionsError(msg)
+        self.paths = {i: partition_path(db_dir, i) for i in range(self.count)}
         tops = {
             i: conn.execute("SELECT COALESCE(MAX(epoch), 0) FROM commits").fetchone()[0]
-            for i, conn in self.conns.items()
+            for i, conn in sorted(self.conns.items())
         }
+        self._check_tops(db_dir, tops)
+        self.committed = min(tops.values())
+
+    def _check_tops(self, db_dir: Path, tops: dict[int, int]) -> None:
+        """Refuse files whose last commits cannot come from one store.
+
+        A crash in the middle of a commit leaves the first files (in index
+        order) exactly one commit ahead of the others, and none of them
+        behind the complete epoch that file 0 records; anything else means
+        a file was lost, re-created or restored from another point in time,
+        and resuming would silently restore an older state, or none.
+        """
+        complete = self._complete_epoch()
+        lost = [i for i, top in tops.items() if top < complete]
+        if lost:
+            msg = (
+                f"the partition files in {db_dir} come from different points in time: "
+                f"{_names(lost)} never committed epoch {complete}, which every partition "
+                f"file had committed (last committed epochs {tops}); was a file lost and "
+                "re-created, or restored from an older backup?"
+            )
+            raise InconsistentPartitionsError(msg)
         low = min(tops.values())
+        ahead = [i for i, top in tops.items() if top > low]
+        if ahead and max(ahead) >= len(ahead):
+            # A file before the last one ahead missed a commit it got first.
+            behind = [i for i, top in tops.items() if top == low and i < max(ahead)]
+            msg = (
+                f"the partition files in {db_dir} come from different points in time: "
+                f"{_names(behind)} never committed epoch {max(tops.values())}, which the "
+                f"partition files after them committed (last committed epochs {tops}); was a "
+                "file lost and re-created, or restored from an older backup?"
+            )
+            raise InconsistentPartitionsError(msg)
         if not self._one_commit_apart(tops, low):
-            # A crash during a commit leaves files at most one commit apart.
             msg = (
                 f"the partition files in {db_dir} come from different points in time "
                 f"(last committed epochs {tops}); was one restored from an older backup?"
             )
             raise InconsistentPartitionsError(msg)
-        self.committed = low
+
+    def _complete_epoch(self) -> int:
+        conn = self.conns[0]
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'complete'"
+        ).fetchone()
+        self._complete_table = has_table is not None
+        if not self._complete_table:
+            return 0
+        row = conn.execute("SELECT MAX(epoch) FROM complete").fetchone()
+        return int(row[0] or 0)
 
     def _one_commit_apart(self, tops: dict[int, int], low: int) -> bool:
         """Whether the files ahead of ``low`` are exactly one commit ahead.
@@ -197,17 +281,28 @@ class Store:
         return out
 
     def discard_uncommitted(self) -> None:
-        """Drop rows of epochs past the committed one (a crashed run's)."""
-        for conn in self.conns.values():
-            conn.execute("BEGIN")
+        """Drop rows of epochs past the committed one (a crashed run's).
+
+        Files are done in reverse index order: a crash in the middle leaves
+        the files still ahead first in index order, as a crash during a
+        commit does, so the next open accepts them (see `_check_tops`).
+        """
+        for index in sorted(self.conns, reverse=True):
+            self._discard_file(index)
+
+    def _discard_file(self, index: int) -> None:
+        conn = self.conns[index]
+        with _transaction(conn, self.paths[index], "discarding uncommitted rows in"):
             conn.execute("DELETE FROM snaps WHERE epoch > ?", (self.committed,))
             conn.execute("DELETE FROM commits WHERE epoch > ?", (self.committed,))
-            conn.execute("COMMIT")
 
     def commit(
         self, epoch: int, changes: Changes, worker_count: int, keep_from: int | None
     ) -> None:
         """Write one epoch's changes, then mark it committed, file by file.
+
+        Files are committed in index order (what `_check_tops` relies on);
+        once all are, file 0 records ``epoch`` as complete.
 
         Args:
             epoch: The epoch being committed.
@@ -216,34 +311,124 @@ class Store:
             keep_from: Superseded rows older than this epoch are deleted;
                 it must be below ``epoch``, so that a resume from the epoch
                 before this one (after a crash mid-commit) finds its rows.
+
+        Raises:
+            sqlite3.Error: The error of SQLite (a full disk, say), with a
+                note naming the file and the epoch; the files committed
+                before it keep ``epoch``, which a resume then discards.
         """
         by_part: dict[int, list[tuple[str, bytes, int, bytes | None]]] = {}
         for (step_id, key), ser in changes.items():
             row = (step_id, _key_blob(key), epoch, ser)
             by_part.setdefault(self.part_of(step_id, key), []).append(row)
         stamp = datetime.now(UTC).isoformat()
-        for index, conn in self.conns.items():
-            conn.execute("BEGIN")
-            try:
-                rows = by_part.get(index)
-                if rows:
-                    conn.executemany("INSERT OR REPLACE INTO snaps VALUES (?, ?, ?, ?)", rows)
-                conn.execute(
-                    "INSERT OR REPLACE INTO commits VALUES (?, ?, ?)", (epoch, worker_count, stamp)
-                )
-                if keep_from is not None:
-                    _collect_garbage(conn, keep_from)
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        for index in range(self.count):
+            self._commit_file(index, epoch, by_part.get(index, []), worker_count, stamp, keep_from)
         self.committed = epoch
+        first = self.conns[0]
+        with _transaction(first, self.paths[0], f"marking epoch {epoch} complete in"):
+            if not self._complete_table:
+                first.execute(_COMPLETE_TABLE)
+                self._complete_table = True
+            first.execute("DELETE FROM complete")
+            first.execute("INSERT INTO complete VALUES (?)", (epoch,))
+
+    def _commit_file(
+        self,
+        index: int,
+        epoch: int,
+        rows: list[tuple[str, bytes, int, bytes | None]],
+        worker_count: int,
+        stamp: str,
+        keep_from: int | None,
+    ) -> None:
+        """Commit ``epoch`` to one file, in one transaction."""
+        conn = self.conns[index]
+        with _transaction(conn, self.paths[index], f"committing epoch {epoch} to"):
+            if rows:
+                conn.executemany("INSERT OR REPLACE INTO snaps VALUES (?, ?, ?, ?)", rows)
+            conn.execute(
+                "INSERT OR REPLACE INTO commits VALUES (?, ?, ?)", (epoch, worker_count, stamp)
+            )
+            if keep_from is not None:
+                _collect_garbage(conn, keep_from)
 
     def close(self) -> None:
-        """Close every file."""
+        """Close every file, then give up the lock of the directory."""
         for conn in self.conns.values():
             conn.close()
         self.conns.clear()
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+
+def _names(indexes: list[int]) -> str:
+    return ", ".join(f"part-{i}.sqlite3" for i in sorted(indexes))
+
+
+def _check_access(db_dir: Path, found: Mapping[int, Path]) -> None:
+    """Refuse files this process may not read and write, naming them.
+
+    SQLite would report them as unreadable databases, which reads as if the
+    files were damaged; an operator might then delete the state.
+    """
+    effective = os.access in os.supports_effective_ids
+    denied: list[str] = []
+    # SQLite makes each file's -wal and -shm beside it, and removes them.
+    if not os.access(db_dir, os.R_OK | os.W_OK | os.X_OK, effective_ids=effective):
+        denied.append(f"the directory {db_dir}")
+    paths = [db_dir / LOCK_NAME]
+    for path in sorted(found.values()):
+        paths += [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    for path in paths:
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK, effective_ids=effective):
+            denied.append(str(path))
+    if denied:
+        msg = (
+            f"recovery directory {db_dir}: this process (uid {uid()}) may not read and write "
+            f"{', '.join(denied)}. Fix the owner or the mode (or mount it read-write); "
+            "this says nothing about the files' contents"
+        )
+        raise RecoveryPermissionError(msg)
+
+
+def _open_error(path: Path, error: sqlite3.DatabaseError) -> Exception:
+    """What to raise for ``error`` from opening ``path``."""
+    code = (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
+    if code in (_SQLITE_PERM, _SQLITE_READONLY) or (
+        code == _SQLITE_CANTOPEN and not os.access(path, os.R_OK | os.W_OK)
+    ):
+        msg = (
+            f"cannot open {path} for reading and writing: {error} (this process runs as "
+            f"uid {uid()}); fix the owner or the mode"
+        )
+        return RecoveryPermissionError(msg)
+    if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or "no such table" in str(error):
+        return InconsistentPartitionsError(f"{path} is not an aiowax partition file: {error}")
+    error.add_note(f"while opening the partition file {path}")
+    return error
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection, path: Path, doing: str) -> Iterator[None]:
+    """One transaction on ``conn``; an error leaves with a note naming ``path``.
+
+    SQLite rolls a transaction back by itself on some errors (a full disk
+    among them): a ROLLBACK then fails with "no transaction is active",
+    which must not replace the error that caused it.
+    """
+    try:
+        conn.execute("BEGIN")
+        yield
+        conn.execute("COMMIT")
+    except BaseException as error:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        if isinstance(error, sqlite3.Error):
+            error.add_note(f"while {doing} {path}")
+        raise
 
 
 def _key_blob(key: str) -> bytes:

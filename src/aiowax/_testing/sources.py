@@ -42,6 +42,7 @@ _MARKER_TYPES = frozenset({_Eof, _Abort})
 
 class _IterPartition(StatefulSourcePartition[Any, int]):
     def __init__(self, ib: Iterable[Any], batch_size: int, resume_state: int | None) -> None:
+        # The position counts the elements of the iterable read so far.
         self._index = resume_state or 0
         self._it: Iterator[Any] = islice(iter(ib), self._index, None)
         self._batch_size = batch_size
@@ -55,30 +56,50 @@ class _IterPartition(StatefulSourcePartition[Any, int]):
         batch = list(islice(self._it, self._batch_size))
         if not batch:
             raise StopIteration
-        consumed = len(batch)
-        if not _MARKER_TYPES.isdisjoint(map(type, batch)):
-            batch, consumed = self._cut_at_marker(batch)
-        self._index += consumed
+        if _MARKER_TYPES.isdisjoint(map(type, batch)):
+            self._index += len(batch)
+            return batch
+        batch = self._past_markers(batch)
         if not batch and self._stop is not None:
             raise self._stop
+        if not batch:
+            raise StopIteration
         return batch
 
-    def _cut_at_marker(self, batch: list[Any]) -> tuple[list[Any], int]:
-        for i, item in enumerate(batch):
-            if isinstance(item, _Eof):
-                self._stop = StopIteration()
-            elif isinstance(item, _Abort) and not item.triggered:
-                item.triggered = True
-                self._stop = AbortExecution("TestingSource.ABORT() reached")
-            elif isinstance(item, _Abort):
-                continue  # already fired in an earlier execution: skipped
-            else:
-                continue
-            # The marker counts as read, so a resumed run starts after it;
-            # items behind it in this batch are read again next time.
-            self._it = chain(batch[i + 1 :], self._it)
-            return [x for x in batch[:i] if not isinstance(x, _Marker)], i + 1
-        return [x for x in batch if not isinstance(x, _Marker)], len(batch)
+    def _past_markers(self, batch: list[Any]) -> list[Any]:
+        """The items of ``batch`` up to the first marker that stops the execution.
+
+        A triggered ABORT (from an earlier execution) takes no position and
+        no room: it is skipped, and the batch is filled from behind it.
+        """
+        out: list[Any] = []
+        pending = batch
+        while pending:
+            for i, item in enumerate(pending):
+                if isinstance(item, _Eof):
+                    # Counts as read: a resumed execution starts after it.
+                    self._index += 1
+                    self._stop = StopIteration()
+                elif isinstance(item, _Abort) and not item.triggered:
+                    # Takes no position: a resumed execution meets it again,
+                    # already triggered, and reads on across it.
+                    item.triggered = True
+                    self._stop = AbortExecution("TestingSource.ABORT() reached")
+                elif isinstance(item, _Abort):
+                    self._index += 1
+                    continue
+                else:
+                    out.append(item)
+                    self._index += 1
+                    continue
+                # Items behind the marker are read again by a later call
+                # (or a later execution).
+                self._it = chain(
+                    pending[i + 1 :] if isinstance(item, _Eof) else pending[i:], self._it
+                )
+                return out
+            pending = list(islice(self._it, self._batch_size - len(out)))
+        return out
 
     def snapshot(self) -> int:
         return self._index
@@ -88,8 +109,9 @@ class TestingSource(FixedPartitionedSource[Any, int]):
     """A source over an in-memory iterable, in batches of ``batch_size``.
 
     Put ``TestingSource.EOF()`` in the iterable to end the execution there
-    (a resumed run continues after it), or ``TestingSource.ABORT()`` to crash
-    it once with `AbortExecution`.
+    (a resumed run continues after it), or ``TestingSource.ABORT()`` to end
+    it abruptly once, as a crash would: the run returns without raising, and
+    a resumed run reads on across the marker, which takes no position.
 
     Args:
         ib: The items; read once, so a generator works.

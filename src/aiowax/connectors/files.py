@@ -3,11 +3,41 @@
 Reads and writes run in worker threads, a batch at a time, so the event loop
 never waits on the disk. Positions are byte offsets, so every connector here
 resumes where the last committed epoch left it.
+
+A source's position (a `FilePosition`) also names the file it was taken in,
+so a resumed run notices a file that was replaced meanwhile (log rotation, a
+regenerated export) instead of reading it from the old offset: it raises
+`FileReplacedError`, or reads the new file from its start if the source was
+made with ``on_replaced="restart"``.
+
+Source partitions are named ``f"{fs_id}::{path}"`` (``fs_id`` from the
+sources' ``get_fs_id``, by default the directory's device id), as in the
+reference. Older aiowax versions named them by the bare path: positions a
+recovery directory holds under those names match no partition now, and
+aiowax refuses to resume with them (`aiowax.recovery.UnmatchedSnapshotsError`)
+until they are discarded on purpose; the files are then read again from
+their start.
 """
 
-from aiowax._connectors.files import CSVSource, DirSink, DirSource, FileSink, FileSource
+from aiowax._connectors.files import (
+    CSVSource,
+    DirSink,
+    DirSource,
+    FilePosition,
+    FileSink,
+    FileSource,
+)
+from aiowax._errors import FileReplacedError
 from aiowax._util import fixup_module_metadata
 
-__all__ = ["CSVSource", "DirSink", "DirSource", "FileSink", "FileSource"]
+__all__ = [
+    "CSVSource",
+    "DirSink",
+    "DirSource",
+    "FilePosition",
+    "FileReplacedError",
+    "FileSink",
+    "FileSource",
+]
 
 fixup_module_metadata(__name__, __all__, globals())

@@ -37,7 +37,7 @@ class BatchOp(KeyedOp, TimedOp):
                 if unchecked and (
                     type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
                 ):
-                    raise self._bad(item)
+                    item = self._pair(item)
                 key, value = item
                 values = lists.get(key)
                 if values is None:

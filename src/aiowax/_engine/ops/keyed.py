@@ -7,7 +7,9 @@ different keys overlap.
 
 The hot loops check each item with the rule of `aiowax._keys.is_keyed_item`
 written inline: a function call per item would cost more than the check
-(``tests/test_keys.py`` holds every inlined copy to the rule).
+(``tests/test_keys.py`` holds every inlined copy to the rule). An item that
+fails it goes through `aiowax._keys.as_keyed_item`, which makes a namedtuple
+or a str-subclass key a plain pair, or refuses it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from aiowax._definition.steps import ReduceStep, StatefulMapStep, Step
 from aiowax._engine.errors import StepFailed, fail
 from aiowax._engine.ops.base import Operator, StepEnv
 from aiowax._engine.usercode import NO_OUTPUT, maybe_await, run_per_key
-from aiowax._keys import bad_item_error
+from aiowax._keys import as_keyed_item, bad_item_error
 from aiowax._recovery.runtime import DELETED
 from aiowax._util import is_async_callable
 
@@ -52,8 +54,12 @@ class KeyedOp(Operator):
         state = self.state
         return {key: state.get(key, DELETED) for key in keys}
 
-    def _bad(self, item: object) -> StepFailed:
-        return StepFailed(bad_item_error(self.step_id, item))
+    def _pair(self, item: object) -> tuple[str, Any]:
+        """``item`` as a plain ``(str, value)`` pair (see `aiowax._keys.as_keyed_item`)."""
+        pair = as_keyed_item(item)
+        if pair is None:
+            raise StepFailed(bad_item_error(self.step_id, item))
+        return pair
 
     def state_size(self) -> int:
         """Keys holding state on this worker."""
@@ -86,7 +92,7 @@ class StatefulMapOp(KeyedOp):
                 if unchecked and (
                     type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
                 ):
-                    raise self._bad(item)
+                    item = self._pair(item)
                 key, value = item
                 state = states.get(key)
                 if state is None:
@@ -167,7 +173,7 @@ class ReduceOp(KeyedOp):
                 if unchecked and (
                     type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
                 ):
-                    raise self._bad(item)
+                    item = self._pair(item)
                 key, value = item
                 acc = accs.get(key, missing)
                 if acc is missing:

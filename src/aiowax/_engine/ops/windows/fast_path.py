@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from aiowax._engine.errors import StepFailed
 from aiowax._engine.ops.windows.state import MISSING
 from aiowax._engine.timeutil import EPOCH
-from aiowax._keys import bad_item_error
+from aiowax._keys import as_keyed_item, bad_item_error
 
 if TYPE_CHECKING:
     from aiowax._engine.ops.windows.op import WindowOp
@@ -49,16 +49,18 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
     # Module globals as locals: a global lookup per use adds up here.
     missing, utc, epoch, plain_datetime = MISSING, UTC, EPOCH, datetime
     for item in batch:
-        # `aiowax._keys.is_keyed_item`: a tuple first (unpacking anything
-        # else could run user code), then exactly two elements, a str key.
+        # `aiowax._keys.is_keyed_item`, inlined in the cheapest order: an
+        # exact tuple first (unpacking anything else could run user code),
+        # unpacking checks the length, then the key. Other items are made
+        # plain pairs by `as_keyed_item`, or refused.
         if unchecked and type(item) is not tuple:
-            raise StepFailed(bad_item_error(step_id, item))
+            item = _pair(step_id, item)
         try:
             key, value = item
         except ValueError:
             raise StepFailed(bad_item_error(step_id, item)) from None
         if unchecked and type(key) is not str:
-            raise StepFailed(bad_item_error(step_id, item))
+            key, value = _pair(step_id, item)
         try:
             dt = dt_getter(value)
         except Exception as error:
@@ -105,3 +107,10 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
         state.wm_base = candidate if candidate > wm else wm
         state.wm_loop = now
         touch(key)
+
+
+def _pair(step_id: str, item: Any) -> tuple[str, Any]:
+    pair = as_keyed_item(item)
+    if pair is None:
+        raise StepFailed(bad_item_error(step_id, item))
+    return pair

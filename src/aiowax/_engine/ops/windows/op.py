@@ -34,7 +34,6 @@ from aiowax._engine.ops.windows.fast_path import place_event_time
 from aiowax._engine.ops.windows.state import FORGOTTEN_WATERMARKS, MISSING, KeyState
 from aiowax._engine.timeutil import US, from_us, to_us
 from aiowax._engine.usercode import NO_OUTPUT, run_per_key
-from aiowax._keys import bad_item_error, is_keyed_item
 from aiowax._recovery.runtime import DELETED
 from aiowax._util import is_async_callable
 
@@ -227,9 +226,7 @@ class WindowOp(KeyedOp, TimedOp):
         """Sessions and the system clock: one item at a time."""
         sys_us = to_us(self.clock.now())
         for item in batch:
-            if not is_keyed_item(item):
-                raise StepFailed(bad_item_error(self.step_id, item))
-            key, value = item
+            key, value = self._pair(item)
             t_us = self.time_of(value, self._dt(value)) if self.event_time else sys_us
             state = self.key_state(key, now, t_us)
             # On the system clock an item's time is the watermark: never late.
@@ -416,12 +413,20 @@ class WindowOp(KeyedOp, TimedOp):
     # -- recovery ---------------------------------------------------------------
 
     def restore(self, restored: dict[str, Any]) -> None:
-        # Watermarks were saved against wall time: the time the flow was
-        # down counts as elapsed, so windows due meanwhile close at once.
         anchor = self.anchor()
         last_seq = -1
         for key, saved in restored.items():
-            state = KeyState(saved["wm_base"], anchor.to_loop(saved["wm_wall"]))
+            if self.event_time and "wm" in saved:
+                # An event-time watermark goes on from where the snapshot
+                # left it: the items replayed after it were on time before
+                # the crash and must be again, however long the flow was
+                # down (the reference adds the downtime; we do not).
+                state = KeyState(saved["wm"], anchor.loop)
+            else:
+                # System time (or a snapshot of an earlier release, which
+                # saved no "wm"): the watermark is wall time, so the time the
+                # flow was down counts and windows due meanwhile close at once.
+                state = KeyState(saved["wm_base"], anchor.to_loop(saved["wm_wall"]))
             if not saved["windows"] and not saved["sessions"]:
                 self._forget(key, state)  # only its watermark was saved
                 continue
@@ -448,6 +453,7 @@ class WindowOp(KeyedOp, TimedOp):
                 # Its watermark outlives its windows: save it alone.
                 state = KeyState(*kept)
             out[key] = {
+                "wm": state.watermark(anchor.loop),
                 "wm_base": state.wm_base,
                 "wm_wall": anchor.to_wall_us(state.wm_loop),
                 "windows": state.windows,

@@ -1,0 +1,298 @@
+"""Snapshots that do not fit the flow (`aiowax._recovery.runtime.Recovery`).
+
+A snapshot no step or partition of the flow would restore means a rename:
+the resume is refused, listing them, unless the run drops them on purpose
+(issue 10, D2). A snapshot the serde cannot load names its step, key and
+partition file (U6); so does a state the serde cannot save (U4).
+"""
+
+from __future__ import annotations
+
+import gc
+import pickle
+import sqlite3
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aiowax._recovery.runtime import ANY_KEY, Recovery
+from aiowax._recovery.store import Store
+from aiowax.connectors.files import FileSink, FileSource
+from aiowax.dataflow import Dataflow
+from aiowax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from aiowax.recovery import (
+    RecoveryConfig,
+    RecoveryError,
+    UnmatchedSnapshotsError,
+    init_db_dir,
+)
+from aiowax.testing import TestingSink, TestingSource, run_main
+
+
+@pytest.fixture
+def db_dir(tmp_path: Path) -> Path:
+    path = tmp_path / "db"
+    init_db_dir(path, 2)
+    return path
+
+
+def _rows(db_dir: Path) -> set[tuple[str, str]]:
+    """The live ``(step_id, state_key)`` rows of the newest epoch."""
+    store = Store(db_dir)
+    try:
+        return set(store.load())
+    finally:
+        store.close()
+
+
+# -- D2: renamed partitions and steps ---------------------------------------------------
+
+
+def _file_flow(inp: str, out: str, count_id: str = "count") -> Dataflow:
+    flow = Dataflow()
+    flow.input("inp", FileSource(inp))
+    flow.map("key", lambda line: (line, 1))
+    flow.stateful_map(count_id, lambda: 0, lambda c, v: (c + v, c + v))
+    flow.map("fmt", lambda kv: (kv[0], f"{kv[0]}={kv[1]}"))
+    flow.output("out", FileSink(out))
+    return flow
+
+
+def _part(path: str) -> str:
+    """The partition name of a `FileSource` of ``path``."""
+    [name] = FileSource(path).list_parts()
+    return name
+
+
+@pytest.fixture
+def files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "in.txt").write_text("".join(f"k{i % 3}\n" for i in range(9)))
+    return tmp_path
+
+
+def test_a_path_spelled_differently_is_refused(files: Path, db_dir: Path) -> None:
+    config = RecoveryConfig(db_dir)
+    run_main(_file_flow("in.txt", "out.txt"), recovery_config=config)
+    written = (files / "out.txt").read_text()
+    assert written.split()[-3:] == ["k0=3", "k1=3", "k2=3"]
+    absolute = _file_flow(str(files / "in.txt"), str(files / "out.txt"))
+    with pytest.raises(UnmatchedSnapshotsError) as info:
+        run_main(absolute, recovery_config=config)
+    message = str(info.value)
+    assert str(db_dir) in message
+    before, now = _part("in.txt"), _part(str(files / "in.txt"))
+    assert f"step 'inp': 1 snapshot ({before!r}) of partitions it no longer lists" in message
+    assert f"(it lists {now!r})" in message
+    assert "step 'out': 1 snapshot ('out.txt')" in message
+    assert "discard_unmatched=True" in message
+    assert isinstance(info.value, RecoveryError)
+    # Nothing ran: the output was not truncated, the input not re-read.
+    assert (files / "out.txt").read_text() == written
+    # Spelled as before, the flow continues (nothing new to read).
+    run_main(_file_flow("in.txt", "out.txt"), recovery_config=config)
+    assert (files / "out.txt").read_text() == written
+    del info
+    gc.collect()  # the refused run left no channel open (a ResourceWarning)
+
+
+def test_a_renamed_step_is_refused(files: Path, db_dir: Path) -> None:
+    config = RecoveryConfig(db_dir)
+    run_main(_file_flow("in.txt", "out.txt"), recovery_config=config)
+    with pytest.raises(UnmatchedSnapshotsError) as info:
+        run_main(_file_flow("in.txt", "out.txt", count_id="tally"), recovery_config=config)
+    message = str(info.value)
+    assert "step 'count': 3 snapshots ('k0', 'k1', 'k2'); the flow has no step 'count'" in message
+    assert "'inp'" not in message  # the rest matches
+
+
+def test_discard_unmatched_drops_them_on_purpose(files: Path, db_dir: Path) -> None:
+    run_main(_file_flow("in.txt", "out.txt"), recovery_config=RecoveryConfig(db_dir))
+    assert ("count", "k0") in _rows(db_dir)
+    renamed = _file_flow("in.txt", "out.txt", count_id="tally")
+    run_main(renamed, recovery_config=RecoveryConfig(db_dir, discard_unmatched=True))
+    rows = _rows(db_dir)
+    assert not any(step_id == "count" for step_id, _ in rows)
+    # The input position and the output were kept: nothing was read again.
+    assert ("inp", _part("in.txt")) in rows
+    # Gone for good: the next run, without the flag, is not refused.
+    run_main(renamed, recovery_config=RecoveryConfig(db_dir))
+
+
+def test_discarding_a_renamed_partition_reads_it_from_the_start(files: Path, db_dir: Path) -> None:
+    run_main(_file_flow("in.txt", "out.txt"), recovery_config=RecoveryConfig(db_dir))
+    absolute = _file_flow(str(files / "in.txt"), str(files / "out.txt"))
+    run_main(absolute, recovery_config=RecoveryConfig(db_dir, discard_unmatched=True))
+    # What the flag is for and what it costs: the input is read again, on
+    # top of the counts restored.
+    assert (files / "out.txt").read_text().split()[-3:] == ["k0=6", "k1=6", "k2=6"]
+    assert ("inp", _part("in.txt")) not in _rows(db_dir)
+    run_main(absolute, recovery_config=RecoveryConfig(db_dir))
+
+
+@pytest.fixture
+def recovery(db_dir: Path) -> Iterator[Recovery]:
+    x = pickle.dumps("x")
+    restored = {
+        ("src", "p0"): x,
+        ("src", "p9"): x,
+        ("keyed", "a"): x,
+        ("dyn", "w0"): x,
+        **{("gone", f"key{i}"): x for i in range(7)},
+    }
+    rec = Recovery(RecoveryConfig(db_dir), Store(db_dir), 0.0, 1, restored)
+    yield rec
+    rec.close()
+
+
+def test_check_unmatched_lists_what_matches_nothing(recovery: Recovery) -> None:
+    expected = {"src": {"p0", "p1"}, "keyed": ANY_KEY, "dyn": set[str]()}
+    with pytest.raises(UnmatchedSnapshotsError) as info:
+        recovery.check_unmatched(expected)
+    lines = str(info.value).splitlines()
+    assert lines[1:4] == [
+        "  step 'dyn': 1 snapshot ('w0'); the step keeps no snapshots now",
+        "  step 'gone': 7 snapshots ('key0', 'key1', 'key2', 'key3', 'key4' and 2 more); "
+        "the flow has no step 'gone'",
+        "  step 'src': 1 snapshot ('p9') of partitions it no longer lists (it lists 'p0', 'p1')",
+    ]
+
+
+def test_check_unmatched_accepts_what_matches(recovery: Recovery) -> None:
+    recovery.check_unmatched(
+        {"src": {"p0", "p9"}, "keyed": ANY_KEY, "dyn": {"w0"}, "gone": ANY_KEY}
+    )
+    assert recovery.restored("src") == {"p0": "x", "p9": "x"}
+
+
+def test_discard_unmatched_of_some_steps_only(files: Path, db_dir: Path) -> None:
+    run_main(_file_flow("in.txt", "out.txt"), recovery_config=RecoveryConfig(db_dir))
+    # Both the keyed step and the paths renamed; only the step is let go.
+    changed = _file_flow(str(files / "in.txt"), str(files / "out.txt"), count_id="tally")
+    config = RecoveryConfig(db_dir, discard_unmatched=["count"])
+    with pytest.raises(UnmatchedSnapshotsError) as info:
+        run_main(changed, recovery_config=config)
+    message = str(info.value)
+    assert "step 'inp'" in message
+    assert "step 'out'" in message
+    assert "step 'count'" not in message
+    assert any(step_id == "count" for step_id, _ in _rows(db_dir))  # nothing dropped
+    config = RecoveryConfig(db_dir, discard_unmatched={"count", "inp", "out"})
+    run_main(changed, recovery_config=config)
+    assert not any(step_id == "count" for step_id, _ in _rows(db_dir))
+
+
+@pytest.mark.parametrize("bad", [1, None, "count", b"count", ["count", 2]])
+def test_discard_unmatched_is_a_bool_or_step_ids(db_dir: Path, bad: Any) -> None:
+    with pytest.raises(TypeError, match="discard_unmatched must be a bool or a collection"):
+        RecoveryConfig(db_dir, discard_unmatched=bad)
+    assert RecoveryConfig(db_dir).discard_unmatched is False
+    config = RecoveryConfig(db_dir, discard_unmatched=("a", "b", "a"))
+    assert config.discard_unmatched == frozenset({"a", "b"})
+    assert config == RecoveryConfig(db_dir, discard_unmatched={"a", "b"})
+
+
+# -- U6: a snapshot that fails to load ------------------------------------------------------
+
+
+class _Tally:
+    def __init__(self) -> None:
+        self.n = 0
+
+
+def _bump(tally: _Tally, value: Any) -> tuple[_Tally, int]:
+    tally.n += 1
+    return tally, tally.n
+
+
+def _tally_flow(items: list[str]) -> Dataflow:
+    flow = Dataflow()
+    flow.input("inp", TestingSource(items))
+    flow.map("key", lambda x: (x, 1))
+    flow.stateful_map("tally", _Tally, _bump)
+    flow.output("out", TestingSink([]))
+    return flow
+
+
+@pytest.mark.parametrize("damage", ["class renamed", "corrupt row"])
+def test_a_snapshot_that_fails_to_load_names_step_key_and_file(
+    db_dir: Path, damage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = RecoveryConfig(db_dir)
+    run_main(_tally_flow(["a"]), recovery_config=config)
+    again = _tally_flow(["a"])
+    if damage == "class renamed":
+        monkeypatch.delitem(globals(), "_Tally")
+    else:
+        for path in sorted(db_dir.glob("part-*.sqlite3")):
+            conn = sqlite3.connect(path)
+            try:
+                conn.execute("UPDATE snaps SET ser = x'80059501' WHERE step_id = 'tally'")
+                conn.commit()
+            finally:
+                conn.close()
+    store = Store(db_dir)
+    part = store.part_of("tally", "a")
+    store.close()
+    with pytest.raises(Exception) as info:
+        run_main(again, recovery_config=config)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "while loading the snapshot of key 'a' of step 'tally'" in notes
+    assert str(db_dir / f"part-{part}.sqlite3") in notes
+    del info
+    gc.collect()  # the refused run left no channel open (a ResourceWarning)
+
+
+# -- U4: a state the serde cannot save ---------------------------------------------------------
+
+
+def test_an_unpicklable_state_names_step_and_key(db_dir: Path) -> None:
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(5), batch_size=1))
+    flow.map("key", lambda i: ("k", i))
+    flow.stateful_map("with_lock", lambda: {"lock": threading.Lock()}, lambda s, v: (s, v))
+    flow.output("out", TestingSink(out))
+    with pytest.raises(TypeError, match="cannot pickle") as info:
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(db_dir))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "raised in step 'with_lock'" in notes
+    assert "snapshot of key 'k' of step 'with_lock'" in notes
+    assert out[:1] == [("k", 0)]  # output before the failure is written
+
+
+class _GeneratorPosition(StatefulSourcePartition[int, Any]):
+    def __init__(self) -> None:
+        self.i = 0
+
+    def next_batch(self) -> list[int]:
+        if self.i >= 3:
+            raise StopIteration
+        self.i += 1
+        return [self.i]
+
+    def snapshot(self) -> Any:
+        return (x for x in [self.i])  # a generator: not picklable
+
+
+class _GeneratorSource(FixedPartitionedSource[int, Any]):
+    def list_parts(self) -> list[str]:
+        return ["p"]
+
+    def build_part(self, now: datetime, for_part: str, resume_state: Any) -> _GeneratorPosition:
+        return _GeneratorPosition()
+
+
+def test_an_unpicklable_source_position_names_step_and_partition(db_dir: Path) -> None:
+    flow = Dataflow()
+    flow.input("src", _GeneratorSource())
+    flow.output("out", TestingSink([]))
+    with pytest.raises(TypeError, match="cannot pickle") as info:
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(db_dir))
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "raised in step 'src'" in notes
+    assert "snapshot of key 'p' of step 'src'" in notes
