@@ -16,7 +16,6 @@ runs it with ``python -m aiowax`` and kills it or stops it with SIGTERM.
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from datetime import UTC, datetime, timedelta
@@ -242,8 +241,13 @@ class _PacedPartition(StatefulSourcePartition[str, Any]):
 
     async def next_batch(self, sched: datetime | None) -> list[str]:
         await anyio.sleep(STOP_READ_PAUSE)
-        batch = self._inner.next_batch(sched)
-        return await batch if inspect.isawaitable(batch) else batch
+        # The file partitions read synchronously (as in the reference) and
+        # offer the engine an async path that reads in a worker thread.
+        aread = getattr(self._inner, "_aiowax_anext_batch", None)
+        if aread is not None:
+            batch: list[str] = await aread(sched)
+            return batch
+        return await anyio.to_thread.run_sync(self._inner.next_batch, sched)
 
     def snapshot(self) -> Any:
         return self._inner.snapshot()

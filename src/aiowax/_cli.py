@@ -4,7 +4,8 @@ A thin layer over the library: parse the import string, import the module,
 find the `Dataflow` (calling a factory with literal arguments when asked),
 then run it in the background (`aiowax.start_flow`) of a fresh event loop
 (uvloop when installed). SIGTERM and SIGINT stop it gracefully through its
-`aiowax.FlowHandle`, within ``--stop-timeout``.
+`aiowax.FlowHandle`, within ``--stop-timeout``: that part, the running, is
+`aiowax._cli_run`; this module is the argument layer around it.
 
 Exit status: 0 when the flow's input ends or a signal stopped it
 gracefully, 1 when the flow raises (its traceback goes to stderr), 2 on
@@ -17,25 +18,19 @@ started.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import inspect
 import math
 import os
 import select
-import signal
 import stat
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import anyio
-from anyio.abc import TaskGroup
-
-from aiowax._definition.flow import Dataflow
-from aiowax._embed import FlowHandle, FlowStatus, start_flow
+from aiowax._cli_run import DEFAULT_STOP_TIMEOUT
+from aiowax._cli_run import run_until_stopped as _run_until_stopped
 from aiowax._errors import RecoveryError
 from aiowax._importer import (
     DEFAULT_ATTR,
@@ -58,14 +53,6 @@ EXIT_USAGE = 2
 EXIT_FLOW_FAILED = 1
 #: Exit status on Ctrl-C (128 + SIGINT), as shells report it.
 EXIT_INTERRUPTED = 130
-
-#: Signals that stop the flow gracefully: SIGTERM comes from ``kill``,
-#: ``docker stop`` and Kubernetes, SIGINT from Ctrl-C.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-#: Seconds a graceful stop may take, by default: below the 30 s that
-#: Kubernetes waits after SIGTERM before it sends SIGKILL, so the abort
-#: (which still closes every source and sink) comes first.
-DEFAULT_STOP_TIMEOUT = timedelta(seconds=25)
 
 ENV_WORKERS = "AIOWAX_WORKERS"
 ENV_SNAPSHOT_INTERVAL = "AIOWAX_SNAPSHOT_INTERVAL"
@@ -369,116 +356,6 @@ async def _load_and_run(
             prog=prog,
         )
     )
-
-
-async def _run_until_stopped(
-    flow: Dataflow,
-    *,
-    workers: int,
-    epoch_interval: timedelta | None,
-    recovery_config: RecoveryConfig | None,
-    stop_timeout: timedelta,
-    prog: str,
-) -> int:
-    """Run ``flow`` until its input ends or a signal stops it; return the exit status.
-
-    Raises:
-        Exception: What the flow raised (also when it failed while stopping).
-    """
-    async with anyio.create_task_group() as tg:
-        handle = await start_flow(
-            tg,
-            flow,
-            workers=workers,
-            epoch_interval=epoch_interval,
-            recovery_config=recovery_config,
-            propagate=False,
-        )
-        stopper = _Stopper(handle, tg, stop_timeout.total_seconds(), prog)
-        # Waiting here also tells the handle that its failure has a receiver:
-        # `main` prints it, so it is not logged as well.
-        with _signal_handlers(stopper.on_signal), contextlib.suppress(Exception):
-            await handle.wait()
-    # Raised here, not in the task group, so its traceback leads from this
-    # frame straight into the flow (`main` prints it from the user's code on).
-    await handle.wait()
-    if stopper.signum is not None and handle.status is FlowStatus.CANCELLED:
-        return 128 + stopper.signum
-    return 0
-
-
-class _Stopper:
-    """What SIGTERM and SIGINT do: a graceful stop, then an abort."""
-
-    def __init__(self, handle: FlowHandle, helpers: TaskGroup, timeout: float, prog: str) -> None:
-        self._handle = handle
-        self._helpers = helpers
-        self._timeout = timeout
-        self._prog = prog
-        #: The signal that asked for the stop, once one did.
-        self.signum: int | None = None
-        self._aborting = False
-
-    def on_signal(self, signum: int) -> None:
-        """Start the graceful stop on a first signal, abort on a second one."""
-        if self._handle.done:
-            return
-        name = signal.Signals(signum).name
-        if self.signum is None:
-            self.signum = signum
-            self._say(
-                f"{name} received: stopping gracefully (at most {self._timeout:g} s; "
-                "a second signal aborts at once)"
-            )
-            self._helpers.start_soon(self._stop)
-        elif not self._aborting:
-            self._aborting = True
-            self._say(f"{name} received while stopping: aborting, without a final snapshot")
-            self._helpers.start_soon(self._handle.abort)
-
-    async def _stop(self) -> None:
-        try:
-            await self._handle.stop(timeout=self._timeout)
-        except TimeoutError as exc:
-            if exc is self._handle.error:
-                return  # the flow's own error: raised by the caller
-            if not self._aborting:
-                self._say(
-                    f"the flow did not stop within {self._timeout:g} s: aborted, "
-                    "without a final snapshot"
-                )
-        except Exception:
-            return  # the flow failed: `_run_until_stopped` raises it
-
-    def _say(self, message: str) -> None:
-        print(f"{self._prog}: {message}", file=sys.stderr, flush=True)
-
-
-@contextlib.contextmanager
-def _signal_handlers(callback: Callable[[int], None]) -> Iterator[None]:
-    """Call ``callback(signum)`` on the event loop for each of `STOP_SIGNALS`.
-
-    Where the loop cannot handle signals (Windows, or not the main thread),
-    Ctrl-C stays a `KeyboardInterrupt`. The previous handlers come back after.
-    """
-    loop = asyncio.get_running_loop()
-    previous: dict[signal.Signals, Any] = {}
-    for signum in STOP_SIGNALS:
-        handler = signal.getsignal(signum)
-        try:
-            loop.add_signal_handler(signum, callback, signum)
-        except (NotImplementedError, RuntimeError, ValueError):
-            continue
-        previous[signum] = handler
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            loop.remove_signal_handler(signum)
-            # The loop restores the default, which may not be what was there
-            # (asyncio.Runner's own SIGINT handler, a test runner's...).
-            if handler is not None:
-                signal.signal(signum, handler)
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:

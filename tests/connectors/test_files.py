@@ -41,11 +41,22 @@ from aiowax.testing import TestingSink, TestingSource, cluster_main, run_main
 NOW = datetime(2024, 1, 1, tzinfo=UTC)
 
 
+async def _anext(part: StatefulSourcePartition[Any, Any]) -> list[Any]:
+    """A read through the async path the engine takes (in a worker thread)."""
+    batch: list[Any] = await part._aiowax_anext_batch(None)  # type: ignore[attr-defined]
+    return batch
+
+
+async def _awrite(part: StatefulSinkPartition[Any, Any], values: list[Any]) -> None:
+    """A write through the async path the engine takes (in a worker thread)."""
+    await part._aiowax_awrite_batch(values)  # type: ignore[attr-defined]
+
+
 async def _drain(part: StatefulSourcePartition[Any, Any]) -> list[list[Any]]:
     batches = []
     while True:
         try:
-            batches.append(await part.next_batch(None))  # type: ignore[misc]
+            batches.append(await _anext(part))
         except StopAsyncIteration:
             return batches
 
@@ -136,7 +147,7 @@ async def test_file_source_batches_and_resume_positions(tmp_path: Path) -> None:
     part = source.build_part(NOW, name, None)
     assert part.snapshot()["offset"] == 0  # type: ignore[index]
     try:
-        first = await part.next_batch(None)  # type: ignore[misc]
+        first = await _anext(part)
         state = part.snapshot()
     finally:
         part.close()
@@ -150,7 +161,7 @@ async def test_file_source_batches_and_resume_positions(tmp_path: Path) -> None:
         assert part.snapshot()["offset"] == path.stat().st_size  # type: ignore[index]
         # Exhausted: it stays exhausted.
         with pytest.raises(StopAsyncIteration):
-            await part.next_batch(None)  # type: ignore[misc]
+            await _anext(part)
     finally:
         part.close()
 
@@ -177,7 +188,7 @@ async def test_file_source_resume_after_lone_carriage_returns(tmp_path: Path) ->
     try:
         while True:
             try:
-                batch = await part.next_batch(None)  # type: ignore[misc]
+                batch = await _anext(part)
             except StopAsyncIteration:
                 break
             got.append((batch, part.snapshot()["offset"]))  # type: ignore[index]
@@ -238,7 +249,7 @@ async def test_file_source_reads_off_the_event_loop(
         threads.add(threading.get_ident())
         return split(data)
 
-    monkeypatch.setattr(files_impl, "_split_lines", spy)
+    monkeypatch.setattr(files_impl.sources, "_split_lines", spy)
     out: list[Any] = []
     flow = Dataflow()
     flow.input("inp", FileSource(path, batch_size=7))
@@ -320,7 +331,7 @@ async def test_dir_source_resume_state_per_file(tmp_path: Path) -> None:
     assert name in source.list_parts()
     part = source.build_part(NOW, name, None)
     try:
-        assert await part.next_batch(None) == expected["file_002.txt"][:2]  # type: ignore[misc]
+        assert await _anext(part) == expected["file_002.txt"][:2]
         state = part.snapshot()
     finally:
         part.close()
@@ -393,10 +404,10 @@ async def test_csv_source_resumes_at_every_record(tmp_path: Path) -> None:
         states.append(part.snapshot())
         assert states[0]["offset"] == 0  # type: ignore[index]
         for row in expected:
-            assert await part.next_batch(None) == [row]  # type: ignore[misc]
+            assert await _anext(part) == [row]
             states.append(part.snapshot())
         with pytest.raises(StopAsyncIteration):
-            await part.next_batch(None)  # type: ignore[misc]
+            await _anext(part)
     finally:
         part.close()
     assert states[-1]["offset"] == len(CSV_TEXT.encode())  # type: ignore[index]
@@ -491,12 +502,12 @@ async def test_file_sink_resume_truncates_to_the_snapshot(tmp_path: Path) -> Non
     part = sink.build_part(str(path), None)
     try:
         assert part.snapshot() == 0
-        await part.write_batch(["a", "\u00e9"])  # type: ignore[misc]
+        await _awrite(part, ["a", "\u00e9"])
         committed = part.snapshot()
         assert committed == len("a\n\u00e9\n".encode())
-        await part.write_batch([])  # type: ignore[misc]
+        await _awrite(part, [])
         assert part.snapshot() == committed
-        await part.write_batch(["not committed"])  # type: ignore[misc]
+        await _awrite(part, ["not committed"])
     finally:
         part.close()
     assert path.read_text(encoding="utf-8") == "a\n\u00e9\nnot committed\n"
@@ -505,7 +516,7 @@ async def test_file_sink_resume_truncates_to_the_snapshot(tmp_path: Path) -> Non
     try:
         assert path.read_text(encoding="utf-8") == "a\n\u00e9\n"
         assert part.snapshot() == committed
-        await part.write_batch(["b"])  # type: ignore[misc]
+        await _awrite(part, ["b"])
         assert part.snapshot() == path.stat().st_size
     finally:
         part.close()
@@ -529,7 +540,7 @@ async def test_file_sink_writes_off_the_event_loop(tmp_path: Path) -> None:
     path = tmp_path / "out.txt"
     part = FileSink(path).build_part(str(path), None)
     try:
-        await part.write_batch([Value(), Value()])  # type: ignore[misc]
+        await _awrite(part, [Value(), Value()])
     finally:
         part.close()
     assert path.read_text() == "v\nv\n"
@@ -588,10 +599,10 @@ async def test_dir_sink_resume_per_file(tmp_path: Path) -> None:
         name: sink.build_part(name, None) for name in sink.list_parts()
     }
     try:
-        await parts["part_0"].write_batch(["a0"])  # type: ignore[misc]
-        await parts["part_1"].write_batch(["b0", "b1"])  # type: ignore[misc]
+        await _awrite(parts["part_0"], ["a0"])
+        await _awrite(parts["part_1"], ["b0", "b1"])
         states = {name: part.snapshot() for name, part in parts.items()}
-        await parts["part_0"].write_batch(["lost"])  # type: ignore[misc]
+        await _awrite(parts["part_0"], ["lost"])
     finally:
         for part in parts.values():
             part.close()
@@ -882,7 +893,7 @@ async def test_file_source_checks_the_first_and_last_4_kib_read(
     source = FileSource(path)
     part = source.build_part(NOW, _name(source), None)
     try:
-        assert await part.next_batch(None) == ["x" * 15999, "tail"]  # type: ignore[misc]
+        assert await _anext(part) == ["x" * 15999, "tail"]
         state = part.snapshot()
     finally:
         part.close()
@@ -895,10 +906,10 @@ async def test_file_source_checks_the_first_and_last_4_kib_read(
     try:
         if detected:
             with pytest.raises(FileReplacedError, match="rewritten in place"):
-                await part.next_batch(None)  # type: ignore[misc]
+                await _anext(part)
         else:
             with pytest.raises(StopAsyncIteration):
-                await part.next_batch(None)  # type: ignore[misc]
+                await _anext(part)
     finally:
         part.close()
 
@@ -944,7 +955,7 @@ async def test_file_source_resumes_from_an_old_plain_offset(tmp_path: Path) -> N
     part = source.build_part(NOW, name, len("line-0\n") * 3)
     try:
         assert part.snapshot() == 21  # not yet checked against the file
-        assert await part.next_batch(None) == ["line-3", "line-4"]  # type: ignore[misc]
+        assert await _anext(part) == ["line-3", "line-4"]
         state = part.snapshot()
     finally:
         part.close()
@@ -964,7 +975,7 @@ async def test_file_source_old_plain_offset_past_the_end_is_a_replaced_file(
     part = source.build_part(NOW, _name(source), 690)
     try:
         with pytest.raises(FileReplacedError, match="plain offset from an older aiowax"):
-            await part.next_batch(None)  # type: ignore[misc]
+            await _anext(part)
     finally:
         part.close()
     part = FileSource(path, on_replaced="restart").build_part(NOW, _name(source), 690)
@@ -983,7 +994,7 @@ async def test_file_position_is_plain_data(tmp_path: Path) -> None:
     part = source.build_part(NOW, name, None)
     try:
         fresh = part.snapshot()
-        await part.next_batch(None)  # type: ignore[misc]
+        await _anext(part)
         state = part.snapshot()
     finally:
         part.close()
@@ -1128,3 +1139,211 @@ def test_fs_id_is_asked_when_the_flow_starts(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text("a\n")
     assert _collect(source) == ["a"]
+
+
+# -- the partitions' synchronous methods, as the reference drives them (issue 11) ----------
+#
+# The reference's connector tests (and users' tests) build a partition and
+# call its methods directly: ``part.next_batch(...)`` until the end of the
+# input, ``part.snapshot()``, ``part.close()``; ``part.write_batch(items)``
+# and then read the file. The end of the input is matched to bytewax 0.17.2
+# (``bytewax/connectors/files.py``: ``_FileSource.next_batch`` returns
+# ``next(self._batcher)``, a generator of ``list(islice(...))`` batches, so
+# it raises `StopIteration` at the end of the file, and raises it again on
+# every later call; a batch is never empty). bytewax 0.18+ keeps that, only
+# adding the ``sched`` argument; both call shapes are accepted here.
+
+
+def _drain_sync(part: Any, *args: Any) -> list[list[Any]]:
+    batches = []
+    while True:
+        try:
+            batch = part.next_batch(*args)
+        except StopIteration:
+            return batches
+        assert isinstance(batch, list) and batch  # never an awaitable, never empty
+        batches.append(batch)
+
+
+@pytest.mark.parametrize("args", [(NOW,), (None,), ()], ids=["sched", "none", "0.17_shape"])
+def test_file_source_partition_is_synchronous_like_the_reference(
+    tmp_path: Path, args: tuple[Any, ...]
+) -> None:
+    path = tmp_path / "in.txt"
+    lines = [f"line {i}" for i in range(10)]
+    path.write_text("".join(f"{line}\n" for line in lines))
+    source = FileSource(path, batch_size=4)
+    name = _name(source)
+    part = source.build_part(NOW, name, None)
+    try:
+        first = part.next_batch(*args)
+        assert first == lines[:4]
+        state = part.snapshot()
+        assert state["offset"] == len("".join(f"{line}\n" for line in lines[:4]))  # type: ignore[index]
+        assert _drain_sync(part, *args) == [lines[4:8], lines[8:]]
+        # At the end: StopIteration, as the reference's, and again after that.
+        with pytest.raises(StopIteration):
+            part.next_batch(*args)
+        assert part.snapshot()["offset"] == path.stat().st_size  # type: ignore[index]
+    finally:
+        part.close()
+    part = source.build_part(NOW, name, state)
+    try:
+        assert _flat(_drain_sync(part, *args)) == lines[4:]
+    finally:
+        part.close()
+
+
+def test_file_source_partition_reads_in_the_calling_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "in.txt"
+    path.write_text("a\nb\n")
+    threads: list[int] = []
+    split = files_impl._split_lines
+
+    def spy(data: bytes) -> list[str]:
+        threads.append(threading.get_ident())
+        return split(data)
+
+    monkeypatch.setattr(files_impl.sources, "_split_lines", spy)
+    source = FileSource(path)
+    part = source.build_part(NOW, _name(source), None)
+    try:
+        # Called outside any event loop, as a plain function: no thread hop.
+        assert part.next_batch(NOW) == ["a", "b"]
+    finally:
+        part.close()
+    assert threads == [threading.get_ident()]
+
+
+def test_dir_source_partition_is_synchronous(tmp_path: Path) -> None:
+    expected = _make_dir(tmp_path, 3)
+    source = DirSource(tmp_path, batch_size=2)
+    got = {}
+    for name in source.list_parts():
+        part = source.build_part(NOW, name, None)
+        try:
+            got[name.partition("::")[2]] = _flat(_drain_sync(part, NOW))
+            with pytest.raises(StopIteration):
+                part.next_batch(NOW)
+        finally:
+            part.close()
+    assert got == expected
+
+
+def test_csv_source_partition_is_synchronous(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(CSV_TEXT.encode())
+    expected = _reference_rows(path)
+    source = CSVSource(path, batch_size=2)
+    name = _name(source)
+    part = source.build_part(NOW, name, None)
+    try:
+        assert part.next_batch(NOW) == expected[:2]
+        state = part.snapshot()
+        assert _flat(_drain_sync(part, NOW)) == expected[2:]
+        with pytest.raises(StopIteration):
+            part.next_batch(NOW)
+    finally:
+        part.close()
+    part = source.build_part(NOW, name, state)
+    try:
+        assert _flat(_drain_sync(part, NOW)) == expected[2:]
+    finally:
+        part.close()
+
+
+def test_file_source_sync_read_checks_a_replaced_file(tmp_path: Path) -> None:
+    # The check on resume (D6) happens at the first read on the sync path too.
+    path = tmp_path / "in.txt"
+    path.write_text(_numbered("old", 10))
+    source = FileSource(path)
+    part = source.build_part(NOW, _name(source), None)
+    try:
+        assert len(part.next_batch(NOW)) == 10
+        state = part.snapshot()
+    finally:
+        part.close()
+    _replace(path, _numbered("new", 20), "rotated")
+    part = source.build_part(NOW, _name(source), state)
+    try:
+        with pytest.raises(FileReplacedError, match="it is another file"):
+            part.next_batch(NOW)
+    finally:
+        part.close()
+    restart = FileSource(path, on_replaced="restart")
+    part = restart.build_part(NOW, _name(restart), state)
+    try:
+        assert _flat(_drain_sync(part, NOW)) == [f"new-{i}" for i in range(20)]
+        assert part.snapshot()["offset"] == path.stat().st_size  # type: ignore[index]
+    finally:
+        part.close()
+
+
+def test_file_sink_partition_is_synchronous(tmp_path: Path) -> None:
+    path = tmp_path / "out.txt"
+    sink = FileSink(path)
+    part = sink.build_part(str(path), None)
+    try:
+        assert part.write_batch(["a", 1]) is None  # written when it returns
+        assert path.read_text() == "a\n1\n"
+        state = part.snapshot()
+        part.write_batch(["dropped on resume"])
+    finally:
+        part.close()
+    part = sink.build_part(str(path), state)
+    try:
+        part.write_batch(["b"])
+    finally:
+        part.close()
+    assert path.read_text() == "a\n1\nb\n"
+
+
+def test_dir_sink_partition_is_synchronous(tmp_path: Path) -> None:
+    sink = DirSink(tmp_path, 2, end="|")
+    for i, name in enumerate(sink.list_parts()):
+        part = sink.build_part(name, None)
+        try:
+            assert part.write_batch([f"v{i}", f"w{i}"]) is None
+        finally:
+            part.close()
+    assert (tmp_path / "part_0").read_text() == "v0|w0|"
+    assert (tmp_path / "part_1").read_text() == "v1|w1|"
+
+
+@pytest.mark.asyncio
+async def test_flow_reads_csv_and_writes_files_off_the_event_loop(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a flow, the engine takes the partitions' async path: every read and
+    # write runs in a worker thread, never on the event loop's.
+    src = tmp_path / "in.csv"
+    src.write_text("id\n" + "".join(f"{i}\n" for i in range(50)))
+    read_threads: set[int] = set()
+    read_batch = files_impl._OffsetPartition._read_batch
+
+    def spy(self: Any, cursor: Any) -> Any:
+        read_threads.add(threading.get_ident())
+        return read_batch(self, cursor)
+
+    monkeypatch.setattr(files_impl._OffsetPartition, "_read_batch", spy)
+    threads: list[int] = []
+
+    class Value:
+        def __init__(self, row: dict[str, str]) -> None:
+            self.row = row
+
+        def __str__(self) -> str:
+            threads.append(threading.get_ident())
+            return self.row["id"]
+
+    flow = Dataflow()
+    flow.input("inp", CSVSource(src, batch_size=7))
+    flow.map("wrap", lambda row: ("k", Value(row)))
+    flow.output("out", FileSink(tmp_path / "out"))
+    with anyio.fail_after(10):
+        await aiowax.run(flow)
+    assert (tmp_path / "out").read_text() == "".join(f"{i}\n" for i in range(50))
+    assert len(threads) == 50 and threading.get_ident() not in threads
+    assert read_threads and threading.get_ident() not in read_threads

@@ -1249,3 +1249,104 @@ async def test_output_before_a_failure_is_written_while_other_workers_stop() -> 
     with pytest.raises(ValueError, match="boom"):
         await run(flow, watchdog=VIRTUAL_WATCHDOG, workers=2)
     assert (k0, 1) in written
+
+
+# -- BaseException from user code (D7, U3, U8) -------------------------------------------------
+
+
+class _Fatal(BaseException):
+    pass
+
+
+class _ClosingSink(DynamicSink[Any]):
+    def __init__(self) -> None:
+        self.written: list[Any] = []
+        self.closed = 0
+
+    def build(self, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+        sink = self
+
+        class Part(StatelessSinkPartition[Any]):
+            def write_batch(self, items: list[Any]) -> None:
+                sink.written.extend(items)
+
+            def close(self) -> None:
+                sink.closed += 1
+
+        return Part()
+
+
+def _raising_on(three: BaseException) -> Callable[[Any], Any]:
+    def mapper(x: Any) -> Any:
+        if x == 3:
+            raise three
+        return x
+
+    return mapper
+
+
+@pytest.mark.parametrize("batch_size", [1, 5])
+@pytest.mark.parametrize(
+    "error",
+    [SystemExit(3), KeyboardInterrupt(), GeneratorExit(), _Fatal("fatal")],
+    ids=lambda e: type(e).__name__,
+)
+def test_a_base_exception_from_user_code_reaches_the_caller_after_an_orderly_stop(
+    error: BaseException, batch_size: int
+) -> None:
+    # The user's exception itself, with the step named; the output before
+    # it written; the sink closed (no ExceptionGroup, no lost batch).
+    sink = _ClosingSink()
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(6), batch_size))
+    flow.map("m", _raising_on(error))
+    flow.output("out", sink)
+    with pytest.raises(type(error)) as raised:
+        run_main(flow)
+    assert raised.value is error
+    assert error.__notes__ == ["raised in step 'm' by the map mapper"]
+    assert sink.written == [0, 1, 2]
+    assert sink.closed == 1
+
+
+@pytest.mark.parametrize(
+    "error", [StopIteration(), StopAsyncIteration(), asyncio.CancelledError()], ids=repr
+)
+@pytest.mark.parametrize(
+    "add",
+    [
+        pytest.param(lambda f, fn: f.map("s", fn), id="map"),
+        pytest.param(
+            lambda f, fn: f.stateful_map("s", lambda: 0, lambda st, v: (st, fn(v))),
+            id="stateful_map",
+        ),
+        pytest.param(lambda f, fn: f.reduce("s", lambda a, v: fn(v), lambda a: False), id="reduce"),
+    ],
+)
+def test_a_stop_or_a_sync_cancel_from_user_code_is_a_runtime_error_naming_the_step(
+    error: BaseException, add: Any
+) -> None:
+    # These cannot travel as they are: a StopIteration leaving a coroutine
+    # becomes an anonymous RuntimeError, and a CancelledError would pass for
+    # a cancellation. They come back as a RuntimeError caused by them.
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("k", 1), ("k", 2), ("k", 3)], 3))
+    add(flow, _raising_on_three(error))
+    flow.output("out", TestingSink(out))
+    with pytest.raises(RuntimeError, match=f"raised {type(error).__name__}") as raised:
+        run_main(flow)
+    assert raised.value.__notes__[0].startswith("raised in step 's' by the ")
+    if "on item ('k', 3)" not in str(raised.value):
+        # (C-level map swallows a StopIteration: map's message names the
+        # item instead, and there is no exception left to chain.)
+        assert isinstance(raised.value.__cause__, type(error))
+
+
+def _raising_on_three(error: BaseException) -> Callable[[Any], Any]:
+    def fn(x: Any) -> Any:
+        if x in (3, ("k", 3)):
+            raise error
+        return x
+
+    return fn

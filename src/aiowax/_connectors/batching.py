@@ -67,26 +67,22 @@ def batch_getter(
     """
     # Checked here, not in the generator, so a bad call fails where it is made.
     positive_int("batch_getter", "batch_size", batch_size)
-    return _batch_getter(getter, batch_size, yield_on)
+    return _batch_getter_ex(_raising_on(getter, yield_on), batch_size, _NothingYet)
 
 
-def _batch_getter(
-    getter: Callable[[], X], batch_size: int, yield_on: X | None
-) -> Iterator[list[X]]:
-    while True:
-        chunk: list[X] = []
-        while len(chunk) < batch_size:
-            try:
-                item = getter()
-            except StopIteration:
-                yield chunk
-                return
-            # != rather than `is not`, as the reference compares.
-            if item != yield_on:
-                chunk.append(item)
-            else:
-                break
-        yield chunk
+class _NothingYet(Exception):
+    """What `batch_getter`'s getter means by returning ``yield_on``."""
+
+
+def _raising_on(getter: Callable[[], X], yield_on: X | None) -> Callable[[], X]:
+    def get() -> X:
+        item = getter()
+        # != rather than `is not`, as the reference compares.
+        if item != yield_on:
+            return item
+        raise _NothingYet
+
+    return get
 
 
 def batch_getter_ex(
@@ -114,12 +110,8 @@ def batch_getter_ex(
         yield_ex: The exception that means nothing is ready; any other
             exception propagates.
 
-    Returns:
-        An iterator of the lists.
-
-    Raises:
-        TypeError: ``batch_size`` is not an int.
-        ValueError: ``batch_size`` is not positive.
+    Returns an iterator of the lists, and checks ``batch_size`` as
+    `batch_getter` does.
     """
     positive_int("batch_getter_ex", "batch_size", batch_size)
     return _batch_getter_ex(getter, batch_size, yield_ex)

@@ -18,6 +18,9 @@ import anyio
 
 T = TypeVar("T")
 
+#: asyncio's cancellation exception (what anyio cancels with on asyncio).
+CancelledError = asyncio.CancelledError
+
 
 class Doorbell:
     """Wakes one idle waiter when something happened (a channel was sent to).
@@ -71,6 +74,18 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def raise_if_cancelled(error: BaseException) -> None:
+    """Raise ``error`` again if it is a real cancellation of the running task.
+
+    Anything else user code raised, a `asyncio.CancelledError` included
+    (sync code cannot be cancelled by the loop), is the step's failure.
+    """
+    if isinstance(error, asyncio.CancelledError):
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise error
+
+
 async def user_await(awaitable: Awaitable[T]) -> T:
     """Await user code, telling a real cancellation from a stray one.
 
@@ -81,12 +96,12 @@ async def user_await(awaitable: Awaitable[T]) -> T:
     """
     try:
         return await awaitable
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as error:
         task = asyncio.current_task()
         if task is None or task.cancelling():
             raise
         msg = "raised CancelledError while nothing was cancelling it"
-        raise RuntimeError(msg) from None
+        raise RuntimeError(msg) from error
 
 
 #: What a read returns once its iterator has ended.

@@ -24,6 +24,7 @@ from aiowax._engine.context import RunContext, Tail
 from aiowax._engine.errors import DownstreamGone, StepFailed, with_side_task
 from aiowax._engine.lanes import Lane
 from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
+from aiowax._engine.ops.base import NeedsAwait
 from aiowax._engine.plan import Pipeline, compile_flow
 from aiowax._engine.wiring import StepTask, build_graph
 from aiowax._recovery.config import RecoveryConfig
@@ -168,6 +169,11 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
         await ctx.report(task.outlet, failed, task.downstream)
     except DownstreamGone:
         pass
+    except BaseException as error:
+        # User code's exceptions arrive as StepFailed; anything else that
+        # gets here (a BaseException from a path that does not catch it)
+        # still stops the run the orderly way, with the step named.
+        await ctx.report(task.outlet, op.fail(error), task.downstream)
     finally:
         if task.timer_sender is not None:
             task.timer_sender.close()
@@ -197,7 +203,17 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
             if gather:
                 for more in inlet.take_ready(ASYNC_GATHER_ITEMS - len(msg)):
                     msg = msg + more
-            out = await aprocess(msg) if is_async else process(msg)
+            if is_async:
+                out = await aprocess(msg)
+            else:
+                try:
+                    out = process(msg)
+                except NeedsAwait as pending:
+                    # Its sync user function returned awaitables: this batch
+                    # is awaited here, the next ones take the async path.
+                    out = await pending.settle()
+                    is_async = op.is_async
+                    gather = is_async and op.gathers
             if out:
                 await outlet.send(out)
         elif isinstance(msg, EpochEnd):

@@ -14,6 +14,8 @@ from typing import Any
 
 import anyio
 
+from aiowax._engine.aio import CancelledError, raise_if_cancelled
+
 
 class StepFailed(Exception):
     """User code (or a check of the engine) failed in the middle of a batch.
@@ -46,7 +48,16 @@ def note(error: BaseException, step_id: str, role: str) -> BaseException:
 def fail(
     error: BaseException, step_id: str, role: str, partial: list[Any] | None = None
 ) -> StepFailed:
-    """Build the `StepFailed` for a user error, with its note added.
+    """Build the `StepFailed` for what user code raised, with its note added.
+
+    Any exception counts, `BaseException` too (``SystemExit``,
+    ``KeyboardInterrupt``, ``GeneratorExit``...): the output before it is
+    passed on, every partition is closed, and the caller of the run gets it
+    with its note. Two kinds cannot travel as they are and are raised as a
+    `RuntimeError` caused by them: ``StopIteration``/``StopAsyncIteration``
+    (Python turns them into an anonymous RuntimeError once they leave a
+    coroutine) and a ``CancelledError`` that is no real cancellation (it
+    would pass for one). A real cancellation is raised again, untouched.
 
     An error already reported as a `StepFailed` (a builder called from the
     folding code, say) passes through unchanged but for ``partial``.
@@ -55,6 +66,14 @@ def fail(
         if partial:
             error.partial = partial
         return error
+    raise_if_cancelled(error)
+    if isinstance(error, StopIteration | StopAsyncIteration | CancelledError):
+        wrapped = RuntimeError(
+            f"raised {type(error).__name__}"
+            + (" while nothing was cancelling it" if isinstance(error, CancelledError) else "")
+        )
+        wrapped.__cause__ = error
+        error = wrapped
     return StepFailed(note(error, step_id, role), partial)
 
 

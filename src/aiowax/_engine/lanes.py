@@ -28,7 +28,7 @@ from aiowax._definition.steps import InputStep
 from aiowax._engine.aio import Doorbell, user_await, yield_now
 from aiowax._engine.channels import AnyOutlet, EpochBarrier
 from aiowax._engine.context import RunContext
-from aiowax._engine.errors import StepFailed, fail, note, with_side_task
+from aiowax._engine.errors import StepFailed, fail, with_side_task
 from aiowax._engine.usercode import maybe_await
 from aiowax._util import is_async_callable
 
@@ -61,7 +61,7 @@ def lane_parts(step: InputStep, worker_count: int) -> list[list[str | None]]:
     if isinstance(source, FixedPartitionedSource):
         try:
             parts = list(source.list_parts())
-        except Exception as error:
+        except BaseException as error:
             raise fail(error, step.step_id, "input list_parts") from None
         for name in parts:
             if not isinstance(name, str):
@@ -85,8 +85,19 @@ def lane_parts(step: InputStep, worker_count: int) -> list[list[str | None]]:
     raise StepFailed(TypeError(msg))
 
 
+def _next_batch_method(part: Partition) -> Callable[[datetime | None], Any]:
+    """The partition's private async read hook if it has one, else ``next_batch``.
+
+    A private hook of aiowax's own partitions (``aiowax._connectors.files``):
+    their public ``next_batch`` is synchronous, as the reference's, and
+    ``_aiowax_anext_batch(sched)`` does the same read in a worker thread.
+    """
+    hook: Callable[[datetime | None], Any] | None = getattr(part, "_aiowax_anext_batch", None)
+    return hook if hook is not None else part.next_batch
+
+
 def _batch_fn(part: Partition) -> Callable[[datetime | None], Any]:
-    method = part.next_batch
+    method = _next_batch_method(part)
     try:
         params = inspect.signature(method).parameters.values()
     except (TypeError, ValueError):  # pragma: no cover - builtins
@@ -157,7 +168,7 @@ class Lane:
                     resume = self.ctx.recovery.restored(self.step.step_id).get(self.part_name)
                 made = source.build_part(now, self.part_name, resume)
             part = await maybe_await(made)
-        except Exception as error:
+        except BaseException as error:
             raise fail(error, self.step.step_id, role) from None
         if not isinstance(part, StatefulSourcePartition | StatelessSourcePartition):
             msg = (
@@ -175,7 +186,7 @@ class Lane:
         """
         try:
             self.part = await self._build()
-            if is_async_callable(self.part.next_batch):
+            if is_async_callable(_next_batch_method(self.part)):
                 await self._run_async()
             else:
                 await self._loop()
@@ -294,7 +305,7 @@ class Lane:
         if position is _NOW:
             try:
                 position = self.part.snapshot()
-            except Exception as error:
+            except BaseException as error:
                 raise fail(error, self.step.step_id, "input snapshot") from None
         assert self.part_name is not None
         recovery.record(self.epoch, self.step.step_id, {self.part_name: position})
@@ -305,9 +316,10 @@ class Lane:
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             try:
                 await maybe_await(self.part.close())
-            except Exception as error:
+            except BaseException as error:
                 # Downstream may still hold output: let it drain first.
-                self.ctx.record(note(error, self.step.step_id, "input close"), downstream)
+                failed = fail(error, self.step.step_id, "input close")
+                self.ctx.record(failed.error, downstream)
 
     async def _sleep_until_awake(self, awake: datetime) -> None:
         """Sleep until ``awake``, closing epochs that end meanwhile.
@@ -340,7 +352,7 @@ class Lane:
         interval = self.ctx.epoch_interval
         next_batch = _batch_fn(self.part)
         next_awake = self.part.next_awake
-        is_async = is_async_callable(self.part.next_batch)
+        is_async = is_async_callable(_next_batch_method(self.part))
         step_id = self.step.step_id
         outlet = self.outlet
         sched: datetime | None = None
@@ -349,7 +361,7 @@ class Lane:
         # A partition may ask to be called later even the first time.
         try:
             first_awake = next_awake()
-        except Exception as error:
+        except BaseException as error:
             raise fail(error, step_id, "input next_awake") from None
         if first_awake is not None:
             await self._sleep_until_awake(first_awake)
@@ -373,7 +385,7 @@ class Lane:
                 batch = []
             except _ReadAbandoned:
                 raise
-            except Exception as error:
+            except BaseException as error:
                 raise fail(error, step_id, "input next_batch") from None
             if type(batch) is not list:
                 if isinstance(batch, tuple):
@@ -390,7 +402,7 @@ class Lane:
                 self.pending.extend(batch)
             try:
                 awake = next_awake()
-            except Exception as error:
+            except BaseException as error:
                 raise fail(error, step_id, "input next_awake") from None
             now = monotonic()
             if (

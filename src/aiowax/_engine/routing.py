@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiowax._checks import describe
-from aiowax._engine.errors import StepFailed, note
+from aiowax._engine.errors import StepFailed, fail
 from aiowax._keys import as_keyed_item, bad_item_error, key_owner
 
 #: ``router(batch) -> one list per worker``.
@@ -90,9 +90,8 @@ def split_by_sink_part(
             return grouped, StepFailed(TypeError(msg), batch[:position])
         try:
             index = part_fn(item[0]) % part_count
-        except Exception as error:
-            note(error, step_id, "output part_fn")
-            return grouped, StepFailed(error, batch[:position])
+        except BaseException as error:
+            return grouped, fail(error, step_id, "output part_fn", batch[:position])
         if buckets is not None:
             index %= buckets
         grouped.setdefault(index, []).append(item)

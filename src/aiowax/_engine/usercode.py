@@ -16,7 +16,7 @@ from typing import Any
 
 import anyio
 
-from aiowax._engine.aio import user_await
+from aiowax._engine.aio import raise_if_cancelled, user_await
 from aiowax._engine.errors import StepFailed
 from aiowax._keys import all_keyed_items, as_keyed_item, bad_item_error
 
@@ -44,7 +44,9 @@ async def call_ordered(
 ) -> list[Any]:
     """Await ``call(a)`` for every ``a`` in ``args``, ``limit`` at a time.
 
-    Results come back in the order of ``args``. When a call raises, no new
+    A call may also return a plain value (a sync function that returns an
+    awaitable only sometimes). Results come back in the order of ``args``.
+    When a call raises, no new
     call starts, the calls already started for earlier items finish, those
     for later items are cancelled, and the `StepFailed` raised carries the
     results of every call before the first failing one.
@@ -55,12 +57,13 @@ async def call_ordered(
     n = len(args)
     if n == 1:
         try:
-            return [await user_await(call(args[0]))]
-        except Exception as only_error:
+            return [await maybe_await(call(args[0]))]
+        except BaseException as only_error:
+            raise_if_cancelled(only_error)
             raise StepFailed(only_error, []) from only_error
     results: list[Any] = [None] * n
     cursor = 0
-    first_error: tuple[int, Exception] | None = None
+    first_error: tuple[int, BaseException] | None = None
     # Calls in flight, by index: after a failure, the ones for later items
     # are cancelled (nothing needs their results); earlier ones finish.
     scopes: dict[int, anyio.CancelScope] = {}
@@ -73,8 +76,9 @@ async def call_ordered(
             with anyio.CancelScope() as scope:
                 scopes[i] = scope
                 try:
-                    results[i] = await user_await(call(args[i]))
-                except Exception as error:
+                    results[i] = await maybe_await(call(args[i]))
+                except BaseException as error:
+                    raise_if_cancelled(error)
                     if first_error is None or i < first_error[0]:
                         first_error = (i, error)
                         for j, later in scopes.items():
@@ -137,7 +141,8 @@ async def run_per_key(
                     if i < stop_at:
                         stop_at, first_error = i, failed.error
                     break
-                except Exception as error:
+                except BaseException as error:
+                    raise_if_cancelled(error)
                     if i < stop_at:
                         stop_at, first_error = i, error
                     break

@@ -1,7 +1,11 @@
 """Local files as sources and sinks: lines, CSV rows, directories of files.
 
-Reads and writes run in worker threads, a batch at a time, so the event loop
-never waits on the disk. Positions are byte offsets, so every connector here
+In a flow, reads and writes run in worker threads, a batch at a time, so the
+event loop never waits on the disk. The partitions' own methods are
+synchronous, as the reference's: ``part.next_batch(sched)`` returns a list
+and raises `StopIteration` at the end of the file, ``part.write_batch(items)``
+has written (and fsynced) them when it returns, so a test can drive a
+partition by hand. Positions are byte offsets, so every connector here
 resumes where the last committed epoch left it.
 
 A source's position (a `FilePosition`) also names the file it was taken in,

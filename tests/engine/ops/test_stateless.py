@@ -9,6 +9,7 @@ keep their order is in ``tests/engine/test_usercode.py``.
 from __future__ import annotations
 
 import functools
+import inspect
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -369,3 +370,87 @@ def test_cluster_main_two_workers_same_multiset() -> None:
     cluster_main(_worker_flow(multi, seen), [], 0, worker_count_per_proc=2)
     assert Counter(multi) == Counter(single)
     assert {w for _, w in seen} == {0, 1}
+
+
+# -- W2: a sync callable that returns an awaitable ---------------------------------------------
+
+
+async def _enrich(x: int, client: dict[int, str]) -> str:
+    await anyio.sleep(0)
+    return client[x]
+
+
+_CLIENT = {1: "ada", 2: "bob", 3: "cy", 4: "dee"}
+
+
+@pytest.mark.parametrize("batch_size", [1, 2, 4])
+@pytest.mark.parametrize(
+    "add",
+    [
+        pytest.param(lambda f: f.map("m", lambda x: _enrich(x, _CLIENT)), id="map"),
+        pytest.param(
+            lambda f: f.filter_map(
+                "m", lambda x: _enrich(x, {**_CLIENT, 2: None})  # type: ignore[dict-item]
+            ),
+            id="filter_map",
+        ),
+        pytest.param(lambda f: f.flat_map("m", lambda x: _pairs(x)), id="flat_map"),
+        pytest.param(lambda f: f.filter("m", lambda x: _is_odd(x)), id="filter"),
+    ],
+)
+def test_a_sync_callable_returning_a_coroutine_is_awaited(batch_size: int, add: Any) -> None:
+    # The usual way to pass an extra argument to an async function: the
+    # coroutines it returns are awaited, never passed on as items.
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2, 3, 4], batch_size))
+    add(flow)
+    flow.output("out", TestingSink(out))
+    run_main(flow)
+    assert not [x for x in out if inspect.isawaitable(x)]
+    assert out in (
+        ["ada", "bob", "cy", "dee"],
+        ["ada", "cy", "dee"],
+        [1, 1, 2, 2, 3, 3, 4, 4],
+        [1, 3],
+    )
+
+
+async def _pairs(x: int) -> list[int]:
+    return [x, x]
+
+
+async def _is_odd(x: int) -> bool:
+    return x % 2 == 1
+
+
+def test_a_sync_inspector_returning_a_coroutine_is_awaited() -> None:
+    seen: list[int] = []
+
+    async def record(x: int) -> None:
+        seen.append(x)
+
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2, 3], 2))
+    flow.inspect(lambda x: record(x))
+    flow.output("out", TestingSink(out))
+    run_main(flow)
+    assert seen == out == [1, 2, 3]
+
+
+def test_a_coroutine_failing_after_others_keeps_the_output_before_it() -> None:
+    async def check(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2, 3, 4], 4))
+    flow.map("m", lambda x: check(x))
+    flow.output("out", TestingSink(out))
+    with pytest.raises(ValueError, match="three") as raised:
+        run_main(flow)
+    assert raised.value.__notes__ == ["raised in step 'm' by the map mapper"]
+    assert out == [1, 2]

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -27,7 +27,7 @@ import aiowax
 from aiowax._testing.virtual import VIRTUAL_EPOCH
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from aiowax.testing import TestingSink, TestingSource
+from aiowax.testing import TestingSink, TestingSource, run_main
 from aiowax.window import (
     ClockConfig,
     EventClockConfig,
@@ -295,17 +295,21 @@ async def test_overlapping_sliding_windows(op: str, mode: str, align_s: float) -
 @virtual
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("op", OPS)
-async def test_an_item_is_late_only_when_all_its_windows_closed(op: str, mode: str) -> None:
+async def test_an_item_is_late_for_each_of_its_windows_that_closed(
+    op: str, mode: str, caplog: pytest.LogCaptureFixture
+) -> None:
     # Windows of 10 s every 5 s: an item at 6 is in [0, 10) and [5, 15). Once
     # the watermark is 11, [0, 10) has closed but [5, 15) is open: the item
-    # goes in [5, 15) only and is not late. An item at 3 is in [-5, 5) and
-    # [0, 10), both closed: late.
+    # goes in [5, 15) and is late for [0, 10) (issue 11, W3: it used to be
+    # left out of [0, 10) without a word). An item at 3 is in [-5, 5) and
+    # [0, 10), both closed: late twice. Lateness is counted, logged and
+    # reported once per window missed.
     batch = items("a", (1, "a"), (11, "b"), (6, "c"), (3, "d"))
     window = SlidingWindow(length=secs(10), offset=secs(5), align_to=T0)
     late: list[Any] = []
     clock = event_clock(mode=mode, on_late=lambda *args: late.append(args))
     flow, out = window_flow(Script(batch), op, clock, window, mode)
-    with operators() as ops:
+    with operators() as ops, caplog.at_level(logging.DEBUG, logger="aiowax.window"):
         await run(flow)
     assert sorted(out) == [
         ("a", meta(-5, 5), "a"),
@@ -313,8 +317,38 @@ async def test_an_item_is_late_only_when_all_its_windows_closed(op: str, mode: s
         ("a", meta(5, 15), "cb" if op == "collect" else "bc"),
         ("a", meta(10, 20), "b"),
     ]
+    assert late_count(ops) == 3
+    assert late == [
+        ("a", (6, "c"), at(6), at(11)),
+        ("a", (3, "d"), at(3), at(11)),
+        ("a", (3, "d"), at(3), at(11)),
+    ]
+    dropped = [r.getMessage() for r in caplog.records if "late item" in r.getMessage()]
+    assert len(dropped) == 3
+    assert "(6, 'c')" in dropped[0]
+
+
+@virtual
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("op", OPS)
+async def test_an_item_late_for_some_of_its_sliding_windows_is_reported(op: str, mode: str) -> None:
+    # Issue 11, W3 (repro 14): windows of 10 min every 5 min; 12 closes
+    # [0, 10), so 9 only goes in [5, 15), and is reported late once.
+    batch = items("k", (60, "a"), (720, "b"), (540, "c"))
+    window = SlidingWindow(length=secs(600), offset=secs(300), align_to=T0)
+    late: list[Any] = []
+    clock = event_clock(mode=mode, on_late=lambda *args: late.append(args))
+    flow, out = window_flow(Script(batch), op, clock, window, mode)
+    with operators() as ops:
+        await run(flow)
+    assert sorted(out) == [
+        ("k", meta(-300, 300), "a"),
+        ("k", meta(0, 600), "a"),
+        ("k", meta(300, 900), "cb" if op == "collect" else "bc"),
+        ("k", meta(600, 1200), "b"),
+    ]
+    assert late == [("k", (540, "c"), at(540), at(720))]
     assert late_count(ops) == 1
-    assert late == [("a", (3, "d"), at(3), at(11))]
 
 
 @virtual
@@ -759,6 +793,125 @@ async def test_system_clock_sessions(op: str) -> None:
     flow, out = window_flow(script, op, SystemClockConfig(), SessionWindow(secs(5)), stamp=True)
     await run(flow)
     assert out == [(7.0, ("a", meta(0, 2), "abc")), (8.5, ("b", meta(3.5, 3.5), "x"))]
+
+
+@virtual
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("op", OPS)
+async def test_system_clock_windows_are_not_emitted_again_after_the_clock_steps_back(
+    op: str, mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 11, W4 (repro 22): [0, 10) of keys a and b closes at loop time
+    # 10; at loop time 11 the wall clock steps back 5 s (an NTP step, a VM
+    # resume), to 6. Items then fall in [0, 10) again: it was emitted, so
+    # they are late, for a key whose windows all closed (a), one with a
+    # window still open (b) and one never seen (c); the system clock is one
+    # clock for every key. [10, 20) still closes at loop time 20, and once
+    # the wall clock is past 10 again (loop time 15) items go in it.
+    clock = asyncio.get_running_loop().clock  # type: ignore[attr-defined]
+    real_now = clock.now
+    offset = [timedelta(0)]
+    monkeypatch.setattr(clock, "now", lambda: real_now() + offset[0])
+
+    def step_back() -> None:
+        offset[0] = -secs(5)
+
+    script = Script(
+        items("a", (0, "a")) + items("b", (0, "x")),
+        10.5,
+        items("b", (0, "y")),  # [10, 20) of b
+        0.5,
+        step_back,
+        items("a", (0, "late1")) + items("b", (0, "late2")) + items("c", (0, "late3")),
+        4.5,  # wall time 10.5
+        items("a", (0, "b")),
+        3600.0,
+    )
+    flow, out = window_flow(
+        script, op, SystemClockConfig(), TumblingWindow(secs(10), T0), mode, stamp=True
+    )
+    with operators() as ops:
+        await run(flow)
+    assert sorted(out) == [
+        (10.0, ("a", meta(0, 10), "a")),
+        (10.0, ("b", meta(0, 10), "x")),
+        (20.0, ("a", meta(10, 20), "b")),
+        (20.0, ("b", meta(10, 20), "y")),
+    ]
+    assert late_count(ops) == 3
+
+
+# -- the ends of the datetime range ------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("window", "far", "expected"),
+    [
+        (
+            TumblingWindow(timedelta(hours=1), T0),
+            datetime(9999, 12, 31, 23, 30, tzinfo=UTC),
+            [
+                WindowMetadata(
+                    datetime(9999, 12, 31, 23, tzinfo=UTC), datetime.max.replace(tzinfo=UTC)
+                )
+            ],
+        ),
+        (
+            SlidingWindow(timedelta(hours=2), timedelta(hours=1), T0),
+            datetime(1, 1, 1, 0, 30, tzinfo=UTC),
+            [
+                WindowMetadata(datetime.min.replace(tzinfo=UTC), datetime(1, 1, 1, 1, tzinfo=UTC)),
+                WindowMetadata(datetime.min.replace(tzinfo=UTC), datetime(1, 1, 1, 2, tzinfo=UTC)),
+            ],
+        ),
+    ],
+    ids=["past_max", "before_min"],
+)
+def test_a_window_reaching_past_the_datetime_range_is_clamped_to_it(
+    mode: str, window: WindowConfig, far: datetime, expected: list[WindowMetadata]
+) -> None:
+    # Issue 11, U2 (repro 05): a window closing after datetime.max (or
+    # opening before datetime.min) used to end the run with an internal
+    # OverflowError, losing the windows of other keys. Its metadata is
+    # clamped to the representable range instead; nothing is lost.
+    def dt(value: datetime) -> datetime:
+        return value
+
+    async def adt(value: datetime) -> datetime:
+        return value
+
+    late: list[Any] = []
+    out: list[Any] = []
+    flow = Dataflow()
+    batch = [("a", T0), ("a", T0 + timedelta(hours=5)), ("b", far)]
+    if far.year == 9999:
+        batch.append(("b", far - timedelta(days=1)))  # behind b's watermark: late
+    flow.input("inp", TestingSource(batch, 1))
+    flow.fold_window(
+        "win",
+        EventClockConfig(
+            adt if mode == "async" else dt, timedelta(0), on_late=lambda *a: late.append(a)
+        ),
+        window,
+        lambda: 0,
+        lambda n, _: n + 1,
+    )
+    flow.output("out", TestingSink(out))
+    run_main(flow)
+    got = sorted((k, m.open_time, m.close_time, n) for k, (m, n) in out)
+    assert [(o, c) for k, o, c, _ in got if k == "b"] == [
+        (m.open_time, m.close_time) for m in expected
+    ]
+    # The windows of the other key are all there: each of its two items in
+    # each of its windows (one tumbling, two sliding).
+    a_windows = [(o, n) for k, o, _, n in got if k == "a"]
+    assert a_windows[0 if isinstance(window, TumblingWindow) else 1] == (T0, 1)
+    assert len(a_windows) == (2 if isinstance(window, TumblingWindow) else 4)
+    assert all(n == 1 for _, n in a_windows)
+    assert [args[:3] for args in late] == (
+        [("b", far - timedelta(days=1), far - timedelta(days=1))] if far.year == 9999 else []
+    )
 
 
 # -- workers ------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from inspect import isawaitable, iscoroutine
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -27,6 +28,7 @@ from aiowax._definition.steps import Step
 from aiowax._engine.clock import Clock
 from aiowax._engine.errors import DownstreamGone, StepFailed, fail
 from aiowax._engine.timeutil import to_us
+from aiowax._engine.usercode import call_ordered
 
 if TYPE_CHECKING:
     from aiowax._engine.kinds import StepKind
@@ -86,10 +88,58 @@ class Operator:
         """The `StepFailed` for ``error`` raised by the step's main user code."""
         return fail(error, self.step_id, self.role, partial)
 
+    def returned_awaitable(self, role: str, got: object, *more: object) -> StepFailed:
+        """The error for a keyed step's sync function that returned an awaitable.
+
+        Its state chains the calls of a key, so an awaitable cannot be
+        awaited later; the function must be ``async def``. ``got`` and any
+        other coroutines in ``more`` are closed, so none is left unawaited.
+        """
+        for value in (got, *more):
+            close_coroutines(value)
+        msg = (
+            f"{self.step.kind} step {self.step_id!r}: the {role} returned an awaitable "
+            f"({type(got).__name__}); a keyed step awaits only an `async def` function, "
+            "so declare it async (e.g. `async def f(...): return await ...`)"
+        )
+        return StepFailed(TypeError(msg))
+
     def type_error(self, rule: str, got: object, context: str = "") -> StepFailed:
         """The `StepFailed` for user code that returned the wrong thing."""
         msg = f"{self.step.kind} step {self.step_id!r}: {rule}, got {describe(got)}{context}"
         return StepFailed(TypeError(msg))
+
+    def awaiting(
+        self,
+        results: list[Any],
+        finish: Callable[[list[Any]], list[Any]],
+        error: BaseException | None = None,
+    ) -> NeedsAwait:
+        """Go async, and have the step task await ``results`` for this batch.
+
+        Args:
+            results: What the user function returned, item by item.
+            finish: Turns the awaited results into the output batch.
+            error: What the user function raised after ``results``, if it
+                did: raised once they are awaited, with their output.
+        """
+        self.is_async = True
+
+        async def settle() -> list[Any]:
+            try:
+                done = await call_ordered(_same, results)
+            except StepFailed as partly:
+                # The coroutines after the failing one were made but never
+                # awaited: closed, they go without a warning.
+                for result in results:
+                    if iscoroutine(result):
+                        result.close()
+                raise self.fail(partly.error, finish(partly.partial)) from None
+            if error is not None:
+                raise self.fail(error, finish(done))
+            return finish(done)
+
+        return NeedsAwait(settle)
 
     async def start(self, restored: dict[str, Any] | None) -> None:
         """Get ready to process; ``restored`` is the recovered state, if recovery is on."""
@@ -129,6 +179,53 @@ class Operator:
 
     async def aclose(self) -> None:
         """Release what the operator holds; called once, whatever happened."""
+
+
+class NeedsAwait(Exception):
+    """Raised by a sync ``process`` whose user function returned awaitables.
+
+    A sync callable may return a coroutine (``lambda x: enrich(x, client)``).
+    The step task awaits `settle` for this batch's output; the operator has
+    switched to its async path for every batch after it.
+    """
+
+    def __init__(self, settle: Callable[[], Awaitable[list[Any]]]) -> None:
+        super().__init__()
+        self.settle = settle
+
+
+def returned_awaitables(results: list[Any]) -> bool:
+    """Whether a user function's results are awaitables (first or last: O(1) per batch)."""
+    return bool(results) and (isawaitable(results[0]) or isawaitable(results[-1]))
+
+
+def close_coroutines(value: object, seen: set[int] | None = None) -> None:
+    """Close the coroutines in ``value`` (and in lists, tuples and dicts of them).
+
+    A coroutine not started yet holds its arguments, which may be earlier
+    coroutines (an accumulator chained through calls): those are closed too,
+    so none is reported as never awaited.
+    """
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if iscoroutine(value):
+        frame = value.cr_frame
+        if frame is not None and value.cr_running is False:
+            for local in list(frame.f_locals.values()):
+                close_coroutines(local, seen)
+        value.close()
+    elif isinstance(value, list | tuple):
+        for item in value:
+            close_coroutines(item, seen)
+    elif isinstance(value, dict):
+        for item in value.values():
+            close_coroutines(item, seen)
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 class StepTimer:

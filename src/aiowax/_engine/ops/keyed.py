@@ -14,6 +14,7 @@ or a str-subclass key a plain pair, or refuses it.
 
 from __future__ import annotations
 
+from inspect import isawaitable
 from typing import Any
 
 from aiowax._checks import describe
@@ -74,9 +75,11 @@ class StatefulMapOp(KeyedOp):
         self.is_async = is_async_callable(self.builder) or is_async_callable(self.mapper)
 
     def _bad_result(self, result: object) -> StepFailed:
+        if isawaitable(result):
+            return self.returned_awaitable("mapper", result)
         return self.type_error("the mapper must return a (new_state, output) 2-tuple", result)
 
-    def _build(self, error: Exception) -> StepFailed:
+    def _build(self, error: BaseException) -> StepFailed:
         return fail(error, self.step_id, "stateful_map builder")
 
     def process(self, batch: list[Any]) -> list[Any]:
@@ -98,11 +101,11 @@ class StatefulMapOp(KeyedOp):
                 if state is None:
                     try:
                         state = builder()
-                    except Exception as error:
+                    except BaseException as error:
                         raise self._build(error) from None
                 try:
                     result = mapper(state, value)
-                except Exception as error:
+                except BaseException as error:
                     raise self.fail(error) from None
                 if type(result) is not tuple or len(result) != 2:
                     raise self._bad_result(result)
@@ -124,11 +127,11 @@ class StatefulMapOp(KeyedOp):
         if state is None:
             try:
                 state = await maybe_await(self.builder())
-            except Exception as error:
+            except BaseException as error:
                 raise self._build(error) from None
         try:
             result = await maybe_await(self.mapper(state, value))
-        except Exception as error:
+        except BaseException as error:
             raise self.fail(error) from None
         if type(result) is not tuple or len(result) != 2:
             raise self._bad_result(result)
@@ -153,11 +156,15 @@ class ReduceOp(KeyedOp):
         self.is_async = is_async_callable(self.reducer) or is_async_callable(self.is_complete)
 
     def _not_bool(self, result: object, acc: object) -> StepFailed:
+        if isawaitable(result):
+            return self.returned_awaitable("is_complete", result, acc, self.state)
+        if isawaitable(acc):
+            return self.returned_awaitable("reducer", acc, self.state)
         return self.type_error(
             "is_complete must return a bool", result, f" for the accumulator {describe(acc)}"
         )
 
-    def _completed(self, error: Exception) -> StepFailed:
+    def _completed(self, error: BaseException) -> StepFailed:
         return fail(error, self.step_id, "reduce is_complete")
 
     def process(self, batch: list[Any]) -> list[Any]:
@@ -168,6 +175,7 @@ class ReduceOp(KeyedOp):
         is_complete = self.is_complete
         missing = _MISSING
         dirty = self.dirty
+        acc: Any = None
         try:
             for item in batch:
                 if unchecked and (
@@ -181,11 +189,11 @@ class ReduceOp(KeyedOp):
                 else:
                     try:
                         acc = reducer(acc, value)
-                    except Exception as error:
+                    except BaseException as error:
                         raise self.fail(error) from None
                 try:
                     done = is_complete(acc)
-                except Exception as error:
+                except BaseException as error:
                     raise self._completed(error) from None
                 if done is True:
                     accs.pop(key, None)
@@ -199,6 +207,10 @@ class ReduceOp(KeyedOp):
         except StepFailed as failed:
             failed.partial = out
             raise
+        if batch and isawaitable(acc):
+            # A reducer returning awaitables does so on every call: the last
+            # accumulator of the batch tells, at no cost per item.
+            raise self.returned_awaitable("reducer", acc, self.state, out)
         return out
 
     async def _one(self, key: str, value: Any) -> Any:
@@ -208,11 +220,11 @@ class ReduceOp(KeyedOp):
         else:
             try:
                 acc = await maybe_await(self.reducer(acc, value))
-            except Exception as error:
+            except BaseException as error:
                 raise self.fail(error) from None
         try:
             done = await maybe_await(self.is_complete(acc))
-        except Exception as error:
+        except BaseException as error:
             raise self._completed(error) from None
         if type(done) is not bool:
             raise self._not_bool(done, acc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -14,7 +15,7 @@ from aiowax._definition.outputs import (
 )
 from aiowax._definition.steps import OutputStep
 from aiowax._engine.aio import user_await
-from aiowax._engine.errors import StepFailed, fail, note
+from aiowax._engine.errors import StepFailed, fail
 from aiowax._engine.ops.base import Operator, StepEnv
 from aiowax._engine.routing import split_by_sink_part
 from aiowax._engine.usercode import maybe_await
@@ -28,12 +29,23 @@ def sink_part_names(step: OutputStep) -> tuple[str, ...]:
     assert isinstance(step.sink, FixedPartitionedSink)
     try:
         names = tuple(step.sink.list_parts())
-    except Exception as error:
+    except BaseException as error:
         raise fail(error, step.step_id, "output list_parts") from None
     if not names:
         msg = f"output step {step.step_id!r}: list_parts returned no partitions"
         raise StepFailed(ValueError(msg))
     return names
+
+
+def _write_method(part: SinkPartition) -> Callable[[list[Any]], Any]:
+    """The partition's private async write hook if it has one, else ``write_batch``.
+
+    A private hook of aiowax's own partitions (``aiowax._connectors.files``):
+    their public ``write_batch`` is synchronous, as the reference's, and
+    ``_aiowax_awrite_batch(values)`` does the same write in a worker thread.
+    """
+    hook: Callable[[list[Any]], Any] | None = getattr(part, "_aiowax_awrite_batch", None)
+    return hook if hook is not None else part.write_batch
 
 
 class OutputOp(Operator):
@@ -69,7 +81,7 @@ class OutputOp(Operator):
         if isinstance(sink, DynamicSink):
             try:
                 part = await maybe_await(sink.build(worker, workers))
-            except Exception as error:
+            except BaseException as error:
                 raise fail(error, self.step_id, "output build") from None
             self.parts[0] = self._check_part(part, "build")
         elif isinstance(sink, FixedPartitionedSink):
@@ -79,7 +91,7 @@ class OutputOp(Operator):
                     continue  # another worker owns it; the exchange routes there
                 try:
                     part = await maybe_await(sink.build_part(name, resume.get(name)))
-                except Exception as error:
+                except BaseException as error:
                     raise fail(error, self.step_id, "output build_part") from None
                 self.parts[index] = self._check_part(part, "build_part")
         else:
@@ -87,16 +99,16 @@ class OutputOp(Operator):
                 "the sink must subclass FixedPartitionedSink or DynamicSink",
                 type(sink).__name__,
             )
-        self.async_write = {i: is_async_callable(p.write_batch) for i, p in self.parts.items()}
+        self.async_write = {i: is_async_callable(_write_method(p)) for i, p in self.parts.items()}
 
     async def _write(self, index: int, values: list[Any]) -> None:
         part = self.parts[index]
         try:
             if self.async_write[index]:
-                await user_await(part.write_batch(values))  # type: ignore[arg-type]
+                await user_await(_write_method(part)(values))
             else:
                 part.write_batch(values)
-        except Exception as error:
+        except BaseException as error:
             raise self.fail(error) from None
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
@@ -120,7 +132,7 @@ class OutputOp(Operator):
             if isinstance(part, StatefulSinkPartition):
                 try:
                     out[self.part_names[index]] = part.snapshot()
-                except Exception as error:
+                except BaseException as error:
                     raise fail(error, self.step_id, "output snapshot") from None
         return out
 
@@ -130,7 +142,7 @@ class OutputOp(Operator):
             for part in self.parts.values():
                 try:
                     await maybe_await(part.close())
-                except Exception as error:
-                    first = first or note(error, self.step_id, "output close")
+                except BaseException as error:
+                    first = first or fail(error, self.step_id, "output close").error
         if first is not None:
             raise StepFailed(first)

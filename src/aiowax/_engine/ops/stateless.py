@@ -9,6 +9,7 @@ of the items before it, which the engine passes on before stopping.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from itertools import chain, compress, repeat
 from typing import Any
 
@@ -23,19 +24,53 @@ from aiowax._definition.steps import (
     MapStep,
 )
 from aiowax._engine.errors import StepFailed
-from aiowax._engine.ops.base import Operator, StepEnv
+from aiowax._engine.ops.base import Operator, StepEnv, returned_awaitables
 from aiowax._engine.usercode import call_ordered
 from aiowax._util import is_async_callable, is_asyncgen_callable
 
 
-def _stopped(op: Operator, batch: list[Any], index: int, partial: list[Any]) -> StepFailed:
+def _stop_error(op: Operator, batch: list[Any], index: int) -> RuntimeError:
     """The user function raised StopIteration on ``batch[index]``.
 
     C-level ``map`` ends quietly on a StopIteration from the function it
     calls, so the fast paths check that every item was processed.
     """
-    msg = f"{op.role} raised StopIteration on item {describe(batch[index])}"
-    return op.fail(RuntimeError(msg), partial)
+    return RuntimeError(f"{op.role} raised StopIteration on item {describe(batch[index])}")
+
+
+def _call_all(
+    op: Operator,
+    calls: Iterable[Any],
+    batch: list[Any],
+    finish: Callable[[list[Any]], list[Any]],
+) -> list[Any]:
+    """Run ``calls`` (the user function mapped over ``batch``) and ``finish`` the results.
+
+    A failure passes on the output of the calls before it; awaitable results
+    (a sync callable returning coroutines) are handed to the step to await.
+    """
+    results: list[Any] = []
+    try:
+        results.extend(calls)
+    except BaseException as error:
+        if returned_awaitables(results):
+            raise op.awaiting(results, finish, error) from None
+        raise op.fail(error, finish(results)) from None
+    if returned_awaitables(results):
+        stopped = None if len(results) == len(batch) else _stop_error(op, batch, len(results))
+        raise op.awaiting(results, finish, stopped)
+    if len(results) != len(batch):
+        raise op.fail(_stop_error(op, batch, len(results)), finish(results))
+    return finish(results)
+
+
+def _inspected(batch: list[Any], done: list[Any]) -> list[Any]:
+    """The items an inspector was called on: all of them, or those before a failure."""
+    return batch if len(done) == len(batch) else batch[: len(done)]
+
+
+def _flatten(parts: list[Any]) -> list[Any]:
+    return list(chain.from_iterable(parts))
 
 
 class MapOp(Operator):
@@ -44,21 +79,18 @@ class MapOp(Operator):
         self.fn = step.mapper
         self.is_async = is_async_callable(self.fn)
 
-    def process(self, batch: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        try:
-            out.extend(map(self.fn, batch))
-        except Exception as error:
-            raise self.fail(error, out) from None
-        if len(out) != len(batch):
-            raise _stopped(self, batch, len(out), out)
+    def _finish(self, out: list[Any]) -> list[Any]:
+        """The output batch from the mapper's results."""
         return out
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        return _call_all(self, map(self.fn, batch), batch, self._finish)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         try:
-            return await call_ordered(self.fn, batch)
+            return self._finish(await call_ordered(self.fn, batch))
         except StepFailed as p:
-            raise self.fail(p.error, p.partial) from None
+            raise self.fail(p.error, self._finish(p.partial)) from None
 
 
 class FilterOp(Operator):
@@ -80,14 +112,7 @@ class FilterOp(Operator):
         return list(compress(batch, flags))
 
     def process(self, batch: list[Any]) -> list[Any]:
-        flags: list[Any] = []
-        try:
-            flags.extend(map(self.fn, batch))
-        except Exception as error:
-            raise self.fail(error, self._keep(batch, flags)) from None
-        if len(flags) != len(batch):
-            raise _stopped(self, batch, len(flags), self._keep(batch, flags))
-        return self._keep(batch, flags)
+        return _call_all(self, map(self.fn, batch), batch, lambda f: self._keep(batch, f))
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         try:
@@ -98,20 +123,7 @@ class FilterOp(Operator):
 
 
 class FilterMapOp(MapOp):
-    def process(self, batch: list[Any]) -> list[Any]:
-        try:
-            out = super().process(batch)
-        except StepFailed as f:
-            f.partial = [x for x in f.partial if x is not None]
-            raise
-        return [x for x in out if x is not None]
-
-    async def aprocess(self, batch: list[Any]) -> list[Any]:
-        try:
-            out = await super().aprocess(batch)
-        except StepFailed as f:
-            f.partial = [x for x in f.partial if x is not None]
-            raise
+    def _finish(self, out: list[Any]) -> list[Any]:
         return [x for x in out if x is not None]
 
 
@@ -126,20 +138,22 @@ class FlatMapOp(Operator):
         # Two C-level passes: call the mapper on every item, then flatten.
         # The length check catches a StopIteration, which ``map`` swallows.
         parts: list[Any] = []
-        error: Exception | None = None
+        error: BaseException | None = None
         try:
             parts.extend(map(self.fn, batch))
-        except Exception as e:
+        except BaseException as e:
             error = e
+        if returned_awaitables(parts):
+            raise self.awaiting(parts, _flatten, error)
         out: list[Any] = []
         try:
             out.extend(chain.from_iterable(parts))
-        except Exception as e:
+        except BaseException as e:
             raise self.fail(e, out) from None
         if error is not None:
             raise self.fail(error, out) from None
         if len(parts) != len(batch):
-            raise _stopped(self, batch, len(parts), out)
+            raise self.fail(_stop_error(self, batch, len(parts)), out)
         return out
 
     async def _collect(self, item: Any) -> list[Any]:
@@ -172,14 +186,7 @@ class InspectOp(Operator):
         return self.fn(item)
 
     def process(self, batch: list[Any]) -> list[Any]:
-        done: list[Any] = []
-        try:
-            done.extend(self._calls(batch))
-        except Exception as error:
-            raise self.fail(error, batch[: len(done)]) from None
-        if len(done) != len(batch):
-            raise _stopped(self, batch, len(done), batch[: len(done)])
-        return batch
+        return _call_all(self, self._calls(batch), batch, lambda d: _inspected(batch, d))
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         try:

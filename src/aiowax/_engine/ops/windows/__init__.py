@@ -2,7 +2,9 @@
 
 - `state`: one key's watermark and open windows, and the memo of forgotten keys.
 - `op`: `WindowOp`, the lifecycle: items in (the general path), windows
-  closing on timers, end of input, snapshots and restore.
+  closing on timers, end of input.
+- `recovery`: what a window step saves of its keys in a snapshot, and
+  restoring them.
 - `fast_path`: the inlined hot loop of tumbling and sliding windows on the
   event clock, the common case.
 - `kinds`: how each of the three operators accumulates.

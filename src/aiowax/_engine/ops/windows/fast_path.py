@@ -63,7 +63,7 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
             key, value = _pair(step_id, item)
         try:
             dt = dt_getter(value)
-        except Exception as error:
+        except BaseException as error:
             raise op.dt_failed(error) from None
         if dt.__class__ is plain_datetime and dt.tzinfo is utc:
             delta = dt - epoch
@@ -78,7 +78,7 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
         else:
             wm = state.wm_base + round((now - state.wm_loop) * 1e6)
         windows = state.windows
-        placed = False
+        missed = 0
         try:
             if tumbling:
                 index = (t_us - align) // length
@@ -88,21 +88,29 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
                         windows[index] = value if acc is missing else reducer(acc, value)
                     else:
                         windows[index] = add(windows.get(index, missing), value, t_us)
-                    placed = True
+                else:
+                    missed = 1
             else:
                 d = t_us - align
-                indices = range((d - length) // offset + 1, d // offset + 1)
-                placed = not indices
-                for index in indices:
-                    if align + index * offset + length > wm:
-                        windows[index] = add(windows.get(index, missing), value, t_us)
-                        placed = True
+                first = (d - length) // offset + 1
+                stop = d // offset + 1
+                # Close times grow with the index: only the first window can
+                # tell whether any closed, and on time (the common case) the
+                # loop below needs no test per window.
+                if first < stop and align + first * offset + length <= wm:
+                    open_from = min((wm - align - length) // offset + 1, stop)
+                    missed = open_from - first
+                    first = open_from
+                for index in range(first, stop):
+                    windows[index] = add(windows.get(index, missing), value, t_us)
         except StepFailed:
             raise
-        except Exception as error:
+        except BaseException as error:
             raise op.fail(error) from None
-        if not placed:
+        while missed:
+            # Once per window missed, as `WindowOp._settle` does.
             op.late(key, value, t_us, wm)
+            missed -= 1
         candidate = t_us - wait
         state.wm_base = candidate if candidate > wm else wm
         state.wm_loop = now

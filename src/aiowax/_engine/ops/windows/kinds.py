@@ -22,14 +22,14 @@ class FoldWindowOp(WindowOp):
     def _user_async(self) -> bool:
         return is_async_callable(self.builder) or is_async_callable(self.folder)
 
-    def _built(self, error: Exception) -> StepFailed:
+    def _built(self, error: BaseException) -> StepFailed:
         return fail(error, self.step_id, "fold_window builder")
 
     def add(self, acc: Any, value: Any, t_us: int) -> Any:
         if acc is MISSING:
             try:
                 acc = self.builder()
-            except Exception as error:
+            except BaseException as error:
                 raise self._built(error) from None
         return self.folder(acc, value)
 
@@ -39,7 +39,7 @@ class FoldWindowOp(WindowOp):
                 acc = self.builder()
                 if inspect.isawaitable(acc):
                     acc = await acc
-            except Exception as error:
+            except BaseException as error:
                 raise self._built(error) from None
         acc = self.folder(acc, value)
         return await acc if inspect.isawaitable(acc) else acc

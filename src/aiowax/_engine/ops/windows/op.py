@@ -15,7 +15,8 @@ import inspect
 import logging
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from inspect import isawaitable
 from itertools import count
 from typing import Any
 
@@ -30,14 +31,29 @@ from aiowax._definition.window import (
 from aiowax._engine.errors import StepFailed, fail
 from aiowax._engine.ops.base import StepEnv, TimedOp
 from aiowax._engine.ops.keyed import KeyedOp
+from aiowax._engine.ops.windows import recovery
 from aiowax._engine.ops.windows.fast_path import place_event_time
 from aiowax._engine.ops.windows.state import FORGOTTEN_WATERMARKS, MISSING, KeyState
 from aiowax._engine.timeutil import US, from_us, to_us
 from aiowax._engine.usercode import NO_OUTPUT, run_per_key
-from aiowax._recovery.runtime import DELETED
 from aiowax._util import is_async_callable
 
 logger = logging.getLogger("aiowax.window")
+
+#: The first and last instants a `datetime` can hold, in microseconds.
+MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
+MAX_US = to_us(datetime.max.replace(tzinfo=UTC))
+
+
+def clamped(us: int) -> datetime:
+    """The UTC datetime of ``us``, clamped to the range a `datetime` can hold.
+
+    A window of the first or last hours of that range (an item time of year
+    9999 is a common "never" sentinel) opens or closes outside it: its
+    metadata says `datetime.min` or `datetime.max` rather than ending the
+    run with an OverflowError (issue 11, U2).
+    """
+    return from_us(min(max(us, MIN_US), MAX_US))
 
 
 class WindowOp(KeyedOp, TimedOp):
@@ -76,8 +92,17 @@ class WindowOp(KeyedOp, TimedOp):
         self.forgotten: OrderedDict[str, tuple[int, float]] = OrderedDict()
         self.heap: list[tuple[float, int, str]] = []
         self.seq = count()
-        #: Items dropped because their window had already closed.
+        #: The system clock's watermark, one for every key: the newest wall
+        #: time seen, advancing with the loop clock. It never goes back, so
+        #: a window emitted before the wall clock steps back (an NTP step, a
+        #: VM resume) is not opened again (issue 11, W4). None: no item yet.
+        self.system_wm: KeyState | None = None
+        #: Items dropped because their window had already closed, once for
+        #: each window an item missed (a sliding window's item can miss some
+        #: of its windows and not others).
         self.late_count = 0
+        # Until an accumulator was seen: see `_probe`.
+        self._probing = True
         self.is_async = self._user_async() or (
             self.event_time and is_async_callable(self.dt_getter)
         )
@@ -119,6 +144,8 @@ class WindowOp(KeyedOp, TimedOp):
     def time_of(self, value: Any, dt: Any) -> int:
         """The microseconds of ``dt``, the time ``dt_getter`` gave for ``value``."""
         if not isinstance(dt, datetime):
+            if isawaitable(dt):
+                raise self.returned_awaitable("dt_getter", dt)
             raise self.type_error("dt_getter must return a datetime", dt, f" for {describe(value)}")
         if dt.tzinfo is None or dt.utcoffset() is None:
             msg = (
@@ -128,7 +155,7 @@ class WindowOp(KeyedOp, TimedOp):
             raise StepFailed(TypeError(msg))
         return to_us(dt)
 
-    def dt_failed(self, error: Exception) -> StepFailed:
+    def dt_failed(self, error: BaseException) -> StepFailed:
         return fail(error, self.step_id, f"{self.step.kind} dt_getter")
 
     def key_state(self, key: str, now: float, t_us: int) -> KeyState:
@@ -138,25 +165,45 @@ class WindowOp(KeyedOp, TimedOp):
             kept = self.forgotten.pop(key, None)
             if kept is not None:
                 state = self.keys[key] = KeyState(*kept)
+            elif self.system_wm is not None:
+                # On the system clock a new key starts at the step's
+                # watermark: its windows that time has passed were closed
+                # (and maybe emitted) for it too.
+                state = self.keys[key] = KeyState(self.system_wm.wm_base, self.system_wm.wm_loop)
             else:
                 state = self.keys[key] = KeyState(t_us - self.wait_us, now)
         return state
 
+    def system_time(self, now: float) -> int:
+        """The wall time of a batch (system clock), advancing the step's watermark."""
+        sys_us = to_us(self.clock.now())
+        if self.system_wm is None:
+            self.system_wm = KeyState(sys_us, now)
+        else:
+            self.system_wm.advance(now, sys_us, 0)
+        return sys_us
+
     def late(self, key: str, value: Any, t_us: int, wm: int) -> None:
-        """Count, log and report an item that came after its windows closed."""
+        """Count, log and report an item that missed one of its windows.
+
+        Called once for each window missed: a sliding window's item late for
+        two of its windows is reported twice, and one late for some but not
+        all is reported too (it is placed in the open ones).
+        """
         self.late_count += 1
         logger.debug(
-            "step %r dropped a late item of key %r at %s (watermark %s): %r",
+            "step %r dropped a late item of key %r at %s from a window that closed"
+            " (watermark %s): %r",
             self.step_id,
             key,
             from_us(t_us),
-            from_us(wm),
+            clamped(wm),
             value,
         )
         if self.on_late is not None:
             try:
-                self.on_late(key, value, from_us(t_us), from_us(wm))
-            except Exception as error:
+                self.on_late(key, value, from_us(t_us), clamped(wm))
+            except BaseException as error:
                 raise fail(error, self.step_id, f"{self.step.kind} on_late hook") from None
 
     def _windows_of(self, t_us: int) -> range:
@@ -169,27 +216,34 @@ class WindowOp(KeyedOp, TimedOp):
     def _entry(self, value: Any, t_us: int) -> tuple[int, int, Any]:
         return (t_us, next(self.seq), value)
 
-    def _place(self, state: KeyState, value: Any, t_us: int, wm: int) -> bool:
-        """Put one item in its windows; False when it was late for all of them.
+    def _open_windows_of(self, t_us: int, wm: int) -> tuple[range, int]:
+        """The windows of ``t_us`` still open at ``wm``, and how many closed.
+
+        Close times grow with the window index, so the closed ones are the
+        first of the item's windows. A time in the gap between windows
+        (offset > length) belongs to no window: dropping it is what the
+        configuration asks, not lateness.
+        """
+        indices = self._windows_of(t_us)
+        first_open = max(indices.start, (wm - self.align_us - self.length_us) // self.offset_us + 1)
+        first_open = min(first_open, indices.stop)
+        return range(first_open, indices.stop), first_open - indices.start
+
+    def _place(self, state: KeyState, value: Any, t_us: int, wm: int) -> int:
+        """Put one item in its open windows; the number of windows it missed.
 
         `fast_path.place_event_time` applies the same rules, inlined.
         """
         if self.session:
             if t_us < wm:
-                return False
+                return 1
             state.join_session(self.gap_us, self._entry(value, t_us))
-            return True
-        indices = self._windows_of(t_us)
-        # A time in the gap between windows (offset > length) belongs to no
-        # window: dropping it is what the configuration asks, not lateness.
-        placed = not indices
+            return 0
+        indices, missed = self._open_windows_of(t_us, wm)
         windows = state.windows
         for index in indices:
-            if self._close_of(index) <= wm:
-                continue
             windows[index] = self.add(windows.get(index, MISSING), value, t_us)
-            placed = True
-        return placed
+        return missed
 
     def process(self, batch: list[Any]) -> list[Any]:
         now = self.now()
@@ -199,6 +253,8 @@ class WindowOp(KeyedOp, TimedOp):
                 place_event_time(self, batch, now, touched)
             else:
                 self._place_each(batch, now, touched)
+            if self._probing and touched:
+                self._probe(touched)
         except StepFailed as failed:
             # Windows the items before the failure closed still go out.
             self._reschedule(touched, now)
@@ -211,38 +267,40 @@ class WindowOp(KeyedOp, TimedOp):
         """``dt_getter(value)`` (maybe an awaitable), naming the step if it raises."""
         try:
             return self.dt_getter(value)
-        except Exception as error:
+        except BaseException as error:
             raise self.dt_failed(error) from None
 
     def _settle(
-        self, key: str, value: Any, state: KeyState, now: float, t_us: int, wm: int, placed: bool
+        self, key: str, value: Any, state: KeyState, now: float, t_us: int, wm: int, missed: int
     ) -> None:
-        """An item was placed in its windows, or not (it was late): move the watermark."""
-        if not placed:
+        """An item was placed in its open windows, missing ``missed``: move the watermark."""
+        for _ in range(missed):
             self.late(key, value, t_us, wm)
         state.advance(now, t_us, self.wait_us)
 
     def _place_each(self, batch: list[Any], now: float, touched: set[str]) -> None:
         """Sessions and the system clock: one item at a time."""
-        sys_us = to_us(self.clock.now())
+        sys_us = 0 if self.event_time else self.system_time(now)
         for item in batch:
             key, value = self._pair(item)
             t_us = self.time_of(value, self._dt(value)) if self.event_time else sys_us
             state = self.key_state(key, now, t_us)
-            # On the system clock an item's time is the watermark: never late.
-            wm = state.watermark(now) if self.event_time else t_us
+            # On the system clock too: an item's time is behind the watermark
+            # only after the wall clock stepped back, and then the windows
+            # it falls in may have been emitted.
+            wm = state.watermark(now)
             try:
-                placed = self._place(state, value, t_us, wm)
+                missed = self._place(state, value, t_us, wm)
             except StepFailed:
                 raise
-            except Exception as error:
+            except BaseException as error:
                 raise self.fail(error) from None
-            self._settle(key, value, state, now, t_us, wm, placed)
+            self._settle(key, value, state, now, t_us, wm, missed)
             touched.add(key)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         now = self.now()
-        sys_us = to_us(self.clock.now())
+        sys_us = 0 if self.event_time else self.system_time(now)
         touched: set[str] = set()
 
         async def one(key: str, value: Any) -> Any:
@@ -252,28 +310,24 @@ class WindowOp(KeyedOp, TimedOp):
                 if inspect.isawaitable(dt):
                     try:
                         dt = await dt
-                    except Exception as error:
+                    except BaseException as error:
                         raise self.dt_failed(error) from None
                 t_us = self.time_of(value, dt)
             state = self.key_state(key, now, t_us)
-            wm = state.watermark(now) if self.event_time else t_us
+            wm = state.watermark(now)
             if self.session:
-                placed = t_us >= wm
-                if placed:
+                missed = 1 if t_us < wm else 0
+                if not missed:
                     state.join_session(self.gap_us, self._entry(value, t_us))
             else:
-                indices = self._windows_of(t_us)
-                placed = not indices
+                indices, missed = self._open_windows_of(t_us, wm)
                 for index in indices:
-                    if self._close_of(index) <= wm:
-                        continue
                     try:
                         acc = await self.aadd(state.windows.get(index, MISSING), value, t_us)
-                    except Exception as error:
+                    except BaseException as error:
                         raise self.fail(error) from None
                     state.windows[index] = acc
-                    placed = True
-            self._settle(key, value, state, now, t_us, wm, placed)
+            self._settle(key, value, state, now, t_us, wm, missed)
             touched.add(key)
             return NO_OUTPUT
 
@@ -336,7 +390,7 @@ class WindowOp(KeyedOp, TimedOp):
 
     def _meta(self, index: int) -> WindowMetadata:
         open_us = self.align_us + index * self.offset_us
-        return WindowMetadata(from_us(open_us), from_us(open_us + self.length_us))
+        return WindowMetadata(clamped(open_us), clamped(open_us + self.length_us))
 
     def _closing(self) -> list[tuple[str, WindowMetadata, Any, bool]]:
         """Take out every window that is due: ``(key, meta, payload, is_session)``.
@@ -368,13 +422,35 @@ class WindowOp(KeyedOp, TimedOp):
         self._reschedule(keys, self.now())
         return closing
 
+    def _probe(self, touched: set[str]) -> None:
+        """Until a first accumulator is seen: is it an awaitable (a sync function returning one)?
+
+        A function returns awaitables on every call or never, so one look
+        settles it, and later batches pay nothing.
+        """
+        for key in touched:
+            state = self.keys.get(key)
+            if state is not None and state.windows:
+                acc = next(iter(state.windows.values()))
+                if isawaitable(acc):
+                    raise self._awaitable(acc, [])
+                self._probing = False
+                return
+
+    def _awaitable(self, value: object, out: list[Any]) -> StepFailed:
+        """A sync window function returned an awaitable: a clear error, nothing left unawaited."""
+        windows = [state.windows for state in self.keys.values()]
+        return self.returned_awaitable(self.role.rsplit(" ", 1)[-1], value, out, windows)
+
     def on_tick(self) -> list[Any]:
         out: list[Any] = []
         for key, meta, payload, is_session in self._closing():
             try:
                 value = self.combine(payload) if is_session else self.finish(payload)
-            except Exception as error:
+            except BaseException as error:
                 raise self.fail(error) from None
+            if isawaitable(value):
+                raise self._awaitable(value, out)
             out.append((key, (meta, value)))
         return out
 
@@ -385,7 +461,7 @@ class WindowOp(KeyedOp, TimedOp):
         for key, meta, payload, is_session in self._closing():
             try:
                 value = await self.acombine(payload) if is_session else self.finish(payload)
-            except Exception as error:
+            except BaseException as error:
                 raise self.fail(error) from None
             out.append((key, (meta, value)))
         return out
@@ -395,12 +471,17 @@ class WindowOp(KeyedOp, TimedOp):
         out: list[Any] = []
         for key, state in self.keys.items():
             for index in sorted(state.windows):
-                out.append((key, (self._meta(index), self.finish(state.windows[index]))))
+                value = self.finish(state.windows[index])
+                if isawaitable(value):
+                    raise self._awaitable(value, out)
+                out.append((key, (self._meta(index), value)))
             for start, end, entries in state.sessions:
                 try:
                     value = await self.acombine(entries)
-                except Exception as error:
+                except BaseException as error:
                     raise self.fail(error) from None
+                if isawaitable(value):
+                    raise self._awaitable(value, out)
                 out.append((key, (WindowMetadata(from_us(start), from_us(end)), value)))
         if self.dirty is not None:
             self.dirty.update(self.keys)
@@ -410,53 +491,10 @@ class WindowOp(KeyedOp, TimedOp):
         self.heap.clear()
         return out
 
-    # -- recovery ---------------------------------------------------------------
+    # -- recovery (in `recovery`) ----------------------------------------------
 
     def restore(self, restored: dict[str, Any]) -> None:
-        anchor = self.anchor()
-        last_seq = -1
-        for key, saved in restored.items():
-            if self.event_time and "wm" in saved:
-                # An event-time watermark goes on from where the snapshot
-                # left it: the items replayed after it were on time before
-                # the crash and must be again, however long the flow was
-                # down (the reference adds the downtime; we do not).
-                state = KeyState(saved["wm"], anchor.loop)
-            else:
-                # System time (or a snapshot of an earlier release, which
-                # saved no "wm"): the watermark is wall time, so the time the
-                # flow was down counts and windows due meanwhile close at once.
-                state = KeyState(saved["wm_base"], anchor.to_loop(saved["wm_wall"]))
-            if not saved["windows"] and not saved["sessions"]:
-                self._forget(key, state)  # only its watermark was saved
-                continue
-            state.windows = saved["windows"]
-            state.sessions = saved["sessions"]
-            self.keys[key] = state
-            for _, _, entries in state.sessions:
-                last_seq = max([last_seq, *(seq for _, seq, _ in entries)])
-        # Session entries keep their arrival order across runs.
-        self.seq = count(last_seq + 1)
-        self.dirty = set()
-        self._reschedule(set(self.keys), anchor.loop)
+        recovery.restore(self, restored)
 
     def saved_states(self, keys: set[str]) -> dict[str, Any]:
-        anchor = self.anchor()
-        out: dict[str, Any] = {}
-        for key in keys:
-            state = self.keys.get(key)
-            if state is None:
-                kept = self.forgotten.get(key)
-                if kept is None:
-                    out[key] = DELETED
-                    continue
-                # Its watermark outlives its windows: save it alone.
-                state = KeyState(*kept)
-            out[key] = {
-                "wm": state.watermark(anchor.loop),
-                "wm_base": state.wm_base,
-                "wm_wall": anchor.to_wall_us(state.wm_loop),
-                "windows": state.windows,
-                "sessions": state.sessions,
-            }
-        return out
+        return recovery.saved_states(self, keys)

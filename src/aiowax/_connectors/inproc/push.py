@@ -1,0 +1,197 @@
+"""`PushSource`: a source application code feeds with ``await source.send(item)``."""
+
+from __future__ import annotations
+
+from collections import deque
+from datetime import datetime
+from typing import Generic, TypeVar
+
+import anyio
+
+from aiowax._checks import positive_int
+from aiowax._connectors.inproc.timing import IDLE_RETURN_SECONDS
+from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
+from aiowax._errors import SourceClosedError, SourceFullError
+
+X = TypeVar("X")
+
+
+class PushSource(FixedPartitionedSource[X, None], Generic[X]):
+    """A source that application code feeds, with back-pressure.
+
+    Items sent here are not replayed after a crash: the source has no
+    position to resume from (its snapshot is ``None``).
+
+    One source may feed one run after another (a flow stopped and started
+    again, after a configuration reload say). A run that ends without the
+    input ending (stopped, failed, aborted) closes the source, so that
+    senders get `SourceClosedError` rather than wait for a flow that is gone;
+    the next run reopens it, and reads what the last one left buffered.
+    `close` instead ends the input for good: the run reading it finishes with
+    what is buffered, and once a run has read it to its end, a later run on
+    this source fails at once with `SourceClosedError`.
+
+    Args:
+        max_buffer: Items held before `send` waits; a positive int.
+        batch_size: Most items handed to the flow at once; a positive int.
+
+    Raises:
+        TypeError: ``max_buffer`` or ``batch_size`` is not an int.
+        ValueError: ``max_buffer`` or ``batch_size`` is not positive.
+    """
+
+    def __init__(self, max_buffer: int = 1024, batch_size: int = 1024) -> None:
+        self.max_buffer = positive_int("PushSource", "max_buffer", max_buffer)
+        self.batch_size = positive_int("PushSource", "batch_size", batch_size)
+        self._buffer: deque[X] = deque()
+        # Sends are refused (by close(), or while no run reads the source).
+        self._closed = False
+        # close() was called: the input ends for good, a stop only pauses it.
+        self._ended = False
+        # A run read the ended input to its end: a later run has nothing to read.
+        self._spent = False
+        self._sent = 0
+        # Events are made lazily: the source is usually built before any loop.
+        self._data: anyio.Event | None = None
+        self._space: anyio.Event | None = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether sends are refused: `close` was called, or no run reads the source."""
+        return self._closed
+
+    def qsize(self) -> int:
+        """Items waiting for the flow to take them."""
+        return len(self._buffer)
+
+    def _wake_reader(self) -> None:
+        if self._data is not None:
+            self._data.set()
+
+    def send_nowait(self, item: X) -> None:
+        """Add ``item`` if there is room.
+
+        Raises:
+            SourceFullError: The buffer is full.
+            SourceClosedError: The source is closed.
+        """
+        if self._closed:
+            msg = "the PushSource is closed"
+            raise SourceClosedError(msg)
+        if len(self._buffer) >= self.max_buffer:
+            msg = f"the PushSource buffer is full ({self.max_buffer} items)"
+            raise SourceFullError(msg)
+        self._buffer.append(item)
+        self._wake_reader()
+
+    async def send(self, item: X) -> None:
+        """Add ``item``, waiting while the buffer is full.
+
+        Raises:
+            SourceClosedError: The source is (or gets) closed.
+        """
+        while True:
+            try:
+                self.send_nowait(item)
+            except SourceFullError:
+                if self._space is None or self._space.is_set():
+                    self._space = anyio.Event()
+                await self._space.wait()
+            else:
+                # A checkpoint per item would cost an event-loop turn each;
+                # yielding every so often keeps the sender cancellable and
+                # lets the flow run, and a full buffer makes it wait anyway.
+                self._sent += 1
+                if self._sent % 256 == 0:
+                    await anyio.lowlevel.checkpoint()
+                return
+
+    async def send_many(self, items: list[X]) -> None:
+        """Send several items, in order, waiting for room as needed."""
+        for item in items:
+            await self.send(item)
+
+    def close(self) -> None:
+        """End the input: the flow finishes what is buffered, then its input ends.
+
+        This is for good: once a run has read the input to its end, another
+        run on this source raises `SourceClosedError`.
+        """
+        self._ended = True
+        self._shut()
+
+    def _shut(self) -> None:
+        """Refuse sends, and wake the reader and every waiting sender."""
+        self._closed = True
+        self._wake_reader()
+        if self._space is not None:
+            self._space.set()
+
+    def _open_for_run(self) -> None:
+        """A run starts reading: reopen the source a previous run closed."""
+        if self._spent:
+            msg = (
+                "this PushSource's input has ended: close() was called and an earlier "
+                "run read it to its end; use a new PushSource for a new run"
+            )
+            raise SourceClosedError(msg)
+        if not self._ended:
+            self._closed = False
+
+    async def _take(self) -> list[X]:
+        if not self._buffer and not self._closed:
+            self._data = anyio.Event()
+            with anyio.move_on_after(IDLE_RETURN_SECONDS):
+                await self._data.wait()
+        if not self._buffer:
+            if self._closed:
+                if self._ended:
+                    self._spent = True
+                raise StopAsyncIteration
+            return []
+        size = min(self.batch_size, len(self._buffer))
+        popleft = self._buffer.popleft
+        batch = [popleft() for _ in range(size)]
+        if self._space is not None:
+            self._space.set()
+        return batch
+
+    def list_parts(self) -> list[str]:
+        """One partition: the buffer."""
+        return ["push"]
+
+    def build_part(self, now: datetime, for_part: str, resume_state: None) -> _PushPartition[X]:
+        """Build the partition that drains the buffer (reopening the source).
+
+        Raises:
+            SourceClosedError: The input ended (`close`) and an earlier run
+                read it to its end.
+        """
+        self._open_for_run()
+        return _PushPartition(self)
+
+
+class _PushPartition(StatefulSourcePartition[X, None]):
+    def __init__(self, source: PushSource[X]) -> None:
+        self._source = source
+
+    async def next_batch(self, sched: datetime | None) -> list[X]:
+        return await self._source._take()
+
+    def snapshot(self) -> None:
+        return None
+
+    def drain_on_stop(self) -> list[X]:
+        """A graceful stop: accept no more, but hand over what was accepted."""
+        source = self._source
+        source._shut()
+        items = list(source._buffer)
+        source._buffer.clear()
+        if source._ended:
+            source._spent = True  # everything up to the end was handed over
+        return items
+
+    def close(self) -> None:
+        # Senders must not wait forever on a flow that is gone; the next run
+        # reopens the source (unless close() ended its input).
+        self._source._shut()
