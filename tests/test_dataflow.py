@@ -163,12 +163,18 @@ def test_method_has_the_reference_argument_names_and_order(method: str) -> None:
     params = list(sig.parameters.values())
     assert params[0].name == "self"
     assert params[0].kind is inspect.Parameter.POSITIONAL_ONLY
-    assert tuple(p.name for p in params[1:]) == SEED_SIGNATURES[method]
-    for p in params[1:]:
+    reference = [p for p in params[1:] if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert tuple(p.name for p in reference) == SEED_SIGNATURES[method]
+    for p in reference:
         # After the "/", every argument can be passed by position or by name,
         # and none is optional.
         assert p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD, p
         assert p.default is inspect.Parameter.empty, p
+    # Ours on top of the reference: keyword-only, optional (so every call
+    # written for the reference means the same).
+    extra = [p for p in params[1:] if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    assert [p.name for p in extra] in ([], ["max_concurrency"]), extra
+    assert all(p.default is None for p in extra), extra
 
 
 def test_signature_table_matches_the_reference_examples_file() -> None:

@@ -19,6 +19,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+import aiowax
 from aiowax._engine.usercode import ASYNC_CONCURRENCY, call_ordered
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink, TestingSource
@@ -164,3 +165,65 @@ async def test_call_ordered_reports_a_stray_cancelled_error() -> None:
         await call_ordered(_stray_cancel, [1, 2, 3])
     assert raised.value.partial == [1]
     assert isinstance(raised.value.error, RuntimeError)
+
+
+# -- max_concurrency: a per-step limit on async calls in flight --------------------------------
+
+
+class _Gauge:
+    """Counts async calls in flight; the most at once is ``peak``."""
+
+    def __init__(self) -> None:
+        self.now = 0
+        self.peak = 0
+
+    async def __call__(self, value: Any) -> Any:
+        self.now += 1
+        self.peak = max(self.peak, self.now)
+        try:
+            await anyio.sleep(0.001 * (value % 3))
+            return value
+        finally:
+            self.now -= 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("limit", [1, 3, None])
+async def test_max_concurrency_bounds_the_calls_in_flight_and_keeps_the_order(
+    limit: int | None,
+) -> None:
+    gauge = _Gauge()
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(40), 40))
+    flow.map("m", gauge, max_concurrency=limit)
+    flow.output("out", TestingSink(out))
+    with anyio.fail_after(10):
+        await aiowax.run(flow)
+    assert out == list(range(40))
+    assert gauge.peak == (limit if limit is not None else 40)
+
+
+@pytest.mark.asyncio
+async def test_max_concurrency_bounds_a_keyed_step_across_keys() -> None:
+    gauge = _Gauge()
+
+    async def mapper(state: Any, value: Any) -> tuple[Any, Any]:
+        return None, await gauge(value)
+
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([(f"k{i % 10}", i) for i in range(40)], 40))
+    flow.stateful_map("s", lambda: None, mapper, max_concurrency=2)
+    flow.output("out", TestingSink(out))
+    with anyio.fail_after(10):
+        await aiowax.run(flow)
+    assert sorted(v for _, v in out) == list(range(40))
+    assert gauge.peak == 2
+
+
+@pytest.mark.parametrize(("value", "error"), [(0, ValueError), (-1, ValueError), (2.0, TypeError)])
+def test_max_concurrency_must_be_a_positive_int(value: Any, error: type[Exception]) -> None:
+    flow = Dataflow()
+    with pytest.raises(error, match=r"map step 'm': max_concurrency must be"):
+        flow.map("m", lambda x: x, max_concurrency=value)

@@ -7,17 +7,15 @@ when the method is called, so mistakes point at the line that made them.
 
 from __future__ import annotations
 
-import functools
-import inspect
-import types
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 from aiowax._checks import callable_arg, positive_int, timedelta_arg
 from aiowax._definition.inputs import Source
 from aiowax._definition.outputs import Sink
+from aiowax._definition.step_ids import step_id_checked
 from aiowax._definition.steps import (
     BatchStep,
     CollectWindowStep,
@@ -42,94 +40,6 @@ from aiowax._definition.window import ClockConfig, WindowConfig
 #: Marks the operators of the reference that take no step id.
 _NO_ID: Any = object()
 
-_P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-def _shown(value: object, param: str) -> str:
-    """How a call example shows an argument: a function by name, else the parameter."""
-    if isinstance(value, types.FunctionType | types.BuiltinFunctionType):
-        name = value.__name__
-        if name.isidentifier():
-            return name
-    return param
-
-
-def _example(kind: str, params: list[str], given: dict[str, object], step_id: str) -> str:
-    """A call of ``kind`` with a step id, showing the user's functions by name."""
-    shown = [_shown(given.get(p), p) for p in params]
-    if step_id:
-        shown.insert(0, f'"{step_id}"')
-    return f"flow.{kind}({', '.join(shown)})"
-
-
-def _misplaced_step_id(
-    kind: str, params: list[str], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> str | None:
-    """Explain a call that Python refused, if a step id is missing or extra.
-
-    ``params`` are the parameter names after ``self``. A step id where the
-    operator takes none, or none where it needs one (Bytewax 0.17 code calls
-    ``flow.map(fn)``), would otherwise be reported by Python as a missing or
-    extra argument further along, which hides the mistake.
-    """
-    if params[:1] == ["step_id"]:
-        if "step_id" in kwargs or (args and isinstance(args[0], str)):
-            return None  # the step id is there: Python's message is right
-        rest = params[1:]
-        given = {**dict(zip(rest, args, strict=False)), **kwargs}
-        step_id = "my_step"
-        if len(rest) == 1:  # name the step after its one function
-            step_id = _shown(given.get(rest[0]), step_id)
-        what = " and ".join(rest) if len(rest) <= 2 else ", ".join(rest)
-        return (
-            f"{kind} needs a step id: a str, unique in the flow, given first, "
-            f"before its {what}; for example {_example(kind, rest, given, step_id)}"
-        )
-    # An operator without a step id: inspect*, redistribute.
-    if "step_id" in kwargs or (args and isinstance(args[0], str) and len(args) > len(params)):
-        positional = args if "step_id" in kwargs else args[1:]
-        given = {**dict(zip(params, positional, strict=False)), **kwargs}
-        return f"{kind} takes no step id; call it as {_example(kind, params, given, '')}"
-    return None
-
-
-def _step_id_checked(method: Callable[_P, _R]) -> Callable[_P, _R]:
-    """Make a builder method explain a step id left out or given too many."""
-    signature = inspect.signature(method)
-    params = list(signature.parameters)[1:]
-    kind = method.__name__
-
-    @functools.wraps(method)
-    def checked(*args: _P.args, **kwargs: _P.kwargs) -> _R:
-        try:
-            bound = signature.bind(*args, **kwargs)
-        except TypeError:
-            msg = _misplaced_step_id(kind, params, args[1:], kwargs)
-            if msg is not None:
-                raise TypeError(msg) from None
-            # Anything else: Python's own message says it well.
-        else:
-            step_id = bound.arguments.get("step_id")
-            if callable(step_id):
-                # The step id and a function swapped: flow.map(fn, "id").
-                given = dict(bound.arguments)
-                rest = params[1:]
-                swapped_id = given.get(rest[0]) if len(rest) == 1 else None
-                if isinstance(swapped_id, str):
-                    given[rest[0]] = step_id
-                else:
-                    swapped_id = "my_step"
-                msg = (
-                    f"{kind}: step_id must be a str, got the callable "
-                    f"{_shown(step_id, repr(step_id))}: the step id comes first, for example "
-                    f"{_example(kind, rest, given, swapped_id)}"
-                )
-                raise TypeError(msg)
-        return method(*args, **kwargs)
-
-    return checked
-
 
 class Dataflow:
     """A dataflow definition: call its methods to add steps, then run it.
@@ -148,6 +58,13 @@ class Dataflow:
     >>> run_main(flow)
     >>> seen
     [1, 4, 9]
+
+    Every step that calls user code takes a keyword ``max_concurrency``:
+    how many calls of its ``async def`` functions (or of functions that
+    return awaitables) may be in flight at once within a batch, 128 by
+    default; e.g. 10 to hold a database to 10 queries at a time. A keyed
+    step still calls a key's functions one after the other. Outputs keep
+    the order of the items whatever the limit.
     """
 
     def __init__(self) -> None:
@@ -200,6 +117,8 @@ class Dataflow:
                 raise ValueError(msg)
             self._ids.add(step_id)
         assert isinstance(step_id, str)
+        if fields.get("max_concurrency") is not None:
+            positive_int(self._where(kind, step_id), "max_concurrency", fields["max_concurrency"])
         self._steps.append(cls(step_id=step_id, index=index, **fields))
 
     @staticmethod
@@ -208,7 +127,7 @@ class Dataflow:
 
     # -- stateless ---------------------------------------------------------
 
-    @_step_id_checked
+    @step_id_checked
     def input(self, /, step_id: str, source: Source) -> None:
         """Start a pipeline that reads from ``source``.
 
@@ -225,7 +144,7 @@ class Dataflow:
             raise TypeError(msg)
         self._add(InputStep, step_id, source=source)
 
-    @_step_id_checked
+    @step_id_checked
     def output(self, /, step_id: str, sink: Sink) -> None:
         """Write every item to ``sink``, then pass it on unchanged.
 
@@ -242,19 +161,29 @@ class Dataflow:
             raise TypeError(msg)
         self._add(OutputStep, step_id, sink=sink)
 
-    @_step_id_checked
-    def map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
+    @step_id_checked
+    def map(
+        self, /, step_id: str, mapper: Callable[[Any], Any], *, max_concurrency: int | None = None
+    ) -> None:
         """Replace each item by ``mapper(item)``.
 
         Args:
             step_id: Unique id of the step.
             mapper: Plain or ``async def`` function of one item.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg(self._where("map", step_id), "mapper", mapper)
-        self._add(MapStep, step_id, mapper=mapper)
+        self._add(MapStep, step_id, mapper=mapper, max_concurrency=max_concurrency)
 
-    @_step_id_checked
-    def filter(self, /, step_id: str, predicate: Callable[[Any], Any]) -> None:
+    @step_id_checked
+    def filter(
+        self,
+        /,
+        step_id: str,
+        predicate: Callable[[Any], Any],
+        *,
+        max_concurrency: int | None = None,
+    ) -> None:
         """Keep the items for which ``predicate(item)`` is ``True``.
 
         The predicate must return a `bool`; anything else stops the flow with
@@ -263,77 +192,95 @@ class Dataflow:
         Args:
             step_id: Unique id of the step.
             predicate: Plain or ``async def`` function of one item.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg(self._where("filter", step_id), "predicate", predicate)
-        self._add(FilterStep, step_id, predicate=predicate)
+        self._add(FilterStep, step_id, predicate=predicate, max_concurrency=max_concurrency)
 
-    @_step_id_checked
-    def filter_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
+    @step_id_checked
+    def filter_map(
+        self, /, step_id: str, mapper: Callable[[Any], Any], *, max_concurrency: int | None = None
+    ) -> None:
         """Replace each item by ``mapper(item)``, dropping ``None`` results.
 
         Args:
             step_id: Unique id of the step.
             mapper: Plain or ``async def`` function of one item.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg(self._where("filter_map", step_id), "mapper", mapper)
-        self._add(FilterMapStep, step_id, mapper=mapper)
+        self._add(FilterMapStep, step_id, mapper=mapper, max_concurrency=max_concurrency)
 
-    @_step_id_checked
-    def flat_map(self, /, step_id: str, mapper: Callable[[Any], Any]) -> None:
+    @step_id_checked
+    def flat_map(
+        self, /, step_id: str, mapper: Callable[[Any], Any], *, max_concurrency: int | None = None
+    ) -> None:
         """Replace each item by every element of the iterable ``mapper(item)``.
 
         Args:
             step_id: Unique id of the step.
             mapper: Plain or ``async def`` function returning an iterable, or
                 an async generator function.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg(self._where("flat_map", step_id), "mapper", mapper)
-        self._add(FlatMapStep, step_id, mapper=mapper)
+        self._add(FlatMapStep, step_id, mapper=mapper, max_concurrency=max_concurrency)
 
-    @_step_id_checked
-    def inspect(self, /, inspector: Callable[[Any], Any]) -> None:
+    @step_id_checked
+    def inspect(
+        self, /, inspector: Callable[[Any], Any], *, max_concurrency: int | None = None
+    ) -> None:
         """Call ``inspector(item)`` on each item and pass the item on.
 
         Args:
             inspector: Plain or ``async def`` function; its result is ignored.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg("inspect", "inspector", inspector)
-        self._add(InspectStep, _NO_ID, inspector=inspector)
+        self._add(InspectStep, _NO_ID, inspector=inspector, max_concurrency=max_concurrency)
 
-    @_step_id_checked
-    def inspect_epoch(self, /, inspector: Callable[[int, Any], Any]) -> None:
+    @step_id_checked
+    def inspect_epoch(
+        self, /, inspector: Callable[[int, Any], Any], *, max_concurrency: int | None = None
+    ) -> None:
         """Call ``inspector(epoch, item)`` on each item and pass the item on.
 
         Args:
             inspector: Plain or ``async def`` function; its result is ignored.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg("inspect_epoch", "inspector", inspector)
-        self._add(InspectEpochStep, _NO_ID, inspector=inspector)
+        self._add(InspectEpochStep, _NO_ID, inspector=inspector, max_concurrency=max_concurrency)
 
-    @_step_id_checked
-    def inspect_worker(self, /, inspector: Callable[[Any, int], Any]) -> None:
+    @step_id_checked
+    def inspect_worker(
+        self, /, inspector: Callable[[Any, int], Any], *, max_concurrency: int | None = None
+    ) -> None:
         """Call ``inspector(item, worker_index)`` on each item, pass it on.
 
         Args:
             inspector: Plain or ``async def`` function; its result is ignored.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg("inspect_worker", "inspector", inspector)
-        self._add(InspectWorkerStep, _NO_ID, inspector=inspector)
+        self._add(InspectWorkerStep, _NO_ID, inspector=inspector, max_concurrency=max_concurrency)
 
-    @_step_id_checked
+    @step_id_checked
     def redistribute(self, /) -> None:
         """Spread the items evenly over all workers for the steps that follow."""
         self._add(RedistributeStep, _NO_ID)
 
     # -- stateful ----------------------------------------------------------
 
-    @_step_id_checked
+    @step_id_checked
     def stateful_map(
         self,
         /,
         step_id: str,
         builder: Callable[[], Any],
         mapper: Callable[[Any, Any], Any],
+        *,
+        max_concurrency: int | None = None,
     ) -> None:
         """Map ``(key, value)`` items through a per-key state.
 
@@ -342,19 +289,28 @@ class Dataflow:
             builder: ``builder()`` makes the state of a new key.
             mapper: ``mapper(state, value) -> (new_state, out)``; the step
                 emits ``(key, out)``, and a ``None`` new state forgets the key.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         where = self._where("stateful_map", step_id)
         callable_arg(where, "builder", builder)
         callable_arg(where, "mapper", mapper)
-        self._add(StatefulMapStep, step_id, builder=builder, mapper=mapper)
+        self._add(
+            StatefulMapStep,
+            step_id,
+            builder=builder,
+            mapper=mapper,
+            max_concurrency=max_concurrency,
+        )
 
-    @_step_id_checked
+    @step_id_checked
     def reduce(
         self,
         /,
         step_id: str,
         reducer: Callable[[Any, Any], Any],
         is_complete: Callable[[Any], Any],
+        *,
+        max_concurrency: int | None = None,
     ) -> None:
         """Combine the values of each key until ``is_complete`` says so.
 
@@ -364,13 +320,20 @@ class Dataflow:
                 starts its accumulator.
             is_complete: ``is_complete(acc) -> bool``; ``True`` emits
                 ``(key, acc)`` and forgets the key.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         where = self._where("reduce", step_id)
         callable_arg(where, "reducer", reducer)
         callable_arg(where, "is_complete", is_complete)
-        self._add(ReduceStep, step_id, reducer=reducer, is_complete=is_complete)
+        self._add(
+            ReduceStep,
+            step_id,
+            reducer=reducer,
+            is_complete=is_complete,
+            max_concurrency=max_concurrency,
+        )
 
-    @_step_id_checked
+    @step_id_checked
     def batch(self, /, step_id: str, max_size: int, timeout: timedelta) -> None:
         """Gather the values of each key into lists.
 
@@ -398,7 +361,7 @@ class Dataflow:
             raise TypeError(msg)
         return where
 
-    @_step_id_checked
+    @step_id_checked
     def fold_window(
         self,
         /,
@@ -407,6 +370,8 @@ class Dataflow:
         window_config: WindowConfig,
         builder: Callable[[], Any],
         folder: Callable[[Any, Any], Any],
+        *,
+        max_concurrency: int | None = None,
     ) -> None:
         """Fold the values of each key and window into an accumulator.
 
@@ -418,6 +383,7 @@ class Dataflow:
             window_config: Which windows an item falls in.
             builder: ``builder()`` makes the empty accumulator of a window.
             folder: ``folder(acc, value) -> acc``.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         where = self._check_windowing("fold_window", step_id, clock_config, window_config)
         callable_arg(where, "builder", builder)
@@ -429,9 +395,10 @@ class Dataflow:
             window_config=window_config,
             builder=builder,
             folder=folder,
+            max_concurrency=max_concurrency,
         )
 
-    @_step_id_checked
+    @step_id_checked
     def reduce_window(
         self,
         /,
@@ -439,6 +406,8 @@ class Dataflow:
         clock_config: ClockConfig,
         window_config: WindowConfig,
         reducer: Callable[[Any, Any], Any],
+        *,
+        max_concurrency: int | None = None,
     ) -> None:
         """Combine the values of each key and window with ``reducer``.
 
@@ -449,6 +418,7 @@ class Dataflow:
             clock_config: How item times and the watermark are found.
             window_config: Which windows an item falls in.
             reducer: ``reducer(acc, value) -> acc``.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         where = self._check_windowing("reduce_window", step_id, clock_config, window_config)
         callable_arg(where, "reducer", reducer)
@@ -458,15 +428,18 @@ class Dataflow:
             clock_config=clock_config,
             window_config=window_config,
             reducer=reducer,
+            max_concurrency=max_concurrency,
         )
 
-    @_step_id_checked
+    @step_id_checked
     def collect_window(
         self,
         /,
         step_id: str,
         clock_config: ClockConfig,
         window_config: WindowConfig,
+        *,
+        max_concurrency: int | None = None,
     ) -> None:
         """Collect the values of each key and window into a time-sorted list.
 
@@ -476,6 +449,7 @@ class Dataflow:
             step_id: Unique id of the step.
             clock_config: How item times and the watermark are found.
             window_config: Which windows an item falls in.
+            max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         self._check_windowing("collect_window", step_id, clock_config, window_config)
         self._add(
@@ -483,4 +457,5 @@ class Dataflow:
             step_id,
             clock_config=clock_config,
             window_config=window_config,
+            max_concurrency=max_concurrency,
         )

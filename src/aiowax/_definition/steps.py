@@ -26,11 +26,14 @@ class Step:
         kind: The operator, named as the `Dataflow` method that adds it.
         step_id: The user's id, or a generated one for the id-less operators.
         index: Position of the step in its flow.
+        max_concurrency: Most calls of its async user code in flight at once
+            (None: the engine's default), for the steps that take it.
     """
 
     kind: ClassVar[str] = "step"
     step_id: str
     index: int
+    max_concurrency: int | None = None
 
     def __str__(self) -> str:
         return f"step {self.step_id!r} ({self.kind})"

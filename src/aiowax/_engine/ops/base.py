@@ -28,7 +28,7 @@ from aiowax._definition.steps import Step
 from aiowax._engine.clock import Clock
 from aiowax._engine.errors import DownstreamGone, StepFailed, fail
 from aiowax._engine.timeutil import to_us
-from aiowax._engine.usercode import call_ordered
+from aiowax._engine.usercode import ASYNC_CONCURRENCY, call_ordered
 
 if TYPE_CHECKING:
     from aiowax._engine.kinds import StepKind
@@ -83,6 +83,8 @@ class Operator:
         #: Names the main user code in error notes ("map mapper"...).
         self.role = env.kind.role
         self.epoch = env.start_epoch
+        #: Most calls of its async user code in flight at once.
+        self.limit = step.max_concurrency or ASYNC_CONCURRENCY
 
     def fail(self, error: BaseException, partial: list[Any] | None = None) -> StepFailed:
         """The `StepFailed` for ``error`` raised by the step's main user code."""
@@ -127,7 +129,7 @@ class Operator:
 
         async def settle() -> list[Any]:
             try:
-                done = await call_ordered(_same, results)
+                done = await call_ordered(_same, results, self.limit)
             except StepFailed as partly:
                 # The coroutines after the failing one were made but never
                 # awaited: closed, they go without a warning.

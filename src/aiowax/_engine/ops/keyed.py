@@ -145,7 +145,7 @@ class StatefulMapOp(KeyedOp):
         return (key, output)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
-        return await run_per_key(self.step_id, batch, self._one)
+        return await run_per_key(self.step_id, batch, self._one, self.limit)
 
 
 class ReduceOp(KeyedOp):
@@ -237,7 +237,7 @@ class ReduceOp(KeyedOp):
         return NO_OUTPUT
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
-        return await run_per_key(self.step_id, batch, self._one)
+        return await run_per_key(self.step_id, batch, self._one, self.limit)
 
     # Incomplete accumulators are dropped at the end of input, as in the
     # reference: ``end_of_input`` keeps the base class's empty result.

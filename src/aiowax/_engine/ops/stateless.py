@@ -88,7 +88,7 @@ class MapOp(Operator):
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         try:
-            return self._finish(await call_ordered(self.fn, batch))
+            return self._finish(await call_ordered(self.fn, batch, self.limit))
         except StepFailed as p:
             raise self.fail(p.error, self._finish(p.partial)) from None
 
@@ -116,7 +116,7 @@ class FilterOp(Operator):
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         try:
-            flags = await call_ordered(self.fn, batch)
+            flags = await call_ordered(self.fn, batch, self.limit)
         except StepFailed as p:
             raise self.fail(p.error, self._keep(batch, p.partial)) from None
         return self._keep(batch, flags)
@@ -163,7 +163,7 @@ class FlatMapOp(Operator):
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         try:
-            parts = await call_ordered(self._collect, batch)
+            parts = await call_ordered(self._collect, batch, self.limit)
         except StepFailed as p:
             raise self.fail(p.error, list(chain.from_iterable(p.partial))) from None
         return list(chain.from_iterable(parts))
@@ -190,7 +190,7 @@ class InspectOp(Operator):
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         try:
-            await call_ordered(self._call_one, batch)
+            await call_ordered(self._call_one, batch, self.limit)
         except StepFailed as p:
             raise self.fail(p.error, batch[: len(p.partial)]) from None
         return batch

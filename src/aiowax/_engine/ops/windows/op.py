@@ -332,7 +332,7 @@ class WindowOp(KeyedOp, TimedOp):
             return NO_OUTPUT
 
         try:
-            await run_per_key(self.step_id, batch, one)
+            await run_per_key(self.step_id, batch, one, self.limit)
         except StepFailed as failed:
             self._reschedule(touched, now)
             failed.partial = await self.atick()
