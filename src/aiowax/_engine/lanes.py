@@ -247,7 +247,10 @@ class Lane:
         self, next_batch: Callable[[datetime | None], Any], sched: datetime | None
     ) -> Any:
         if self.ctx.recovery is not None and isinstance(self.part, StatefulSourcePartition):
-            self.pre_read = self.part.snapshot()
+            try:
+                self.pre_read = self.part.snapshot()
+            except BaseException as error:
+                raise fail(error, self.step.step_id, "input snapshot") from None
         if self.ctx.stopping:
             raise _ReadAbandoned
         scope = self._read_scope = anyio.CancelScope()

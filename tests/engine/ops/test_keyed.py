@@ -24,7 +24,7 @@ from aiowax._keys import key_owner
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax.outputs import DynamicSink, StatelessSinkPartition
-from aiowax.testing import TestingSink, TestingSource
+from aiowax.testing import TestingSink, TestingSource, run_main
 from flow_helpers import VIRTUAL_WATCHDOG, run, simple_flow
 from observing import observe_runs
 
@@ -789,3 +789,17 @@ async def test_dropped_state_leaves_nothing_behind(workers: int, is_async: bool)
         assert all(
             any(key_owner(f"key{i}", workers) == w for i in range(keys)) for w in range(workers)
         )
+
+
+def test_a_sync_reducer_returning_coroutines_is_refused_whatever_key_comes_last() -> None:
+    # The batch ends with the first value of another key (no reducer call
+    # for it): the refusal must not depend on that.
+    async def add(a: int, b: int) -> int:
+        return a + b
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("a", 1), ("a", 2), ("b", 3)], 3))
+    flow.reduce("r", lambda a, b: add(a, b), lambda acc: isinstance(acc, int) and acc > 100)
+    flow.output("out", TestingSink([]))
+    with pytest.raises(TypeError, match=r"reduce step 'r': the reducer returned an awaitable"):
+        run_main(flow)

@@ -175,7 +175,7 @@ class ReduceOp(KeyedOp):
         is_complete = self.is_complete
         missing = _MISSING
         dirty = self.dirty
-        acc: Any = None
+        reduced: Any = missing
         try:
             for item in batch:
                 if unchecked and (
@@ -188,7 +188,7 @@ class ReduceOp(KeyedOp):
                     acc = value
                 else:
                     try:
-                        acc = reducer(acc, value)
+                        acc = reduced = reducer(acc, value)
                     except BaseException as error:
                         raise self.fail(error) from None
                 try:
@@ -207,10 +207,10 @@ class ReduceOp(KeyedOp):
         except StepFailed as failed:
             failed.partial = out
             raise
-        if batch and isawaitable(acc):
-            # A reducer returning awaitables does so on every call: the last
-            # accumulator of the batch tells, at no cost per item.
-            raise self.returned_awaitable("reducer", acc, self.state, out)
+        if reduced is not missing and isawaitable(reduced):
+            # A reducer returning awaitables does so on every call: its last
+            # result in the batch tells, at no cost per item.
+            raise self.returned_awaitable("reducer", reduced, self.state, out)
         return out
 
     async def _one(self, key: str, value: Any) -> Any:
