@@ -313,3 +313,22 @@ def test_sigkill_leaves_no_stale_lock(
     assert lines
     assert lines[-1] == "1000 999"
     assert lines == [f"{c} {c - 1}" for c in range(1001 - len(lines), 1001)]
+
+
+def test_a_file_system_without_flock_is_a_recovery_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ENOLCK (NFS without a lock daemon): a clear RecoveryError naming the
+    # directory, which the CLI reports as an unusable recovery directory.
+    import errno
+    import fcntl
+
+    from aiowax._recovery import lock
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with pytest.raises(RecoveryError, match="cannot lock the recovery directory") as info:
+        lock.lock_dir(tmp_path)
+    assert str(tmp_path) in str(info.value)

@@ -100,6 +100,37 @@ def test_a_path_spelled_differently_is_refused(files: Path, db_dir: Path) -> Non
     gc.collect()  # the refused run left no channel open (a ResourceWarning)
 
 
+def test_a_file_partition_whose_file_system_id_changed_resumes_by_path(
+    files: Path, db_dir: Path
+) -> None:
+    # The default fs id is the device number of the file's directory, which a
+    # new container mount can change: the same path under another id is the
+    # same partition, so the resume goes on at its position (the source
+    # still checks the file itself) instead of refusing or re-reading it.
+    config = RecoveryConfig(db_dir)
+
+    def flow(fs_id: str) -> Dataflow:
+        f = Dataflow()
+        f.input("inp", FileSource("in.txt", get_fs_id=lambda _dir: fs_id))
+        f.map("key", lambda line: (line, 1))
+        f.stateful_map("count", lambda: 0, lambda c, v: (c + v, c + v))
+        f.map("fmt", lambda kv: (kv[0], f"{kv[0]}={kv[1]}"))
+        f.output("out", FileSink("out.txt"))
+        return f
+
+    run_main(flow("disk-a"), recovery_config=config)
+    assert ("inp", "disk-a::in.txt") in _rows(db_dir)
+    with (files / "in.txt").open("a") as more:
+        more.write("k0\n")
+    run_main(flow("disk-b"), recovery_config=config)
+    # Only the appended line was read: k0 counts 4, nothing counted twice.
+    assert (files / "out.txt").read_text().split()[-1] == "k0=4"
+    rows = _rows(db_dir)
+    assert ("inp", "disk-b::in.txt") in rows
+    assert ("inp", "disk-a::in.txt") not in rows
+    run_main(flow("disk-b"), recovery_config=config)  # and again, nothing left over
+
+
 def test_a_renamed_step_is_refused(files: Path, db_dir: Path) -> None:
     config = RecoveryConfig(db_dir)
     run_main(_file_flow("in.txt", "out.txt"), recovery_config=config)

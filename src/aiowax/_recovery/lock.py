@@ -33,7 +33,7 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
-from aiowax._errors import RecoveryLockedError, RecoveryPermissionError
+from aiowax._errors import RecoveryError, RecoveryLockedError, RecoveryPermissionError
 
 if sys.platform != "win32":
     import fcntl
@@ -111,6 +111,15 @@ def lock_dir(db_dir: Path) -> DirLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     raise RecoveryLockedError(_locked_message(db_dir, fd, "another run")) from None
+                except OSError as error:
+                    # ENOLCK (NFS without a lock daemon), say: the directory
+                    # cannot be locked, so it cannot be used safely.
+                    msg = (
+                        f"cannot lock the recovery directory {db_dir}: {error.strerror or error} "
+                        f"(on {path}); keep recovery directories on a file system that "
+                        "supports flock (a local disk, not an NFS mount without locking)"
+                    )
+                    raise RecoveryError(msg) from error
             _held.add(key)
         # Only the message of a refused run needs it: a full disk, say,
         # must not stop this one.

@@ -168,6 +168,8 @@ class Recovery:
             names = expected.get(step_id, frozenset())
             if names is ANY_KEY:
                 continue
+            assert not isinstance(names, AnyKey)
+            self._follow_fs_ids(step_id, names)
             keys = sorted(key for key in all_keys if key not in names)
             if keys:
                 unmatched[step_id] = keys
@@ -186,6 +188,32 @@ class Recovery:
             if more:
                 first.add_note(f"({len(more)} more snapshot{'s' * (len(more) > 1)} failed to load)")
             raise first
+
+    def _follow_fs_ids(self, step_id: str, names: Set[str]) -> None:
+        """Move the snapshots of ``"{fs_id}::{path}"`` partitions whose fs id changed.
+
+        File sources name a partition by the file system's id and the path
+        (as the reference does); the default id, the device number of the
+        file's directory, may change when a volume is mounted again (a new
+        container, a reboot). The same path under a new id is the same
+        partition: its snapshot moves to the new name (the old row is
+        deleted by the first commit), and the source's own check of the
+        file (size, inode, bytes) still refuses a file that was replaced.
+        """
+        keys = self._keys.get(step_id, set())
+        by_path = {name.split("::", 1)[1]: name for name in names if "::" in name}
+        for key in [key for key in keys if key not in names and "::" in key]:
+            new = by_path.get(key.split("::", 1)[1])
+            if new is None or new in keys:
+                continue
+            keys.discard(key)
+            keys.add(new)
+            states = self._states.get(step_id, {})
+            if key in states:
+                states[new] = states.pop(key)
+            if (step_id, key) in self._unloadable:
+                self._unloadable[(step_id, new)] = self._unloadable.pop((step_id, key))
+            self._pending.setdefault(self.resume_epoch, {})[(step_id, key)] = None
 
     def _unmatched_message(self, refused: dict[str, list[str]], expected: Expected) -> str:
         lines = [
