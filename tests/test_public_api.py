@@ -47,11 +47,14 @@ PUBLIC_MODULES = (
     "aiowax.connectors.stdio",
     "aiowax.connectors.files",
     "aiowax.connectors.inproc",
+    "aiowax.connectors.kafka",
     "aiowax.recovery",
 )
 
 #: Public modules beyond the reference, which API.md does not list.
-NOT_IN_API_MD = frozenset({"aiowax.connectors", "aiowax.connectors.inproc", "aiowax.recovery"})
+NOT_IN_API_MD = frozenset(
+    {"aiowax.connectors", "aiowax.connectors.inproc", "aiowax.connectors.kafka", "aiowax.recovery"}
+)
 
 #: Internal helpers that public modules import under a public-looking name;
 #: identified by object, so that another object under the same name is not

@@ -30,6 +30,18 @@ def positive_int(where: str, name: str, value: object) -> int:
     return value
 
 
+def non_empty_str(where: str, name: str, value: object) -> str:
+    """Return ``value`` if it is a non-empty str.
+
+    Raises:
+        TypeError: Not a str, or empty.
+    """
+    if not isinstance(value, str) or not value:
+        msg = f"{where}: {name} must be a non-empty str, got {value!r}"
+        raise TypeError(msg)
+    return value
+
+
 def timedelta_arg(where: str, name: str, value: object, *, allow_zero: bool) -> timedelta:
     """Return ``value`` if it is a positive (or, with ``allow_zero``, zero) timedelta.
 

@@ -4,7 +4,8 @@ User exceptions raised inside a step keep their own type and get a note
 naming the step; only problems that aiowax itself detects use these classes.
 Each class is re-exported by the public module its users import it from
 (``aiowax``, ``aiowax.inputs``, ``aiowax.recovery``,
-``aiowax.connectors.inproc``, ``aiowax.connectors.files``), and reports
+``aiowax.connectors.inproc``, ``aiowax.connectors.files``,
+``aiowax.connectors.kafka``), and reports
 that module as its ``__module__`` (see `aiowax._util.fixup_module_metadata`).
 
     Exception
@@ -18,6 +19,7 @@ that module as its ``__module__`` (see `aiowax._util.fixup_module_metadata`).
     │   │   ├── RecoveryPermissionError (also a PermissionError)
     │   │   └── UnmatchedSnapshotsError
     │   ├── FileReplacedError (also a ValueError)
+    │   ├── KafkaConnectorError (also a RuntimeError)
     │   ├── SourceClosedError
     │   ├── SourceFullError (also an anyio.WouldBlock)
     │   └── SubscriberOverflowError
@@ -122,4 +124,17 @@ class FileReplacedError(AiowaxError, ValueError):
     the file, says what changed and how to go on. It is also a
     ``ValueError``, as `FileSink`'s refusal of a file shorter than its
     position is.
+    """
+
+
+# -- Kafka connectors (exported by aiowax.connectors.kafka) -------------------
+
+
+class KafkaConnectorError(AiowaxError, RuntimeError):
+    """A Kafka source or sink cannot go on: its message names the topic (and partition).
+
+    Raised for brokers that cannot be reached within the source's
+    ``timeout``, a topic the brokers do not know, a fatal client error or
+    one that persists past the ``timeout``, and a message the sink could not
+    deliver. It is also a ``RuntimeError``, as the reference's errors were.
     """

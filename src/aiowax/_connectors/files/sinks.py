@@ -11,11 +11,11 @@ from zlib import adler32
 from aiowax._checks import callable_arg, positive_int
 from aiowax._connectors.files.checks import _check_end, _check_offset, _check_path
 from aiowax._connectors.files.text import _ENCODING
+from aiowax._connectors.threaded import ThreadedWrites
 from aiowax._definition.outputs import FixedPartitionedSink, StatefulSinkPartition
-from aiowax._engine.clock import run_in_thread
 
 
-class _FileSinkPartition(StatefulSinkPartition[Any, int]):
+class _FileSinkPartition(ThreadedWrites, StatefulSinkPartition[Any, int]):
     """Appends ``str(value) + end`` per value; the state is the file's length."""
 
     def __init__(self, owner: str, path: Path, resume_state: int | None, end: str) -> None:
@@ -47,16 +47,6 @@ class _FileSinkPartition(StatefulSinkPartition[Any, int]):
         f.flush()
         os.fsync(f.fileno())
         self._offset += len(data)
-
-    def write_batch(self, values: list[Any]) -> None:
-        """Write, flush and fsync ``values`` here, in the calling thread."""
-        if values:
-            self._write(values)
-
-    async def _aiowax_awrite_batch(self, values: list[Any]) -> None:
-        """`write_batch` in a worker thread: what the engine calls (see the module doc)."""
-        if values:
-            await run_in_thread(self._write, values)
 
     def snapshot(self) -> int:
         return self._offset

@@ -10,7 +10,7 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-from aiowax._checks import callable_arg, positive_int
+from aiowax._checks import callable_arg, non_empty_str, positive_int
 from aiowax._connectors.files.checks import OnReplaced, _check_on_replaced, _check_path
 from aiowax._connectors.files.names import _fs_id, _get_path_dev
 from aiowax._connectors.files.offset_partition import FileSettings, _OffsetPartition
@@ -183,10 +183,7 @@ class DirSource(FixedPartitionedSource[str, FileState]):
         on_replaced: OnReplaced = "error",
     ) -> None:
         self._dir_path = _check_path("DirSource", "dir_path", dir_path)
-        if not isinstance(glob_pat, str) or not glob_pat:
-            msg = f"DirSource: glob_pat must be a non-empty str, got {glob_pat!r}"
-            raise TypeError(msg)
-        self._glob_pat = glob_pat
+        self._glob_pat = non_empty_str("DirSource", "glob_pat", glob_pat)
         self._batch_size = positive_int("DirSource", "batch_size", batch_size)
         self._get_fs_id = callable_arg("DirSource", "get_fs_id", get_fs_id)
         self._on_replaced = _check_on_replaced("DirSource", on_replaced)

@@ -1,0 +1,104 @@
+"""What the connectors ask of librdkafka: client settings, partition listing, error triage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import KafkaError, KafkaException
+
+from aiowax._connectors.kafka.config import CONSUMER_DEFAULTS, ConfigValue
+from aiowax._errors import KafkaConnectorError
+
+#: Client errors that librdkafka retries by itself: the connector waits for
+#: them to clear, up to the source's ``timeout``.
+TRANSIENT_CODES = frozenset(
+    {
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
+        KafkaError._RESOLVE,
+        KafkaError.REQUEST_TIMED_OUT,
+        KafkaError.NETWORK_EXCEPTION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+    }
+)
+
+
+def consumer_config(
+    brokers: list[str], add_config: dict[str, ConfigValue], on_error: Callable[[KafkaError], None]
+) -> dict[str, Any]:
+    """The settings of a source's consumer: defaults, brokers, then ``add_config``."""
+    return {
+        **CONSUMER_DEFAULTS,
+        "bootstrap.servers": ",".join(brokers),
+        **add_config,
+        "error_cb": on_error,
+    }
+
+
+def describe_error(error: KafkaError | None) -> str:
+    """``"NAME: description"`` for a client error, or a generic phrase."""
+    if error is None:
+        return "no error reported"
+    return f"{error.name()}: {error.str()}"
+
+
+def is_transient(error: KafkaError) -> bool:
+    """True for an error librdkafka recovers from by itself (a lost connection...)."""
+    if error.fatal():
+        return False
+    return error.code() in TRANSIENT_CODES or (
+        error.retriable() and error.code() != KafkaError._AUTHENTICATION
+    )
+
+
+def list_partitions(
+    brokers: list[str],
+    topics: list[str],
+    add_config: dict[str, ConfigValue],
+    timeout_s: float,
+) -> list[str]:
+    """Return ``f"{partition}-{topic}"`` for every partition of every topic, in order.
+
+    Raises:
+        KafkaConnectorError: The brokers did not answer within ``timeout_s``,
+            or a topic is unknown to them (or not readable).
+    """
+    errors: list[KafkaError] = []
+    consumer = confluent_kafka.Consumer(consumer_config(brokers, add_config, errors.append))
+    try:
+        parts: list[str] = []
+        for topic in topics:
+            # One topic at a time, so an error names the topic it is about.
+            try:
+                metadata = consumer.list_topics(topic, timeout=timeout_s)
+            except KafkaException as exc:
+                last = describe_error(errors[-1]) if errors else describe_error(exc.args[0])
+                msg = (
+                    f"KafkaSource: cannot list the partitions of topic {topic!r}: the "
+                    f"brokers {','.join(brokers)} did not answer within {timeout_s:g} s "
+                    f"({last})"
+                )
+                raise KafkaConnectorError(msg) from None
+            topic_md = metadata.topics.get(topic)
+            error = None if topic_md is None else topic_md.error
+            if topic_md is None or error is not None:
+                if error is None or error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    msg = (
+                        f"KafkaSource: unknown topic {topic!r}: the brokers "
+                        f"{','.join(brokers)} have no such topic (create it first; "
+                        "the source does not create topics)"
+                    )
+                else:
+                    msg = (
+                        f"KafkaSource: cannot list the partitions of topic {topic!r}: "
+                        f"{describe_error(error)}"
+                    )
+                raise KafkaConnectorError(msg)
+            parts.extend(f"{index}-{topic}" for index in sorted(topic_md.partitions))
+        return parts
+    finally:
+        consumer.close()
