@@ -149,3 +149,20 @@ def kafka(kafka_bootstrap: str, request: pytest.FixtureRequest) -> Iterator[Kafk
         yield helper
     finally:
         helper.delete_topics()
+
+
+@pytest.fixture
+def dedicated_broker() -> Iterator[TansuBroker]:
+    """A Tansu broker of the test's own, on another free port, stopped afterwards.
+
+    For tests that kill their broker mid-run (the session's must stay up).
+    Skipped without confluent-kafka or the Tansu binary, even when
+    ``$KAFKA_BOOTSTRAP`` names an external broker.
+    """
+    pytest.importorskip("confluent_kafka", reason="needs confluent-kafka")
+    broker = TansuBroker()
+    try:
+        broker.start()
+        yield broker
+    finally:
+        broker.stop()

@@ -24,6 +24,7 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
@@ -31,18 +32,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import kafka_crash_flow
 import pytest
 from kafka_helpers import KafkaHelper, free_port
 
+import aiowax
 from aiowax.connectors.kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
+    KafkaConnectorError,
     KafkaMessage,
     KafkaSink,
     KafkaSource,
 )
 from aiowax.dataflow import Dataflow
+from aiowax.inputs import DynamicSource, StatelessSourcePartition
 from aiowax.recovery import init_db_dir
 from aiowax.testing import TestingSink, TestingSource, run_main
 from aiowax.window import EventClockConfig, TumblingWindow
@@ -445,3 +450,131 @@ def test_sigkill_mid_run_then_resume_reads_every_offset(kafka: KafkaHelper, tmp_
     assert last == dict(final_counts)  # state exactly once
     for key, counts in per_key.items():
         assert sorted(set(counts)) == list(range(1, final_counts[key] + 1)), key
+
+
+# -- brokers lost mid-run ---------------------------------------------------------------
+
+#: Longest wait for what a flow reads or writes before its broker is killed.
+ARRIVAL_TIMEOUT = 15.0
+#: Longest a flow may take to fail once its broker is gone (with 2 s timeouts).
+FAIL_WITHIN = 8.0
+
+
+async def _wait_for(predicate: Callable[[], bool], what: str) -> None:
+    """Poll ``predicate`` with short sleeps, up to `ARRIVAL_TIMEOUT`."""
+    with anyio.fail_after(ARRIVAL_TIMEOUT):
+        while not predicate():
+            await anyio.sleep(0.02)
+    assert predicate(), what
+
+
+def _run_then_kill(flow: Dataflow, broker: Any, ready: Callable[[], bool]) -> tuple[Any, float]:
+    """Run ``flow``; once ``ready()``, SIGKILL ``broker``.
+
+    Returns what the run raised (None if it ended without error) and how long
+    after the kill it ended. A watchdog bounds the whole run.
+    """
+    outcome: dict[str, Any] = {}
+
+    async def main() -> None:
+        async def run_flow() -> None:
+            try:
+                await aiowax.run(flow, epoch_interval=timedelta(milliseconds=200))
+            except Exception as exc:
+                outcome["exc"] = exc
+            outcome["ended"] = time.monotonic()
+            done.set()
+
+        done = anyio.Event()
+        with anyio.fail_after(ARRIVAL_TIMEOUT + FAIL_WITHIN + 10):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_flow)
+                await _wait_for(lambda: ready() or done.is_set(), "the flow's first items")
+                assert not done.is_set(), f"the flow ended before the kill: {outcome}"
+                broker.proc.send_signal(signal.SIGKILL)
+                broker.proc.wait(5)
+                outcome["killed"] = time.monotonic()
+                await done.wait()
+
+    anyio.run(main)
+    return outcome.get("exc"), outcome["ended"] - outcome["killed"]
+
+
+@pytest.mark.timeout(60)
+def test_source_fails_clearly_once_its_broker_is_lost_mid_run(dedicated_broker: Any) -> None:
+    broker = dedicated_broker
+    kafka = KafkaHelper(broker.bootstrap, "lost-source")
+    topic = kafka.create_topic(1)
+    sent = [(b"k", b"v%d" % i) for i in range(5)]
+    kafka.produce(topic, sent)
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("in", KafkaSource([broker.bootstrap], [topic], timeout=timedelta(seconds=2)))
+    flow.output("out", TestingSink(out))
+
+    exc, elapsed = _run_then_kill(flow, broker, lambda: len(out) >= len(sent))
+
+    assert isinstance(exc, KafkaConnectorError), repr(exc)
+    text = _error_text(exc)
+    assert broker.bootstrap in text, text
+    assert "unreachable" in text, text
+    assert topic in text, text
+    assert elapsed < FAIL_WITHIN, (elapsed, text)
+    assert out == sent
+
+
+class _PausedSource(DynamicSource[Any]):
+    """``first`` items at once, then ``then`` items once ``go`` is set, then nothing."""
+
+    def __init__(self, first: list[Any], then: list[Any], go: threading.Event) -> None:
+        self._batches = [first, then]
+        self._go = go
+
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> Any:
+        batches, go = list(self._batches), self._go
+
+        class Part(StatelessSourcePartition[Any]):
+            async def next_batch(self, sched: datetime | None) -> list[Any]:
+                if len(batches) == 2:
+                    return batches.pop(0)
+                if batches and go.is_set():
+                    return batches.pop(0)
+                await anyio.sleep(0.05)
+                return []
+
+        return Part()
+
+
+@pytest.mark.timeout(60)
+def test_sink_fails_naming_the_topic_once_its_broker_is_lost_mid_run(
+    dedicated_broker: Any,
+) -> None:
+    broker = dedicated_broker
+    kafka = KafkaHelper(broker.bootstrap, "lost-sink")
+    topic = kafka.create_topic(1)
+    first = [(b"k", b"before%d" % i) for i in range(3)]
+    go = threading.Event()
+    flow = Dataflow()
+    flow.input("in", _PausedSource(first, [(b"k", b"after")], go))
+    sink = KafkaSink([broker.bootstrap], topic, add_config={"message.timeout.ms": 2000})
+    flow.output("out", sink)
+    seen: list[Any] = []
+
+    def first_items_written() -> bool:
+        if not seen:
+            seen.extend(kafka.consume(topic, len(first), partitions=1, timeout=0.5))
+            if len(seen) < len(first):
+                seen.clear()
+        if seen:
+            go.set()  # the next item is written once the broker is gone
+        return bool(seen)
+
+    # The readiness check blocks the loop up to 0.8 s a call: bounded, harmless here.
+    exc, elapsed = _run_then_kill(flow, broker, first_items_written)
+
+    assert [(r.key, r.value) for r in seen] == first
+    assert isinstance(exc, KafkaConnectorError), repr(exc)
+    text = _error_text(exc)
+    assert topic in text, text
+    assert broker.bootstrap in text, text
+    assert elapsed < FAIL_WITHIN, (elapsed, text)

@@ -36,8 +36,6 @@ class _KafkaSinkPartition(ThreadedWrites, StatelessSinkPartition[Any]):
     nor a `KafkaMessage`.
     """
 
-    """One producer; ``write_batch`` returns once every message is delivered."""
-
     def __init__(self, brokers: list[str], topic: str, add_config: dict[str, ConfigValue]) -> None:
         self._topic = topic
         self._brokers = ",".join(brokers)
