@@ -8,6 +8,8 @@ scenario reaches the state it checks through events it controls, inside
 
 from __future__ import annotations
 
+import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
@@ -75,3 +77,31 @@ async def settle() -> None:
     for _ in range(20):
         await anyio.lowlevel.checkpoint()
     await anyio.wait_all_tasks_blocked()
+
+
+def stop_after_yielding(seed: int) -> tuple[AsyncIterator[int], list[int], anyio.Event]:
+    """An endless source of ints that sometimes waits before an item (a socket, a queue).
+
+    Returns the iterable, the list of what it yielded (filled as it yields)
+    and an event it sets once it has yielded a few (seeded, random) items:
+    the moment to stop the flow, while items keep coming.
+    """
+    rng = random.Random(seed)
+    yielded: list[int] = []
+    reached = anyio.Event()
+    stop_at = rng.randrange(1, 200)
+
+    async def events() -> AsyncIterator[int]:
+        i = 0
+        while True:
+            if rng.random() < 0.3:
+                await anyio.sleep(0.0005)
+            elif rng.random() < 0.5:
+                await anyio.lowlevel.checkpoint()
+            yielded.append(i)  # handed to the reader right below
+            yield i
+            i += 1
+            if i == stop_at:
+                reached.set()
+
+    return events(), yielded, reached

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import anyio
@@ -18,6 +16,7 @@ from aiowax.connectors.aiostream import StreamSource, sink_stream
 from aiowax.connectors.inproc import BroadcastSink
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink
+from embed_helpers import stop_after_yielding
 
 
 @pytest.mark.asyncio
@@ -43,33 +42,6 @@ async def test_a_flow_output_is_read_as_a_stream() -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(aiowax.run, flow)
             assert await stream.list(evens) == [2, 4, 6, 8, 10]
-
-
-def stop_after_yielding(seed: int) -> tuple[AsyncIterator[int], list[int], anyio.Event]:
-    """An endless async generator of ints that sometimes waits before an item.
-
-    Returns it, the list of what it yielded (filled as it yields) and an event
-    set once it has yielded a few (seeded, random) items: the moment to stop.
-    """
-    rng = random.Random(seed)
-    yielded: list[int] = []
-    reached = anyio.Event()
-    stop_at = rng.randrange(1, 200)
-
-    async def events() -> AsyncIterator[int]:
-        i = 0
-        while True:
-            if rng.random() < 0.3:
-                await anyio.sleep(0.0005)
-            elif rng.random() < 0.5:
-                await anyio.lowlevel.checkpoint()
-            yielded.append(i)  # handed to the reader right below
-            yield i
-            i += 1
-            if i == stop_at:
-                reached.set()
-
-    return events(), yielded, reached
 
 
 @pytest.mark.asyncio

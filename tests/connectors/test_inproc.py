@@ -9,7 +9,6 @@ overflow policy. The flows run through `aiowax.start_flow` /
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,7 +31,7 @@ from aiowax.connectors.inproc import (
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink, TestingSource
 from aiowax.window import SystemClockConfig, TumblingWindow
-from embed_helpers import WATCHDOG, GatedSink, Seen, push_flow, settle
+from embed_helpers import WATCHDOG, GatedSink, Seen, push_flow, settle, stop_after_yielding
 
 # -- PushSource ------------------------------------------------------------------------
 
@@ -599,34 +598,6 @@ async def test_one_hundred_subscribers_fast_slow_and_quitting(overflow: Any) -> 
 
 
 # -- issue 11: a graceful stop keeps what an IterableSource read (D4) -------------------
-
-
-def stop_after_yielding(seed: int) -> tuple[Any, list[int], anyio.Event]:
-    """An endless source of ints that sometimes waits before an item (a socket, a queue).
-
-    Returns the iterable, the list of what it yielded (filled as it yields)
-    and an event it sets once it has yielded a few (seeded, random) items:
-    the moment to stop the flow, while items keep coming.
-    """
-    rng = random.Random(seed)
-    yielded: list[int] = []
-    reached = anyio.Event()
-    stop_at = rng.randrange(1, 200)
-
-    async def events() -> AsyncIterator[int]:
-        i = 0
-        while True:
-            if rng.random() < 0.3:
-                await anyio.sleep(0.0005)
-            elif rng.random() < 0.5:
-                await anyio.lowlevel.checkpoint()
-            yielded.append(i)  # handed to the reader right below
-            yield i
-            i += 1
-            if i == stop_at:
-                reached.set()
-
-    return events(), yielded, reached
 
 
 @pytest.mark.asyncio
