@@ -24,7 +24,6 @@ from aiowax._engine.routing import KeyRouter
 from aiowax._keys import (
     as_keyed_item,
     bad_item_error,
-    first_bad_item,
     is_keyed_item,
     key_owner,
     stable_hash,
@@ -110,21 +109,6 @@ def test_bad_items_fail_the_rule(item: Any) -> None:
 
 def test_a_refused_key_shows_its_type() -> None:
     assert "(a key of type bytes)" in str(bad_item_error("s", (b"k", 1)))
-
-
-@pytest.mark.parametrize("position", [0, 1, 5, 9])
-@pytest.mark.parametrize("item", BAD_ITEMS, ids=repr)
-def test_first_bad_item_finds_the_first_one(item: Any, position: int) -> None:
-    batch = [(f"k{i}", i) for i in range(10)]
-    batch[position] = item
-    if position < 9:
-        batch[9] = None  # a later bad item is not the first
-    assert first_bad_item(batch) == position
-
-
-def test_first_bad_item_of_a_good_or_empty_batch_is_none() -> None:
-    assert first_bad_item([]) is None
-    assert first_bad_item(list(GOOD_ITEMS) * 3) is None
 
 
 def test_stable_hash_is_crc32_of_utf8_with_surrogates() -> None:

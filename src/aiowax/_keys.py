@@ -71,16 +71,6 @@ def all_keyed_items(batch: list[Any]) -> bool:
     )
 
 
-def first_bad_item(batch: list[Any]) -> int | None:
-    """The index of the first item of ``batch`` that `as_keyed_item` refuses, if any."""
-    if all_keyed_items(batch):
-        return None
-    for index, item in enumerate(batch):
-        if as_keyed_item(item) is None:
-            return index
-    return None
-
-
 def bad_item_error(step_id: str, item: object) -> TypeError:
     """The error for an item a keyed step cannot use."""
     what = describe(item)

@@ -59,11 +59,6 @@ class StepKind:
     routing: Routing = Routing.LOCAL
 
     @property
-    def name(self) -> str:
-        """The kind's name: the `Dataflow` method that adds it."""
-        return self.step.kind
-
-    @property
     def keyed(self) -> bool:
         """Its state is per key, restored on the worker that owns the key."""
         return self.routing is Routing.BY_KEY
