@@ -105,8 +105,15 @@ def build_graph(ctx: RunContext, pipelines: list[Pipeline]) -> Graph:
         for task in graph.steps:
             env = task.op.env
             expected[task.op.step_id] = ANY_KEY if env.kind.keyed else set(env.sink_parts)
+        # A source may say where a partition went that no longer matches
+        # (a file source whose file system id changed).
+        moved = {
+            p.input.step_id: hook
+            for p in pipelines
+            if (hook := getattr(p.input.source, "_aiowax_partition_moved", None)) is not None
+        }
         try:
-            ctx.recovery.check_unmatched(expected)
+            ctx.recovery.check_unmatched(expected, moved)
         except BaseException:
             # Nothing will run: close every channel end, or they leak.
             for task in graph.steps:
@@ -231,7 +238,7 @@ def _wire_pipeline(
                     outlet=links[i + 1].outlet(w) if i < last else Outlet(None, 0),
                     tail=(p, w) if i == last else None,
                     downstream=downstream(i, w),
-                    timer_sender=links[i].loopback(w) if op.timer is not None else None,
+                    timer_sender=links[i].loopback(w) if kind.timed else None,
                     restored=restored[w],
                 )
             )

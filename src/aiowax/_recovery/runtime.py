@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Set
+from collections.abc import Callable, Mapping, Set
 from typing import Any
 
 import anyio
@@ -55,6 +55,8 @@ ANY_KEY = AnyKey.ANY_KEY
 #: partitioned sink lists (empty for a step that keeps no snapshots), or
 #: `ANY_KEY`.
 Expected = Mapping[str, Set[str] | AnyKey]
+#: ``moved(saved_name, names_now)``: a source's say on a partition renamed since.
+MovedPartition = Callable[[str, Set[str]], "str | None"]
 
 
 class Recovery:
@@ -140,7 +142,9 @@ class Recovery:
         )
         return error
 
-    def check_unmatched(self, expected: Expected) -> None:
+    def check_unmatched(
+        self, expected: Expected, moved: Mapping[str, MovedPartition] | None = None
+    ) -> None:
         """Refuse snapshots that no step or partition of the flow would restore.
 
         They come from a step or partition renamed (or removed) since: a
@@ -155,6 +159,8 @@ class Recovery:
                 can hold snapshots of (a source's or a partitioned sink's
                 ``list_parts()``; empty for a step that keeps none), or
                 `ANY_KEY` (a keyed step).
+            moved: For the steps whose source can tell, by step id, where a
+                partition that no longer matches went (see `_follow_moves`).
 
         Raises:
             UnmatchedSnapshotsError: Some snapshots match nothing; the
@@ -163,13 +169,15 @@ class Recovery:
                 renamed since, a damaged row): the serde's error, with a
                 note naming the step, the key and the partition file.
         """
+        moved = moved or {}
         unmatched: dict[str, list[str]] = {}
         for step_id, all_keys in self._keys.items():
             names = expected.get(step_id, frozenset())
             if names is ANY_KEY:
                 continue
             assert not isinstance(names, AnyKey)
-            self._follow_fs_ids(step_id, names)
+            if step_id in moved:
+                self._follow_moves(step_id, names, moved[step_id])
             keys = sorted(key for key in all_keys if key not in names)
             if keys:
                 unmatched[step_id] = keys
@@ -189,22 +197,18 @@ class Recovery:
                 first.add_note(f"({len(more)} more snapshot{'s' * (len(more) > 1)} failed to load)")
             raise first
 
-    def _follow_fs_ids(self, step_id: str, names: Set[str]) -> None:
-        """Move the snapshots of ``"{fs_id}::{path}"`` partitions whose fs id changed.
+    def _follow_moves(self, step_id: str, names: Set[str], moved: MovedPartition) -> None:
+        """Move the snapshots of partitions whose source says they were renamed.
 
-        File sources name a partition by the file system's id and the path
-        (as the reference does); the default id, the device number of the
-        file's directory, may change when a volume is mounted again (a new
-        container, a reboot). The same path under a new id is the same
-        partition: its snapshot moves to the new name (the old row is
-        deleted by the first commit), and the source's own check of the
-        file (size, inode, bytes) still refuses a file that was replaced.
+        ``moved(saved, names)`` names the partition a snapshot of ``saved``
+        belongs to now (a file source whose fs id changed, say), or None.
+        The snapshot moves there, and the old row is deleted by the first
+        commit.
         """
         keys = self._keys.get(step_id, set())
-        by_path = {name.split("::", 1)[1]: name for name in names if "::" in name}
-        for key in [key for key in keys if key not in names and "::" in key]:
-            new = by_path.get(key.split("::", 1)[1])
-            if new is None or new in keys:
+        for key in [key for key in keys if key not in names]:
+            new = moved(key, names)
+            if new is None or new not in names or new in keys:
                 continue
             keys.discard(key)
             keys.add(new)

@@ -12,7 +12,7 @@ from typing import Any
 
 from aiowax._checks import callable_arg, non_empty_str, positive_int
 from aiowax._connectors.files.checks import OnReplaced, _check_on_replaced, _check_path
-from aiowax._connectors.files.names import _fs_id, _get_path_dev
+from aiowax._connectors.files.names import _fs_id, _get_path_dev, _moved_partition
 from aiowax._connectors.files.offset_partition import FileSettings, _OffsetPartition
 from aiowax._connectors.files.positions import FileState
 from aiowax._connectors.files.text import _note_position, _RawLines, _split_lines
@@ -128,6 +128,8 @@ class FileSource(FixedPartitionedSource[str, FileState]):
         ValueError: ``on_replaced`` is not ``"error"`` or ``"restart"``.
     """
 
+    _aiowax_partition_moved = staticmethod(_moved_partition)
+
     def __init__(
         self,
         path: str | os.PathLike[str],
@@ -172,6 +174,8 @@ class DirSource(FixedPartitionedSource[str, FileState]):
         ValueError: ``dir_path`` does not exist or is not a directory, or
             ``on_replaced`` is not ``"error"`` or ``"restart"``.
     """
+
+    _aiowax_partition_moved = staticmethod(_moved_partition)
 
     def __init__(
         self,
@@ -272,6 +276,8 @@ class CSVSource(FixedPartitionedSource[dict[str, Any], FileState]):
         **fmtparams: Passed to `csv.DictReader`: ``fieldnames``, ``restkey``,
             ``restval``, ``dialect``, ``delimiter``, ``quotechar``...
     """
+
+    _aiowax_partition_moved = staticmethod(_moved_partition)
 
     def __init__(
         self,
