@@ -217,6 +217,8 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
             if out:
                 await outlet.send(out)
         elif isinstance(msg, EpochEnd):
+            if op.flushes:
+                await op.flush()
             op.epoch_ended(msg.epoch)
             if recovery is not None:
                 recovery.record(msg.epoch, op.step_id, op.snapshot())
@@ -231,6 +233,8 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
                 rest = await op.end_of_input()
                 if rest:
                     await outlet.send(rest)
+            if op.flushes:
+                await op.flush()
             if recovery is not None:
                 # The last epoch ends with the input: its snapshot makes a
                 # later run continue after what this one read.

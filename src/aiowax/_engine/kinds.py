@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 
 from aiowax._definition import steps
-from aiowax._engine.ops.base import Operator, TimedOp
+from aiowax._engine.ops.base import Operator
 from aiowax._engine.ops.batch import BatchOp
 from aiowax._engine.ops.keyed import ReduceOp, StatefulMapOp
 from aiowax._engine.ops.output import OutputOp
@@ -62,11 +62,6 @@ class StepKind:
     def keyed(self) -> bool:
         """Its state is per key, restored on the worker that owns the key."""
         return self.routing is Routing.BY_KEY
-
-    @property
-    def timed(self) -> bool:
-        """It has deadlines: its task runs a timer beside it."""
-        return self.operator is not None and issubclass(self.operator, TimedOp)
 
 
 _K = Routing.BY_KEY

@@ -238,7 +238,7 @@ def _wire_pipeline(
                     outlet=links[i + 1].outlet(w) if i < last else Outlet(None, 0),
                     tail=(p, w) if i == last else None,
                     downstream=downstream(i, w),
-                    timer_sender=links[i].loopback(w) if kind.timed else None,
+                    timer_sender=links[i].loopback(w) if op.timer is not None else None,
                     restored=restored[w],
                 )
             )

@@ -7,6 +7,9 @@ passes the items on, unchanged, to the steps after it.
 
 from __future__ import annotations
 
+import asyncio
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from zlib import crc32
 
@@ -21,8 +24,9 @@ from aiowax.outputs import (
     StatefulSinkPartition,
     StatelessSinkPartition,
 )
-from aiowax.testing import TestingSink, TestingSource
-from flow_helpers import PartsSource, run
+from aiowax.recovery import RecoveryConfig, init_db_dir
+from aiowax.testing import TestingSink, TestingSource, run_main
+from flow_helpers import VIRTUAL_WATCHDOG, PartsSource, TimedSource, run
 
 # -- fixed partitioned sinks -----------------------------------------------------------
 
@@ -186,3 +190,98 @@ async def test_chained_outputs(batch_size: int) -> None:
     assert first == [0, 1, 2, 3, 4]
     assert second == [100, 101, 102, 103, 104]
     assert third == second
+
+
+# -- writes left in flight (the private hooks KafkaSink uses) ------------------------
+
+
+class _InFlightPart(StatelessSinkPartition[Any]):
+    """Keeps written items pending until the engine confirms them, as KafkaSink does."""
+
+    def __init__(self, owner: InFlightSink) -> None:
+        self.owner = owner
+        self.pending: list[Any] = []
+
+    def write_batch(self, items: list[Any]) -> None:
+        raise AssertionError("the engine calls _aiowax_awrite_batch")
+
+    async def _aiowax_awrite_batch(self, items: list[Any]) -> None:
+        self.pending.extend(items)
+        self.owner.log.append((asyncio.get_running_loop().time(), "write", list(items)))
+
+    async def _aiowax_aflush(self) -> None:
+        now = asyncio.get_running_loop().time()
+        if self.owner.fail_flush:
+            raise OSError("the broker did not acknowledge")
+        self.owner.log.append((now, "flush", self.pending))
+        self.owner.confirmed.extend(self.pending)
+        self.pending = []
+
+    async def _aiowax_aclose(self) -> None:
+        self.owner.log.append((asyncio.get_running_loop().time(), "close", self.pending))
+
+
+class InFlightSink(DynamicSink[Any]):
+    def __init__(self, fail_flush: bool = False) -> None:
+        self.fail_flush = fail_flush
+        self.log: list[tuple[float, str, list[Any]]] = []
+        self.confirmed: list[Any] = []
+
+    def build(self, worker_index: int, worker_count: int) -> _InFlightPart:
+        return _InFlightPart(self)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_writes_in_flight_are_confirmed_a_second_later_while_input_is_idle() -> None:
+    # Epochs far apart: only the output step's own timer confirms in between.
+    sink = InFlightSink()
+    flow = Dataflow()
+    flow.input("inp", TimedSource([(0, [1, 2]), (0.5, [3]), (100, [4])], end=600))
+    flow.output("out", sink)
+    await run(flow, epoch_interval=timedelta(hours=1), watchdog=VIRTUAL_WATCHDOG)
+    assert sink.log == [
+        (0.0, "write", [1, 2]),
+        (0.5, "write", [3]),
+        (1.0, "flush", [1, 2, 3]),  # one second after the first unconfirmed write
+        (100.0, "write", [4]),
+        (101.0, "flush", [4]),
+        (600.0, "flush", []),  # the end of the input
+        (600.0, "close", []),
+    ]
+    assert sink.confirmed == [1, 2, 3, 4]
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_writes_in_flight_are_confirmed_before_each_epoch_end() -> None:
+    sink = InFlightSink()
+    flow = Dataflow()
+    flow.input("inp", TimedSource([(0, [1]), (0.25, [2]), (0.5, [3])], end=0.75))
+    flow.output("out", sink)
+    await run(flow, epoch_interval=timedelta(seconds=0.3), watchdog=VIRTUAL_WATCHDOG)
+    flushes = [(t, items) for t, what, items in sink.log if what == "flush"]
+    # Epochs end every 0.3 s: each confirms what was written before it,
+    # well before the one-second timer would.
+    assert flushes == [(0.3, [1, 2]), (0.6, [3]), (0.75, [])]
+
+
+def test_an_epoch_is_not_committed_before_its_writes_are_confirmed(tmp_path: Path) -> None:
+    db_dir = tmp_path / "db"
+    init_db_dir(db_dir, 1)
+    config = RecoveryConfig(db_dir)
+
+    def flow_to(sink: DynamicSink[Any]) -> Dataflow:
+        flow = Dataflow()
+        flow.input("inp", TestingSource(range(6), batch_size=2))
+        flow.output("out", sink)
+        return flow
+
+    broken = InFlightSink(fail_flush=True)
+    with pytest.raises(OSError, match="did not acknowledge") as info:
+        run_main(flow_to(broken), epoch_interval=timedelta(0), recovery_config=config)
+    assert info.value.__notes__ == ["raised in step 'out' by the output sink confirming its writes"]
+    assert broken.confirmed == []
+    # The first epoch's writes were never confirmed, so it was never
+    # committed: the next run writes everything again (at least once).
+    healthy = InFlightSink()
+    run_main(flow_to(healthy), epoch_interval=timedelta(0), recovery_config=config)
+    assert healthy.confirmed == [0, 1, 2, 3, 4, 5]

@@ -8,9 +8,10 @@ without knowing its class:
 2. ``process(batch)`` (or ``await aprocess(batch)`` when ``is_async``) for
    each batch, returning the output batch.
 3. ``epoch_ended(epoch)`` after each aligned epoch end, then ``snapshot()``
-   when recovery is on.
+   when recovery is on; before both, ``await flush()`` if ``flushes``.
 4. ``on_tick()`` (or ``await atick()``) when its timer fired, if it has one.
-5. ``await end_of_input()`` once, returning what is left to emit.
+5. ``await end_of_input()`` once, returning what is left to emit (then
+   ``await flush()`` if ``flushes``).
 6. ``await aclose()`` once, whatever happened.
 """
 
@@ -72,6 +73,8 @@ class Operator:
     #: An async step may take every batch already waiting at once (its cost
     #: is per batch); an output step keeps batches as they came.
     gathers = True
+    #: `flush` must be awaited before each epoch end and after the end of input.
+    flushes = False
     #: The timer of a timed operator, run by the driver beside the step.
     timer: StepTimer | None = None
 
@@ -156,6 +159,14 @@ class Operator:
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         return self.process(batch)
+
+    async def flush(self) -> None:
+        """Finish the work this operator left in flight, before an epoch end passes.
+
+        Awaited only when ``flushes`` is true: a sink that keeps writes in
+        flight confirms them here, so an epoch is never committed before
+        its output is written.
+        """
 
     def epoch_ended(self, epoch: int) -> None:
         """Everything of ``epoch`` has been processed."""

@@ -16,12 +16,15 @@ from aiowax._definition.outputs import (
 from aiowax._definition.steps import OutputStep
 from aiowax._engine.aio import user_await
 from aiowax._engine.errors import StepFailed, fail
-from aiowax._engine.ops.base import Operator, StepEnv
+from aiowax._engine.ops.base import Operator, StepEnv, StepTimer
 from aiowax._engine.routing import split_by_sink_part
 from aiowax._engine.usercode import maybe_await
 from aiowax._util import is_async_callable
 
 SinkPartition = StatefulSinkPartition[Any, Any] | StatelessSinkPartition[Any]
+
+#: Seconds after a write left in flight before the output step confirms it.
+FLUSH_AFTER_S = 1.0
 
 
 def sink_part_names(step: OutputStep) -> tuple[str, ...]:
@@ -48,6 +51,19 @@ def _write_method(part: SinkPartition) -> Callable[[list[Any]], Any]:
     return hook if hook is not None else part.write_batch
 
 
+def _flush_method(part: SinkPartition) -> Callable[[], Any] | None:
+    """The partition's private hook that confirms the writes it left in flight, if any.
+
+    A partition of aiowax's own (``aiowax._connectors.kafka``) may return
+    from ``_aiowax_awrite_batch`` before its writes are confirmed;
+    ``_aiowax_aflush()`` waits for them and raises if one failed. The
+    output step awaits it before each epoch end passes on and at the end of
+    the input, so no epoch is committed before its output is written.
+    """
+    hook: Callable[[], Any] | None = getattr(part, "_aiowax_aflush", None)
+    return hook
+
+
 class OutputOp(Operator):
     """Writes batches, then passes them on unchanged.
 
@@ -68,6 +84,14 @@ class OutputOp(Operator):
         self.parts: dict[int, SinkPartition] = {}
         self.part_names = env.sink_parts
         self.async_write: dict[int, bool] = {}
+        self.flushers: list[Callable[[], Any]] = []
+        # Writes left in flight are confirmed at the latest this long after
+        # the first of them, so a delivery failure surfaces even while the
+        # input is idle between epoch ends.
+        self.now = env.clock.timer()
+        self.flush_due: float | None = None
+        self.flush_timer = StepTimer(env.clock, lambda: self.flush_due)
+        self.timer = self.flush_timer
 
     def _check_part(self, part: object, role: str) -> SinkPartition:
         if not isinstance(part, StatefulSinkPartition | StatelessSinkPartition):
@@ -100,6 +124,8 @@ class OutputOp(Operator):
                 type(sink).__name__,
             )
         self.async_write = {i: is_async_callable(_write_method(p)) for i, p in self.parts.items()}
+        self.flushers = [h for h in map(_flush_method, self.parts.values()) if h is not None]
+        self.flushes = bool(self.flushers)
 
     async def _write(self, index: int, values: list[Any]) -> None:
         part = self.parts[index]
@@ -112,6 +138,9 @@ class OutputOp(Operator):
             raise self.fail(error) from None
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
+        if self.flushes and self.flush_due is None:
+            self.flush_due = self.now() + FLUSH_AFTER_S
+            self.flush_timer.rearm()
         if not self.part_names:
             await self._write(0, batch.copy() if self.passes_on else batch)
             return batch
@@ -125,6 +154,18 @@ class OutputOp(Operator):
             # Everything before the bad item was written; pass it on too.
             raise failed
         return batch
+
+    async def flush(self) -> None:
+        self.flush_due = None
+        for hook in self.flushers:
+            try:
+                await user_await(hook())
+            except BaseException as error:
+                raise fail(error, self.step_id, "output sink confirming its writes") from None
+
+    async def atick(self) -> list[Any]:
+        await self.flush()
+        return []
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -141,7 +182,10 @@ class OutputOp(Operator):
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             for part in self.parts.values():
                 try:
-                    await maybe_await(part.close())
+                    # aiowax's own partitions may close off the loop (a
+                    # producer waiting for its last deliveries).
+                    aclose = getattr(part, "_aiowax_aclose", None)
+                    await (aclose() if aclose is not None else maybe_await(part.close()))
                 except BaseException as error:
                     first = first or fail(error, self.step_id, "output close").error
         if first is not None:
