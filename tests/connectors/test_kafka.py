@@ -649,5 +649,18 @@ def test_sink_fails_naming_the_topic_once_its_broker_is_lost_mid_run(
     assert isinstance(exc, KafkaConnectorError), repr(exc)
     text = _error_text(exc)
     assert topic in text, text
+    assert "step 'out'" in text, text
     assert broker.bootstrap in text, text
     assert elapsed < FAIL_WITHIN, (elapsed, text)
+
+
+def test_the_kafka_example_runs_against_the_test_broker(kafka_bootstrap: str) -> None:
+    example = Path(__file__).parents[2] / "examples" / "kafka_flow.py"
+    env = {**os.environ, "KAFKA_BOOTSTRAP": kafka_bootstrap}
+    done = subprocess.run(
+        [sys.executable, str(example)], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    values = sorted(line.split(" ", 2)[2] for line in done.stdout.splitlines())
+    words = ["kafka", "aiowax", "stream", "topic", "offset"]
+    assert values == sorted(repr(w.upper().encode()) for w in words), done.stdout
