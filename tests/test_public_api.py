@@ -142,6 +142,8 @@ API_MD_SIGNATURES: dict[str, tuple[tuple[str, object, bool], ...]] = {
         ("workers", 1, True),
         ("epoch_interval", None, True),
         ("recovery_config", None, True),
+        # Issue 13 (scale-out) adds cluster mode after API.md's parameters.
+        ("cluster", None, True),
     ),
     "aiowax.testing.run_main": (
         ("flow", _EMPTY, False),

@@ -13,13 +13,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from aiowax._definition.flow import Dataflow
 from aiowax._engine.context import RunContext
+
+if TYPE_CHECKING:
+    from aiowax._cluster.runtime import ClusterRun
 from aiowax._engine.driver import check_run_args, run_flow
 from aiowax._engine.plan import compile_flow
 
@@ -62,6 +65,7 @@ class FlowHandle:
         epoch_interval: timedelta | None = None,
         recovery_config: Any = None,
         propagate: bool = True,
+        cluster: Any = None,
     ) -> None:
         # Definition and argument errors belong to the caller, now.
         compile_flow(flow)
@@ -72,8 +76,9 @@ class FlowHandle:
             "epoch_interval": epoch_interval,
             "recovery_config": recovery_config,
         }
+        self._cluster = cluster
         self._propagate = propagate
-        self._ctx: RunContext | None = None
+        self._ctx: RunContext | ClusterRun | None = None
         self._stop_asked = False
         self._abort_asked = False
         self._scope: anyio.CancelScope | None = None
@@ -183,7 +188,7 @@ class FlowHandle:
             # otherwise add its frames to the last one's.
             raise self._error.with_traceback(self._error_tb)
 
-    def _attach(self, ctx: RunContext) -> None:
+    def _attach(self, ctx: RunContext | ClusterRun) -> None:
         self._ctx = ctx
         self._status = FlowStatus.RUNNING
         if self._stop_asked:
@@ -196,7 +201,13 @@ class FlowHandle:
                 self._scope = scope
                 if self._abort_asked:
                     scope.cancel()
-                await run_flow(self._flow, on_start=self._attach, **self._options)
+                if self._cluster is not None:
+                    from aiowax._cluster.runtime import run_cluster
+
+                    options = {k: v for k, v in self._options.items() if k != "recovery_config"}
+                    await run_cluster(self._flow, self._cluster, on_start=self._attach, **options)
+                else:
+                    await run_flow(self._flow, on_start=self._attach, **self._options)
             if scope.cancelled_caught:
                 self._status = FlowStatus.CANCELLED
             else:
@@ -248,6 +259,7 @@ async def start_flow(
     epoch_interval: timedelta | None = None,
     recovery_config: Any = None,
     propagate: bool = True,
+    cluster: Any = None,
 ) -> FlowHandle:
     """Start ``flow`` as a task of ``task_group`` and return its handle.
 
@@ -257,6 +269,7 @@ async def start_flow(
         workers: As for `aiowax.run`.
         epoch_interval: As for `aiowax.run`.
         recovery_config: As for `aiowax.run`.
+        cluster: As for `aiowax.run`: an `aiowax.cluster.KafkaCluster`.
         propagate: If true (the default), an exception of the flow is raised
             in ``task_group`` too, so it cannot go unnoticed; if false, it is
             kept on the handle and raised by `FlowHandle.wait` and `stop`
@@ -269,6 +282,7 @@ async def start_flow(
         epoch_interval=epoch_interval,
         recovery_config=recovery_config,
         propagate=propagate,
+        cluster=cluster,
     )
     await task_group.start(handle._serve)
     return handle
@@ -281,6 +295,7 @@ async def open_flow(
     workers: int = 1,
     epoch_interval: timedelta | None = None,
     recovery_config: Any = None,
+    cluster: Any = None,
 ) -> AsyncIterator[FlowHandle]:
     """Run ``flow`` in the background for the duration of an ``async with``.
 
@@ -310,6 +325,7 @@ async def open_flow(
         epoch_interval=epoch_interval,
         recovery_config=recovery_config,
         propagate=False,
+        cluster=cluster,
     )
     failure: Exception | None = None
     async with anyio.create_task_group() as tg:

@@ -138,3 +138,13 @@ class KafkaConnectorError(AiowaxError, RuntimeError):
     one that persists past the ``timeout``, and a message the sink could not
     deliver. It is also a ``RuntimeError``, as the reference's errors were.
     """
+
+
+class ClusterError(AiowaxError):
+    """Cluster mode cannot run this flow, or its Kafka topics do not fit it.
+
+    Raised before anything runs, naming the step, source or topic at fault:
+    a source or sink kind cluster mode cannot share out, an internal topic
+    whose partition count changed since the last start, an app id or step
+    id that cannot name a Kafka topic.
+    """

@@ -18,6 +18,7 @@ async def run(
     workers: int = 1,
     epoch_interval: timedelta | None = None,
     recovery_config: Any = None,
+    cluster: Any = None,
 ) -> None:
     """Run ``flow`` in the running event loop until its input ends.
 
@@ -31,6 +32,10 @@ async def run(
             ``timedelta(0)`` makes every input batch its own epoch.
         recovery_config: An `aiowax.recovery.RecoveryConfig`: snapshot every
             epoch and resume from the last one every worker finished.
+        cluster: An `aiowax.cluster.KafkaCluster`: run as one copy of an
+            application whose copies share the work through Kafka (keyed
+            state in changelog topics, not ``recovery_config``); the run
+            lasts until it is stopped or cancelled. See docs/scale-out.md.
 
     Raises:
         Exception: The first exception raised by user code in a step, with
@@ -38,6 +43,14 @@ async def run(
         FlowDefinitionError: The flow has no input, no output, or a step
             before its first input.
     """
+    if cluster is not None:
+        if recovery_config is not None:
+            msg = "run: cluster mode keeps its state in Kafka; recovery_config must be None"
+            raise ValueError(msg)
+        from aiowax._cluster.runtime import run_cluster
+
+        await run_cluster(flow, cluster, workers=workers, epoch_interval=epoch_interval)
+        return
     await run_flow(
         flow, workers=workers, epoch_interval=epoch_interval, recovery_config=recovery_config
     )

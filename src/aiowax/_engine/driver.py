@@ -79,10 +79,31 @@ async def run_flow(
                 "processed and dropped",
                 pipeline.input.step_id,
             )
-    ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
+    recovery = None
     if recovery_config is not None:
-        ctx.recovery = await Recovery.open(recovery_config, interval, workers)
-        ctx.start_epoch = ctx.recovery.resume_epoch
+        recovery = await Recovery.open(recovery_config, interval, workers)
+    await run_pipelines(
+        pipelines, workers=workers, interval=interval, recovery=recovery, on_start=on_start
+    )
+
+
+async def run_pipelines(
+    pipelines: list[Pipeline],
+    *,
+    workers: int,
+    interval: float,
+    recovery: Recovery | None,
+    on_start: Callable[[RunContext], None] | None = None,
+) -> None:
+    """Run compiled pipelines, with ``recovery`` open already if any (closed at the end).
+
+    What `run_flow` runs once it has checked its arguments; cluster mode
+    (`aiowax._cluster`) runs its flows here, with a recovery on Kafka.
+    """
+    ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
+    if recovery is not None:
+        ctx.recovery = recovery
+        ctx.start_epoch = recovery.resume_epoch
     try:
         await _run(ctx, pipelines, on_start)
     finally:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping, Set
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -30,7 +30,7 @@ from aiowax._engine.context import Tail
 from aiowax._engine.errors import fail
 from aiowax._errors import UnmatchedSnapshotsError
 from aiowax._recovery.config import RecoveryConfig
-from aiowax._recovery.store import Store, partition_path
+from aiowax._recovery.store import Store
 
 #: Marks a state key whose state was dropped during the epoch.
 DELETED: Any = object()
@@ -40,6 +40,32 @@ MAX_UNCOMMITTED_EPOCHS = 64
 
 #: Keys of unmatched snapshots listed per step in an `UnmatchedSnapshotsError`.
 _LISTED_KEYS = 5
+
+
+class SnapshotStore(Protocol):
+    """Where a run's snapshots are committed: SQLite files (`Store`), or Kafka (cluster mode)."""
+
+    #: The newest epoch committed.
+    committed: int
+
+    @property
+    def db_dir(self) -> Any:
+        """What holds the snapshots, for messages."""
+
+    def where(self, step_id: str, state_key: str) -> str:
+        """Where one snapshot is kept, for messages."""
+
+    def commit(
+        self,
+        epoch: int,
+        changes: Mapping[tuple[str, str], bytes | None],
+        worker_count: int,
+        keep_from: int,
+    ) -> None:
+        """Commit ``epoch`` with ``changes`` (None: deleted); blocking."""
+
+    def close(self) -> None:
+        """Release what the store holds."""
 
 
 class AnyKey(enum.Enum):
@@ -65,7 +91,7 @@ class Recovery:
     def __init__(
         self,
         config: RecoveryConfig,
-        store: Store,
+        store: SnapshotStore,
         epoch_interval: float,
         worker_count: int,
         restored: dict[tuple[str, str], bytes],
@@ -134,7 +160,7 @@ class Recovery:
         return dict(self._states.get(step_id, {}))
 
     def _load_error(self, error: Exception, step_id: str, key: str) -> Exception:
-        path = partition_path(self.store.db_dir, self.store.part_of(step_id, key))
+        path = self.store.where(step_id, key)
         error.add_note(
             f"while loading the snapshot of key {key!r} of step {step_id!r} from {path} "
             f"(epoch {self.store.committed} or before) with {type(self.serde).__name__}; "

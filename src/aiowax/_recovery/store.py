@@ -261,6 +261,10 @@ class Store:
                 return False
         return True
 
+    def where(self, step_id: str, state_key: str) -> str:
+        """The partition file of one state key of one step, for messages."""
+        return str(partition_path(self.db_dir, self.part_of(step_id, state_key)))
+
     def part_of(self, step_id: str, state_key: str) -> int:
         """The partition file of one state key of one step."""
         return crc32(f"{step_id}\x1f{state_key}".encode("utf-8", "surrogatepass")) % self.count

@@ -109,7 +109,10 @@ class _KafkaSinkPartition(StatelessSinkPartition[Any]):
             self._produce_records(items)
         else:
             self._produce_records([to_record(topic, item) for item in items])
-        # Serve delivery reports, so a failure surfaces at the next write.
+        self._served()
+
+    def _served(self) -> None:
+        """Serve delivery reports, so a failure surfaces at the next write."""
         self._producer.poll(0)
         self._check()
 
@@ -120,9 +123,12 @@ class _KafkaSinkPartition(StatelessSinkPartition[Any]):
         for record in records:
             while True:
                 try:
-                    # A Record's headers and timestamp go by keyword; a pair has none.
+                    # A Record's headers and timestamp go by keyword; a pair has
+                    # none; a triple names its partition (cluster mode).
                     if len(record) == 2:
                         produce(topic, record[1], record[0])
+                    elif len(record) == 3:
+                        produce(topic, record[1], record[0], partition=record[2])
                     else:
                         key, value, headers, ts = record
                         produce(topic, value, key, timestamp=ts, headers=headers)

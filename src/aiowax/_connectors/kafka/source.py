@@ -57,9 +57,17 @@ class _KafkaSourcePartition(StatefulSourcePartition[Any, int]):
     """One Kafka partition; the state is the offset of the next message to read."""
 
     def __init__(
-        self, source: KafkaSource, topic: str, index: int, resume_state: int | None
+        self,
+        source: KafkaSource,
+        topic: str,
+        index: int,
+        resume_state: int | None,
+        *,
+        origin: str | None = None,
     ) -> None:
         self._topic, self._index = topic, index
+        #: Cluster mode: emit ``(origin, offset, item)`` (see aiowax._cluster.tagging).
+        self._origin = origin
         self._where = f"KafkaSource: topic {topic!r} partition {index}"
         self._brokers = ",".join(source._brokers)
         self._batch_size = source._batch_size
@@ -211,7 +219,8 @@ class _KafkaSourcePartition(StatefulSourcePartition[Any, int]):
             if end is not None and offset >= end:
                 self._done = True
                 break
-            items.append(to_message(msg) if self._messages else (msg.key(), msg.value()))
+            item = to_message(msg) if self._messages else (msg.key(), msg.value())
+            items.append(item if self._origin is None else (self._origin, offset, item))
             self._offset = offset + 1
         if items:
             self._trouble = None

@@ -1,0 +1,210 @@
+"""One copy of a cluster: the front flow, and a generation per assignment.
+
+`run_cluster` plans the flow (`topology`), creates or checks the internal
+topics (`topics`), joins the group (`group`), starts the front flow (the
+`DynamicSource` pipelines, read by every copy) and then, for each
+assignment Kafka makes, runs a generation: the flow limited to the assigned
+partitions, restored from the changelogs and the group's offsets
+(`store`), until Kafka revokes the assignment or the copy is stopped. A
+revocation stops the generation gracefully (its final snapshot is
+committed: states, markers, offsets), then lets the rebalance go on.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from aiowax._cluster.config import KafkaCluster
+from aiowax._cluster.group import GroupMember
+from aiowax._cluster.store import KafkaStore
+from aiowax._cluster.topics import prepare_topics
+from aiowax._cluster.topology import Topology
+from aiowax._engine.clock import run_in_thread
+from aiowax._engine.context import RunContext
+from aiowax._engine.driver import check_run_args, run_pipelines
+from aiowax._engine.plan import compile_flow
+from aiowax._errors import ClusterError
+from aiowax._recovery.config import RecoveryConfig
+from aiowax._recovery.runtime import Recovery
+
+logger = logging.getLogger("aiowax")
+
+
+@dataclass
+class ClusterRun:
+    """What a `FlowHandle` holds of a running copy: how to ask it to stop."""
+
+    stopping: bool = False
+    runs: list[RunContext] = field(default_factory=list)
+    wake: anyio.Event = field(default_factory=anyio.Event)
+    #: Generations run so far (for tests and progress reports).
+    generations: int = 0
+
+    def request_stop(self) -> None:
+        """Stop gracefully: every run commits and ends, then the copy leaves the group."""
+        self.stopping = True
+        for ctx in self.runs:
+            ctx.request_stop()
+        self.wake.set()
+
+
+async def run_cluster(
+    flow: Any,
+    cluster: KafkaCluster,
+    *,
+    workers: int = 1,
+    epoch_interval: Any = None,
+    on_start: Callable[[ClusterRun], None] | None = None,
+) -> None:
+    """Run ``flow`` as one copy of the application ``cluster.app_id`` (see `aiowax.run`)."""
+    if not isinstance(cluster, KafkaCluster):
+        msg = f"run: cluster must be an aiowax.cluster.KafkaCluster, got {cluster!r}"
+        raise TypeError(msg)
+    interval = check_run_args(workers, epoch_interval, None)
+    compile_flow(flow)
+    if workers != 1:
+        msg = (
+            f"cluster mode runs one worker per copy (got workers={workers}); start more "
+            "copies instead (python -m aiowax FLOW --kafka-cluster ... -p N)"
+        )
+        raise ClusterError(msg)
+    topology = await run_in_thread(prepare_topics, flow, cluster)
+    member = GroupMember(topology)
+    control = ClusterRun()
+    if on_start is not None:
+        on_start(control)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(member.run, name=f"aiowax group {cluster.app_id}")
+        try:
+            async with anyio.create_task_group() as work:
+                front = topology.front_flow()
+                if front is not None:
+                    work.start_soon(_run_front, front, interval, control)
+                await _generations(topology, member, control, interval)
+                # Stopped: the front flow ends too.
+                control.request_stop()
+        finally:
+            member.close()
+
+
+async def _run_front(flow: Any, interval: float, control: ClusterRun) -> None:
+    await run_pipelines(
+        compile_flow(flow),
+        workers=1,
+        interval=interval,
+        recovery=None,
+        on_start=lambda ctx: _attach(control, ctx),
+    )
+
+
+def _attach(control: ClusterRun, ctx: RunContext) -> None:
+    control.runs.append(ctx)
+    if control.stopping:
+        ctx.request_stop()
+
+
+async def _generations(
+    topology: Topology, member: GroupMember, control: ClusterRun, interval: float
+) -> None:
+    while not control.stopping:
+        with anyio.CancelScope() as waiting:
+            # Wake for an assignment, or for a stop.
+            async with anyio.create_task_group() as tg:
+
+                async def stop_waiting() -> None:
+                    await control.wake.wait()
+                    waiting.cancel()
+
+                tg.start_soon(stop_waiting)
+                await member.assignment_ready.wait()
+                tg.cancel_scope.cancel()
+        if control.stopping:
+            return
+        assigned = member.take_assignment()
+        if assigned is None:
+            continue
+        try:
+            await _generation(topology, member, control, interval, assigned)
+        finally:
+            member.revoked()
+
+
+async def _generation(
+    topology: Topology,
+    member: GroupMember,
+    control: ClusterRun,
+    interval: float,
+    assigned: dict[str, list[int]],
+) -> None:
+    """Run the flow on one assignment until it is revoked or the copy stops."""
+    control.generations += 1
+    flow = topology.generation_flow(assigned)
+    if flow is None:
+        # Nothing assigned here: wait for the next rebalance.
+        with anyio.CancelScope() as idle:
+            async with anyio.create_task_group() as tg:
+
+                async def on_stop() -> None:
+                    await control.wake.wait()
+                    idle.cancel()
+
+                tg.start_soon(on_stop)
+                await member.revoke_asked.wait()
+                tg.cancel_scope.cancel()
+        return
+    config = RecoveryConfig(f"kafka://{topology.cluster.app_id}")
+    store = KafkaStore(topology, assigned, member.commit, member.committed, config.serde)
+    restored = await run_in_thread(store.load)
+    recovery = Recovery(config, store, interval, 1, restored)
+    deadline = topology.cluster.revoke_timeout.total_seconds()
+    ctx_box: list[RunContext] = []
+
+    def attach(ctx: RunContext) -> None:
+        ctx_box.append(ctx)
+        _attach(control, ctx)
+
+    async with anyio.create_task_group() as tg:
+
+        async def stop_on_revoke() -> None:
+            await member.revoke_asked.wait()
+            if ctx_box:
+                ctx_box[0].request_stop()
+            await anyio.sleep(deadline)
+            logger.warning(
+                "cluster %r: the work on revoked partitions did not stop within %g s; "
+                "cancelled without a final commit",
+                topology.cluster.app_id,
+                deadline,
+            )
+            run_scope.cancel()
+
+        tg.start_soon(stop_on_revoke)
+        with anyio.CancelScope() as run_scope:
+            try:
+                await run_pipelines(
+                    compile_flow(flow),
+                    workers=1,
+                    interval=interval,
+                    recovery=recovery,
+                    on_start=attach,
+                )
+            finally:
+                if ctx_box:
+                    control.runs.remove(ctx_box[0])
+        if not control.stopping and not member.revoke_asked.is_set():
+            # Every input of this generation ended by itself: wait for the
+            # next rebalance (or a stop) before leaving it.
+            with anyio.CancelScope() as idle:
+
+                async def on_stop() -> None:
+                    await control.wake.wait()
+                    idle.cancel()
+
+                tg.start_soon(on_stop)
+                await member.revoke_asked.wait()
+        tg.cancel_scope.cancel()

@@ -1,0 +1,249 @@
+"""Recovery's store in cluster mode: changelog topics, commit markers, the group's offsets.
+
+The engine's recovery (`aiowax._recovery.runtime.Recovery`) hands a store
+each epoch's snapshots; in cluster mode they go to Kafka instead of SQLite:
+
+- a keyed step's state for a key goes to ``{app}-{step}-changelog``, to the
+  partition the key hashes to, as a record keyed ``b"s" + key`` whose value
+  is the pickled ``(epoch, state bytes or None)``;
+- once those are acknowledged, the epoch is committed for each assigned
+  partition by one marker record (key ``b"m"``) in the first changelog of
+  the cut, holding ``(epoch, the repartition reader's snapshot)``: the
+  offset to read from next and the origins seen (`repartition`);
+- then the offsets of the `KafkaSource` partitions are committed to the
+  consumer group.
+
+Restoring a partition reads its changelogs to their end and keeps, per
+key, the newest state of an epoch that has a marker: the changes of an
+epoch a copy did not finish committing (it died meanwhile) are ignored, and
+the input is read again from the offset of the last marker, so each input
+counts once in the state. Epoch numbers only grow: a copy starts above every
+epoch found in what it restores, so an unfinished epoch's records are never
+mistaken for a later one's.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import confluent_kafka
+from confluent_kafka import KafkaError, TopicPartition
+
+from aiowax._cluster.repartition import partition_of
+from aiowax._cluster.topology import Cut, Topology
+from aiowax._connectors.kafka.client import describe_error
+from aiowax._connectors.kafka.source import KafkaSource
+from aiowax._errors import ClusterError
+from aiowax._recovery.config import SnapshotSerde
+
+_STATE = b"s"
+_MARKER = b"m"
+#: How long one flush waits before it checks for fatal errors again.
+_FLUSH_STEP_S = 1.0
+
+#: Commits offsets of source partitions to the group (`GroupMember.commit`).
+CommitOffsets = Callable[[list[TopicPartition]], None]
+#: Reads the group's committed offsets (`GroupMember.committed`).
+ReadOffsets = Callable[[list[TopicPartition]], list[TopicPartition]]
+
+
+def read_partition(topology: Topology, topic: str, partition: int) -> list[tuple[bytes, bytes]]:
+    """Every record of a changelog partition, in order, up to its end now."""
+    source = KafkaSource(
+        list(topology.cluster.brokers),
+        [topic],
+        tail=False,
+        add_config=dict(topology.cluster.add_config),
+        batch_size=10_000,
+    )
+    part = source.build_part(datetime.now(UTC), f"{partition}-{topic}", None)
+    records: list[tuple[bytes, bytes]] = []
+    try:
+        while True:
+            try:
+                records.extend(part.next_batch())
+            except StopIteration:
+                return records
+    finally:
+        part.close()
+
+
+class KafkaStore:
+    """What `Recovery` commits to and restores from, for one assignment of one copy."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        assigned: Mapping[str, list[int]],
+        commit_offsets: CommitOffsets,
+        read_offsets: ReadOffsets,
+        serde: SnapshotSerde,
+    ) -> None:
+        self._topology = topology
+        self._commit_offsets = commit_offsets
+        self._read_offsets = read_offsets
+        self._serde = serde
+        self._failed: list[KafkaError] = []
+        self.committed = 0
+        #: The assigned partitions of each cut.
+        self._parts: list[tuple[Cut, int]] = [
+            (cut, p)
+            for cut in topology.cuts.values()
+            for p in sorted(assigned.get(cut.repartition_topic, []))
+        ]
+        self._changelog = {
+            step_id: topic
+            for cut in topology.cuts.values()
+            for step_id, topic in cut.changelogs.items()
+        }
+        self._reader = {cut.reader_id: cut for cut in topology.cuts.values()}
+        self._inputs = {
+            topology.pipelines[index].input.step_id for index in topology.kafka_sources()
+        }
+        self._assigned_sources = [
+            TopicPartition(topic, p)
+            for topic in topology.source_topics()
+            for p in sorted(assigned.get(topic, []))
+        ]
+        #: The reader snapshot each partition's next marker carries.
+        self._reader_state: dict[tuple[str, int], bytes | None] = {}
+        self._producer: confluent_kafka.Producer | None = None
+
+    # -- what Recovery reads in messages -----------------------------------------------
+
+    @property
+    def db_dir(self) -> str:
+        return f"the changelog topics of app {self._topology.cluster.app_id!r}"
+
+    def where(self, step_id: str, key: str) -> str:
+        topic = self._changelog.get(step_id)
+        if topic is None:
+            return f"the snapshot of {key!r} in {self.db_dir}"
+        return f"changelog topic {topic!r} partition {partition_of(key, self._topology.partitions)}"
+
+    # -- restoring -------------------------------------------------------------------
+
+    def load(self) -> dict[tuple[str, str], bytes]:
+        """The snapshots to resume this assignment from (blocking: call it in a thread)."""
+        restored: dict[tuple[str, str], bytes] = {}
+        top = 0
+        for cut, p in self._parts:
+            logs = {
+                step_id: read_partition(self._topology, topic, p)
+                for step_id, topic in cut.changelogs.items()
+            }
+            primary = logs[next(iter(cut.changelogs))]
+            committed: set[int] = set()
+            reader: bytes | None = None
+            for key, value in primary:
+                if key == _MARKER:
+                    epoch, reader = pickle.loads(value)
+                    committed.add(epoch)
+            for step_id, log in logs.items():
+                states: dict[str, bytes | None] = {}
+                for key, value in log:
+                    epoch, data = pickle.loads(value)
+                    top = max(top, epoch)
+                    if key[:1] == _STATE and epoch in committed:
+                        states[key[1:].decode("utf-8", "surrogatepass")] = data
+                for state_key, data in states.items():
+                    if data is not None:
+                        restored[(step_id, state_key)] = data
+            self._reader_state[(cut.reader_id, p)] = reader
+            if reader is not None:
+                restored[(cut.reader_id, f"{p}-{cut.repartition_topic}")] = reader
+        for tp in self._read_offsets(self._assigned_sources) if self._assigned_sources else []:
+            if tp.offset >= 0:
+                restored[(self._input_of(tp.topic), f"{tp.partition}-{tp.topic}")] = (
+                    self._serde.ser(tp.offset)
+                )
+        self.committed = top
+        return restored
+
+    def _input_of(self, topic: str) -> str:
+        for index, source in self._topology.kafka_sources().items():
+            if topic in source._topics:
+                return self._topology.pipelines[index].input.step_id
+        raise AssertionError(topic)
+
+    # -- committing ------------------------------------------------------------------
+
+    def _on_delivery(self, error: KafkaError | None, _msg: Any) -> None:
+        if error is not None:
+            self._failed.append(error)
+
+    def _produce(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
+        if self._producer is None:
+            config = {
+                **self._topology.cluster.client_config(),
+                "enable.idempotence": True,
+                "linger.ms": 5,
+                "message.timeout.ms": 30_000,
+                "on_delivery": self._on_delivery,
+                "delivery.report.only.error": True,
+            }
+            self._producer = confluent_kafka.Producer(config)
+        while True:
+            try:
+                self._producer.produce(topic, value, key, partition=partition)
+                return
+            except BufferError:
+                self._producer.poll(0.1)
+
+    def _confirm(self, what: str) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        while producer.flush(_FLUSH_STEP_S) > 0:
+            pass
+        if self._failed:
+            failed, self._failed[:] = list(self._failed), []
+            msg = (
+                f"cluster mode: {len(failed)} {what} record(s) of app "
+                f"{self._topology.cluster.app_id!r} could not be written: "
+                f"{describe_error(failed[0])}"
+            )
+            raise ClusterError(msg)
+
+    def commit(
+        self,
+        epoch: int,
+        changes: Mapping[tuple[str, str], bytes | None],
+        worker_count: int,
+        keep_from: int,
+    ) -> None:
+        """Commit ``epoch``: states, then markers, then source offsets (blocking)."""
+        dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
+        offsets: list[TopicPartition] = []
+        partitions = self._topology.partitions
+        for (step_id, key), data in changes.items():
+            topic = self._changelog.get(step_id)
+            if topic is not None:
+                record = dumps((epoch, data), protocol)
+                state_key = _STATE + key.encode("utf-8", "surrogatepass")
+                self._produce(topic, partition_of(key, partitions), state_key, record)
+            elif step_id in self._reader:
+                p = int(key.partition("-")[0])
+                self._reader_state[(step_id, p)] = data
+            elif step_id in self._inputs and data is not None:
+                index, _, topic = key.partition("-")
+                offsets.append(TopicPartition(topic, int(index), self._serde.de(data)))
+        self._confirm("changelog")
+        for cut, p in self._parts:
+            primary = next(iter(cut.changelogs.values()))
+            marker = dumps((epoch, self._reader_state.get((cut.reader_id, p))), protocol)
+            self._produce(primary, p, _MARKER, marker)
+        self._confirm("commit marker")
+        if offsets:
+            self._commit_offsets(offsets)
+        self.committed = epoch
+
+    def discard_uncommitted(self) -> None:
+        """Nothing to do: an unfinished epoch is ignored when restoring."""
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(5.0)
