@@ -29,6 +29,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from aiowax import _cli_cluster as _cluster_cli
 from aiowax._cli_run import DEFAULT_STOP_TIMEOUT
 from aiowax._cli_run import run_until_stopped as _run_until_stopped
 from aiowax._errors import RecoveryError
@@ -101,6 +102,9 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("recovery_directory", ENV_RECOVERY_DIRECTORY, _directory),
     ("backup_interval", ENV_BACKUP_INTERVAL, _seconds),
     ("stop_timeout", ENV_STOP_TIMEOUT, _seconds),
+    ("kafka_cluster", _cluster_cli.ENV_KAFKA_CLUSTER, _cluster_cli.brokers),
+    ("app_id", _cluster_cli.ENV_APP_ID, str),
+    ("processes", _cluster_cli.ENV_PROCESSES, _cluster_cli.processes),
 )
 
 _DESCRIPTION = "Run an aiowax dataflow until its input ends or a signal stops it."
@@ -123,7 +127,8 @@ environment:
   Every option has an environment default, used when the option is not
   given on the command line; empty values count as unset:
   {ENV_WORKERS}, {ENV_SNAPSHOT_INTERVAL}, {ENV_STOP_TIMEOUT},
-  {ENV_RECOVERY_DIRECTORY}, {ENV_BACKUP_INTERVAL}.
+  {ENV_RECOVERY_DIRECTORY}, {ENV_BACKUP_INTERVAL},
+  {_cluster_cli.ENV_KAFKA_CLUSTER}, {_cluster_cli.ENV_APP_ID}, {_cluster_cli.ENV_PROCESSES}.
 
 stopping:
   SIGTERM (kill, docker stop, Kubernetes) or SIGINT (Ctrl-C) stops the flow
@@ -223,6 +228,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="seconds to keep superseded snapshots before garbage-collecting them; "
         f"needs -r (env {ENV_BACKUP_INTERVAL}; default: keep only what resuming needs)",
     )
+    _cluster_cli.add_options(parser)
     parser.add_argument("--version", action="version", version=f"aiowax {__version__}")
     return parser
 
@@ -334,6 +340,7 @@ async def _load_and_run(
     recovery_config: RecoveryConfig | None,
     stop_timeout: timedelta,
     prog: str,
+    cluster: Any,
 ) -> None:
     if inspect.isawaitable(obj):
         try:
@@ -354,6 +361,7 @@ async def _load_and_run(
             recovery_config=recovery_config,
             stop_timeout=stop_timeout,
             prog=prog,
+            cluster=cluster,
         )
     )
 
@@ -386,6 +394,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         options = parser.parse_args(argv)
         from_env = _apply_env_defaults(parser, options, os.environ)
         recovery_config = _recovery_config(parser, options, from_env)
+        cluster = _cluster_cli.cluster_of(parser, options)
+        if cluster is not None and (options.processes or 1) > 1:
+            args = sys.argv[1:] if argv is None else list(argv)
+            return _cluster_cli.supervise(
+                _cluster_cli.without_processes(args), options.processes, parser.prog
+            )
         try:
             target = parse_import_str(options.import_str)
         except FlowImportError as exc:
@@ -415,6 +429,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                     recovery_config,
                     _or_default(options.stop_timeout, DEFAULT_STOP_TIMEOUT),
                     parser.prog,
+                    cluster,
                 )
             )
         except Exception as exc:

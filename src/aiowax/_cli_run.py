@@ -41,6 +41,7 @@ async def run_until_stopped(
     recovery_config: RecoveryConfig | None,
     stop_timeout: timedelta,
     prog: str,
+    cluster: Any = None,
 ) -> int:
     """Run ``flow`` until its input ends or a signal stops it; return the exit status.
 
@@ -55,6 +56,7 @@ async def run_until_stopped(
             epoch_interval=epoch_interval,
             recovery_config=recovery_config,
             propagate=False,
+            cluster=cluster,
         )
         stopper = _Stopper(handle, tg, stop_timeout.total_seconds(), prog)
         # Waiting here also tells the handle that its failure has a receiver:

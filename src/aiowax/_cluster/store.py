@@ -56,7 +56,8 @@ def read_partition(topology: Topology, topic: str, partition: int) -> list[tuple
         list(topology.cluster.brokers),
         [topic],
         tail=False,
-        add_config=dict(topology.cluster.add_config),
+        # An empty partition's fetch waits this long for data (default 500 ms).
+        add_config={**topology.cluster.add_config, "fetch.wait.max.ms": 20},
         batch_size=10_000,
     )
     part = source.build_part(datetime.now(UTC), f"{partition}-{topic}", None)

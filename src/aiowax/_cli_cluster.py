@@ -1,0 +1,176 @@
+"""Cluster mode on the command line: its options, and ``-p N`` local processes supervised.
+
+``--kafka-cluster HOST:PORT[,...] --app-id NAME`` runs the flow as one copy
+of the application (`aiowax.cluster.KafkaCluster`). ``-p N`` starts N such
+copies as child processes of this one (``python -m aiowax`` with the same
+arguments, without ``-p``), so a flow uses every core of a machine: a
+signal here (SIGTERM, SIGINT) is passed to every child, which stops
+gracefully; a child that ends on its own is reported, and the others go on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+ENV_KAFKA_CLUSTER = "AIOWAX_KAFKA_CLUSTER"
+ENV_APP_ID = "AIOWAX_APP_ID"
+ENV_PROCESSES = "AIOWAX_PROCESSES"
+#: Set in each child of ``-p``: its index, for logs.
+ENV_PROCESS_INDEX = "AIOWAX_PROCESS_INDEX"
+
+
+def brokers(text: str) -> list[str]:
+    """``--kafka-cluster``: comma-separated ``host:port``."""
+    parts = [part.strip() for part in text.split(",")]
+    if not all(parts) or not all(":" in part for part in parts):
+        msg = f"expected HOST:PORT[,HOST:PORT...], got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return parts
+
+
+def processes(text: str) -> int:
+    """``-p``: a count of processes, at least 1."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        msg = f"must be a whole number, at least 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return count
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The cluster options of ``python -m aiowax``."""
+    group = parser.add_argument_group(
+        "cluster mode",
+        "Share the flow's work between copies of this application through Kafka "
+        "consumer groups (see docs/scale-out.md).",
+    )
+    group.add_argument(
+        "--kafka-cluster",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        type=brokers,
+        help=f"run as one copy of the application on these brokers (env {ENV_KAFKA_CLUSTER})",
+    )
+    group.add_argument(
+        "--app-id",
+        metavar="NAME",
+        help="the application's name: its consumer group and the prefix of its "
+        f"internal topics; needed with --kafka-cluster (env {ENV_APP_ID})",
+    )
+    group.add_argument(
+        "-p",
+        "--processes",
+        metavar="N",
+        type=processes,
+        help="start N copies as local processes and supervise them; needs "
+        f"--kafka-cluster (env {ENV_PROCESSES}; default: 1, this process)",
+    )
+
+
+def cluster_of(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Any:
+    """The `KafkaCluster` the options ask for, or None; usage errors for bad combinations."""
+    if options.kafka_cluster is None:
+        if options.app_id is not None and options.processes not in (None, 1):
+            parser.error("-p/--processes needs --kafka-cluster")
+        if options.processes not in (None, 1):
+            parser.error("-p/--processes needs --kafka-cluster")
+        return None
+    if not options.app_id:
+        parser.error(f"--kafka-cluster needs --app-id NAME (or env {ENV_APP_ID})")
+    if options.recovery_directory is not None:
+        parser.error(
+            "-r/--recovery-directory does not apply with --kafka-cluster: cluster mode "
+            "keeps its state in Kafka changelog topics"
+        )
+    if (options.workers or 1) != 1:
+        parser.error("-w/--workers does not apply with --kafka-cluster; use -p N for N copies")
+    try:
+        from aiowax._cluster.config import KafkaCluster
+    except ImportError as exc:  # pragma: no cover - the kafka extra is missing
+        parser.error(f"--kafka-cluster needs the kafka extra (pip install 'aiowax[kafka]'): {exc}")
+    try:
+        return KafkaCluster(brokers=options.kafka_cluster, app_id=options.app_id)
+    except Exception as exc:
+        parser.error(str(exc))
+
+
+def without_processes(argv: Sequence[str]) -> list[str]:
+    """``argv`` without its ``-p``/``--processes`` option."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("-p", "--processes"):
+            skip = True
+            continue
+        if arg.startswith("--processes=") or (arg.startswith("-p") and arg[2:].isdigit()):
+            continue
+        out.append(arg)
+    return out
+
+
+def supervise(argv: Sequence[str], count: int, prog: str) -> int:
+    """Run ``count`` copies of ``python -m aiowax argv`` until all have ended.
+
+    Returns:
+        0 if every copy ended with 0, else the first non-zero status.
+    """
+    children: list[subprocess.Popen[bytes]] = []
+    stopping = False
+
+    def forward(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for child in children:
+            if child.poll() is None:
+                child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        for index in range(count):
+            env = {**os.environ, ENV_PROCESS_INDEX: str(index)}
+            env.pop(ENV_PROCESSES, None)
+            cmd = [sys.executable, "-m", "aiowax", *argv]
+            children.append(subprocess.Popen(cmd, env=env))
+        print(
+            f"{prog}: started {count} processes: {', '.join(str(c.pid) for c in children)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        statuses: dict[int, int] = {}
+        while len(statuses) < count:
+            for index, child in enumerate(children):
+                if index in statuses:
+                    continue
+                code = child.poll()
+                if code is None:
+                    continue
+                statuses[index] = code
+                if code != 0 or not stopping:
+                    left = count - len(statuses)
+                    print(
+                        f"{prog}: process {index} (pid {child.pid}) exited with status "
+                        f"{code}; {left} still running",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+            time.sleep(0.1)
+    finally:
+        for child in children:
+            if child.poll() is None:
+                child.terminate()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    failed = [code for _, code in sorted(statuses.items()) if code != 0]
+    return failed[0] if failed else 0
