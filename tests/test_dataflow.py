@@ -173,7 +173,7 @@ def test_method_has_the_reference_argument_names_and_order(method: str) -> None:
     # Ours on top of the reference: keyword-only, optional (so every call
     # written for the reference means the same).
     extra = [p for p in params[1:] if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    assert [p.name for p in extra] in ([], ["max_concurrency"]), extra
+    assert [p.name for p in extra] in ([], ["max_concurrency"], ["max_concurrency", "processes"])
     assert all(p.default is None for p in extra), extra
 
 

@@ -9,6 +9,8 @@ starts the message, so the user sees which call was wrong.
 
 from __future__ import annotations
 
+import functools
+import types
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -88,6 +90,24 @@ def callable_arg(where: str, name: str, value: object) -> Callable[..., Any]:
         msg = f"{where}: {name} must be callable, got {value!r}"
         raise TypeError(msg)
     return value
+
+
+def unpicklable_function(fn: object) -> str | None:
+    """Say what ``fn`` is if it can never be pickled, else None.
+
+    `pickle` saves a function as its module and qualified name, to be
+    imported again where it is loaded; a lambda or a function defined inside
+    another one has no such name (also behind `functools.partial`). Whether
+    anything else pickles only pickling it tells.
+    """
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    if isinstance(fn, types.FunctionType):
+        if fn.__name__ == "<lambda>":
+            return "a lambda"
+        if "<locals>" in fn.__qualname__:
+            return f"{fn.__qualname__!r}, defined inside a function,"
+    return None
 
 
 def describe(obj: object, limit: int = 200) -> str:

@@ -79,8 +79,6 @@ def add_options(parser: argparse.ArgumentParser) -> None:
 def cluster_of(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Any:
     """The `KafkaCluster` the options ask for, or None; usage errors for bad combinations."""
     if options.kafka_cluster is None:
-        if options.app_id is not None and options.processes not in (None, 1):
-            parser.error("-p/--processes needs --kafka-cluster")
         if options.processes not in (None, 1):
             parser.error("-p/--processes needs --kafka-cluster")
         return None
@@ -142,7 +140,9 @@ def supervise(argv: Sequence[str], count: int, prog: str) -> int:
             env = {**os.environ, ENV_PROCESS_INDEX: str(index)}
             env.pop(ENV_PROCESSES, None)
             cmd = [sys.executable, "-m", "aiowax", *argv]
-            children.append(subprocess.Popen(cmd, env=env))
+            # A session of its own: Ctrl-C reaches the supervisor only, which
+            # passes it on once (twice would abort each child's graceful stop).
+            children.append(subprocess.Popen(cmd, env=env, start_new_session=True))
         print(
             f"{prog}: started {count} processes: {', '.join(str(c.pid) for c in children)}",
             file=sys.stderr,

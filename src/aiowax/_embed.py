@@ -76,6 +76,9 @@ class FlowHandle:
             "epoch_interval": epoch_interval,
             "recovery_config": recovery_config,
         }
+        if cluster is not None and recovery_config is not None:
+            msg = "cluster mode keeps its state in Kafka; recovery_config must be None"
+            raise ValueError(msg)
         self._cluster = cluster
         self._propagate = propagate
         self._ctx: RunContext | ClusterRun | None = None

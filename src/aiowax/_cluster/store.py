@@ -14,12 +14,14 @@ each epoch's snapshots; in cluster mode they go to Kafka instead of SQLite:
   consumer group.
 
 Restoring a partition reads its changelogs to their end and keeps, per
-key, the newest state of an epoch that has a marker: the changes of an
-epoch a copy did not finish committing (it died meanwhile) are ignored, and
-the input is read again from the offset of the last marker, so each input
-counts once in the state. Epoch numbers only grow: a copy starts above every
-epoch found in what it restores, so an unfinished epoch's records are never
-mistaken for a later one's.
+key, the newest state of an epoch no newer than the last marker: the
+changes of an epoch a copy did not finish committing (it died meanwhile)
+are ignored, and the input is read again from the offset of the last
+marker, so each input counts once in the state. The restoring copy then
+writes those keys again with their committed state, under a new epoch and
+marker, so the newest record of every key is always a committed one: what
+a compacted topic keeps. Epoch numbers only grow: a copy starts above every
+epoch found in what it restores.
 """
 
 from __future__ import annotations
@@ -128,8 +130,17 @@ class KafkaStore:
     # -- restoring -------------------------------------------------------------------
 
     def load(self) -> dict[tuple[str, str], bytes]:
-        """The snapshots to resume this assignment from (blocking: call it in a thread)."""
+        """The snapshots to resume this assignment from (blocking: call it in a thread).
+
+        A partition's committed epoch is its newest marker's; a state record
+        counts if its epoch is not newer. Records of a newer epoch come from
+        a copy that died while committing: their keys are written again,
+        with their committed state, before anything runs, so that the
+        newest record of every key is a committed one (what compaction
+        keeps).
+        """
         restored: dict[tuple[str, str], bytes] = {}
+        repairs: list[tuple[str, str, bytes | None]] = []
         top = 0
         for cut, p in self._parts:
             logs = {
@@ -137,22 +148,28 @@ class KafkaStore:
                 for step_id, topic in cut.changelogs.items()
             }
             primary = logs[next(iter(cut.changelogs))]
-            committed: set[int] = set()
+            last = -1
             reader: bytes | None = None
             for key, value in primary:
                 if key == _MARKER:
-                    epoch, reader = pickle.loads(value)
-                    committed.add(epoch)
+                    last, reader = pickle.loads(value)
             for step_id, log in logs.items():
                 states: dict[str, bytes | None] = {}
+                unfinished: set[str] = set()
                 for key, value in log:
                     epoch, data = pickle.loads(value)
                     top = max(top, epoch)
-                    if key[:1] == _STATE and epoch in committed:
-                        states[key[1:].decode("utf-8", "surrogatepass")] = data
+                    if key[:1] != _STATE:
+                        continue
+                    state_key = key[1:].decode("utf-8", "surrogatepass")
+                    if epoch <= last:
+                        states[state_key] = data
+                    else:
+                        unfinished.add(state_key)
                 for state_key, data in states.items():
                     if data is not None:
                         restored[(step_id, state_key)] = data
+                repairs.extend((step_id, k, states.get(k)) for k in sorted(unfinished))
             self._reader_state[(cut.reader_id, p)] = reader
             if reader is not None:
                 restored[(cut.reader_id, f"{p}-{cut.repartition_topic}")] = reader
@@ -162,6 +179,8 @@ class KafkaStore:
                     self._serde.ser(tp.offset)
                 )
         self.committed = top
+        if repairs:
+            self.commit(top + 1, {(step_id, key): data for step_id, key, data in repairs}, 1, 0)
         return restored
 
     def _input_of(self, topic: str) -> str:

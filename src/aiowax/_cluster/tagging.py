@@ -50,13 +50,21 @@ def _on_item(fn: Callable[..., Any], rewrap: Callable[[Tagged, Any], Any]) -> Ca
 
         return async_wrapper
 
-    def wrapper(tagged: Tagged) -> Any:
-        result = fn(tagged[2])
-        if isawaitable(result):
-            return _later(tagged, result, rewrap)
-        return rewrap(tagged, result)
+    return _SyncOnItem(fn, rewrap)
 
-    return wrapper
+
+class _SyncOnItem:
+    """A sync function on tagged items: a class, so it pickles (``processes=`` steps)."""
+
+    def __init__(self, fn: Callable[..., Any], rewrap: Callable[[Tagged, Any], Any]) -> None:
+        self.fn = fn
+        self.rewrap = rewrap
+
+    def __call__(self, tagged: Tagged) -> Any:
+        result = self.fn(tagged[2])
+        if isawaitable(result):
+            return _later(tagged, result, self.rewrap)
+        return self.rewrap(tagged, result)
 
 
 async def _later(

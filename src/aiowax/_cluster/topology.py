@@ -36,6 +36,17 @@ from aiowax._errors import ClusterError
 DEFAULT_PARTITIONS = 6
 
 
+def read_by_every_copy(source: object) -> bool:
+    """A source each copy reads for itself: a `DynamicSource`, or one of the in-process inputs.
+
+    `PushSource` and `IterableSource` hold what this process feeds them (a
+    web service's requests): every copy has its own, whatever Kafka assigns.
+    """
+    from aiowax._connectors.inproc import IterableSource, PushSource
+
+    return isinstance(source, DynamicSource | PushSource | IterableSource)
+
+
 @dataclass(frozen=True)
 class Cut:
     """Where a pipeline goes through a repartition topic.
@@ -110,7 +121,7 @@ class Topology:
         """The pipelines of `DynamicSource` inputs, up to their cut; None if none."""
         steps: list[Step] = []
         for pipeline in self.pipelines:
-            if isinstance(pipeline.input.source, DynamicSource):
+            if read_by_every_copy(pipeline.input.source):
                 steps.extend(self._before_cut(pipeline, pipeline.input))
         return _flow_of(steps)
 
@@ -194,12 +205,12 @@ def _check_input(step: InputStep) -> None:
                 "(use tail=True, and stop the copies with SIGTERM or FlowHandle.stop)"
             )
             raise ClusterError(msg)
-    elif not isinstance(source, DynamicSource):
+    elif not read_by_every_copy(source):
         msg = (
             f"cluster mode: {step} uses {type(source).__name__}, a partitioned source "
             "that cluster mode cannot share out between copies; use a KafkaSource "
-            "(its partitions are assigned through the consumer group) or a DynamicSource "
-            "(every copy reads its own)"
+            "(its partitions are assigned through the consumer group), or a "
+            "DynamicSource, PushSource or IterableSource (every copy reads its own)"
         )
         raise ClusterError(msg)
 

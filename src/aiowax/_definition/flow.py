@@ -12,7 +12,13 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
-from aiowax._checks import callable_arg, positive_int, timedelta_arg
+from aiowax._checks import (
+    callable_arg,
+    describe,
+    positive_int,
+    timedelta_arg,
+    unpicklable_function,
+)
 from aiowax._definition.inputs import Source
 from aiowax._definition.outputs import Sink
 from aiowax._definition.step_ids import step_id_checked
@@ -36,6 +42,7 @@ from aiowax._definition.steps import (
     Step,
 )
 from aiowax._definition.window import ClockConfig, WindowConfig
+from aiowax._util import is_async_callable, is_asyncgen_callable
 
 #: Marks the operators of the reference that take no step id.
 _NO_ID: Any = object()
@@ -65,6 +72,16 @@ class Dataflow:
     default; e.g. 10 to hold a database to 10 queries at a time. A keyed
     step still calls a key's functions one after the other. Outputs keep
     the order of the items whatever the limit.
+
+    ``map``, ``filter``, ``filter_map`` and ``flat_map`` also take a keyword
+    ``processes``: run their plain (not ``async def``) function in that many
+    worker processes, which the step starts when the run starts and stops
+    when it ends. Each batch is cut into at most ``processes`` chunks, sent
+    to the processes at once; the outputs keep the order of the items. The
+    function, the items and its results must be picklable: a module-level
+    function, and values of module-level classes. It pays for CPU-bound
+    pure-Python functions only (see ``docs/parallel.md``); for I/O, write
+    an ``async def`` function instead.
     """
 
     def __init__(self) -> None:
@@ -121,6 +138,37 @@ class Dataflow:
             positive_int(self._where(kind, step_id), "max_concurrency", fields["max_concurrency"])
         self._steps.append(cls(step_id=step_id, index=index, **fields))
 
+    def _check_processes(
+        self, kind: str, step_id: object, name: str, fn: Callable[..., Any], processes: object
+    ) -> None:
+        """Refuse a bad ``processes=`` now, before the step is added.
+
+        Whether ``fn`` pickles is known for sure only when it is pickled, at
+        the start of the run (a callable object may hold anything); a lambda
+        or a function defined inside another never does, and that is cheap
+        to see here, where the traceback points at the line to change.
+        """
+        if processes is None:
+            return
+        where = self._where(kind, step_id)
+        positive_int(where, "processes", processes)
+        if is_async_callable(fn) or is_asyncgen_callable(fn):
+            msg = (
+                f"{where}: processes= runs the {name} in worker processes, where a "
+                f"coroutine cannot be awaited (nor sent back), but {describe(fn)} is "
+                "async; make it a plain def, or drop processes= and keep it async "
+                "(async functions already run concurrently, in the event loop)"
+            )
+            raise TypeError(msg)
+        why = unpicklable_function(fn)
+        if why is not None:
+            msg = (
+                f"{where}: processes= sends the {name} to worker processes by "
+                f"pickling it, and {why} cannot be pickled; define it with def at "
+                "the top level of a module"
+            )
+            raise TypeError(msg)
+
     @staticmethod
     def _where(kind: str, step_id: object) -> str:
         return f"{kind} step {step_id!r}"
@@ -163,7 +211,13 @@ class Dataflow:
 
     @step_id_checked
     def map(
-        self, /, step_id: str, mapper: Callable[[Any], Any], *, max_concurrency: int | None = None
+        self,
+        /,
+        step_id: str,
+        mapper: Callable[[Any], Any],
+        *,
+        max_concurrency: int | None = None,
+        processes: int | None = None,
     ) -> None:
         """Replace each item by ``mapper(item)``.
 
@@ -171,9 +225,13 @@ class Dataflow:
             step_id: Unique id of the step.
             mapper: Plain or ``async def`` function of one item.
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
+            processes: Worker processes to run a plain ``mapper`` in; see `Dataflow`.
         """
         callable_arg(self._where("map", step_id), "mapper", mapper)
-        self._add(MapStep, step_id, mapper=mapper, max_concurrency=max_concurrency)
+        self._check_processes("map", step_id, "mapper", mapper, processes)
+        self._add(
+            MapStep, step_id, mapper=mapper, max_concurrency=max_concurrency, processes=processes
+        )
 
     @step_id_checked
     def filter(
@@ -183,6 +241,7 @@ class Dataflow:
         predicate: Callable[[Any], Any],
         *,
         max_concurrency: int | None = None,
+        processes: int | None = None,
     ) -> None:
         """Keep the items for which ``predicate(item)`` is ``True``.
 
@@ -193,13 +252,27 @@ class Dataflow:
             step_id: Unique id of the step.
             predicate: Plain or ``async def`` function of one item.
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
+            processes: Worker processes to run a plain ``predicate`` in; see `Dataflow`.
         """
         callable_arg(self._where("filter", step_id), "predicate", predicate)
-        self._add(FilterStep, step_id, predicate=predicate, max_concurrency=max_concurrency)
+        self._check_processes("filter", step_id, "predicate", predicate, processes)
+        self._add(
+            FilterStep,
+            step_id,
+            predicate=predicate,
+            max_concurrency=max_concurrency,
+            processes=processes,
+        )
 
     @step_id_checked
     def filter_map(
-        self, /, step_id: str, mapper: Callable[[Any], Any], *, max_concurrency: int | None = None
+        self,
+        /,
+        step_id: str,
+        mapper: Callable[[Any], Any],
+        *,
+        max_concurrency: int | None = None,
+        processes: int | None = None,
     ) -> None:
         """Replace each item by ``mapper(item)``, dropping ``None`` results.
 
@@ -207,13 +280,27 @@ class Dataflow:
             step_id: Unique id of the step.
             mapper: Plain or ``async def`` function of one item.
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
+            processes: Worker processes to run a plain ``mapper`` in; see `Dataflow`.
         """
         callable_arg(self._where("filter_map", step_id), "mapper", mapper)
-        self._add(FilterMapStep, step_id, mapper=mapper, max_concurrency=max_concurrency)
+        self._check_processes("filter_map", step_id, "mapper", mapper, processes)
+        self._add(
+            FilterMapStep,
+            step_id,
+            mapper=mapper,
+            max_concurrency=max_concurrency,
+            processes=processes,
+        )
 
     @step_id_checked
     def flat_map(
-        self, /, step_id: str, mapper: Callable[[Any], Any], *, max_concurrency: int | None = None
+        self,
+        /,
+        step_id: str,
+        mapper: Callable[[Any], Any],
+        *,
+        max_concurrency: int | None = None,
+        processes: int | None = None,
     ) -> None:
         """Replace each item by every element of the iterable ``mapper(item)``.
 
@@ -222,9 +309,17 @@ class Dataflow:
             mapper: Plain or ``async def`` function returning an iterable, or
                 an async generator function.
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
+            processes: Worker processes to run a plain ``mapper`` in; see `Dataflow`.
         """
         callable_arg(self._where("flat_map", step_id), "mapper", mapper)
-        self._add(FlatMapStep, step_id, mapper=mapper, max_concurrency=max_concurrency)
+        self._check_processes("flat_map", step_id, "mapper", mapper, processes)
+        self._add(
+            FlatMapStep,
+            step_id,
+            mapper=mapper,
+            max_concurrency=max_concurrency,
+            processes=processes,
+        )
 
     @step_id_checked
     def inspect(

@@ -56,7 +56,20 @@ class OutputStep(Step):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class MapStep(Step):
+class PoolableStep(Step):
+    """A stateless step whose sync one-item function may run in worker processes.
+
+    Attributes:
+        processes: Worker processes (per worker of the run) that run its
+            function on chunks of each batch; None runs it in the event
+            loop's thread, as every other step.
+    """
+
+    processes: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MapStep(PoolableStep):
     """Replaces each item by ``mapper(item)``."""
 
     kind: ClassVar[str] = "map"
@@ -64,7 +77,7 @@ class MapStep(Step):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FilterStep(Step):
+class FilterStep(PoolableStep):
     """Keeps the items ``predicate`` is true for."""
 
     kind: ClassVar[str] = "filter"
@@ -72,7 +85,7 @@ class FilterStep(Step):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FilterMapStep(Step):
+class FilterMapStep(PoolableStep):
     """Maps, dropping ``None`` results."""
 
     kind: ClassVar[str] = "filter_map"
@@ -80,7 +93,7 @@ class FilterMapStep(Step):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class FlatMapStep(Step):
+class FlatMapStep(PoolableStep):
     """Replaces each item by the elements ``mapper(item)`` yields."""
 
     kind: ClassVar[str] = "flat_map"

@@ -11,6 +11,7 @@ exactly what to replace.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import Any, TypeVar
 
@@ -102,6 +103,16 @@ async def user_await(awaitable: Awaitable[T]) -> T:
             raise
         msg = "raised CancelledError while nothing was cancelling it"
         raise RuntimeError(msg) from error
+
+
+async def wait_future(future: concurrent.futures.Future[T]) -> T:
+    """Await a `concurrent.futures.Future` (a process pool's) from the loop.
+
+    anyio has no portable way to wait for one without a thread per wait;
+    asyncio chains it to a loop future, and cancelling the wait cancels
+    ``future`` too if it has not started yet.
+    """
+    return await asyncio.wrap_future(future)
 
 
 #: What a read returns once its iterator has ended.

@@ -3,8 +3,10 @@
 Each operator turns a batch into a batch. Sync user functions are applied
 with C-level ``map`` into a list that keeps the results of the calls before
 a failing one (``list.extend`` retains what it appended); async ones run
-concurrently through `call_ordered`. Either way a failure carries the output
-of the items before it, which the engine passes on before stopping.
+concurrently through `call_ordered`; with ``processes=``, the function runs
+in worker processes (`aiowax._engine.ops.processes`), a batch at a time.
+Either way a failure carries the output of the items before it, which the
+engine passes on before stopping.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ from aiowax._definition.steps import (
     InspectStep,
     InspectWorkerStep,
     MapStep,
+    PoolableStep,
 )
 from aiowax._engine.errors import StepFailed
 from aiowax._engine.ops.base import Operator, StepEnv, returned_awaitables
+from aiowax._engine.ops.processes import ProcessPool
 from aiowax._engine.usercode import call_ordered
 from aiowax._util import is_async_callable, is_asyncgen_callable
 
@@ -73,11 +77,34 @@ def _flatten(parts: list[Any]) -> list[Any]:
     return list(chain.from_iterable(parts))
 
 
-class MapOp(Operator):
-    def __init__(self, step: MapStep | FilterMapStep, env: StepEnv) -> None:
+class PoolableOp(Operator):
+    """An operator whose sync function may run in worker processes (``processes=``)."""
+
+    #: The worker processes, when the step asked for them.
+    pool: ProcessPool | None = None
+
+    def __init__(self, step: PoolableStep, env: StepEnv, fn: Any, flat: bool = False) -> None:
         super().__init__(step, env)
-        self.fn = step.mapper
-        self.is_async = is_async_callable(self.fn)
+        self.fn = fn
+        if step.processes is not None:
+            self.pool = ProcessPool(self, fn, step.processes, flat)
+            # Awaiting the processes is the async path.
+            self.is_async = True
+
+    async def start(self, restored: dict[str, Any] | None) -> None:
+        await super().start(restored)
+        if self.pool is not None:
+            await self.pool.start()
+
+    async def aclose(self) -> None:
+        if self.pool is not None:
+            await self.pool.aclose()
+
+
+class MapOp(PoolableOp):
+    def __init__(self, step: MapStep | FilterMapStep, env: StepEnv) -> None:
+        super().__init__(step, env, step.mapper)
+        self.is_async = self.is_async or is_async_callable(self.fn)
 
     def _finish(self, out: list[Any]) -> list[Any]:
         """The output batch from the mapper's results."""
@@ -87,17 +114,18 @@ class MapOp(Operator):
         return _call_all(self, map(self.fn, batch), batch, self._finish)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
+        if self.pool is not None:
+            return await self.pool.apply(batch, self._finish)
         try:
             return self._finish(await call_ordered(self.fn, batch, self.limit))
         except StepFailed as p:
             raise self.fail(p.error, self._finish(p.partial)) from None
 
 
-class FilterOp(Operator):
+class FilterOp(PoolableOp):
     def __init__(self, step: FilterStep, env: StepEnv) -> None:
-        super().__init__(step, env)
-        self.fn = step.predicate
-        self.is_async = is_async_callable(self.fn)
+        super().__init__(step, env, step.predicate)
+        self.is_async = self.is_async or is_async_callable(self.fn)
 
     def _keep(self, batch: list[Any], flags: list[Any]) -> list[Any]:
         # One C-level pass over the flag types; the slow path only on error.
@@ -115,6 +143,8 @@ class FilterOp(Operator):
         return _call_all(self, map(self.fn, batch), batch, lambda f: self._keep(batch, f))
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
+        if self.pool is not None:
+            return await self.pool.apply(batch, lambda flags: self._keep(batch, flags))
         try:
             flags = await call_ordered(self.fn, batch, self.limit)
         except StepFailed as p:
@@ -127,12 +157,11 @@ class FilterMapOp(MapOp):
         return [x for x in out if x is not None]
 
 
-class FlatMapOp(Operator):
+class FlatMapOp(PoolableOp):
     def __init__(self, step: FlatMapStep, env: StepEnv) -> None:
-        super().__init__(step, env)
-        self.fn = step.mapper
+        super().__init__(step, env, step.mapper, flat=True)
         self.is_asyncgen = is_asyncgen_callable(self.fn)
-        self.is_async = self.is_asyncgen or is_async_callable(self.fn)
+        self.is_async = self.is_async or self.is_asyncgen or is_async_callable(self.fn)
 
     def process(self, batch: list[Any]) -> list[Any]:
         # Two C-level passes: call the mapper on every item, then flatten.
@@ -162,6 +191,8 @@ class FlatMapOp(Operator):
         return list(await self.fn(item))
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
+        if self.pool is not None:
+            return await self.pool.apply(batch, list)
         try:
             parts = await call_ordered(self._collect, batch, self.limit)
         except StepFailed as p:
