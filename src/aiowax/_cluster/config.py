@@ -13,8 +13,6 @@ from aiowax._errors import ClusterError
 
 #: What Kafka accepts in a topic name (and so in an app id and step id here).
 _TOPIC_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
-#: Kafka's longest topic name.
-_TOPIC_MAX = 249
 
 
 def check_topic_part(what: str, text: str) -> str:
