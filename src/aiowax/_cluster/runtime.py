@@ -108,21 +108,24 @@ def _attach(control: ClusterRun, ctx: RunContext) -> None:
         ctx.request_stop()
 
 
+async def _wait_or_stop(event: anyio.Event, control: ClusterRun) -> None:
+    """Wait for ``event``, or until the copy is asked to stop."""
+    async with anyio.create_task_group() as tg:
+
+        async def on_stop() -> None:
+            await control.wake.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(on_stop)
+        await event.wait()
+        tg.cancel_scope.cancel()
+
+
 async def _generations(
     topology: Topology, member: GroupMember, control: ClusterRun, interval: float
 ) -> None:
     while not control.stopping:
-        with anyio.CancelScope() as waiting:
-            # Wake for an assignment, or for a stop.
-            async with anyio.create_task_group() as tg:
-
-                async def stop_waiting() -> None:
-                    await control.wake.wait()
-                    waiting.cancel()
-
-                tg.start_soon(stop_waiting)
-                await member.assignment_ready.wait()
-                tg.cancel_scope.cancel()
+        await _wait_or_stop(member.assignment_ready, control)
         if control.stopping:
             return
         assigned = member.take_assignment()
@@ -146,16 +149,7 @@ async def _generation(
     flow = topology.generation_flow(assigned)
     if flow is None:
         # Nothing assigned here: wait for the next rebalance.
-        with anyio.CancelScope() as idle:
-            async with anyio.create_task_group() as tg:
-
-                async def on_stop() -> None:
-                    await control.wake.wait()
-                    idle.cancel()
-
-                tg.start_soon(on_stop)
-                await member.revoke_asked.wait()
-                tg.cancel_scope.cancel()
+        await _wait_or_stop(member.revoke_asked, control)
         return
     config = RecoveryConfig(f"kafka://{topology.cluster.app_id}")
     store = KafkaStore(topology, assigned, member.commit, member.committed, config.serde)
@@ -199,12 +193,5 @@ async def _generation(
         if not control.stopping and not member.revoke_asked.is_set():
             # Every input of this generation ended by itself: wait for the
             # next rebalance (or a stop) before leaving it.
-            with anyio.CancelScope() as idle:
-
-                async def on_stop() -> None:
-                    await control.wake.wait()
-                    idle.cancel()
-
-                tg.start_soon(on_stop)
-                await member.revoke_asked.wait()
+            await _wait_or_stop(member.revoke_asked, control)
         tg.cancel_scope.cancel()
