@@ -35,6 +35,7 @@ from aiowax._definition.steps import (
     InspectWorkerStep,
     MapStep,
     OutputStep,
+    PoolableStep,
     RedistributeStep,
     ReduceStep,
     ReduceWindowStep,
@@ -138,6 +139,21 @@ class Dataflow:
             positive_int(self._where(kind, step_id), "max_concurrency", fields["max_concurrency"])
         self._steps.append(cls(step_id=step_id, index=index, **fields))
 
+    def _add_poolable(
+        self,
+        cls: type[PoolableStep],
+        step_id: object,
+        name: str,
+        fn: Callable[..., Any],
+        max_concurrency: int | None,
+        processes: int | None,
+    ) -> None:
+        """Check and add a step whose one-item function ``name`` may run in processes."""
+        callable_arg(self._where(cls.kind, step_id), name, fn)
+        self._check_processes(cls.kind, step_id, name, fn, processes)
+        fields = {name: fn, "max_concurrency": max_concurrency, "processes": processes}
+        self._add(cls, step_id, **fields)
+
     def _check_processes(
         self, kind: str, step_id: object, name: str, fn: Callable[..., Any], processes: object
     ) -> None:
@@ -227,11 +243,7 @@ class Dataflow:
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
             processes: Worker processes to run a plain ``mapper`` in; see `Dataflow`.
         """
-        callable_arg(self._where("map", step_id), "mapper", mapper)
-        self._check_processes("map", step_id, "mapper", mapper, processes)
-        self._add(
-            MapStep, step_id, mapper=mapper, max_concurrency=max_concurrency, processes=processes
-        )
+        self._add_poolable(MapStep, step_id, "mapper", mapper, max_concurrency, processes)
 
     @step_id_checked
     def filter(
@@ -254,15 +266,7 @@ class Dataflow:
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
             processes: Worker processes to run a plain ``predicate`` in; see `Dataflow`.
         """
-        callable_arg(self._where("filter", step_id), "predicate", predicate)
-        self._check_processes("filter", step_id, "predicate", predicate, processes)
-        self._add(
-            FilterStep,
-            step_id,
-            predicate=predicate,
-            max_concurrency=max_concurrency,
-            processes=processes,
-        )
+        self._add_poolable(FilterStep, step_id, "predicate", predicate, max_concurrency, processes)
 
     @step_id_checked
     def filter_map(
@@ -282,15 +286,7 @@ class Dataflow:
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
             processes: Worker processes to run a plain ``mapper`` in; see `Dataflow`.
         """
-        callable_arg(self._where("filter_map", step_id), "mapper", mapper)
-        self._check_processes("filter_map", step_id, "mapper", mapper, processes)
-        self._add(
-            FilterMapStep,
-            step_id,
-            mapper=mapper,
-            max_concurrency=max_concurrency,
-            processes=processes,
-        )
+        self._add_poolable(FilterMapStep, step_id, "mapper", mapper, max_concurrency, processes)
 
     @step_id_checked
     def flat_map(
@@ -311,15 +307,7 @@ class Dataflow:
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
             processes: Worker processes to run a plain ``mapper`` in; see `Dataflow`.
         """
-        callable_arg(self._where("flat_map", step_id), "mapper", mapper)
-        self._check_processes("flat_map", step_id, "mapper", mapper, processes)
-        self._add(
-            FlatMapStep,
-            step_id,
-            mapper=mapper,
-            max_concurrency=max_concurrency,
-            processes=processes,
-        )
+        self._add_poolable(FlatMapStep, step_id, "mapper", mapper, max_concurrency, processes)
 
     @step_id_checked
     def inspect(
