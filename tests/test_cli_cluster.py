@@ -23,7 +23,7 @@ FLOW = "examples/log_alerts.py"
         (["-p", "2"], "-p/--processes needs --kafka-cluster"),
         (["--kafka-cluster", "h:1", "--app-id", "a", "-w", "2"], "use -p N for N copies"),
         (["--kafka-cluster", "nohostport", "--app-id", "a"], "expected HOST:PORT"),
-        (["--kafka-cluster", "h:1", "--app-id", "a", "-p", "0"], "at least 1"),
+        (["--kafka-cluster", "h:1", "--app-id", "a", "-p", "0"], "must be an integer >= 1"),
         (["--kafka-cluster", "h:1", "--app-id", "bad id"], "cannot be part of a Kafka topic"),
     ],
 )

@@ -104,7 +104,7 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("stop_timeout", ENV_STOP_TIMEOUT, _seconds),
     ("kafka_cluster", _cluster_cli.ENV_KAFKA_CLUSTER, _cluster_cli.brokers),
     ("app_id", _cluster_cli.ENV_APP_ID, str),
-    ("processes", _cluster_cli.ENV_PROCESSES, _cluster_cli.processes),
+    ("processes", _cluster_cli.ENV_PROCESSES, _workers),
 )
 
 _DESCRIPTION = "Run an aiowax dataflow until its input ends or a signal stops it."
@@ -228,7 +228,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="seconds to keep superseded snapshots before garbage-collecting them; "
         f"needs -r (env {ENV_BACKUP_INTERVAL}; default: keep only what resuming needs)",
     )
-    _cluster_cli.add_options(parser)
+    _cluster_cli.add_options(parser, _workers)
     parser.add_argument("--version", action="version", version=f"aiowax {__version__}")
     return parser
 

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 ENV_KAFKA_CLUSTER = "AIOWAX_KAFKA_CLUSTER"
@@ -35,20 +35,8 @@ def brokers(text: str) -> list[str]:
     return parts
 
 
-def processes(text: str) -> int:
-    """``-p``: a count of processes, at least 1."""
-    try:
-        count = int(text)
-    except ValueError:
-        count = 0
-    if count < 1:
-        msg = f"must be a whole number, at least 1, got {text!r}"
-        raise argparse.ArgumentTypeError(msg)
-    return count
-
-
-def add_options(parser: argparse.ArgumentParser) -> None:
-    """The cluster options of ``python -m aiowax``."""
+def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
+    """The cluster options of ``python -m aiowax``; ``count`` parses ``-p`` (as ``-w``)."""
     group = parser.add_argument_group(
         "cluster mode",
         "Share the flow's work between copies of this application through Kafka "
@@ -70,7 +58,7 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         "-p",
         "--processes",
         metavar="N",
-        type=processes,
+        type=count,
         help="start N copies as local processes and supervise them; needs "
         f"--kafka-cluster (env {ENV_PROCESSES}; default: 1, this process)",
     )
