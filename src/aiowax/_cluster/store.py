@@ -26,25 +26,22 @@ epoch found in what it restores.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
 
-import confluent_kafka
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import TopicPartition
 
 from aiowax._cluster.repartition import partition_of
 from aiowax._cluster.topology import Cut, Topology
-from aiowax._connectors.kafka.client import describe_error
+from aiowax._connectors.kafka.sink import _KafkaSinkPartition
 from aiowax._connectors.kafka.source import KafkaSource
-from aiowax._errors import ClusterError
+from aiowax._errors import ClusterError, KafkaConnectorError
 from aiowax._recovery.config import SnapshotSerde
 
 _STATE = b"s"
 _MARKER = b"m"
-#: How long one flush waits before it checks for fatal errors again.
-_FLUSH_STEP_S = 1.0
 
 #: Commits offsets of source partitions to the group (`GroupMember.commit`).
 CommitOffsets = Callable[[list[TopicPartition]], None]
@@ -89,7 +86,6 @@ class KafkaStore:
         self._commit_offsets = commit_offsets
         self._read_offsets = read_offsets
         self._serde = serde
-        self._failed: list[KafkaError] = []
         self.committed = 0
         #: The assigned partitions of each cut.
         self._parts: list[tuple[Cut, int]] = [
@@ -113,7 +109,7 @@ class KafkaStore:
         ]
         #: The reader snapshot each partition's next marker carries.
         self._reader_state: dict[tuple[str, int], bytes | None] = {}
-        self._producer: confluent_kafka.Producer | None = None
+        self._writers: dict[str, _KafkaSinkPartition] = {}
 
     # -- what Recovery reads in messages -----------------------------------------------
 
@@ -191,42 +187,32 @@ class KafkaStore:
 
     # -- committing ------------------------------------------------------------------
 
-    def _on_delivery(self, error: KafkaError | None, _msg: Any) -> None:
-        if error is not None:
-            self._failed.append(error)
-
-    def _produce(self, topic: str, partition: int, key: bytes, value: bytes) -> None:
-        if self._producer is None:
+    def _writer(self, topic: str) -> _KafkaSinkPartition:
+        """The producer of one changelog topic (the sink's: same batching and error checks)."""
+        writer = self._writers.get(topic)
+        if writer is None:
             config = {
-                **self._topology.cluster.client_config(),
+                **self._topology.cluster.add_config,
                 "enable.idempotence": True,
                 "linger.ms": 5,
-                "message.timeout.ms": 30_000,
-                "on_delivery": self._on_delivery,
-                "delivery.report.only.error": True,
             }
-            self._producer = confluent_kafka.Producer(config)
-        while True:
-            try:
-                self._producer.produce(topic, value, key, partition=partition)
-                return
-            except BufferError:
-                self._producer.poll(0.1)
+            writer = _KafkaSinkPartition(list(self._topology.cluster.brokers), topic, config)
+            self._writers[topic] = writer
+        return writer
 
-    def _confirm(self, what: str) -> None:
-        producer = self._producer
-        if producer is None:
-            return
-        while producer.flush(_FLUSH_STEP_S) > 0:
-            pass
-        if self._failed:
-            failed, self._failed[:] = list(self._failed), []
+    def _write(self, what: str, records: Mapping[str, list[tuple[bytes, bytes, int]]]) -> None:
+        """Write ``records`` (by topic) and wait until the brokers have them all."""
+        try:
+            for topic, batch in records.items():
+                self._writer(topic)._produce_records(batch)
+            for topic in records:
+                self._writers[topic]._confirm()
+        except KafkaConnectorError as error:
             msg = (
-                f"cluster mode: {len(failed)} {what} record(s) of app "
-                f"{self._topology.cluster.app_id!r} could not be written: "
-                f"{describe_error(failed[0])}"
+                f"cluster mode: writing the {what} of app {self._topology.cluster.app_id!r} "
+                f"failed: {error}"
             )
-            raise ClusterError(msg)
+            raise ClusterError(msg) from error
 
     def commit(
         self,
@@ -239,31 +225,35 @@ class KafkaStore:
         dumps, protocol = pickle.dumps, pickle.HIGHEST_PROTOCOL
         offsets: list[TopicPartition] = []
         partitions = self._topology.partitions
+        states: dict[str, list[tuple[bytes, bytes, int]]] = {}
         for (step_id, key), data in changes.items():
             topic = self._changelog.get(step_id)
             if topic is not None:
                 record = dumps((epoch, data), protocol)
                 state_key = _STATE + key.encode("utf-8", "surrogatepass")
-                self._produce(topic, partition_of(key, partitions), state_key, record)
+                states.setdefault(topic, []).append(
+                    (state_key, record, partition_of(key, partitions))
+                )
             elif step_id in self._reader:
                 p = int(key.partition("-")[0])
                 self._reader_state[(step_id, p)] = data
             elif step_id in self._inputs and data is not None:
                 index, _, topic = key.partition("-")
                 offsets.append(TopicPartition(topic, int(index), self._serde.de(data)))
-        self._confirm("changelog")
+        self._write("changelog", states)
+        markers: dict[str, list[tuple[bytes, bytes, int]]] = {}
         for cut, p in self._parts:
             primary = next(iter(cut.changelogs.values()))
             marker = dumps((epoch, self._reader_state.get((cut.reader_id, p))), protocol)
-            self._produce(primary, p, _MARKER, marker)
-        self._confirm("commit marker")
+            markers.setdefault(primary, []).append((_MARKER, marker, p))
+        self._write("commit markers", markers)
         if offsets:
             self._commit_offsets(offsets)
         self.committed = epoch
 
-    def discard_uncommitted(self) -> None:
-        """Nothing to do: an unfinished epoch is ignored when restoring."""
-
     def close(self) -> None:
-        if self._producer is not None:
-            self._producer.flush(5.0)
+        for writer in self._writers.values():
+            # What is still in flight belongs to a commit that failed: its
+            # marker was never written, so a restore ignores it anyway.
+            with contextlib.suppress(KafkaConnectorError):
+                writer.close()
