@@ -68,7 +68,6 @@ class GroupMember:
         self._running = False
         self._acked = threading.Event()
         self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
-        self.rebalances = 0
 
     # -- the poll thread ----------------------------------------------------------------
 
@@ -141,7 +140,6 @@ class GroupMember:
 
     def _assigned(self, assigned: dict[str, list[int]]) -> None:
         self._pending = assigned
-        self.rebalances += 1
         self.assignment_ready.set()
 
     def _revoking(self) -> bool:

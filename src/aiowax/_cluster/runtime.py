@@ -42,8 +42,6 @@ class ClusterRun:
     stopping: bool = False
     runs: list[RunContext] = field(default_factory=list)
     wake: anyio.Event = field(default_factory=anyio.Event)
-    #: Generations run so far (for tests and progress reports).
-    generations: int = 0
 
     def request_stop(self) -> None:
         """Stop gracefully: every run commits and ends, then the copy leaves the group."""
@@ -145,7 +143,6 @@ async def _generation(
     assigned: dict[str, list[int]],
 ) -> None:
     """Run the flow on one assignment until it is revoked or the copy stops."""
-    control.generations += 1
     flow = topology.generation_flow(assigned)
     if flow is None:
         # Nothing assigned here: wait for the next rebalance.

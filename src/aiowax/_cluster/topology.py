@@ -130,15 +130,14 @@ class Topology:
         steps: list[Step] = []
         for pipeline in self.pipelines:
             source = pipeline.input.source
+            cut = self.cuts.get(pipeline.index)
             if isinstance(source, KafkaSource):
                 names = [f"{p}-{t}" for t in source._topics for p in sorted(assigned.get(t, []))]
                 if names:
-                    cut = self.cuts.get(pipeline.index)
                     wrapped = AssignedKafkaSource(source, names, cut is not None)
                     steps.extend(
                         self._before_cut(pipeline, replace(pipeline.input, source=wrapped))
                     )
-            cut = self.cuts.get(pipeline.index)
             if cut is not None and assigned.get(cut.repartition_topic):
                 reader = RepartitionSource(
                     self.cluster, cut.repartition_topic, assigned[cut.repartition_topic]
