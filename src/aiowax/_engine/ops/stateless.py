@@ -88,8 +88,8 @@ class PoolableOp(Operator):
         self.fn = fn
         if step.processes is not None:
             self.pool = ProcessPool(self, fn, step.processes, flat)
-            # Awaiting the processes is the async path.
-            self.is_async = True
+        # Awaiting the processes is the async path too.
+        self.is_async = self.pool is not None or is_async_callable(fn)
 
     async def start(self, restored: dict[str, Any] | None) -> None:
         await super().start(restored)
@@ -104,7 +104,6 @@ class PoolableOp(Operator):
 class MapOp(PoolableOp):
     def __init__(self, step: MapStep | FilterMapStep, env: StepEnv) -> None:
         super().__init__(step, env, step.mapper)
-        self.is_async = self.is_async or is_async_callable(self.fn)
 
     def _finish(self, out: list[Any]) -> list[Any]:
         """The output batch from the mapper's results."""
@@ -125,7 +124,6 @@ class MapOp(PoolableOp):
 class FilterOp(PoolableOp):
     def __init__(self, step: FilterStep, env: StepEnv) -> None:
         super().__init__(step, env, step.predicate)
-        self.is_async = self.is_async or is_async_callable(self.fn)
 
     def _keep(self, batch: list[Any], flags: list[Any]) -> list[Any]:
         # One C-level pass over the flag types; the slow path only on error.
@@ -161,7 +159,7 @@ class FlatMapOp(PoolableOp):
     def __init__(self, step: FlatMapStep, env: StepEnv) -> None:
         super().__init__(step, env, step.mapper, flat=True)
         self.is_asyncgen = is_asyncgen_callable(self.fn)
-        self.is_async = self.is_async or self.is_asyncgen or is_async_callable(self.fn)
+        self.is_async = self.is_async or self.is_asyncgen
 
     def process(self, batch: list[Any]) -> list[Any]:
         # Two C-level passes: call the mapper on every item, then flatten.
