@@ -63,6 +63,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -78,6 +79,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 import aiowax
+from aiowax.cluster import KafkaCluster
 from aiowax.connectors.inproc import (
     BroadcastSink,
     PushSource,
@@ -206,8 +208,10 @@ class SensorWindows:
         enrich: Callable[[Event], Event | Awaitable[Event]] | None,
         results: list[dict[str, Any]] | None,
         drain_timeout: float,
+        cluster: KafkaCluster | None,
     ) -> None:
         self.window = window
+        self.cluster = cluster
         self.heartbeat = heartbeat
         self.drain_timeout = drain_timeout
         self.source: PushSource[Event] = PushSource(max_buffer=max_buffer)
@@ -252,7 +256,9 @@ class SensorWindows:
 
     async def start(self, task_group: TaskGroup) -> None:
         """Start the flow in ``task_group``; its failure is reported, not raised."""
-        self.handle = await aiowax.start_flow(task_group, self.flow, propagate=False)
+        self.handle = await aiowax.start_flow(
+            task_group, self.flow, propagate=False, cluster=self.cluster
+        )
         task_group.start_soon(self._report_failure, self.handle)
 
     @staticmethod
@@ -276,6 +282,14 @@ class SensorWindows:
         self.source.close()
         handle = self.handle
         if handle is None:
+            return
+        if self.cluster is not None:
+            # A copy of a cluster never runs out of input (the repartition
+            # topic carries the other replicas' readings too): stop it. The
+            # accepted readings still reach the topic, and the open windows
+            # go to the changelog, for the replica that takes their sensors.
+            with contextlib.suppress(Exception):
+                await handle.stop(timeout=self.drain_timeout)
             return
         with anyio.move_on_after(self.drain_timeout), contextlib.suppress(Exception):
             await handle.wait()
@@ -400,6 +414,7 @@ def create_app(
     enrich: Callable[[Event], Event | Awaitable[Event]] | None = None,
     results: list[dict[str, Any]] | None = None,
     drain_timeout: float = 10.0,
+    cluster: KafkaCluster | None = None,
 ) -> Starlette:
     """Build the app (its flow starts with its lifespan).
 
@@ -419,6 +434,11 @@ def create_app(
         results: If given, every result is also appended to it.
         drain_timeout: Longest the shutdown waits for the flow to finish
             before aborting it.
+        cluster: Run the flow as one replica of a cluster (see
+            ``docs/scale-out.md``): every replica takes readings, and each
+            sensor's windows are computed by the one replica that owns its
+            partition of the repartition topic; that replica's ``/stream``
+            carries them.
     """
     service = SensorWindows(
         window=window,
@@ -430,6 +450,7 @@ def create_app(
         enrich=enrich,
         results=results,
         drain_timeout=drain_timeout,
+        cluster=cluster,
     )
 
     @contextlib.asynccontextmanager
@@ -472,9 +493,39 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--window", type=float, default=5.0, help="window length in seconds")
+    parser.add_argument(
+        "--lateness",
+        type=float,
+        default=0.0,
+        help="seconds a window waits for out-of-order readings (replicas of a cluster "
+        "hand readings on through Kafka, so give them a second or more)",
+    )
+    parser.add_argument(
+        "--kafka-cluster",
+        default=os.environ.get("AIOWAX_KAFKA_CLUSTER"),
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="run as one replica of a cluster on these brokers (env AIOWAX_KAFKA_CLUSTER)",
+    )
+    parser.add_argument(
+        "--app-id",
+        default=os.environ.get("AIOWAX_APP_ID", "sensor-windows"),
+        help="the cluster's name, the same on every replica (env AIOWAX_APP_ID)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions of the cluster's internal topics (default 6)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
-    app = create_app(timedelta(seconds=args.window))
+    cluster = None
+    if args.kafka_cluster:
+        brokers = [b.strip() for b in args.kafka_cluster.split(",") if b.strip()]
+        cluster = KafkaCluster(brokers=brokers, app_id=args.app_id, partitions=args.partitions)
+    app = create_app(
+        timedelta(seconds=args.window), lateness=timedelta(seconds=args.lateness), cluster=cluster
+    )
     config = uvicorn.Config(
         app, host=args.host, port=args.port, lifespan="on", timeout_graceful_shutdown=5
     )

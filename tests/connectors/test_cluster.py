@@ -11,17 +11,21 @@ tests take tens of seconds each.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kafka_helpers import KafkaHelper, Record
 
@@ -234,3 +238,181 @@ def test_event_time_windows_per_key_like_one_process(kafka: KafkaHelper) -> None
     assert set(got) == set(expected)
     for window, n in expected.items():
         assert got[window] == {n}, (window, got[window], n)
+
+
+# -- two replicas of a web app ------------------------------------------------------------
+
+WEB_APP = Path(__file__).resolve().parents[2] / "examples" / "web_service.py"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Replica:
+    """One ``examples/web_service.py`` process, started with the cluster flags."""
+
+    def __init__(self, name: str, kafka: KafkaHelper, app_id: str, log: Path) -> None:
+        self.name = name
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.results: list[dict[str, Any]] = []
+        self._log_file = log.open("wb")
+        cmd = [
+            sys.executable,
+            str(WEB_APP),
+            "--port",
+            str(self.port),
+            "--window",
+            "1",
+            "--lateness",
+            "3",
+            "--kafka-cluster",
+            kafka.bootstrap,
+            "--app-id",
+            app_id,
+            "--partitions",
+            "4",
+        ]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=self._log_file)
+
+    def assignments(self) -> list[str]:
+        """The partitions Kafka gave this replica, one line per rebalance."""
+        return [
+            line.split("assigned ", 1)[1]
+            for line in self.log.read_text(errors="replace").splitlines()
+            if "': assigned " in line
+        ]
+
+    def stream(self, subscribed: threading.Event) -> None:
+        """Collect the replica's SSE results until its stream ends (a thread)."""
+        with httpx.stream("GET", f"{self.url}/stream", timeout=None) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if line.startswith(": subscribed"):
+                    subscribed.set()
+                elif line.startswith("data: "):
+                    self.results.append(json.loads(line[6:]))
+
+    def stop(self) -> tuple[int, str]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            status = self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            status = self.proc.wait()
+        self._log_file.close()
+        return status, self.log.read_text(errors="replace")
+
+
+def _poll(what: str, check: Callable[[], bool], replicas: list[Replica], wait: float = 60) -> None:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if check():
+            return
+        for replica in replicas:
+            if replica.proc.poll() is not None:
+                pytest.fail(
+                    f"replica {replica.name} exited with {replica.proc.returncode}:\n"
+                    f"{replica.log.read_text(errors='replace')[-3000:]}"
+                )
+        time.sleep(0.1)
+    pytest.fail(f"{what}: not within {wait:g} s")
+
+
+def _healthy(replica: Replica) -> bool:
+    try:
+        return httpx.get(f"{replica.url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_two_web_replicas_compute_each_sensor_on_one_of_them(
+    kafka: KafkaHelper, tmp_path: Path
+) -> None:
+    app_id = f"web-{kafka.create_topic(1, 'marker')}"
+    a = Replica("a", kafka, app_id, tmp_path / "a.log")
+    replicas = [a]
+    try:
+        _poll(
+            "replica a serves and has partitions",
+            lambda: _healthy(a) and bool(a.assignments()),
+            replicas,
+        )
+        b = Replica("b", kafka, app_id, tmp_path / "b.log")
+        replicas.append(b)
+        # Kafka has moved half the partitions to b once both have a share.
+        _poll(
+            "the partitions shared out between both replicas",
+            lambda: (
+                _healthy(b)
+                and len(a.assignments()) >= 2
+                and bool(b.assignments())
+                and "nothing" not in a.assignments()[-1] + b.assignments()[-1]
+            ),
+            replicas,
+        )
+        subscribed = [threading.Event(), threading.Event()]
+        for replica, event in zip(replicas, subscribed, strict=True):
+            threading.Thread(target=replica.stream, args=(event,), daemon=True).start()
+        _poll("both streams subscribed", lambda: all(e.is_set() for e in subscribed), replicas)
+
+        # Every sensor's readings go to both replicas, alternately.
+        rng = random.Random(4)
+        posted: dict[str, list[float]] = defaultdict(list)
+        with httpx.Client(timeout=10) as client:
+            for i in range(400):
+                sensor = f"s{rng.randrange(40)}"
+                value = float(rng.randrange(1000))
+                replica = replicas[i % 2]
+                response = client.post(
+                    f"{replica.url}/events", json={"sensor": sensor, "value": value}
+                )
+                assert response.status_code == 202, response.text
+                posted[sensor].append(value)
+
+        def counted() -> dict[str, int]:
+            totals: Counter[str] = Counter()
+            for replica in replicas:
+                for result in list(replica.results):
+                    totals[result["sensor"]] += result["count"]
+            return totals
+
+        _poll(
+            "every reading counted in a window result",
+            lambda: counted() == {s: len(v) for s, v in posted.items()},
+            replicas,
+        )
+        healths = [httpx.get(f"{r.url}/health", timeout=2).json() for r in replicas]
+    finally:
+        stopped = [replica.stop() for replica in replicas]
+    for status, log in stopped:
+        # uvicorn shuts down, then re-raises the SIGTERM it caught.
+        assert status == -signal.SIGTERM, log[-3000:]
+        assert "Application shutdown complete." in log, log[-3000:]
+        assert "Traceback" not in log, log[-3000:]
+    assert [h["accepted"] for h in healths] == [200, 200]
+    assert [h["late"] for h in healths] == [0, 0]
+    computed_on: dict[str, set[str]] = defaultdict(set)
+    merged: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for replica in replicas:
+        for result in replica.results:
+            computed_on[result["sensor"]].add(replica.name)
+            merged[result["sensor"]].append(result)
+    # Each sensor's windows were computed on one replica only, and the work was shared.
+    assert all(len(names) == 1 for names in computed_on.values()), computed_on
+    assert {name for names in computed_on.values() for name in names} == {"a", "b"}
+    for sensor, values in posted.items():
+        results = merged[sensor]
+        assert sum(r["count"] for r in results) == len(values)
+        assert sum(r["sum"] for r in results) == pytest.approx(sum(values))
+        assert min(r["min"] for r in results) == min(values)
+        assert max(r["max"] for r in results) == max(values)
+        windows = [r["window_start"] for r in results]
+        assert len(windows) == len(set(windows)), sensor  # one result per window

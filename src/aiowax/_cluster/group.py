@@ -139,11 +139,15 @@ class GroupMember:
     # -- the event loop -------------------------------------------------------------------
 
     def _assigned(self, assigned: dict[str, list[int]]) -> None:
+        # The one sign outside a copy of where its work is: say it.
+        shown = "; ".join(f"{t} {sorted(p)}" for t, p in sorted(assigned.items())) or "nothing"
+        logger.info("cluster %r: assigned %s", self._topology.cluster.app_id, shown)
         self._pending = assigned
         self.assignment_ready.set()
 
     def _revoking(self) -> bool:
         """A revocation: True if a generation must stop first (then `revoked` answers)."""
+        logger.info("cluster %r: partitions revoked (a rebalance)", self._topology.cluster.app_id)
         self._pending = None
         self.assignment_ready = anyio.Event()
         if self._running:
