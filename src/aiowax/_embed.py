@@ -23,8 +23,10 @@ from aiowax._engine.context import RunContext
 
 if TYPE_CHECKING:
     from aiowax._cluster.runtime import ClusterRun
-from aiowax._engine.driver import check_run_args, run_flow
+from aiowax._engine.driver import check_run_args, flow_name, run_flow
 from aiowax._engine.plan import compile_flow
+from aiowax._stats.collect import flow_stats
+from aiowax._stats.model import FlowStats
 
 #: Where a background flow's failure is reported when no one is waiting for it.
 logger = logging.getLogger("aiowax")
@@ -106,6 +108,31 @@ class FlowHandle:
     def done(self) -> bool:
         """Whether the flow has ended, whichever way."""
         return self._done.is_set()
+
+    @property
+    def name(self) -> str:
+        """The flow's name (`Dataflow(name=...)`, else ``"flow"``)."""
+        return flow_name(self._flow)
+
+    def stats(self) -> FlowStats:
+        """What the flow has done so far, per step and worker (see `aiowax.stats`).
+
+        Cheap enough to call every second: the counts are kept per batch, and
+        the rest is read from the steps now. Works before the start (no
+        steps yet) and after the end (the final figures).
+        """
+        ctx = self._ctx
+        restoring = False
+        if ctx is None:
+            runs: list[RunContext] = []
+        elif isinstance(ctx, RunContext):
+            runs = [ctx]
+        else:
+            runs = list(ctx.runs)
+            restoring = ctx.restoring
+        return flow_stats(
+            self.name, self._status.value, runs, error=self._error, restoring=restoring
+        )
 
     def request_stop(self) -> None:
         """Ask for a graceful stop without waiting for it (see `stop`)."""

@@ -26,7 +26,7 @@ from aiowax._cluster.topics import prepare_topics
 from aiowax._cluster.topology import Topology
 from aiowax._engine.clock import run_in_thread
 from aiowax._engine.context import RunContext
-from aiowax._engine.driver import check_run_args, run_pipelines
+from aiowax._engine.driver import check_run_args, flow_name, run_pipelines
 from aiowax._engine.plan import compile_flow
 from aiowax._errors import ClusterError
 from aiowax._recovery.config import RecoveryConfig
@@ -40,6 +40,8 @@ class ClusterRun:
     """What a `FlowHandle` holds of a running copy: how to ask it to stop."""
 
     stopping: bool = False
+    #: A new assignment's state is being read from the changelogs.
+    restoring: bool = False
     runs: list[RunContext] = field(default_factory=list)
     wake: anyio.Event = field(default_factory=anyio.Event)
 
@@ -97,6 +99,7 @@ async def _run_front(flow: Any, interval: float, control: ClusterRun) -> None:
         interval=interval,
         recovery=None,
         on_start=lambda ctx: _attach(control, ctx),
+        name=flow_name(flow),
     )
 
 
@@ -150,7 +153,11 @@ async def _generation(
         return
     config = RecoveryConfig(f"kafka://{topology.cluster.app_id}")
     store = KafkaStore(topology, assigned, member.commit, member.committed, config.serde)
-    restored = await run_in_thread(store.load)
+    control.restoring = True
+    try:
+        restored = await run_in_thread(store.load)
+    finally:
+        control.restoring = False
     recovery = Recovery(config, store, interval, 1, restored)
     deadline = topology.cluster.revoke_timeout.total_seconds()
     ctx_box: list[RunContext] = []
@@ -183,6 +190,7 @@ async def _generation(
                     interval=interval,
                     recovery=recovery,
                     on_start=attach,
+                    name=flow_name(flow),
                 )
             finally:
                 if ctx_box:

@@ -89,6 +89,8 @@ class Topology:
     pipelines: list[Pipeline]
     cuts: dict[int, Cut]
     partitions: int
+    #: The user's flow's name (`Dataflow(name=...)`).
+    name: str | None = None
 
     def kafka_sources(self) -> dict[int, KafkaSource]:
         """The `KafkaSource` of each pipeline that has one, by pipeline index."""
@@ -123,7 +125,7 @@ class Topology:
         for pipeline in self.pipelines:
             if read_by_every_copy(pipeline.input.source):
                 steps.extend(self._before_cut(pipeline, pipeline.input))
-        return _flow_of(steps)
+        return _flow_of(steps, self.name)
 
     def generation_flow(self, assigned: Mapping[str, list[int]]) -> Dataflow | None:
         """What this copy runs for an assignment (topic -> partitions); None if nothing."""
@@ -144,7 +146,7 @@ class Topology:
                 )
                 steps.append(InputStep(step_id=cut.reader_id, index=0, source=reader))
                 steps.extend(pipeline.steps[cut.position :])
-        return _flow_of(steps)
+        return _flow_of(steps, self.name)
 
     def _before_cut(self, pipeline: Pipeline, head: InputStep) -> list[Step]:
         cut = self.cuts.get(pipeline.index)
@@ -159,10 +161,10 @@ class Topology:
         return [head, *before, OutputStep(step_id=cut.writer_id, index=0, sink=sink)]
 
 
-def _flow_of(steps: list[Step]) -> Dataflow | None:
+def _flow_of(steps: list[Step], name: str | None) -> Dataflow | None:
     if not steps:
         return None
-    flow = Dataflow()
+    flow = Dataflow(name)
     for index, step in enumerate(steps):
         flow._steps.append(replace(step, index=index))
         flow._ids.add(step.step_id)
@@ -191,7 +193,7 @@ def plan(flow: Dataflow, cluster: KafkaCluster, source_partitions: int | None) -
         if cut is not None:
             cuts[pipeline.index] = cut
     partitions = cluster.partitions or source_partitions or DEFAULT_PARTITIONS
-    return Topology(cluster, pipelines, cuts, partitions)
+    return Topology(cluster, pipelines, cuts, partitions, getattr(flow, "name", None))
 
 
 def _check_input(step: InputStep) -> None:

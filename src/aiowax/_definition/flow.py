@@ -85,7 +85,27 @@ class Dataflow:
     an ``async def`` function instead.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, name: str | None = None) -> None:
+        """Start an empty flow.
+
+        Args:
+            name: What the flow is called in its stats, metrics and live
+                page, so that several flows of one process are told apart;
+                ``"flow"`` when not given.
+
+        Raises:
+            TypeError: ``name`` is not a string.
+            ValueError: ``name`` is empty.
+        """
+        if name is not None:
+            if not isinstance(name, str):
+                msg = f"Dataflow: name must be a str, got {type(name).__name__}"
+                raise TypeError(msg)
+            if not name.strip():
+                msg = "Dataflow: name must not be empty"
+                raise ValueError(msg)
+        #: The flow's name (None: not named; stats call it ``"flow"``).
+        self.name = name
         self._steps: list[Step] = []
         self._ids: set[str] = set()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
+from time import perf_counter
 from typing import Any, Protocol
 
 import anyio
@@ -32,12 +33,14 @@ CHANNEL_CAPACITY = 8
 class Sender:
     """One sender's end of a channel."""
 
-    __slots__ = ("_bell", "_nowait", "_stream")
+    __slots__ = ("_bell", "_nowait", "_stream", "blocked_s")
 
     def __init__(self, stream: MemoryObjectSendStream[Message], bell: Doorbell) -> None:
         self._stream = stream
         self._bell = bell
         self._nowait = stream.send_nowait
+        #: Seconds spent waiting for room: the back-pressure this sender felt.
+        self.blocked_s = 0.0
 
     def clone(self) -> Sender:
         return Sender(self._stream.clone(), self._bell)
@@ -57,10 +60,15 @@ class Sender:
             # the sending task yields anyway.
             self._nowait(msg)
         except WouldBlock:
+            # Timed only here, where it waits anyway: a send with room costs
+            # nothing more.
+            started = perf_counter()
             try:
                 await self._stream.send(msg)
             except anyio.BrokenResourceError:
                 raise DownstreamGone from None
+            finally:
+                self.blocked_s += perf_counter() - started
         except anyio.BrokenResourceError:
             raise DownstreamGone from None
         self._bell.ring()
@@ -87,6 +95,8 @@ class AnyOutlet(Protocol):
     async def end_of_input(self, stopped: bool = False) -> None: ...
     async def failure(self) -> None: ...
     def close(self) -> None: ...
+    @property
+    def blocked_s(self) -> float: ...
 
 
 class Outlet:
@@ -120,6 +130,11 @@ class Outlet:
         if self._stream is not None:
             self._stream.close()
 
+    @property
+    def blocked_s(self) -> float:
+        """Seconds this outlet's sends waited for room downstream."""
+        return 0.0 if self._stream is None else self._stream.blocked_s
+
 
 class Inlet:
     """Receives batches and aligned markers from ``senders`` senders.
@@ -145,6 +160,7 @@ class Inlet:
         "_stash",
         "_stopped",
         "_stream",
+        "idle_s",
     )
 
     def __init__(
@@ -164,6 +180,8 @@ class Inlet:
         self._stopped = False
         self._stash: dict[int, deque[Message]] = {}
         self._replay: deque[Message] = deque()
+        #: Seconds spent waiting for input (the step had nothing to do).
+        self.idle_s = 0.0
 
     def __aiter__(self) -> Inlet:
         return self
@@ -179,7 +197,11 @@ class Inlet:
                 msg = self._next_nowait()
             except WouldBlock:
                 # Idle: wait for a sender to ring (something sent, or closed).
-                await self._bell.wait()
+                started = perf_counter()
+                try:
+                    await self._bell.wait()
+                finally:
+                    self.idle_s += perf_counter() - started
                 continue
             except anyio.EndOfStream:
                 raise StopAsyncIteration from None
@@ -260,6 +282,11 @@ class Inlet:
 
     def close(self) -> None:
         self._stream.close()
+
+    def fill(self) -> tuple[int, int]:
+        """Messages waiting in the channel now, and its bound."""
+        stats = self._stream.statistics()
+        return stats.current_buffer_used + len(self._replay), int(stats.max_buffer_size)
 
 
 class EpochBarrier:

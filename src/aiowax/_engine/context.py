@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -51,6 +52,14 @@ class RunContext:
     #: What the wiring built for this run (set once it is built).
     graph: Graph | None = None
     awaited_tails: set[Tail] | None = None
+
+    #: The flow's name, for stats.
+    name: str = "flow"
+    #: When the tasks were started (wall clock, and ``perf_counter``), and
+    #: when they ended; for stats.
+    started_at: datetime | None = None
+    started: float | None = None
+    ended: float | None = None
 
     #: A graceful stop was asked for: sources end as if their input ended.
     stopping: bool = False

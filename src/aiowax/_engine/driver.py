@@ -12,6 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 from datetime import timedelta
+from time import perf_counter
 from typing import Any
 
 import anyio
@@ -55,6 +56,12 @@ def check_run_args(
     return interval.total_seconds()
 
 
+def flow_name(flow: object) -> str:
+    """The name a flow goes by in stats and logs."""
+    name = getattr(flow, "name", None)
+    return name if isinstance(name, str) else "flow"
+
+
 async def run_flow(
     flow: object,
     *,
@@ -83,7 +90,12 @@ async def run_flow(
     if recovery_config is not None:
         recovery = await Recovery.open(recovery_config, interval, workers)
     await run_pipelines(
-        pipelines, workers=workers, interval=interval, recovery=recovery, on_start=on_start
+        pipelines,
+        workers=workers,
+        interval=interval,
+        recovery=recovery,
+        on_start=on_start,
+        name=flow_name(flow),
     )
 
 
@@ -94,13 +106,16 @@ async def run_pipelines(
     interval: float,
     recovery: Recovery | None,
     on_start: Callable[[RunContext], None] | None = None,
+    name: str = "flow",
 ) -> None:
     """Run compiled pipelines, with ``recovery`` open already if any (closed at the end).
 
     What `run_flow` runs once it has checked its arguments; cluster mode
     (`aiowax._cluster`) runs its flows here, with a recovery on Kafka.
     """
-    ctx = RunContext(clock=current_clock(), epoch_interval=interval, worker_count=workers)
+    ctx = RunContext(
+        clock=current_clock(), epoch_interval=interval, worker_count=workers, name=name
+    )
     if recovery is not None:
         ctx.recovery = recovery
         ctx.start_epoch = recovery.resume_epoch
@@ -117,6 +132,8 @@ async def _run(
     on_start: Callable[[RunContext], None] | None,
 ) -> None:
     graph = build_graph(ctx, pipelines)
+    ctx.started_at = ctx.clock.now()
+    ctx.started = perf_counter()
     try:
         async with anyio.create_task_group() as tg:
             ctx.cancel_scope = tg.cancel_scope
@@ -146,6 +163,8 @@ async def _run(
         if len(leaves) == 1:
             raise leaves[0] from None
         raise
+    finally:
+        ctx.ended = perf_counter()
     if ctx.failure is not None:
         if ctx.recovery is not None:
             await ctx.recovery.commit_done(set(graph.tails))
@@ -175,6 +194,7 @@ async def _run_lane(lane: Lane, downstream: set[Tail]) -> None:
 async def _drive(ctx: RunContext, task: StepTask) -> None:
     """The task of one step on one worker."""
     op = task.op
+    task.started = perf_counter()
     try:
         await op.start(task.restored)
         timer, ticks = op.timer, task.timer_sender
@@ -187,6 +207,7 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
         else:
             await _step_loop(ctx, task)
     except StepFailed as failed:
+        op.errors += 1
         await ctx.report(task.outlet, failed, task.downstream)
     except DownstreamGone:
         pass
@@ -196,6 +217,7 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
         # still stops the run the orderly way, with the step named.
         await ctx.report(task.outlet, op.fail(error), task.downstream)
     finally:
+        task.ended = perf_counter()
         if task.timer_sender is not None:
             task.timer_sender.close()
         task.inlet.close()
@@ -224,6 +246,8 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
             if gather:
                 for more in inlet.take_ready(ASYNC_GATHER_ITEMS - len(msg)):
                     msg = msg + more
+            op.items_in += len(msg)
+            op.batches += 1
             if is_async:
                 out = await aprocess(msg)
             else:
@@ -236,6 +260,7 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
                     is_async = op.is_async
                     gather = is_async and op.gathers
             if out:
+                op.items_out += len(out)
                 await outlet.send(out)
         elif isinstance(msg, EpochEnd):
             if op.flushes:

@@ -142,6 +142,11 @@ class ExchangeOutlet:
             with contextlib.suppress(DownstreamGone, anyio.ClosedResourceError):
                 await stream.send(FAILURE)
 
+    @property
+    def blocked_s(self) -> float:
+        """Seconds this outlet's sends waited for room in any worker's channel."""
+        return sum(stream.blocked_s for stream in self._streams)
+
     def close(self) -> None:
         for stream in self._streams:
             stream.close()

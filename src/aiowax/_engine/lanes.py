@@ -154,6 +154,8 @@ class Lane:
         # never cut short.
         self._read_scope = anyio.CancelScope()
         self._abandoned = False
+        #: Items sent downstream (read by `aiowax._stats`).
+        self.items_read = 0
 
     async def _build(self) -> Partition:
         source: Any = self.step.source
@@ -214,6 +216,7 @@ class Lane:
             # The read in flight is abandoned: a later run reads it again.
             rest = _drain_on_stop(self.part)
             if rest:
+                self.items_read += len(rest)
                 await self.outlet.send(rest)
             self._snapshot(self.pre_read)
             await self.outlet.end_of_input(stopped=True)
@@ -420,6 +423,7 @@ class Lane:
                 continue  # more may be ready right now: gather it first
             if self.pending:
                 out, self.pending = self.pending, []
+                self.items_read += len(out)
                 await outlet.send(out)
             if ended:
                 # The final position belongs to the last epoch: a later run

@@ -45,6 +45,11 @@ class StepTask:
     timer_sender: Sender | None
     #: Its restored state, when recovery is on.
     restored: dict[str, Any] | None
+    #: The id of its pipeline's input step.
+    pipeline: str = ""
+    #: When its task started and ended (``perf_counter``), for its busy time.
+    started: float | None = None
+    ended: float | None = None
 
 
 @dataclass
@@ -240,6 +245,7 @@ def _wire_pipeline(
                     downstream=downstream(i, w),
                     timer_sender=links[i].loopback(w) if op.timer is not None else None,
                     restored=restored[w],
+                    pipeline=step_id,
                 )
             )
     for link in links:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import enum
 import math
 from collections.abc import Callable, Mapping, Set
+from datetime import UTC, datetime
+from time import perf_counter
 from typing import Any, Protocol
 
 import anyio
@@ -130,6 +132,9 @@ class Recovery:
         self._room: anyio.Event | None = None
         #: Epochs committed by this run (for tests and progress reports).
         self.commits = 0
+        #: When the last commit ended, and how long it took (for stats).
+        self.last_commit_at: datetime | None = None
+        self.last_commit_s: float | None = None
 
     @classmethod
     async def open(
@@ -350,6 +355,7 @@ class Recovery:
             if e <= epoch:
                 changes.update(self._pending[e])
         keep_from = epoch - 1 - self._keep_epochs
+        started = perf_counter()
         try:
             await run_in_thread(self.store.commit, epoch, changes, self.worker_count, keep_from)
         finally:
@@ -361,6 +367,8 @@ class Recovery:
                 self._room.set()
                 self._room = None
         self.commits += 1
+        self.last_commit_s = perf_counter() - started
+        self.last_commit_at = datetime.now(UTC)
 
     def close(self) -> None:
         """Close the partition files and give up the directory's lock."""

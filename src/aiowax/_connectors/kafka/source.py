@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import confluent_kafka
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aiowax._checks import positive_int
 from aiowax._connectors.kafka.client import (
@@ -260,6 +260,20 @@ class _KafkaSourcePartition(StatefulSourcePartition[Any, int]):
     def snapshot(self) -> int:
         """The offset of the next message to read (``OFFSET_BEGINNING`` before any)."""
         return self._offset
+
+    def _aiowax_lag(self) -> int | None:
+        """Messages between the next one to read and the end of the partition.
+
+        From the high-water mark of the last fetch (no request to a broker),
+        so it is as fresh as the last read; None before a fetch told it.
+        """
+        try:
+            _, high = self._consumer.get_watermark_offsets(self._tp, cached=True)
+        except (KafkaException, RuntimeError):
+            return None
+        if high < 0 or self._offset < 0:
+            return None
+        return max(0, high - self._offset)
 
     def close(self) -> None:
         self._consumer.close()

@@ -88,6 +88,19 @@ class Operator:
         self.epoch = env.start_epoch
         #: Most calls of its async user code in flight at once.
         self.limit = step.max_concurrency or ASYNC_CONCURRENCY
+        # Counted by the step task per batch, read by `aiowax._stats`.
+        self.items_in = 0
+        self.items_out = 0
+        self.batches = 0
+        self.errors = 0
+
+    def stats_extra(self, loop_now: float, wall_us: int) -> dict[str, Any]:
+        """What this kind of step adds to its `StepStats` (keys, watermark...).
+
+        Called when somebody asks for stats, never on the data path, with
+        the loop clock's now and the wall clock's (microseconds).
+        """
+        return {}
 
     def fail(self, error: BaseException, partial: list[Any] | None = None) -> StepFailed:
         """The `StepFailed` for ``error`` raised by the step's main user code."""

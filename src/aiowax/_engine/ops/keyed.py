@@ -66,6 +66,9 @@ class KeyedOp(Operator):
         """Keys holding state on this worker."""
         return len(self.state)
 
+    def stats_extra(self, loop_now: float, wall_us: int) -> dict[str, Any]:
+        return {"keys": self.state_size()}
+
 
 class StatefulMapOp(KeyedOp):
     def __init__(self, step: StatefulMapStep, env: StepEnv) -> None:

@@ -92,6 +92,8 @@ class OutputOp(Operator):
         self.flush_due: float | None = None
         self.flush_timer = StepTimer(env.clock, lambda: self.flush_due)
         self.timer = self.flush_timer
+        #: Items its sink partitions accepted (read by `aiowax._stats`).
+        self.written = 0
 
     def _check_part(self, part: object, role: str) -> SinkPartition:
         if not isinstance(part, StatefulSinkPartition | StatelessSinkPartition):
@@ -136,6 +138,7 @@ class OutputOp(Operator):
                 part.write_batch(values)
         except BaseException as error:
             raise self.fail(error) from None
+        self.written += len(values)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         if self.flushes and self.flush_due is None:

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
 from inspect import isawaitable
-from itertools import count
+from itertools import count, islice
 from typing import Any
 
 from aiowax._checks import describe
@@ -43,6 +43,8 @@ logger = logging.getLogger("aiowax.window")
 #: The first and last instants a `datetime` can hold, in microseconds.
 MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
 MAX_US = to_us(datetime.max.replace(tzinfo=UTC))
+#: Most keys a stats call looks at (the newest); beyond, open windows are estimated.
+STATS_KEYS = 10_000
 
 
 def clamped(us: int) -> datetime:
@@ -140,6 +142,27 @@ class WindowOp(KeyedOp, TimedOp):
     def state_size(self) -> int:
         """Keys with open windows (the memo of forgotten watermarks aside)."""
         return len(self.keys)
+
+    def stats_extra(self, loop_now: float, wall_us: int) -> dict[str, Any]:
+        keys = self.keys
+        # Looked at from the newest keys back, at most STATS_KEYS of them:
+        # a poll a second must not walk a million keys.
+        seen = list(islice(reversed(keys.values()), STATS_KEYS))
+        if self.event_time:
+            marks = [state.watermark(loop_now) for state in seen]
+        elif self.system_wm is not None:
+            marks = [self.system_wm.watermark(loop_now)]
+        else:
+            marks = []
+        opened = sum(len(st.sessions) if self.session else len(st.windows) for st in seen)
+        if len(seen) < len(keys):
+            opened = round(opened * len(keys) / len(seen))
+        extra: dict[str, Any] = {"keys": len(keys), "late": self.late_count, "windows_open": opened}
+        if marks:
+            newest = max(marks)
+            extra["watermark"] = clamped(newest)
+            extra["watermark_lag_s"] = max(0.0, (wall_us - newest) / 1e6)
+        return extra
 
     def time_of(self, value: Any, dt: Any) -> int:
         """The microseconds of ``dt``, the time ``dt_getter`` gave for ``value``."""

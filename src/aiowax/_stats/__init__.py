@@ -1,0 +1,1 @@
+"""Stats of a run: the public model (`model`) and how it is read (`collect`)."""

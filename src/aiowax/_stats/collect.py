@@ -1,0 +1,211 @@
+"""Read a run's counters into a `FlowStats`, and report them while it runs.
+
+The engine keeps counts per batch on its operators and lanes, and times
+only where a task waits anyway (an idle inlet, a full channel); everything
+else (keys, watermarks, open windows, partition lag) is read from the
+operators here, when asked. So stats cost the data path a few additions per
+batch, and a poll costs the poller.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime
+from time import perf_counter
+from typing import Any
+
+import anyio
+
+from aiowax._engine.clock import Clock, current_clock
+from aiowax._engine.context import RunContext
+from aiowax._engine.timeutil import to_us
+from aiowax._engine.wiring import Graph, LaneTask, StepTask
+from aiowax._stats.model import FlowStats, StepStats
+
+logger = logging.getLogger("aiowax")
+
+
+def _busy(started: float | None, ended: float | None, idle: float, blocked: float) -> float:
+    if started is None:
+        return 0.0
+    elapsed = (ended if ended is not None else perf_counter()) - started
+    return max(0.0, elapsed - idle - blocked)
+
+
+def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
+    """One row per input step and worker: its lanes (partitions) summed."""
+    rows: dict[tuple[str, int], dict[str, Any]] = {}
+    for task in lanes:
+        lane = task.lane
+        row = rows.setdefault(
+            (lane.step.step_id, lane.worker_index),
+            {"items": 0, "blocked": 0.0, "partitions": 0, "lag": None},
+        )
+        row["items"] += lane.items_read
+        row["blocked"] += lane.outlet.blocked_s
+        row["partitions"] += 1
+        probe = getattr(lane.part, "_aiowax_lag", None)
+        lag = probe() if probe is not None else None
+        if lag is not None:
+            row["lag"] = (row["lag"] or 0) + lag
+    elapsed = 0.0
+    if ctx.started is not None:
+        elapsed = (ctx.ended if ctx.ended is not None else perf_counter()) - ctx.started
+    return [
+        StepStats(
+            step_id=step_id,
+            kind="input",
+            pipeline=step_id,
+            worker_index=worker,
+            items_in=row["items"],
+            items_out=row["items"],
+            # A lane reads or waits for its source; only back-pressure is
+            # told apart from that (reading and waiting look alike here).
+            busy_s=max(0.0, elapsed - row["blocked"]),
+            blocked_s=row["blocked"],
+            partitions=row["partitions"],
+            lag=row["lag"],
+        )
+        for (step_id, worker), row in rows.items()
+    ]
+
+
+def _step(task: StepTask, loop_now: float, wall_us: int) -> StepStats:
+    op = task.op
+    queued, capacity = task.inlet.fill()
+    blocked = task.outlet.blocked_s
+    busy = _busy(task.started, task.ended, task.inlet.idle_s, blocked)
+    extra = op.stats_extra(loop_now, wall_us)
+    kind = op.step.kind
+    items_out = op.items_out
+    if kind == "output":
+        items_out = getattr(op, "written", items_out)
+        extra["write_latency_s"] = busy / op.batches if op.batches else None
+    return StepStats(
+        step_id=op.step_id,
+        kind=kind,
+        pipeline=task.pipeline,
+        worker_index=op.worker_index,
+        items_in=op.items_in,
+        items_out=items_out,
+        errors=op.errors,
+        busy_s=busy,
+        blocked_s=blocked,
+        queued=queued,
+        capacity=capacity,
+        **extra,
+    )
+
+
+def graph_steps(ctx: RunContext, graph: Graph) -> list[StepStats]:
+    """Every step of one run on every worker: inputs first, then the steps in order."""
+    clock = ctx.clock
+    loop_now = clock.timer()()
+    wall_us = to_us(clock.now())
+    return _lanes(ctx, graph.lanes) + [_step(task, loop_now, wall_us) for task in graph.steps]
+
+
+def flow_stats(
+    name: str,
+    status: str,
+    runs: Iterable[RunContext],
+    *,
+    error: BaseException | None = None,
+    restoring: bool = False,
+) -> FlowStats:
+    """The stats of a flow made of ``runs`` (one, or a cluster copy's several)."""
+    steps: list[StepStats] = []
+    epoch = 0
+    started_at: datetime | None = None
+    uptime = 0.0
+    workers = 1
+    snapshots = 0
+    last_at: datetime | None = None
+    last_s: float | None = None
+    for ctx in runs:
+        graph = ctx.graph
+        workers = ctx.worker_count
+        if graph is not None:
+            steps.extend(graph_steps(ctx, graph))
+            epochs = [task.lane.epoch for task in graph.lanes]
+            epoch = max([epoch, ctx.start_epoch, *epochs])
+        if ctx.started_at is not None and (started_at is None or ctx.started_at < started_at):
+            started_at = ctx.started_at
+        if ctx.started is not None:
+            end = ctx.ended if ctx.ended is not None else perf_counter()
+            uptime = max(uptime, end - ctx.started)
+        recovery = ctx.recovery
+        if recovery is not None:
+            snapshots += recovery.commits
+            if recovery.last_commit_at is not None and (
+                last_at is None or recovery.last_commit_at > last_at
+            ):
+                last_at, last_s = recovery.last_commit_at, recovery.last_commit_s
+    return FlowStats(
+        name=name,
+        status=status,
+        workers=workers,
+        epoch=epoch,
+        started_at=started_at,
+        uptime_s=uptime,
+        snapshots=snapshots,
+        last_snapshot_at=last_at,
+        last_snapshot_s=last_s,
+        restoring=restoring,
+        error=None if error is None else f"{type(error).__name__}: {error}",
+        steps=tuple(steps),
+    )
+
+
+StatsCallback = Callable[[FlowStats], Awaitable[None] | None]
+
+
+async def _deliver(on_stats: StatsCallback, stats: FlowStats) -> None:
+    result = on_stats(stats)
+    if result is not None:
+        await result
+
+
+async def run_reporting(
+    name: str,
+    run: Callable[[Callable[[RunContext], None]], Awaitable[None]],
+    on_stats: StatsCallback,
+    interval: float,
+    clock: Clock | None = None,
+) -> None:
+    """Await ``run(on_start)``, calling ``on_stats`` every ``interval`` seconds and at the end.
+
+    The last call has the run's final status (``"finished"``, ``"failed"``
+    or ``"cancelled"``); what the run raised is raised here as it was.
+    """
+    clock = clock or current_clock()
+    runs: list[RunContext] = []
+    failure: list[Exception] = []
+
+    async def main() -> None:
+        try:
+            await run(runs.append)
+        except Exception as error:
+            failure.append(error)
+        finally:
+            tg.cancel_scope.cancel()
+
+    status = "cancelled"
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(main)
+            now = clock.timer()
+            while True:
+                await clock.sleep_until(now() + interval)
+                await _deliver(on_stats, flow_stats(name, "running", runs))
+        status = "failed" if failure else "finished"
+    finally:
+        final = flow_stats(name, status, runs, error=failure[0] if failure else None)
+        with anyio.CancelScope(shield=True):
+            try:
+                await _deliver(on_stats, final)
+            except Exception:
+                logger.exception("flow %r: on_stats failed on the final stats", name)
+    if failure:
+        raise failure[0]

@@ -1,0 +1,300 @@
+"""Stats of a run: `FlowHandle.stats()`, ``aiowax.run(on_stats=...)``, and their truth.
+
+Every figure is checked against what the flow must have done: items in and
+out per step and worker, keys per keyed step, late items for known late
+patterns, back-pressure behind a sink that the test holds shut. Nothing
+sleeps to wait: the held sink is opened by the test once it sees the
+pipeline full.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+import aiowax
+from aiowax.connectors.inproc import PushSource
+from aiowax.dataflow import Dataflow
+from aiowax.recovery import RecoveryConfig, init_db_dir
+from aiowax.stats import FlowStats, StepStats
+from aiowax.testing import TestingSink, TestingSource
+from aiowax.window import EventClockConfig, SlidingWindow, TumblingWindow
+from embed_helpers import WATCHDOG, GatedSink, settle
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _keyed_flow(out: list[Any], items: int = 1000, batch_size: int = 10) -> Dataflow:
+    flow = Dataflow("counts")
+    flow.input("inp", TestingSource(range(items), batch_size=batch_size))
+    flow.map("key", lambda x: (f"k{x % 7}", x))
+    flow.filter("odd", lambda kv: kv[1] % 2 == 1)
+    flow.flat_map("twice", lambda kv: [kv, kv])
+    flow.stateful_map("count", lambda: 0, lambda n, _v: (n + 1, n + 1))
+    flow.output("out", TestingSink(out))
+    return flow
+
+
+async def _final(flow: Dataflow, **options: Any) -> FlowStats:
+    seen: list[FlowStats] = []
+    await aiowax.run(flow, on_stats=seen.append, **options)
+    assert seen, "on_stats was never called"
+    return seen[-1]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_items_in_and_out_per_step_are_the_truth(workers: int) -> None:
+    out: list[Any] = []
+    stats = await _final(_keyed_flow(out), workers=workers)
+    assert stats.name == "counts"
+    assert stats.status == "finished"
+    assert stats.workers == workers
+    assert stats.error is None
+    expected = {
+        # step: (in, out)
+        "inp": (1000, 1000),
+        "key": (1000, 1000),
+        "odd": (1000, 500),
+        "twice": (500, 1000),
+        "count": (1000, 1000),
+        "out": (1000, 1000),
+    }
+    assert {s: (stats.step(s).items_in, stats.step(s).items_out) for s in expected} == expected
+    assert len(out) == 1000
+    # One row per step and worker, inputs first, in flow order.
+    assert [s.step_id for s in stats.steps][:: workers if workers > 1 else 1][:1] == ["inp"]
+    assert {(s.step_id, s.worker_index) for s in stats.steps} == {
+        (step, w) for step in expected for w in range(workers)
+    } - {("inp", w) for w in range(1, workers)}
+    # TestingSource is one partition, read by worker 0.
+    assert stats.step("inp").partitions == 1
+    assert stats.step("count").keys == 7
+    assert stats.step("count").kind == "stateful_map"
+    assert stats.step("key").keys is None
+    assert stats.step("out").write_latency_s is not None
+    for row in stats.steps:
+        assert row.errors == 0
+        assert row.busy_s >= 0 and row.blocked_s >= 0
+        assert row.pipeline == "inp"
+
+
+@pytest.mark.asyncio
+async def test_the_flow_name_defaults_and_is_checked() -> None:
+    stats = await _final(_unnamed())
+    assert stats.name == "flow"
+    with pytest.raises(TypeError, match="name must be a str"):
+        Dataflow(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="must not be empty"):
+        Dataflow(" ")
+
+
+def _unnamed() -> Dataflow:
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2]))
+    flow.output("out", TestingSink([]))
+    return flow
+
+
+def _late_flow(window: Any, times: list[float]) -> Dataflow:
+    flow = Dataflow("late")
+    flow.input("inp", TestingSource([("a", T0 + timedelta(seconds=t)) for t in times]))
+    clock = EventClockConfig(lambda t: t, wait_for_system_duration=timedelta(0))
+    flow.collect_window("win", clock, window)
+    flow.output("out", TestingSink([]))
+    return flow
+
+
+@pytest.mark.asyncio
+async def test_late_items_of_tumbling_windows_are_counted() -> None:
+    # 10 s windows: 12 closes [0, 10), so 3 is late; 25 closes [10, 20), so 11 is late.
+    window = TumblingWindow(length=timedelta(seconds=10), align_to=T0)
+    stats = await _final(_late_flow(window, [0, 5, 12, 3, 25, 11]))
+    win = stats.step("win")
+    assert win.late == 2
+    assert win.items_in == 6
+    assert win.kind == "collect_window"
+
+
+@pytest.mark.asyncio
+async def test_late_items_of_sliding_windows_count_once_per_window_missed() -> None:
+    # 10 s windows every 5 s. After 11, [0, 10) has closed: 6 is still placed
+    # in [5, 15) and late once; 3 belongs to [-5, 5) and [0, 10), both
+    # closed: late twice.
+    window = SlidingWindow(length=timedelta(seconds=10), offset=timedelta(seconds=5), align_to=T0)
+    stats = await _final(_late_flow(window, [1, 11, 6, 3]))
+    assert stats.step("win").late == 3
+
+
+@pytest.mark.asyncio
+async def test_a_window_step_reports_its_keys_watermark_and_open_windows() -> None:
+    source: PushSource[Any] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", source)
+    clock = EventClockConfig(lambda t: t, wait_for_system_duration=timedelta(seconds=30))
+    window = TumblingWindow(length=timedelta(hours=1), align_to=T0)
+    flow.collect_window("win", clock, window)
+    flow.output("out", TestingSink([]))
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow)
+            newest = datetime.now(UTC)
+            for key in ("a", "b", "c"):
+                await source.send((key, newest - timedelta(hours=2)))
+            await source.send(("a", newest))
+            while handle.stats().step("win").items_in < 4:
+                await settle()
+            win = handle.stats().step("win")
+            assert win.keys == 3
+            # a's newest item moved its watermark past its first window, which
+            # closed (one result); a's second window and b's and c's are open.
+            assert win.items_out == 1
+            assert win.windows_open == 3
+            assert win.watermark is not None
+            # The newest watermark: a's, 30 s behind its newest item.
+            assert abs((newest - timedelta(seconds=30)) - win.watermark) < timedelta(seconds=5)
+            assert win.watermark_lag_s is not None and 29 < win.watermark_lag_s < 60
+            await handle.stop()
+
+
+@pytest.mark.asyncio
+async def test_back_pressure_shows_as_blocked_time_and_a_full_channel() -> None:
+    sink = GatedSink()
+    source: PushSource[int] = PushSource(max_buffer=10_000)
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.map("work", lambda x: x + 1)
+    flow.output("out", sink)
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow)
+            for i in range(200):
+                # One batch each: the channels fill up behind the held sink.
+                await source.send(i)
+                await settle()
+            await sink.writing.wait()
+            held = handle.stats()
+            # The sink's input channel is full, so the map waits on it.
+            assert held.step("out").queued == held.step("out").capacity > 0
+            sink.gate.set()
+            await handle.stop()
+    after = handle.stats()
+    assert after.status == "finished"
+    assert after.step("work").blocked_s > 0
+    assert after.step("out").items_out == 200
+    assert after.step("out").blocked_s == 0
+
+
+@pytest.mark.asyncio
+async def test_counts_grow_between_two_reads_of_a_running_flow() -> None:
+    source: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.output("out", TestingSink([]))
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow)
+            assert handle.stats().status in ("starting", "running")
+            await source.send(1)
+            while handle.stats().step("out").items_out < 1:
+                await settle()
+            first = handle.stats()
+            await source.send(2)
+            while handle.stats().step("out").items_out < 2:
+                await settle()
+            second = handle.stats()
+            assert first.status == second.status == "running"
+            assert second.step("inp").items_in == first.step("inp").items_in + 1
+            assert second.uptime_s > first.uptime_s
+            await handle.stop()
+
+
+@pytest.mark.asyncio
+async def test_a_failure_is_in_the_final_stats_and_still_raised() -> None:
+    def boom(x: int) -> int:
+        if x == 3:
+            raise ValueError("three")
+        return x
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(10)))
+    flow.map("boom", boom)
+    flow.output("out", TestingSink([]))
+    seen: list[FlowStats] = []
+    with pytest.raises(ValueError, match="three"):
+        await aiowax.run(flow, on_stats=seen.append)
+    final = seen[-1]
+    assert final.status == "failed"
+    assert final.error == "ValueError: three"
+    assert final.step("boom").errors == 1
+
+
+@pytest.mark.asyncio
+async def test_on_stats_may_be_async_and_is_called_while_running() -> None:
+    source: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.output("out", TestingSink([]))
+    calls: list[str] = []
+    got_one = anyio.Event()
+
+    async def on_stats(stats: FlowStats) -> None:
+        calls.append(stats.status)
+        got_one.set()
+
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: aiowax.run(flow, on_stats=on_stats, stats_interval=0.001))
+            await got_one.wait()
+            source.close()
+    assert calls[0] == "running"
+    assert calls[-1] == "finished"
+
+
+@pytest.mark.asyncio
+async def test_bad_on_stats_arguments_are_named() -> None:
+    flow = _unnamed()
+    with pytest.raises(TypeError, match="on_stats must be callable"):
+        await aiowax.run(flow, on_stats=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="stats_interval must be a positive"):
+        await aiowax.run(flow, on_stats=print, stats_interval=0)
+    with pytest.raises(TypeError, match="stats_interval must be seconds"):
+        await aiowax.run(flow, on_stats=print, stats_interval="1")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_snapshots_are_counted_with_recovery(tmp_path: Path) -> None:
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(30), batch_size=10))
+    flow.map("key", lambda x: ("k", x))
+    flow.stateful_map("sum", lambda: 0, lambda s, x: (s + x, s + x))
+    flow.output("out", TestingSink([]))
+    init_db_dir(tmp_path, 1)
+    stats = await _final(
+        flow, epoch_interval=timedelta(0), recovery_config=RecoveryConfig(str(tmp_path))
+    )
+    # The writer commits whatever epochs are complete at once: at least one commit.
+    assert stats.snapshots >= 1
+    assert stats.last_snapshot_at is not None
+    assert stats.last_snapshot_s is not None and stats.last_snapshot_s >= 0
+    assert stats.epoch >= 3
+
+
+def test_stats_are_plain_json_and_sum_over_workers() -> None:
+    rows = (
+        StepStats(step_id="s", kind="map", pipeline="inp", worker_index=0, items_in=2),
+        StepStats(step_id="s", kind="map", pipeline="inp", worker_index=1, items_in=3, keys=4),
+    )
+    stats = FlowStats(name="f", status="running", started_at=T0, steps=rows)
+    total = stats.step("s")
+    assert (total.items_in, total.keys, total.worker_index) == (5, 4, -1)
+    with pytest.raises(KeyError, match="no step 'nope' in flow 'f'"):
+        stats.step("nope")
+    encoded = json.loads(json.dumps(stats.to_dict()))
+    assert encoded["started_at"] == T0.isoformat()
+    assert [row["items_in"] for row in encoded["steps"]] == [2, 3]
