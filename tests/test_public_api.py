@@ -49,11 +49,21 @@ PUBLIC_MODULES = (
     "aiowax.connectors.inproc",
     "aiowax.connectors.kafka",
     "aiowax.recovery",
+    "aiowax.visualize",
+    "aiowax.cluster",
+    "aiowax.stats",
 )
 
 #: Public modules beyond the reference, which API.md does not list.
 NOT_IN_API_MD = frozenset(
-    {"aiowax.connectors", "aiowax.connectors.inproc", "aiowax.connectors.kafka", "aiowax.recovery"}
+    {
+        "aiowax.connectors",
+        "aiowax.connectors.inproc",
+        "aiowax.connectors.kafka",
+        "aiowax.recovery",
+        "aiowax.cluster",
+        "aiowax.stats",
+    }
 )
 
 #: Internal helpers that public modules import under a public-looking name;
@@ -130,6 +140,7 @@ API_MD_NAMES: dict[str, tuple[str, ...]] = {
     ),
     "aiowax.connectors.stdio": ("StdOutSink",),
     "aiowax.connectors.files": ("FileSource", "DirSource", "CSVSource", "FileSink", "DirSink"),
+    "aiowax.visualize": ("to_json", "to_mermaid"),
 }
 
 _EMPTY = inspect.Parameter.empty
@@ -142,8 +153,11 @@ API_MD_SIGNATURES: dict[str, tuple[tuple[str, object, bool], ...]] = {
         ("workers", 1, True),
         ("epoch_interval", None, True),
         ("recovery_config", None, True),
-        # Issue 13 (scale-out) adds cluster mode after API.md's parameters.
+        # Issue 13 (scale-out) adds cluster mode after API.md's parameters,
+        # issue 14 (observability) the stats callback.
         ("cluster", None, True),
+        ("on_stats", None, True),
+        ("stats_interval", 1.0, True),
     ),
     "aiowax.testing.run_main": (
         ("flow", _EMPTY, False),
