@@ -1,0 +1,137 @@
+"""The command line's progress line and its logging set-up.
+
+On a terminal, a run that lasts longer than a couple of seconds gets one
+line on stderr, rewritten every second: items read and written, their
+rates, the source lag when the sources know it, the epoch. stdout is never
+touched: a flow's `StdOutSink` owns it. Log records (``--log-level``) go to
+stderr too; the progress line is cleared before each one and redrawn at the
+next tick, so the two never garble each other.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TextIO
+
+import anyio
+
+from aiowax._stats.model import FlowStats
+
+#: Levels ``--log-level`` takes.
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: Seconds before the first progress line: short runs print none.
+FIRST_AFTER_S = 2.0
+#: Seconds between two progress lines.
+EVERY_S = 1.0
+_CLEAR = "\r\x1b[K"
+
+
+class ProgressLine:
+    """The one line of progress on a terminal, and what erases it."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.shown = False
+        self._last: tuple[float, int, int] | None = None
+
+    def clear(self) -> None:
+        """Erase the line (before a log record or at the end)."""
+        if self.shown:
+            self._stream.write(_CLEAR)
+            self._stream.flush()
+            self.shown = False
+
+    def show(self, stats: FlowStats) -> None:
+        """Draw the line for ``stats``, with rates since the previous one."""
+        self._stream.write(_CLEAR + self.text(stats))
+        self._stream.flush()
+        self.shown = True
+
+    def text(self, stats: FlowStats) -> str:
+        """The line for ``stats`` (rates since the previous call)."""
+        read = sum(s.items_in for s in stats.steps if s.kind == "input")
+        written = sum(s.items_out for s in stats.steps if s.kind == "output")
+        lags = [s.lag for s in stats.steps if s.kind == "input" and s.lag is not None]
+        now = stats.uptime_s
+        read_rate = written_rate = ""
+        if self._last is not None and now > self._last[0]:
+            elapsed = now - self._last[0]
+            read_rate = f" ({(read - self._last[1]) / elapsed:,.0f}/s)"
+            written_rate = f" ({(written - self._last[2]) / elapsed:,.0f}/s)"
+        self._last = (now, read, written)
+        parts = [
+            f"aiowax: {stats.name} {stats.status} {_duration(now)}",
+            f"read {read:,}{read_rate}",
+            f"written {written:,}{written_rate}",
+        ]
+        if lags:
+            parts.append(f"lag {sum(lags):,}")
+        parts.append(f"epoch {stats.epoch}")
+        if stats.restoring:
+            parts.append("restoring state")
+        return " | ".join(parts)
+
+
+def _duration(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{seconds:.0f}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+async def report_progress(
+    stats: Callable[[], FlowStats],
+    line: ProgressLine,
+    *,
+    first_after: float = FIRST_AFTER_S,
+    every: float = EVERY_S,
+) -> None:
+    """Redraw ``line`` every ``every`` seconds from ``first_after`` on, until cancelled."""
+    try:
+        await anyio.sleep(first_after)
+        while True:
+            line.show(stats())
+            await anyio.sleep(every)
+    finally:
+        line.clear()
+
+
+class _ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stderr handler that erases the progress line before each record."""
+
+    def __init__(self, stream: TextIO, line: ProgressLine | None) -> None:
+        super().__init__(stream)
+        self._line = line
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._line is not None:
+            self._line.clear()
+        super().emit(record)
+
+
+def configure_logging(level: str | None, stream: TextIO, line: ProgressLine | None) -> None:
+    """Send the ``aiowax`` logger's records at ``level`` and above to ``stream``.
+
+    Without ``--log-level``, warnings and errors, as Python would print
+    them, unless the flow's module set logging up itself (then nothing
+    changes); with it, records at that level get a time and the logger's
+    name. Either way the progress line is erased before a record.
+    """
+    if level is None and logging.getLogger().handlers:
+        return  # the flow's module set logging up: leave it as it is
+    logger = logging.getLogger("aiowax")
+    handler = _ClearingHandler(stream, line)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        if level is not None
+        else logging.Formatter("%(levelname)s %(name)s: %(message)s")
+    )
+    logger.addHandler(handler)
+    logger.setLevel(getattr(logging, (level or "warning").upper()))
+    # The handler above prints them: the root logger's would print twice.
+    logger.propagate = False

@@ -1,0 +1,109 @@
+"""The command line's progress line (on a terminal) and its logging set-up."""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+
+import anyio
+import pytest
+
+from aiowax._cli_progress import ProgressLine, configure_logging, report_progress
+from aiowax.stats import FlowStats, StepStats
+
+CLEAR = "\r\x1b[K"
+
+
+def _stats(uptime: float, read: int, written: int, lag: int | None = None) -> FlowStats:
+    return FlowStats(
+        name="orders",
+        status="running",
+        uptime_s=uptime,
+        epoch=3,
+        steps=(
+            StepStats(
+                step_id="in", kind="input", pipeline="in", worker_index=0, items_in=read, lag=lag
+            ),
+            StepStats(step_id="m", kind="map", pipeline="in", worker_index=0, items_in=read),
+            StepStats(
+                step_id="out", kind="output", pipeline="in", worker_index=0, items_out=written
+            ),
+        ),
+    )
+
+
+def test_the_line_says_what_was_read_and_written_and_how_fast() -> None:
+    line = ProgressLine(io.StringIO())
+    first = line.text(_stats(2.0, 1000, 900))
+    assert first == "aiowax: orders running 2s | read 1,000 | written 900 | epoch 3"
+    second = line.text(_stats(4.0, 5000, 2900, lag=12))
+    assert second == (
+        "aiowax: orders running 4s | read 5,000 (2,000/s) | written 2,900 (1,000/s) "
+        "| lag 12 | epoch 3"
+    )
+    assert "running 2m05s" in line.text(_stats(125.0, 5000, 2900))
+    assert "running 2h01m" in line.text(_stats(7260.0, 5000, 2900))
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_the_line_comes_after_two_seconds_then_every_second_and_is_erased() -> None:
+    out = io.StringIO()
+    line = ProgressLine(out)
+    calls = 0
+
+    def stats() -> FlowStats:
+        nonlocal calls
+        calls += 1
+        return _stats(float(calls), calls * 10, calls * 10)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(report_progress, stats, line)
+        await anyio.sleep(1.9)
+        assert out.getvalue() == ""  # a short run prints nothing
+        await anyio.sleep(2.2)  # t = 4.1: lines at 2, 3 and 4
+        tg.cancel_scope.cancel()
+    text = out.getvalue()
+    assert calls == 3
+    assert text.count(CLEAR) == 4  # three lines, then the erase
+    assert text.endswith(CLEAR)
+    assert not line.shown
+
+
+@pytest.fixture
+def aiowax_logger() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("aiowax")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield logger
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
+
+
+def test_a_log_record_erases_the_line_first(aiowax_logger: logging.Logger) -> None:
+    out = io.StringIO()
+    line = ProgressLine(out)
+    configure_logging("info", out, line)
+    line.show(_stats(3.0, 10, 10))
+    aiowax_logger.info("hello %s", "there")
+    aiowax_logger.debug("not shown at info")
+    text = out.getvalue()
+    shown_at = text.index("aiowax: orders")
+    erased_at = text.index(CLEAR, shown_at)
+    assert text.index("INFO aiowax: hello there") > erased_at
+    assert "not shown" not in text
+    assert not aiowax_logger.propagate
+
+
+def test_without_a_level_warnings_still_show_and_user_logging_is_kept(
+    aiowax_logger: logging.Logger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [])
+    configure_logging(None, out, None)
+    aiowax_logger.info("quiet")
+    aiowax_logger.warning("loud")
+    assert out.getvalue() == "WARNING aiowax: loud\n"
+    # A flow module that configured logging keeps its set-up.
+    before = aiowax_logger.handlers[:]
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()])
+    configure_logging(None, io.StringIO(), None)
+    assert aiowax_logger.handlers == before
