@@ -105,6 +105,9 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("kafka_cluster", _cluster_cli.ENV_KAFKA_CLUSTER, _cluster_cli.brokers),
     ("app_id", _cluster_cli.ENV_APP_ID, str),
     ("processes", _cluster_cli.ENV_PROCESSES, _workers),
+    ("cluster_partitions", _cluster_cli.ENV_CLUSTER_PARTITIONS, _workers),
+    ("replication_factor", _cluster_cli.ENV_REPLICATION_FACTOR, _workers),
+    ("kafka_config_file", _cluster_cli.ENV_KAFKA_CONFIG_FILE, _cluster_cli.config_file),
 )
 
 _DESCRIPTION = "Run an aiowax dataflow until its input ends or a signal stops it."
@@ -124,11 +127,13 @@ IMPORT_STR forms:
 The current directory is importable, as with 'python -m'.
 
 environment:
-  Every option has an environment default, used when the option is not
-  given on the command line; empty values count as unset:
+  Every option but --kafka-config has an environment default, used when
+  the option is not given on the command line; empty values count as unset:
   {ENV_WORKERS}, {ENV_SNAPSHOT_INTERVAL}, {ENV_STOP_TIMEOUT},
   {ENV_RECOVERY_DIRECTORY}, {ENV_BACKUP_INTERVAL},
-  {_cluster_cli.ENV_KAFKA_CLUSTER}, {_cluster_cli.ENV_APP_ID}, {_cluster_cli.ENV_PROCESSES}.
+  {_cluster_cli.ENV_KAFKA_CLUSTER}, {_cluster_cli.ENV_APP_ID}, {_cluster_cli.ENV_PROCESSES},
+  {_cluster_cli.ENV_CLUSTER_PARTITIONS}, {_cluster_cli.ENV_REPLICATION_FACTOR},
+  {_cluster_cli.ENV_KAFKA_CONFIG_FILE}.
 
 stopping:
   SIGTERM (kill, docker stop, Kubernetes) or SIGINT (Ctrl-C) stops the flow
@@ -394,7 +399,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         options = parser.parse_args(argv)
         from_env = _apply_env_defaults(parser, options, os.environ)
         recovery_config = _recovery_config(parser, options, from_env)
-        cluster = _cluster_cli.cluster_of(parser, options)
+        cluster = _cluster_cli.cluster_of(parser, options, from_env)
         if cluster is not None and (options.processes or 1) > 1:
             args = sys.argv[1:] if argv is None else list(argv)
             return _cluster_cli.supervise(

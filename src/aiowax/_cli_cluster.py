@@ -17,11 +17,16 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
+from pathlib import Path
 from typing import Any
 
 ENV_KAFKA_CLUSTER = "AIOWAX_KAFKA_CLUSTER"
 ENV_APP_ID = "AIOWAX_APP_ID"
 ENV_PROCESSES = "AIOWAX_PROCESSES"
+ENV_CLUSTER_PARTITIONS = "AIOWAX_CLUSTER_PARTITIONS"
+ENV_REPLICATION_FACTOR = "AIOWAX_REPLICATION_FACTOR"
+ENV_KAFKA_CONFIG_FILE = "AIOWAX_KAFKA_CONFIG_FILE"
 #: Set in each child of ``-p``: its index, for logs.
 ENV_PROCESS_INDEX = "AIOWAX_PROCESS_INDEX"
 
@@ -33,6 +38,41 @@ def brokers(text: str) -> list[str]:
         msg = f"expected HOST:PORT[,HOST:PORT...], got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return parts
+
+
+def config_pair(text: str) -> tuple[str, str]:
+    """``--kafka-config``: one ``KEY=VALUE`` librdkafka setting."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        msg = f"expected KEY=VALUE (a librdkafka setting), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return key.strip(), value.strip()
+
+
+def config_file(text: str) -> dict[str, str]:
+    """``--kafka-config-file``: a properties file of ``KEY=VALUE`` lines.
+
+    The format of Kafka's ``client.properties``: ``#`` and ``!`` start a
+    comment line, blank lines are skipped. Read at once, so a missing file
+    or a bad line is a usage error that names the file and line.
+    """
+    try:
+        lines = Path(text).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        msg = f"cannot read {text!r}: {exc.strerror or exc}"
+        raise argparse.ArgumentTypeError(msg) from None
+    settings: dict[str, str] = {}
+    for number, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        try:
+            key, value = config_pair(line)
+        except argparse.ArgumentTypeError:
+            msg = f"{text!r} line {number}: expected KEY=VALUE, got {raw!r}"
+            raise argparse.ArgumentTypeError(msg) from None
+        settings[key] = value
+    return settings
 
 
 def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
@@ -62,13 +102,62 @@ def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) ->
         help="start N copies as local processes and supervise them; needs "
         f"--kafka-cluster (env {ENV_PROCESSES}; default: 1, this process)",
     )
+    group.add_argument(
+        "--cluster-partitions",
+        metavar="N",
+        type=count,
+        help="partitions of the internal repartition and changelog topics when they "
+        "are created; checked against existing ones (env "
+        f"{ENV_CLUSTER_PARTITIONS}; default: the most partitions of the source topics, "
+        "else 6)",
+    )
+    group.add_argument(
+        "--replication-factor",
+        metavar="N",
+        type=count,
+        help=f"replication factor of the internal topics it creates (env "
+        f"{ENV_REPLICATION_FACTOR}; default: 1)",
+    )
+    group.add_argument(
+        "--kafka-config",
+        metavar="KEY=VALUE",
+        type=config_pair,
+        action="append",
+        help="a librdkafka setting for every client of the cluster (security, SASL...); "
+        "repeat for more; settings here win over --kafka-config-file",
+    )
+    group.add_argument(
+        "--kafka-config-file",
+        metavar="PATH",
+        type=config_file,
+        help="a properties file of KEY=VALUE librdkafka settings: the place for secrets "
+        f"(not on the command line, where 'ps' shows them) (env {ENV_KAFKA_CONFIG_FILE})",
+    )
 
 
-def cluster_of(parser: argparse.ArgumentParser, options: argparse.Namespace) -> Any:
+#: Options that mean something only in cluster mode (set from the command line).
+_CLUSTER_ONLY = (
+    ("cluster_partitions", "--cluster-partitions"),
+    ("replication_factor", "--replication-factor"),
+    ("kafka_config", "--kafka-config"),
+    ("kafka_config_file", "--kafka-config-file"),
+)
+
+
+def cluster_of(
+    parser: argparse.ArgumentParser,
+    options: argparse.Namespace,
+    from_env: AbstractSet[str] = frozenset(),
+) -> Any:
     """The `KafkaCluster` the options ask for, or None; usage errors for bad combinations."""
     if options.kafka_cluster is None:
         if options.processes not in (None, 1):
             parser.error("-p/--processes needs --kafka-cluster")
+        for dest, flag in _CLUSTER_ONLY:
+            # From the environment alone they are only checked: a shell may
+            # export them for the runs that are copies of a cluster.
+            if getattr(options, dest) is not None and dest not in from_env:
+                parser.error(f"{flag} needs --kafka-cluster")
         return None
     if not options.app_id:
         parser.error(f"--kafka-cluster needs --app-id NAME (or env {ENV_APP_ID})")
@@ -83,8 +172,15 @@ def cluster_of(parser: argparse.ArgumentParser, options: argparse.Namespace) -> 
         from aiowax._cluster.config import KafkaCluster
     except ImportError as exc:  # pragma: no cover - the kafka extra is missing
         parser.error(f"--kafka-cluster needs the kafka extra (pip install 'aiowax[kafka]'): {exc}")
+    settings = {**(options.kafka_config_file or {}), **dict(options.kafka_config or [])}
     try:
-        return KafkaCluster(brokers=options.kafka_cluster, app_id=options.app_id)
+        return KafkaCluster(
+            brokers=options.kafka_cluster,
+            app_id=options.app_id,
+            partitions=options.cluster_partitions,
+            replication_factor=options.replication_factor or 1,
+            add_config=settings,
+        )
     except Exception as exc:
         parser.error(str(exc))
 
