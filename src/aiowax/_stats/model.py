@@ -27,7 +27,9 @@ class StepStats:
             accepted).
         errors: Times its user code raised (the run stops at the first).
         busy_s: Seconds it was working on batches (user code included):
-            neither waiting for input nor blocked on a full channel.
+            neither waiting for input nor blocked on a full channel. For an
+            input: seconds not blocked, reading from its source or waiting
+            for it (the two look alike from the outside).
         blocked_s: Seconds it waited for room in the channel downstream: a
             slow step or sink after it holds it back (back-pressure).
         queued: Messages (batches and markers) waiting in its input channel.
