@@ -52,6 +52,8 @@ PUBLIC_MODULES = (
     "aiowax.visualize",
     "aiowax.cluster",
     "aiowax.stats",
+    "aiowax.prometheus",
+    "aiowax.otel",
 )
 
 #: Public modules beyond the reference, which API.md does not list.
@@ -63,6 +65,8 @@ NOT_IN_API_MD = frozenset(
         "aiowax.recovery",
         "aiowax.cluster",
         "aiowax.stats",
+        "aiowax.prometheus",
+        "aiowax.otel",
     }
 )
 

@@ -29,6 +29,7 @@ from aiowax._engine.context import RunContext
 from aiowax._engine.driver import check_run_args, flow_name, run_pipelines
 from aiowax._engine.plan import compile_flow
 from aiowax._errors import ClusterError
+from aiowax._observe import span
 from aiowax._recovery.config import RecoveryConfig
 from aiowax._recovery.runtime import Recovery
 
@@ -146,6 +147,20 @@ async def _generation(
     assigned: dict[str, list[int]],
 ) -> None:
     """Run the flow on one assignment until it is revoked or the copy stops."""
+    partitions = " ".join(
+        f"{name}:{','.join(map(str, sorted(parts)))}" for name, parts in sorted(assigned.items())
+    )
+    with span("aiowax.cluster.generation", app_id=topology.cluster.app_id, partitions=partitions):
+        await _run_generation(topology, member, control, interval, assigned)
+
+
+async def _run_generation(
+    topology: Topology,
+    member: GroupMember,
+    control: ClusterRun,
+    interval: float,
+    assigned: dict[str, list[int]],
+) -> None:
     flow = topology.generation_flow(assigned)
     if flow is None:
         # Nothing assigned here: wait for the next rebalance.
@@ -155,7 +170,8 @@ async def _generation(
     store = KafkaStore(topology, assigned, member.commit, member.committed, config.serde)
     control.restoring = True
     try:
-        restored = await run_in_thread(store.load)
+        with span("aiowax.cluster.restore", app_id=topology.cluster.app_id):
+            restored = await run_in_thread(store.load)
     finally:
         control.restoring = False
     recovery = Recovery(config, store, interval, 1, restored)

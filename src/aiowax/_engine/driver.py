@@ -28,6 +28,7 @@ from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
 from aiowax._engine.ops.base import NeedsAwait
 from aiowax._engine.plan import Pipeline, compile_flow
 from aiowax._engine.wiring import StepTask, build_graph
+from aiowax._observe import span
 from aiowax._recovery.config import RecoveryConfig
 from aiowax._recovery.runtime import Recovery
 
@@ -119,11 +120,12 @@ async def run_pipelines(
     if recovery is not None:
         ctx.recovery = recovery
         ctx.start_epoch = recovery.resume_epoch
-    try:
-        await _run(ctx, pipelines, on_start)
-    finally:
-        if ctx.recovery is not None:
-            ctx.recovery.close()
+    with span("aiowax.run", flow=name, workers=workers, start_epoch=ctx.start_epoch):
+        try:
+            await _run(ctx, pipelines, on_start)
+        finally:
+            if ctx.recovery is not None:
+                ctx.recovery.close()
 
 
 async def _run(

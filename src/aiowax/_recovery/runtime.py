@@ -31,6 +31,7 @@ from aiowax._engine.clock import run_in_thread
 from aiowax._engine.context import Tail
 from aiowax._engine.errors import fail
 from aiowax._errors import UnmatchedSnapshotsError
+from aiowax._observe import span
 from aiowax._recovery.config import RecoveryConfig
 from aiowax._recovery.store import Store
 
@@ -357,7 +358,8 @@ class Recovery:
         keep_from = epoch - 1 - self._keep_epochs
         started = perf_counter()
         try:
-            await run_in_thread(self.store.commit, epoch, changes, self.worker_count, keep_from)
+            with span("aiowax.snapshot", epoch=epoch, changes=len(changes)):
+                await run_in_thread(self.store.commit, epoch, changes, self.worker_count, keep_from)
         finally:
             # Forget changes only once they are committed: a commit that is
             # cancelled before its thread ran must not lose them.
