@@ -7,6 +7,7 @@ it holds on to meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from aiowax._definition.flow import Dataflow
+from aiowax._engine.aio import call_on_loop, running_loop
 from aiowax._engine.context import RunContext
 
 if TYPE_CHECKING:
@@ -28,6 +30,8 @@ from aiowax._engine.plan import compile_flow
 from aiowax._stats.collect import flow_stats
 from aiowax._stats.model import FlowStats
 
+#: The longest `FlowHandle.stats` from another thread waits for the flow's loop.
+STATS_HOP_TIMEOUT = 5.0
 #: Where a background flow's failure is reported when no one is waiting for it.
 logger = logging.getLogger("aiowax")
 
@@ -93,6 +97,8 @@ class FlowHandle:
         self._status = FlowStatus.STARTING
         self._error: BaseException | None = None
         self._error_tb: TracebackType | None = None
+        #: The event loop the flow runs on (reads from other threads go there).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def status(self) -> FlowStatus:
@@ -119,8 +125,20 @@ class FlowHandle:
 
         Cheap enough to call every second: the counts are kept per batch, and
         the rest is read from the steps now. Works before the start (no
-        steps yet) and after the end (the final figures).
+        steps yet) and after the end (the final figures). Safe to call from
+        another thread (a metrics exporter's): the read is then done on the
+        flow's event loop, which must answer within 5 s.
+
+        Raises:
+            TimeoutError: Called from another thread, and the flow's event
+                loop did not answer in time.
         """
+        loop = self._loop
+        if loop is not None and loop is not running_loop() and loop.is_running():
+            return call_on_loop(loop, self._read_stats, STATS_HOP_TIMEOUT)
+        return self._read_stats()
+
+    def _read_stats(self) -> FlowStats:
         ctx = self._ctx
         restoring = False
         if ctx is None:
@@ -225,6 +243,7 @@ class FlowHandle:
             self.request_stop()
 
     async def _serve(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._loop = running_loop()
         task_status.started()
         try:
             with anyio.CancelScope() as scope:

@@ -298,3 +298,43 @@ def test_stats_are_plain_json_and_sum_over_workers() -> None:
     encoded = json.loads(json.dumps(stats.to_dict()))
     assert encoded["started_at"] == T0.isoformat()
     assert [row["items_in"] for row in encoded["steps"]] == [2, 3]
+
+
+@pytest.mark.asyncio
+async def test_stats_from_another_thread_are_read_on_the_flows_loop() -> None:
+    source: PushSource[int] = PushSource()
+    flow = Dataflow("threaded")
+    flow.input("inp", source)
+    flow.output("out", TestingSink([]))
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow)
+            await source.send(1)
+            while handle.stats().step("out").items_out < 1:
+                await settle()
+            # A metrics exporter's thread: the read hops to the loop.
+            stats = await anyio.to_thread.run_sync(handle.stats)
+            assert stats.name == "threaded"
+            assert stats.step("out").items_out == 1
+            await handle.stop()
+
+
+@pytest.mark.asyncio
+async def test_busy_time_stands_still_while_a_step_waits_for_input() -> None:
+    source: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.map("work", lambda x: x)
+    flow.output("out", TestingSink([]))
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow)
+            await source.send(1)
+            while handle.stats().step("out").items_out < 1:
+                await settle()
+            await settle()  # every step is waiting for input now
+            before = handle.stats().step("work").busy_s
+            for _ in range(5):
+                await anyio.sleep(0.01)  # wall time passes; the map waits
+                assert handle.stats().step("work").busy_s == pytest.approx(before, abs=1e-3)
+            await handle.stop()

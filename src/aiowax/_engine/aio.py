@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator, Awaitable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio
@@ -73,6 +73,31 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T], timeout: float) -> T:
+    """Run ``fn()`` on ``loop``'s thread, from another thread, and return its result.
+
+    Raises:
+        TimeoutError: The loop did not run it within ``timeout`` seconds.
+        Exception: What ``fn`` raised.
+    """
+    done: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def call() -> None:
+        if not done.set_running_or_notify_cancel():
+            return
+        try:
+            done.set_result(fn())
+        except BaseException as error:
+            done.set_exception(error)
+
+    loop.call_soon_threadsafe(call)
+    try:
+        return done.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        done.cancel()
+        raise TimeoutError(f"the event loop did not answer within {timeout:g} s") from None
 
 
 def raise_if_cancelled(error: BaseException) -> None:

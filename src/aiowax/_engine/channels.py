@@ -33,7 +33,7 @@ CHANNEL_CAPACITY = 8
 class Sender:
     """One sender's end of a channel."""
 
-    __slots__ = ("_bell", "_nowait", "_stream", "blocked_s")
+    __slots__ = ("_bell", "_nowait", "_stream", "blocked_s", "blocked_since")
 
     def __init__(self, stream: MemoryObjectSendStream[Message], bell: Doorbell) -> None:
         self._stream = stream
@@ -41,6 +41,8 @@ class Sender:
         self._nowait = stream.send_nowait
         #: Seconds spent waiting for room: the back-pressure this sender felt.
         self.blocked_s = 0.0
+        #: When the wait in progress began (``perf_counter``), 0.0 if none.
+        self.blocked_since = 0.0
 
     def clone(self) -> Sender:
         return Sender(self._stream.clone(), self._bell)
@@ -62,13 +64,14 @@ class Sender:
         except WouldBlock:
             # Timed only here, where it waits anyway: a send with room costs
             # nothing more.
-            started = perf_counter()
+            started = self.blocked_since = perf_counter()
             try:
                 await self._stream.send(msg)
             except anyio.BrokenResourceError:
                 raise DownstreamGone from None
             finally:
                 self.blocked_s += perf_counter() - started
+                self.blocked_since = 0.0
         except anyio.BrokenResourceError:
             raise DownstreamGone from None
         self._bell.ring()
@@ -76,6 +79,11 @@ class Sender:
     def close(self) -> None:
         self._stream.close()
         self._bell.ring()
+
+    def blocked_total(self) -> float:
+        """Seconds blocked so far, the wait in progress included."""
+        since = self.blocked_since
+        return self.blocked_s + (perf_counter() - since if since else 0.0)
 
 
 def channel(
@@ -133,7 +141,7 @@ class Outlet:
     @property
     def blocked_s(self) -> float:
         """Seconds this outlet's sends waited for room downstream."""
-        return 0.0 if self._stream is None else self._stream.blocked_s
+        return 0.0 if self._stream is None else self._stream.blocked_total()
 
 
 class Inlet:
@@ -161,6 +169,7 @@ class Inlet:
         "_stopped",
         "_stream",
         "idle_s",
+        "idle_since",
     )
 
     def __init__(
@@ -182,6 +191,8 @@ class Inlet:
         self._replay: deque[Message] = deque()
         #: Seconds spent waiting for input (the step had nothing to do).
         self.idle_s = 0.0
+        #: When the wait in progress began (``perf_counter``), 0.0 if none.
+        self.idle_since = 0.0
 
     def __aiter__(self) -> Inlet:
         return self
@@ -197,11 +208,12 @@ class Inlet:
                 msg = self._next_nowait()
             except WouldBlock:
                 # Idle: wait for a sender to ring (something sent, or closed).
-                started = perf_counter()
+                started = self.idle_since = perf_counter()
                 try:
                     await self._bell.wait()
                 finally:
                     self.idle_s += perf_counter() - started
+                    self.idle_since = 0.0
                 continue
             except anyio.EndOfStream:
                 raise StopAsyncIteration from None
@@ -282,6 +294,11 @@ class Inlet:
 
     def close(self) -> None:
         self._stream.close()
+
+    def idle_total(self) -> float:
+        """Seconds idle so far, the wait in progress included."""
+        since = self.idle_since
+        return self.idle_s + (perf_counter() - since if since else 0.0)
 
     def fill(self) -> tuple[int, int]:
         """Messages waiting in the channel now, and its bound."""

@@ -145,7 +145,7 @@ class ExchangeOutlet:
     @property
     def blocked_s(self) -> float:
         """Seconds this outlet's sends waited for room in any worker's channel."""
-        return sum(stream.blocked_s for stream in self._streams)
+        return sum(stream.blocked_total() for stream in self._streams)
 
     def close(self) -> None:
         for stream in self._streams:

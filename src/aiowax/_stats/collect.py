@@ -75,7 +75,7 @@ def _step(task: StepTask, loop_now: float, wall_us: int) -> StepStats:
     op = task.op
     queued, capacity = task.inlet.fill()
     blocked = task.outlet.blocked_s
-    busy = _busy(task.started, task.ended, task.inlet.idle_s, blocked)
+    busy = _busy(task.started, task.ended, task.inlet.idle_total(), blocked)
     extra = op.stats_extra(loop_now, wall_us)
     kind = op.step.kind
     items_out = op.items_out

@@ -9,14 +9,12 @@ was given; `Monotonic` keeps the time counters from stepping back.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from aiowax._embed import FlowHandle
-from aiowax._engine.aio import running_loop
 from aiowax._stats.model import FlowStats, StepStats
 
 logger = logging.getLogger("aiowax")
@@ -298,50 +296,19 @@ def _check(owner: str, sources: Sequence[object]) -> None:
 
 
 class _Reader:
-    """Reads one source; a `FlowHandle` on its flow's event loop.
+    """Reads one source: a `FlowHandle` (safe from any thread) or a function."""
 
-    `FlowHandle.stats` reads the loop's clock and the steps' state, so it
-    must run on the loop's thread. Exporters often collect on a thread of
-    their own (OpenTelemetry's periodic reader, prometheus-client's
-    ``start_http_server``): the read is then handed to the loop the reader
-    was made on (or last read on), and awaited for `HOP_TIMEOUT` seconds.
-    """
-
-    __slots__ = ("loop", "source")
+    __slots__ = ("source",)
 
     def __init__(self, source: StatsSource) -> None:
         self.source = source
-        self.loop = running_loop() if isinstance(source, FlowHandle) else None
 
     def __repr__(self) -> str:
         return repr(self.source)
 
     def __call__(self) -> object:
         source = self.source
-        if not isinstance(source, FlowHandle):
-            return source()
-        here = running_loop()
-        if here is not None:
-            self.loop = here
-            return source.stats()
-        loop = self.loop
-        if loop is None or loop.is_closed() or not loop.is_running():
-            # No loop to hand the read to: it fails if the flow needs one.
-            return source.stats()
-        done: concurrent.futures.Future[FlowStats] = concurrent.futures.Future()
-
-        def read() -> None:
-            try:
-                done.set_result(source.stats())
-            except BaseException as error:
-                done.set_exception(error)
-
-        loop.call_soon_threadsafe(read)
-        return done.result(timeout=HOP_TIMEOUT)
-
-
-#: The longest a read from another thread waits for the flow's event loop.
-HOP_TIMEOUT = 5.0
+        return source.stats() if isinstance(source, FlowHandle) else source()
 
 
 class Sources:
@@ -388,10 +355,11 @@ class Sources:
 class Monotonic:
     """Keeps exported counters from stepping back within one run.
 
-    A step's busy time is its elapsed time less its finished waits, so it
-    runs ahead during a wait and steps back when the wait ends; a counter
-    must not (a drop reads as a restart). Each series is held at the most
-    it has reported, until its row's items in drop, which is a new run.
+    A step's busy time is its elapsed time less its waits (the one in
+    progress too), computed from floats read at slightly different moments:
+    it may step back by a rounding error, and a counter must not (a drop
+    reads as a restart). Each series is held at the most it has reported,
+    until its row's items in drop, which is a new run.
     """
 
     def __init__(self) -> None:
