@@ -1,7 +1,8 @@
 """Helpers shared by every benchmark script (standard library only).
 
-The benchmark scripts run in different interpreters (the aiowax venv and the
-Bytewax 0.17.2 venv), so this module must not import aiowax or bytewax. Each
+The benchmark scripts run in different interpreters (the aiowax venv, the
+Bytewax 0.17.2 venv and the Bytewax 0.21.1 venv), so this module must not
+import aiowax or bytewax. Each
 script prints exactly one JSON object as the last line of its stdout; the
 harness (`run.py`) collects it.
 """
@@ -221,7 +222,8 @@ def window_accs(items: Iterable[tuple[str, Any]]) -> dict[str, list[Any]]:
     """``{key: sorted accumulators}`` of window output of any shape.
 
     aiowax emits ``(key, (WindowMetadata, acc))``, Bytewax 0.17.2 ``(key,
-    acc)``, the plain loop ``(key, (index, acc))``; the accumulators here are
+    acc)``, Bytewax 0.21.1 ``(key, (window_id, acc))`` (its ``WindowOut.down``
+    stream), the plain loop ``(key, (index, acc))``; the accumulators here are
     ``(datetime, int)`` pairs, so a value whose first element is not a
     datetime is unwrapped once.
     """

@@ -1,4 +1,4 @@
-"""Run the aiowax vs Bytewax 0.17.2 vs plain-Python benchmarks; print ratios.
+"""Run the aiowax vs Bytewax 0.17.2 / 0.21.1 vs plain-Python benchmarks; print ratios.
 
 Usage (from anywhere; paths are relative to the repository root)::
 
@@ -7,11 +7,15 @@ Usage (from anywhere; paths are relative to the repository root)::
     python3 benchmarks/run.py --bench throughput,latency
 
 The first run creates ``.bench-venvs/bytewax-0.17.2`` (``pip install
-bytewax==0.17.2``) and ``.bench-venvs/aiowax`` (``pip install -e .``) at the
-repository root, unless ``--bytewax-python`` / ``--aiowax-python`` point at
-interpreters that already have them. Each benchmark script runs in its own
-subprocess and prints one JSON object; this script only orchestrates, checks
-and tabulates. Standard library only.
+bytewax==0.17.2``), ``.bench-venvs/bytewax-0.21.1`` (``pip install
+bytewax==0.21.1``) and ``.bench-venvs/aiowax`` (``pip install -e .``) at the
+repository root, unless ``--bytewax-python`` / ``--bytewax021-python`` /
+``--aiowax-python`` point at interpreters that already have them. Each
+benchmark script runs in its own subprocess and prints one JSON object; this
+script only orchestrates, checks and tabulates. Every Bytewax workload runs
+in both releases (``bytewax_*.py`` in 0.17.2, ``bytewax021_*.py`` in 0.21.1)
+and the tables compare aiowax with the better of the two, row by row; the
+issue-16 targets (`report.TARGETS`) close the output. Standard library only.
 """
 
 from __future__ import annotations
@@ -27,12 +31,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from report import comparisons, figures, machine, table
+from report import (
+    BYTEWAX_RELEASES,
+    comparisons,
+    evaluate_targets,
+    figures,
+    machine,
+    table,
+    target_rows,
+)
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 VENVS = ROOT / ".bench-venvs"
-BYTEWAX_VERSION = "0.17.2"
 GROUPS = (
     "throughput",
     "batch1",
@@ -77,9 +88,9 @@ def ensure_venv(venv: Path, base: str, pip_args: list[str], ok: Callable[[Path],
     return python
 
 
-def bytewax_ok(python: Path | str) -> bool:
+def bytewax_ok(python: Path | str, version: str) -> bool:
     code = "import bytewax, importlib.metadata as m; print(m.version('bytewax'))"
-    return probe(python, code) == BYTEWAX_VERSION
+    return probe(python, code) == version
 
 
 def aiowax_ok(python: Path | str) -> bool:
@@ -91,7 +102,7 @@ def aiowax_is_this_checkout(python: Path) -> bool:
     return where is not None and Path(where).resolve().is_relative_to(ROOT / "src")
 
 
-def interpreters(args: argparse.Namespace, need_bytewax: bool) -> dict[str, str]:
+def interpreters(args: argparse.Namespace, need: set[str]) -> dict[str, str]:
     VENVS.mkdir(exist_ok=True)
     if args.aiowax_python:
         if not aiowax_ok(args.aiowax_python):
@@ -103,15 +114,23 @@ def interpreters(args: argparse.Namespace, need_bytewax: bool) -> dict[str, str]
             ensure_venv(VENVS / "aiowax", args.venv_python, pip_args, aiowax_is_this_checkout)
         )
     pythons = {"aiowax": aiowax}
-    if need_bytewax:
-        if args.bytewax_python:
-            if not bytewax_ok(args.bytewax_python):
-                sys.exit(f"--bytewax-python {args.bytewax_python}: no bytewax {BYTEWAX_VERSION}")
-            pythons["bytewax"] = args.bytewax_python
+    for name, version in BYTEWAX_RELEASES.items():
+        if name not in need:
+            continue
+        given = getattr(args, f"{name}_python")
+        if given:
+            if not bytewax_ok(given, version):
+                option = f"--{name}-python"
+                sys.exit(f"{option} {given}: no bytewax {version}")
+            pythons[name] = given
         else:
-            venv = VENVS / f"bytewax-{BYTEWAX_VERSION}"
-            pip_args = [f"bytewax=={BYTEWAX_VERSION}"]
-            pythons["bytewax"] = str(ensure_venv(venv, args.venv_python, pip_args, bytewax_ok))
+            venv = VENVS / f"bytewax-{version}"
+            pip_args = [f"bytewax=={version}"]
+
+            def ok(python: Path, version: str = version) -> bool:
+                return bytewax_ok(python, version)
+
+            pythons[name] = str(ensure_venv(venv, args.venv_python, pip_args, ok))
     return pythons
 
 
@@ -122,7 +141,7 @@ def interpreters(args: argparse.Namespace, need_bytewax: bool) -> dict[str, str]
 class Job:
     key: str
     group: str
-    interpreter: str  # "aiowax" or "bytewax"
+    interpreter: str  # "aiowax", or a key of BYTEWAX_RELEASES
     script: str
     args: list[str] = field(default_factory=list)
 
@@ -137,6 +156,7 @@ def jobs(opts: argparse.Namespace) -> list[Job]:
     mem_a, mem_b = "bench_memory.py", "bytewax_memory.py"
     r = ["--repeat", str(opts.repeat)]
     tp = ["--items", n(1_000_000), "--batch-size", "1000", *r]
+    tp10k = ["--items", n(1_000_000), "--batch-size", "10000", *r]
     b1 = ["--batch-size", "1", *r]
     plain = ["--items", n(1_000_000), *r]
     lat = ["--items", n(2_000), *r]
@@ -147,9 +167,12 @@ def jobs(opts: argparse.Namespace) -> list[Job]:
         ("aiowax_tp", "throughput", aw, tp_a, tp),
         ("aiowax_tp_asyncio", "throughput", aw, tp_a, [*tp, "--loop", "asyncio"]),
         ("bytewax_tp", "throughput", bw, tp_b, tp),
+        ("aiowax_tp10k", "throughput", aw, tp_a, tp10k),
+        ("bytewax_tp10k", "throughput", bw, tp_b, tp10k),
         ("plain_tp", "throughput", aw, tp_p, plain),
         ("plain_map_tp", "throughput", aw, tp_p, [*plain, "--form", "map"]),
         ("aiowax_b1", "batch1", aw, tp_a, ["--items", n(1_000_000), *b1]),
+        # Bytewax 0.17.2 parks ~1 ms per input batch: 3,000 items are enough.
         ("bytewax_b1", "batch1", bw, tp_b, ["--items", n(3_000), *b1]),
         ("aiowax_lat", "latency", aw, lat_a, [*lat, "--loop", "uvloop"]),
         ("aiowax_lat_asyncio", "latency", aw, lat_a, [*lat, "--loop", "asyncio"]),
@@ -163,13 +186,40 @@ def jobs(opts: argparse.Namespace) -> list[Job]:
         ("bytewax_mem_small", "memory", bw, mem_b, small),
     ]
     table += new_jobs(opts, n, r)
+    # 0.21.1 is fast enough at batch size 1 and with 2 workers to take
+    # aiowax's item counts rather than 0.17.2's smaller ones.
+    items021 = {
+        "bytewax_b1": ["--items", n(1_000_000), *b1],
+        "bytewax_sm_2w": ["--items", n(1_000_000), *r, "--workers", "2"],
+    }
+    table = with_bytewax021(table, items021)
+    releases = {name for name, v in BYTEWAX_RELEASES.items() if v in opts.bytewax_releases}
     wanted = [Job(*row) for row in table if row[1] in opts.groups]
-    return [j for j in wanted if not (opts.skip_bytewax and j.interpreter == bw)]
+    return [j for j in wanted if j.interpreter == aw or j.interpreter in releases]
 
 
-def new_jobs(
-    opts: argparse.Namespace, n: Callable[[int], str], r: list[str]
-) -> list[tuple[str, str, str, str, list[str]]]:
+Row = tuple[str, str, str, str, list[str]]
+
+
+def with_bytewax021(rows: list[Row], args021: dict[str, list[str]]) -> list[Row]:
+    """Each Bytewax 0.17.2 job followed by its Bytewax 0.21.1 twin.
+
+    The twin runs ``bytewax021_<what>.py`` (the same workload in 0.21.1's
+    API) in the ``bytewax021`` interpreter under the key
+    ``bytewax021_<suffix>``, with the same arguments unless ``args021``
+    gives others for that key.
+    """
+    out: list[Row] = []
+    for key, group, interp, script, args in rows:
+        out.append((key, group, interp, script, args))
+        if interp == "bytewax":
+            twin_key = "bytewax021_" + key.removeprefix("bytewax_")
+            twin_script = "bytewax021_" + script.removeprefix("bytewax_")
+            out.append((twin_key, group, "bytewax021", twin_script, args021.get(key, args)))
+    return out
+
+
+def new_jobs(opts: argparse.Namespace, n: Callable[[int], str], r: list[str]) -> list[Row]:
     """Jobs of the keyed, async, window, session-memory, recovery and push groups."""
     aw, bw = "aiowax", "bytewax"
     kd_a, kd_b, kd_p = "bench_keyed.py", "bytewax_keyed.py", "plain_keyed.py"
@@ -181,7 +231,7 @@ def new_jobs(
     # Enough items that a 1 s epoch interval closes several epochs per run.
     rec = ["--items", n(10_000_000), "--epoch-s", "1", *r]
     push = ["bench_push.py", "--items", n(1_000_000), *r]
-    rows: list[tuple[str, str, str, str, list[str]]] = []
+    rows: list[Row] = []
     for op, short in (("stateful_map", "sm"), ("reduce", "reduce"), ("batch", "batch")):
         rows += [
             (f"aiowax_{short}", "keyed", aw, kd_a, [*keyed, "--op", op]),
@@ -296,9 +346,17 @@ def main() -> None:
         "--aiowax-python",
         help="use this interpreter (with aiowax and uvloop) instead of .bench-venvs/aiowax",
     )
+    for name, version in BYTEWAX_RELEASES.items():
+        p.add_argument(
+            f"--{name}-python",
+            help=f"use this interpreter (with bytewax {version}) instead of "
+            f".bench-venvs/bytewax-{version}",
+        )
     p.add_argument(
-        "--bytewax-python",
-        help=f"use this interpreter (with bytewax {BYTEWAX_VERSION}) instead of .bench-venvs/",
+        "--bytewax-releases",
+        default=",".join(BYTEWAX_RELEASES.values()),
+        help="comma-separated Bytewax releases to run (default: all of "
+        f"{','.join(BYTEWAX_RELEASES.values())}); the tables use the better of those run",
     )
     p.add_argument(
         "--venv-python",
@@ -313,13 +371,19 @@ def main() -> None:
         p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {GROUPS}")
     opts.scale = opts.scale if opts.scale is not None else (0.1 if opts.quick else 1.0)
     opts.repeat = opts.repeat or (2 if opts.quick else 3)
+    opts.bytewax_releases = [v.strip() for v in opts.bytewax_releases.split(",") if v.strip()]
+    if unknown := set(opts.bytewax_releases) - set(BYTEWAX_RELEASES.values()):
+        p.error(f"unknown Bytewax release(s) {sorted(unknown)}")
+    if opts.skip_bytewax:
+        opts.bytewax_releases = []
 
     info = machine()  # before the runs: the git state of what is measured
     todo = jobs(opts)
-    pythons = interpreters(opts, need_bytewax=any(j.interpreter == "bytewax" for j in todo))
+    pythons = interpreters(opts, need={j.interpreter for j in todo})
     results = {job.key: run_job(job, pythons[job.interpreter]) for job in todo}
 
-    print(f"\naiowax vs Bytewax {BYTEWAX_VERSION} vs plain Python  ({info.get('date')})")
+    releases = " and ".join(opts.bytewax_releases) or "(none)"
+    print(f"\naiowax vs Bytewax {releases} vs plain Python  ({info.get('date')})")
     cpu, mem = info.get("cpu", "?"), info.get("mem_gb", "?")
     print(f"machine: {info.get('nproc')} CPUs, {cpu}, {mem} GB RAM")
     print(f"aiowax source: {info.get('git', '?')}")
@@ -331,20 +395,30 @@ def main() -> None:
     print(
         f"options: --bench {','.join(opts.groups)} --scale {opts.scale:g} --repeat {opts.repeat}\n"
     )
-    print("RATIOS (aiowax first; for latency and memory lower is better)")
+    both = "bytewax " + " / ".join(BYTEWAX_RELEASES.values())
+    print("RATIOS (aiowax first; for latency and memory lower is better;")
+    print("        'bytewax' is the better release of each row, named beside its figure)")
     print(
         table(
-            ("comparison", "aiowax", "reference", "ratio", "target", "verdict"),
+            ("comparison", "aiowax", "reference", "ratio", "target", "verdict", both),
             comparisons(results),
         )
     )
     print("\nABSOLUTE FIGURES (noisy; compare the ratios)")
     print(table(("run", "items", "figures", "loop"), figures(results)))
+    print("\nISSUE 16 TARGETS (Bytewax = the better release of each row)")
+    print(
+        table(
+            ("target", "aiowax", "reference (which)", "ratio", "target", "verdict", both),
+            target_rows(results),
+        )
+    )
     if opts.json:
         payload = {
             "machine": info,
             "options": vars(opts) | {"json": str(opts.json)},
             "results": results,
+            "targets": evaluate_targets(results),
         }
         opts.json.write_text(json.dumps(payload, indent=2, default=str))
         log(f"raw results written to {opts.json}")
