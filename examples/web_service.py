@@ -19,6 +19,8 @@ offset); without it the server stamps the arrival time::
         -d "{\\"sensor\\": \\"hall\\", \\"value\\": 19, \\"time\\": \\"$(date -u +%FT%T+00:00)\\"}"
     curl http://127.0.0.1:8000/health
 
+and open http://127.0.0.1:8000/live/ in a browser to watch the flow run.
+
 When a window closes (on time, whether or not more readings come), each
 sensor that had readings in it gets one Server-Sent Event::
 
@@ -41,6 +43,10 @@ How it works:
   ``event: overflow`` and is disconnected, so a slow reader never slows down
   the flow or the other readers. A client that goes away is unsubscribed.
 - ``GET /health`` reports the flow's status (200 while it runs, else 503).
+- ``/live/`` is the flow's live page (`aiowax.asgi.live_app`): per-step
+  counts and rates, queue fill, keys, windows, late readings, the error if
+  any; ``/live/stats``, ``/live/dataflow``, ``/live/readyz`` (and
+  ``/live/metrics`` with ``aiowax[prometheus]``) are its JSON and probes.
 - The flow runs in the app's lifespan. On shutdown the source is closed: the
   readings already accepted still go through, the open windows are flushed
   to the sinks, and the sinks close, which ends the SSE streams. Nothing that
@@ -75,10 +81,11 @@ from anyio.abc import TaskGroup
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import Receive, Scope, Send
 
 import aiowax
+from aiowax.asgi import live_app
 from aiowax.cluster import KafkaCluster
 from aiowax.connectors.inproc import (
     BroadcastSink,
@@ -465,6 +472,8 @@ def create_app(
             Route("/events", post_event, methods=["POST"]),
             Route("/stream", stream, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
+            # The handle exists once the lifespan has started the flow.
+            Mount("/live", live_app(lambda: service.handle, flow=service.flow)),
         ],
         lifespan=lifespan,
     )

@@ -26,10 +26,12 @@ import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiowax import _cli_cluster as _cluster_cli
+from aiowax import _cli_http as _http_cli
 from aiowax._cli_run import DEFAULT_STOP_TIMEOUT
 from aiowax._cli_run import run_until_stopped as _run_until_stopped
 from aiowax._errors import RecoveryError
@@ -108,6 +110,7 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("cluster_partitions", _cluster_cli.ENV_CLUSTER_PARTITIONS, _workers),
     ("replication_factor", _cluster_cli.ENV_REPLICATION_FACTOR, _workers),
     ("kafka_config_file", _cluster_cli.ENV_KAFKA_CONFIG_FILE, _cluster_cli.config_file),
+    ("http", _http_cli.ENV_HTTP, _http_cli.address),
 )
 
 _DESCRIPTION = "Run an aiowax dataflow until its input ends or a signal stops it."
@@ -133,7 +136,7 @@ environment:
   {ENV_RECOVERY_DIRECTORY}, {ENV_BACKUP_INTERVAL},
   {_cluster_cli.ENV_KAFKA_CLUSTER}, {_cluster_cli.ENV_APP_ID}, {_cluster_cli.ENV_PROCESSES},
   {_cluster_cli.ENV_CLUSTER_PARTITIONS}, {_cluster_cli.ENV_REPLICATION_FACTOR},
-  {_cluster_cli.ENV_KAFKA_CONFIG_FILE}.
+  {_cluster_cli.ENV_KAFKA_CONFIG_FILE}, {_http_cli.ENV_HTTP}.
 
 stopping:
   SIGTERM (kill, docker stop, Kubernetes) or SIGINT (Ctrl-C) stops the flow
@@ -212,6 +215,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "is aborted without a final snapshot; a second signal aborts at once "
         f"(env {ENV_STOP_TIMEOUT}; default: {DEFAULT_STOP_TIMEOUT.total_seconds():g})",
     )
+    _http_cli.add_options(parser)
     recovery = parser.add_argument_group(
         "recovery",
         "Snapshot state at every epoch end and resume from it after a crash.",
@@ -346,6 +350,7 @@ async def _load_and_run(
     stop_timeout: timedelta,
     prog: str,
     cluster: Any,
+    http: Any = None,
 ) -> None:
     if inspect.isawaitable(obj):
         try:
@@ -358,8 +363,10 @@ async def _load_and_run(
     except FlowImportError as exc:
         load_errors.append(exc)
         return
+    # With --http, the same run with the live page served beside it.
+    run = _run_until_stopped if http is None else partial(_http_cli.run_serving, http)
     status.append(
-        await _run_until_stopped(
+        await run(
             flow,
             workers=workers,
             epoch_interval=epoch_interval,
@@ -400,6 +407,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         from_env = _apply_env_defaults(parser, options, os.environ)
         recovery_config = _recovery_config(parser, options, from_env)
         cluster = _cluster_cli.cluster_of(parser, options, from_env)
+        http = _http_cli.listener_of(parser, options)
         if cluster is not None and (options.processes or 1) > 1:
             args = sys.argv[1:] if argv is None else list(argv)
             return _cluster_cli.supervise(
@@ -435,6 +443,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                     _or_default(options.stop_timeout, DEFAULT_STOP_TIMEOUT),
                     parser.prog,
                     cluster,
+                    http,
                 )
             )
         except Exception as exc:

@@ -39,8 +39,9 @@ _TYPE_OVERRIDES: dict[type[Step], str] = {InspectWorkerStep: "Inspect"}
 # The reference calls the argument of ``input``/``output`` by the step's name.
 _RENAMED_FIELDS = {"source": "input", "sink": "output"}
 
-# Fields of every step that are not arguments the user passed.
-_SKIPPED_FIELDS = frozenset({"step_id", "index"})
+# Fields of a step that are not arguments the user passed (a window step's
+# emit_metadata follows its pipeline's input: see WindowStep).
+_SKIPPED_FIELDS = frozenset({"step_id", "index", "emit_metadata"})
 
 # Options beyond the reference: shown only when the user set them, so a flow
 # that uses none has exactly the reference's shape.
@@ -166,14 +167,15 @@ def to_dict(flow: Dataflow) -> dict[str, Any]:
     ``max_concurrency`` and ``processes`` appear only when set. The flow's
     name, when it has one, is ``"flow_id"``.
 
-    >>> from aiowax.dataflow import Dataflow
-    >>> from aiowax.testing import TestingSink, TestingSource
-    >>> flow = Dataflow()
-    >>> flow.input("inp", TestingSource([1, 2]))
-    >>> flow.map("add_one", lambda x: x + 1)
-    >>> flow.output("out", TestingSink([]))
-    >>> to_dict(flow)["steps"][1]
-    {'type': 'Map', 'step_id': 'add_one', 'mapper': '<lambda>'}
+    Examples:
+        >>> from aiowax.dataflow import Dataflow
+        >>> from aiowax.testing import TestingSink, TestingSource
+        >>> flow = Dataflow()
+        >>> flow.input("inp", TestingSource([1, 2]))
+        >>> flow.map("add_one", lambda x: x + 1)
+        >>> flow.output("out", TestingSink([]))
+        >>> to_dict(flow)["steps"][1]
+        {'type': 'Map', 'step_id': 'add_one', 'mapper': '<lambda>'}
 
     Args:
         flow: The flow; it is not run, and nothing in it is called.
@@ -199,15 +201,16 @@ def to_dict(flow: Dataflow) -> dict[str, Any]:
 def to_json(flow: Dataflow) -> str:
     """The graph of a flow as JSON, as Bytewax's ``encode_dataflow`` wrote it.
 
-    >>> from aiowax.dataflow import Dataflow
-    >>> from aiowax.testing import TestingSink, TestingSource
-    >>> flow = Dataflow()
-    >>> flow.input("inp", TestingSource([1, 2]))
-    >>> flow.output("out", TestingSink([]))
-    >>> print(to_json(flow))  # doctest: +NORMALIZE_WHITESPACE
-    {"steps": [{"input": {"type": "TestingSource"}, "step_id": "inp", "type": "Input"},
-               {"output": {"type": "TestingSink"}, "step_id": "out", "type": "Output"}],
-     "type": "Dataflow"}
+    Examples:
+        >>> from aiowax.dataflow import Dataflow
+        >>> from aiowax.testing import TestingSink, TestingSource
+        >>> flow = Dataflow()
+        >>> flow.input("inp", TestingSource([1, 2]))
+        >>> flow.output("out", TestingSink([]))
+        >>> print(to_json(flow))  # doctest: +NORMALIZE_WHITESPACE
+        {"steps": [{"input": {"type": "TestingSource"}, "step_id": "inp", "type": "Input"},
+                   {"output": {"type": "TestingSink"}, "step_id": "out", "type": "Output"}],
+         "type": "Dataflow"}
 
     Args:
         flow: The flow; it is not run.
@@ -264,18 +267,19 @@ def to_mermaid(flow: Dataflow) -> str:
     its input's step id; each step a node labelled ``step_id (Type)``,
     linked to the next in order. A named flow gets the name as its title.
 
-    >>> from aiowax.dataflow import Dataflow
-    >>> from aiowax.testing import TestingSink, TestingSource
-    >>> flow = Dataflow()
-    >>> flow.input("inp", TestingSource([1, 2]))
-    >>> flow.output("out", TestingSink([]))
-    >>> print(to_mermaid(flow))
-    flowchart TD
-        subgraph p0["inp"]
-            s0["inp (Input)"]
-            s1["out (Output)"]
-            s0 --> s1
-        end
+    Examples:
+        >>> from aiowax.dataflow import Dataflow
+        >>> from aiowax.testing import TestingSink, TestingSource
+        >>> flow = Dataflow()
+        >>> flow.input("inp", TestingSource([1, 2]))
+        >>> flow.output("out", TestingSink([]))
+        >>> print(to_mermaid(flow))
+        flowchart TD
+            subgraph p0["inp"]
+                s0["inp (Input)"]
+                s1["out (Output)"]
+                s0 --> s1
+            end
 
     Args:
         flow: The flow; it is not run.

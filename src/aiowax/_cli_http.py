@@ -1,0 +1,215 @@
+"""``python -m aiowax FLOW --http [HOST:]PORT``: the live page next to the running flow.
+
+`aiowax._cli` parses the option (`add_options`, `address`) and binds the
+socket before it loads the flow (`listener_of`), so a busy port is a usage
+error rather than a flow that ran and then failed; `run_serving` then runs
+the flow as `aiowax._cli_run.run_until_stopped` does, with a uvicorn server
+of `aiowax.asgi.live_app` in the same task group, stopped when the flow ends.
+
+The server leaves the signals to the command line (SIGTERM and SIGINT stop
+the flow gracefully, then the server), and writes nothing to stdout, which
+a flow's `StdOutSink` owns: no access log, and its own log records go to
+stderr through the ``uvicorn`` loggers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import anyio
+
+from aiowax._cli_run import _signal_handlers, _Stopper
+from aiowax._definition.flow import Dataflow
+from aiowax._embed import FlowHandle, FlowStatus, start_flow
+from aiowax._live.app import LiveApp
+from aiowax._recovery.config import RecoveryConfig
+
+ENV_HTTP = "AIOWAX_HTTP"
+#: Where ``--http PORT`` listens: loopback only. Other interfaces must be
+#: written out, as the page has no authentication.
+DEFAULT_HOST = "127.0.0.1"
+WEB_HINT = "pip install 'aiowax[web]'"
+#: Seconds the server waits for requests in flight once the flow has ended.
+_SHUTDOWN_S = 2
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAddress:
+    """Where the live page listens."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def address(text: str) -> HttpAddress:
+    """Parse ``--http``: ``PORT`` (on 127.0.0.1), ``HOST:PORT`` or ``[IPV6]:PORT``.
+
+    Raises:
+        argparse.ArgumentTypeError: The text is none of those.
+    """
+    raw = text.strip()
+    host, sep, port_text = raw.rpartition(":")
+    if not sep:
+        host = DEFAULT_HOST
+    elif host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        if not _is_ipv6(host):
+            msg = f"{host!r} in brackets is not an IPv6 address, in {text!r}"
+            raise argparse.ArgumentTypeError(msg)
+    elif ":" in host:
+        msg = f"write an IPv6 address in brackets, e.g. '[::1]:3030', got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    elif not host:
+        msg = f"a host before ':' (or no ':' for {DEFAULT_HOST}), got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        msg = f"expected [HOST:]PORT with a port from 0 to 65535, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return HttpAddress(host, int(port_text))
+
+
+def _is_ipv6(host: str) -> bool:
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """Add ``--http`` to the command line's parser."""
+    parser.add_argument(
+        "--http",
+        metavar="[HOST:]PORT",
+        type=address,
+        help="serve the live page of the running flow, with /stats, /dataflow, /livez, "
+        f"/readyz and /metrics, on HOST:PORT; a bare PORT listens on {DEFAULT_HOST} only. "
+        "The page has no authentication and shows step ids and error messages: to "
+        "listen on other interfaces write the host out, e.g. 0.0.0.0:3030. Port 0 "
+        f"picks a free port (the address goes to stderr). Needs uvicorn: {WEB_HINT} "
+        f"(env {ENV_HTTP}; default: no server)",
+    )
+
+
+def listener_of(
+    parser: argparse.ArgumentParser, options: argparse.Namespace
+) -> socket.socket | None:
+    """The listening socket ``--http`` asks for, if any; usage errors exit with 2."""
+    where: HttpAddress | None = options.http
+    if where is None:
+        return None
+    if (getattr(options, "processes", None) or 1) > 1:
+        parser.error(
+            "--http serves one process's flow: it does not go with -p/--processes "
+            "(each copy would need its own port)"
+        )
+    try:
+        import uvicorn  # noqa: F401
+    except ImportError:
+        parser.error(f"--http needs uvicorn, which is not installed: {WEB_HINT}")
+    try:
+        family = socket.AF_INET6 if _is_ipv6(where.host) else socket.AF_INET
+        return socket.create_server((where.host, where.port), family=family)
+    except OSError as error:
+        parser.error(f"--http {where}: cannot listen there: {error.strerror or error}")
+
+
+def url_of(listener: socket.socket) -> str:
+    """The page's URL (the port the system picked, for port 0)."""
+    host, port = listener.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def _server(app: LiveApp) -> Any:
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # The command line handles SIGTERM and SIGINT (stop the flow,
+            # then this server); uvicorn's handlers would replace them, and
+            # raise the signal again at the end.
+            yield
+
+    config = uvicorn.Config(
+        app,
+        lifespan="off",
+        access_log=False,
+        # No logging set-up of uvicorn's own: its default sends the access
+        # log to stdout. Its warnings reach stderr through the root logger.
+        log_config=None,
+        log_level="warning",
+        timeout_graceful_shutdown=_SHUTDOWN_S,
+    )
+    return Server(config)
+
+
+async def run_serving(
+    listener: socket.socket,
+    flow: Dataflow,
+    *,
+    workers: int,
+    epoch_interval: timedelta | None,
+    recovery_config: RecoveryConfig | None,
+    stop_timeout: timedelta,
+    prog: str,
+    cluster: Any = None,
+) -> int:
+    """Run ``flow`` as `run_until_stopped` does, serving its live page meanwhile.
+
+    Returns:
+        The exit status, as `run_until_stopped` returns it.
+
+    Raises:
+        Exception: What the flow raised.
+    """
+    async with anyio.create_task_group() as tg:
+        handle = await start_flow(
+            tg,
+            flow,
+            workers=workers,
+            epoch_interval=epoch_interval,
+            recovery_config=recovery_config,
+            propagate=False,
+            cluster=cluster,
+        )
+        server = _server(LiveApp(handle, flow))
+        tg.start_soon(_serve, server, listener, prog)
+        print(f"{prog}: live page at {url_of(listener)}", file=sys.stderr, flush=True)
+        stopper = _Stopper(handle, tg, stop_timeout.total_seconds(), prog)
+        with _signal_handlers(stopper.on_signal), contextlib.suppress(Exception):
+            await handle.wait()
+        # The page of a flow that has ended has nothing more to show.
+        server.should_exit = True
+    await handle.wait()
+    return _status(handle, stopper)
+
+
+def _status(handle: FlowHandle, stopper: _Stopper) -> int:
+    if stopper.signum is not None and handle.status is FlowStatus.CANCELLED:
+        return 128 + stopper.signum
+    return 0
+
+
+async def _serve(server: Any, listener: socket.socket, prog: str) -> None:
+    try:
+        await server.serve(sockets=[listener])
+    except Exception as error:
+        # The page is an aid: the flow, the job, goes on without it.
+        print(
+            f"{prog}: the live page's server failed ({type(error).__name__}: {error}); "
+            "the flow goes on",
+            file=sys.stderr,
+            flush=True,
+        )

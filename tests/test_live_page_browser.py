@@ -1,0 +1,217 @@
+"""The live page in a real headless Chromium (Debian's ``chromium``, driven by Playwright).
+
+The flow and a uvicorn server of its `live_app` run on an event loop in a
+thread (an anyio blocking portal); the test drives the browser from the main
+thread with Playwright's sync API, feeds the flow through the portal, and
+waits on the DOM (``wait_for_function``: a condition polled under a
+deadline) for what it expects: every step id, counts that grow, a full
+channel drawn red, the flow's error in the header. Screenshots go to
+``artifacts/`` and their paths to the log.
+
+Playwright's own browser download (``playwright install``) is never used:
+the test launches ``/usr/bin/chromium``. Without it or without Playwright
+the test is skipped, unless ``AIOWAX_REQUIRE_BROWSER=1`` (as ``.ci/run``
+sets), where it fails.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from aiowax.asgi import live_app
+from live_helpers import STEP_IDS, DemoFlow, running, serving
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+INSTALL_HINT = (
+    "apt-get install chromium (Debian's package) and pip install playwright; "
+    "never 'playwright install': the test drives /usr/bin/chromium"
+)
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+#: Milliseconds Playwright waits for a condition of the page.
+DEADLINE_MS = 15_000
+
+
+def _sync_api() -> Any:
+    """Playwright's sync API, or skip (fail under AIOWAX_REQUIRE_BROWSER=1)."""
+    missing = []
+    if not CHROMIUM.exists():
+        missing.append(f"{CHROMIUM} is missing")
+    try:
+        api = importlib.import_module("playwright.sync_api")
+    except ImportError:
+        api = None
+        missing.append("playwright is not installed")
+    if missing:
+        message = f"no headless browser: {'; '.join(missing)}. Install: {INSTALL_HINT}"
+        if os.environ.get("AIOWAX_REQUIRE_BROWSER") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return api
+
+
+def _field(page: Any, step_id: str, field: str) -> float:
+    value = page.get_attribute(f'[data-step-id="{step_id}"] [data-field="{field}"]', "data-value")
+    assert value is not None, (step_id, field)
+    return float(value)
+
+
+def _wait_field(page: Any, step_id: str, field: str, op: str, than: float) -> float:
+    """Wait until the page shows ``field`` of ``step_id`` ``op`` ``than``; return it.
+
+    (The page's CSP forbids eval, so the condition travels as data.)
+    """
+    assert op in (">=", ">", "==")
+    page.wait_for_function(
+        """([step, field, op, than]) => {
+            const el = document.querySelector(`[data-step-id="${step}"] [data-field="${field}"]`);
+            if (!el || el.dataset.value === undefined) return false;
+            const v = Number(el.dataset.value);
+            return op === ">=" ? v >= than : op === ">" ? v > than : v === than;
+        }""",
+        arg=[step_id, field, op, than],
+    )
+    return _field(page, step_id, field)
+
+
+def _screenshot(page: Any, name: str, record_property: Any, capsys: Any) -> Path:
+    ARTIFACTS.mkdir(exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    record_property(f"screenshot {name}", str(path))
+    # Past pytest's capture, so the path is in the CI log with or without -s.
+    with capsys.disabled():
+        print(f"\nscreenshot: {path}", file=sys.__stderr__, flush=True)
+    return path
+
+
+@pytest.mark.timeout(120)
+def test_the_live_page_shows_a_running_flow(record_property: Any, capsys: Any) -> None:
+    api = _sync_api()
+    with start_blocking_portal() as portal:
+        demo: DemoFlow = portal.call(_build)
+        with (
+            portal.wrap_async_context_manager(running(demo)) as handle,
+            portal.wrap_async_context_manager(serving(live_app(handle))) as url,
+            api.sync_playwright() as playwright,
+        ):
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.set_default_timeout(DEADLINE_MS)
+                _drive(page, url, portal, demo, record_property, capsys)
+            finally:
+                browser.close()
+
+
+async def _build() -> DemoFlow:
+    return DemoFlow()  # on the portal's loop: its events belong there
+
+
+def _drive(
+    page: Any,
+    url: str,
+    portal: BlockingPortal,
+    demo: DemoFlow,
+    record_property: Any,
+    capsys: Any,
+) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    # Every step, as a card in its pipeline's column, in flow order.
+    page.wait_for_function(
+        "n => document.querySelectorAll('[data-step-id]').length === n", arg=len(STEP_IDS)
+    )
+    shown = page.eval_on_selector_all("[data-step-id]", "els => els.map(e => e.dataset.stepId)")
+    assert shown == STEP_IDS
+    for step_id in STEP_IDS:
+        card = page.locator(f'[data-step-id="{step_id}"]')
+        assert card.locator(".step-id").inner_text() == step_id
+        assert card.is_visible()
+    columns = page.eval_on_selector_all(
+        "[data-pipeline]", "els => els.map(e => e.dataset.pipeline)"
+    )
+    assert columns == ["orders", "clicks"]
+    assert page.inner_text("#name") == "shop"
+    assert page.get_attribute("#status", "data-status") == "running"
+    assert page.is_hidden("#error")
+
+    # The counts move between two reads.
+    portal.call(demo.send_orders, [1, 2, 3, 4, 5])
+    first = _wait_field(page, "totals", "items_out", ">=", 5)
+    assert first == 5
+    portal.call(demo.send_orders, list(range(6, 13)))
+    second = _wait_field(page, "totals", "items_out", ">", first)
+    assert second > first
+    assert _wait_field(page, "totals", "items_out", "==", 12) == 12
+    assert _wait_field(page, "running_total", "keys", "==", 4) == 4
+    assert _wait_field(page, "parse", "items_in", "==", 12) == 12
+    # Rates need two polls; the page computes them itself.
+    _wait_field(page, "orders", "rate", ">=", 0)
+
+    # Clicks in a window, one of them late; then a jam at "enrich".
+    clicks = [demo.click(f"user-{i % 3}", 10 + i) for i in range(9)]
+    portal.call(demo.send_clicks, [*clicks, demo.click("user-0", -120)])
+    portal.call(demo.until, "clicks_per_minute", "items_in", 10)
+    _wait_field(page, "clicks_per_minute", "windows_open", "==", 3)
+    _wait_field(page, "clicks_per_minute", "late", "==", 1)
+    _wait_field(page, "clicks_per_minute", "watermark_lag", ">=", 0)
+    portal.call(demo.jam)
+    page.wait_for_selector('[data-step-id="enrich"] [data-field="fill"][data-full="true"]')
+    # One more, and the input waits for room: it is held back, and says so.
+    portal.call(demo.send_clicks, [demo.click("jammer", 31, jam=True)])
+    _wait_field(page, "clicks", "blocked", ">", 50)
+    assert page.get_attribute('[data-step-id="clicks"] [data-field="fill"]', "hidden") is not None
+    color = page.eval_on_selector(
+        '[data-step-id="enrich"] .track > span', "el => getComputedStyle(el).backgroundColor"
+    )
+    full_color = page.eval_on_selector("#error", "el => getComputedStyle(el).color")
+    assert color == full_color  # the theme's red
+    _screenshot(page, "live-page-running.png", record_property, capsys)
+
+    # A failure of the flow shows in the header.
+    portal.call(demo.send_orders, ["poison"])
+    page.wait_for_selector("#error:not([hidden])")
+    assert "ValueError: poison order: refused" in page.inner_text("#error")
+    page.wait_for_selector('#status[data-status="failed"]')
+    assert page.get_attribute('[data-step-id="parse"]', "data-failed") == "true"
+    assert page.inner_text("#ready") == "no"
+    path = _screenshot(page, "live-page.png", record_property, capsys)
+    assert path.stat().st_size > 10_000
+    # An ended flow has no rates any more.
+    page.wait_for_selector('[data-step-id="orders"] [data-field="rate"]:not([data-value])')
+    page.emulate_media(color_scheme="dark")
+    background = page.eval_on_selector("body", "el => getComputedStyle(el).backgroundColor")
+    assert background == "rgb(19, 21, 26)"  # the dark theme's
+    _screenshot(page, "live-page-dark.png", record_property, capsys)
+    assert errors == []  # no script error on the page
+
+
+@pytest.mark.parametrize(("require", "outcome"), [("", "skip"), ("1", "fail")])
+def test_without_a_browser_it_skips_unless_one_is_required(
+    monkeypatch: pytest.MonkeyPatch, require: str, outcome: str
+) -> None:
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.setenv("AIOWAX_REQUIRE_BROWSER", require)
+    expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
+    with pytest.raises(expected, match="apt-get install chromium"):
+        _sync_api()
