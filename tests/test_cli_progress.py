@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import pty
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import anyio
 import pytest
@@ -107,3 +112,87 @@ def test_without_a_level_warnings_still_show_and_user_logging_is_kept(
     monkeypatch.setattr(logging.getLogger(), "handlers", [logging.NullHandler()])
     configure_logging(None, io.StringIO(), None)
     assert aiowax_logger.handlers == before
+
+
+PACED_FLOW = """
+import asyncio
+import logging
+
+from aiowax.connectors.inproc import IterableSource
+from aiowax.connectors.stdio import StdOutSink
+from aiowax.dataflow import Dataflow
+
+
+async def paced():
+    for i in range(40):
+        await asyncio.sleep(0.1)
+        if i == 5:
+            logging.getLogger("aiowax.example").info("halfway there")
+        yield i
+
+
+flow = Dataflow("paced")
+flow.input("inp", IterableSource(paced()))
+flow.output("out", StdOutSink())
+"""
+
+
+def test_on_a_terminal_the_run_shows_progress_on_stderr_and_leaves_stdout_alone(
+    tmp_path: Path,
+) -> None:
+    # A 4-second flow (the line starts after 2 s), its stderr a terminal.
+    flow_file = tmp_path / "paced.py"
+    flow_file.write_text(PACED_FLOW)
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiowax", str(flow_file), "--log-level", "info"],
+        stdout=subprocess.PIPE,
+        stderr=child_fd,
+        cwd=tmp_path,
+    )
+    os.close(child_fd)
+    err = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        err += chunk
+    out, _ = proc.communicate(timeout=30)
+    os.close(main_fd)
+    assert proc.returncode == 0
+    # stdout is the flow's own: its 40 items, nothing else.
+    assert out.decode().split() == [str(i) for i in range(40)]
+    text = err.decode()
+    assert "aiowax: paced running" in text
+    assert "read " in text and "written " in text
+    assert "INFO aiowax.example: halfway there" in text
+    # The line is erased at the end: the terminal is left clean.
+    assert text.rstrip("\n").endswith(CLEAR) or text.endswith(CLEAR)
+
+
+def test_without_a_terminal_there_is_no_progress_line(tmp_path: Path) -> None:
+    flow_file = tmp_path / "quick.py"
+    flow_file.write_text(PACED_FLOW.replace("range(40)", "range(3)"))
+    done = subprocess.run(
+        [sys.executable, "-m", "aiowax", str(flow_file), "--log-level", "info"],
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=30,
+        check=True,
+    )
+    assert "\x1b[K" not in done.stderr.decode()
+    assert done.stdout.decode().split() == ["0", "1", "2"]
+
+
+def test_a_bad_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    from aiowax._cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["examples/log_alerts.py", "--log-level", "loud"], prog="aiowax")
+    assert info.value.code == 2
+    assert "--log-level: expected one of debug, info, warning, error, critical" in (
+        capsys.readouterr().err
+    )

@@ -54,6 +54,7 @@ PUBLIC_MODULES = (
     "aiowax.stats",
     "aiowax.prometheus",
     "aiowax.otel",
+    "aiowax.asgi",
 )
 
 #: Public modules beyond the reference, which API.md does not list.
@@ -67,6 +68,7 @@ NOT_IN_API_MD = frozenset(
         "aiowax.stats",
         "aiowax.prometheus",
         "aiowax.otel",
+        "aiowax.asgi",
     }
 )
 

@@ -26,13 +26,13 @@ import stat
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiowax import _cli_cluster as _cluster_cli
 from aiowax import _cli_http as _http_cli
-from aiowax._cli_run import DEFAULT_STOP_TIMEOUT
+from aiowax import _cli_progress as _progress
+from aiowax._cli_run import DEFAULT_STOP_TIMEOUT, Companion
 from aiowax._cli_run import run_until_stopped as _run_until_stopped
 from aiowax._errors import RecoveryError
 from aiowax._importer import (
@@ -62,6 +62,15 @@ ENV_SNAPSHOT_INTERVAL = "AIOWAX_SNAPSHOT_INTERVAL"
 ENV_RECOVERY_DIRECTORY = "AIOWAX_RECOVERY_DIRECTORY"
 ENV_BACKUP_INTERVAL = "AIOWAX_BACKUP_INTERVAL"
 ENV_STOP_TIMEOUT = "AIOWAX_STOP_TIMEOUT"
+ENV_LOG_LEVEL = "AIOWAX_LOG_LEVEL"
+
+
+def _log_level(text: str) -> str:
+    level = text.strip().lower()
+    if level not in _progress.LOG_LEVELS:
+        msg = f"expected one of {', '.join(_progress.LOG_LEVELS)}, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return level
 
 
 def _workers(text: str) -> int:
@@ -111,6 +120,7 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("replication_factor", _cluster_cli.ENV_REPLICATION_FACTOR, _workers),
     ("kafka_config_file", _cluster_cli.ENV_KAFKA_CONFIG_FILE, _cluster_cli.config_file),
     ("http", _http_cli.ENV_HTTP, _http_cli.address),
+    ("log_level", ENV_LOG_LEVEL, _log_level),
 )
 
 _DESCRIPTION = "Run an aiowax dataflow until its input ends or a signal stops it."
@@ -136,7 +146,12 @@ environment:
   {ENV_RECOVERY_DIRECTORY}, {ENV_BACKUP_INTERVAL},
   {_cluster_cli.ENV_KAFKA_CLUSTER}, {_cluster_cli.ENV_APP_ID}, {_cluster_cli.ENV_PROCESSES},
   {_cluster_cli.ENV_CLUSTER_PARTITIONS}, {_cluster_cli.ENV_REPLICATION_FACTOR},
-  {_cluster_cli.ENV_KAFKA_CONFIG_FILE}, {_http_cli.ENV_HTTP}.
+  {_cluster_cli.ENV_KAFKA_CONFIG_FILE}, {_http_cli.ENV_HTTP}, {ENV_LOG_LEVEL}.
+
+progress:
+  On a terminal, a run longer than two seconds keeps one line on stderr up
+  to date: items read and written, their rates, the sources' lag, the
+  epoch. stdout is left to the flow (a StdOutSink writes there).
 
 stopping:
   SIGTERM (kill, docker stop, Kubernetes) or SIGINT (Ctrl-C) stops the flow
@@ -216,6 +231,14 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         f"(env {ENV_STOP_TIMEOUT}; default: {DEFAULT_STOP_TIMEOUT.total_seconds():g})",
     )
     _http_cli.add_options(parser)
+    parser.add_argument(
+        "--log-level",
+        metavar="LEVEL",
+        type=_log_level,
+        help=f"write the aiowax logger's records at LEVEL and above to stderr, with their "
+        f"time: one of {', '.join(_progress.LOG_LEVELS)} (env {ENV_LOG_LEVEL}; default: "
+        "warnings and errors, as Python prints them)",
+    )
     recovery = parser.add_argument_group(
         "recovery",
         "Snapshot state at every epoch end and resume from it after a crash.",
@@ -351,6 +374,7 @@ async def _load_and_run(
     prog: str,
     cluster: Any,
     http: Any = None,
+    progress_line: _progress.ProgressLine | None = None,
 ) -> None:
     if inspect.isawaitable(obj):
         try:
@@ -363,10 +387,13 @@ async def _load_and_run(
     except FlowImportError as exc:
         load_errors.append(exc)
         return
-    # With --http, the same run with the live page served beside it.
-    run = _run_until_stopped if http is None else partial(_http_cli.run_serving, http)
+    companions: list[Companion] = []
+    if http is not None:
+        companions.append(_http_cli.live_page(http, flow, prog))
+    if progress_line is not None:
+        companions.append(_progress.progress(progress_line))
     status.append(
-        await run(
+        await _run_until_stopped(
             flow,
             workers=workers,
             epoch_interval=epoch_interval,
@@ -374,6 +401,7 @@ async def _load_and_run(
             stop_timeout=stop_timeout,
             prog=prog,
             cluster=cluster,
+            companions=companions,
         )
     )
 
@@ -430,6 +458,12 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                 obj = check_dataflow(obj, target)
         except FlowImportError as exc:
             return _error(parser.prog, exc.message, exc.details)
+        # After the flow's import: its module may have set logging up itself.
+        # The copies that -p starts share one terminal: no line for them.
+        progress_line = None
+        if sys.stderr.isatty() and _cluster_cli.ENV_PROCESS_INDEX not in os.environ:
+            progress_line = _progress.ProgressLine(sys.stderr)
+        _progress.configure_logging(options.log_level, sys.stderr, progress_line)
         try:
             run_sync(
                 _load_and_run(
@@ -444,6 +478,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                     parser.prog,
                     cluster,
                     http,
+                    progress_line,
                 )
             )
         except Exception as exc:

@@ -2,9 +2,9 @@
 
 `aiowax._cli` parses the option (`add_options`, `address`) and binds the
 socket before it loads the flow (`listener_of`), so a busy port is a usage
-error rather than a flow that ran and then failed; `run_serving` then runs
-the flow as `aiowax._cli_run.run_until_stopped` does, with a uvicorn server
-of `aiowax.asgi.live_app` in the same task group, stopped when the flow ends.
+error rather than a flow that ran and then failed; `live_page` is then the
+companion that `aiowax._cli_run.run_until_stopped` runs beside the flow: a
+uvicorn server of `aiowax.asgi.live_app`, stopped when the flow ends.
 
 The server leaves the signals to the command line (SIGTERM and SIGINT stop
 the flow gracefully, then the server), and writes nothing to stdout, which
@@ -21,16 +21,14 @@ import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 import anyio
 
-from aiowax._cli_run import _signal_handlers, _Stopper
+from aiowax._cli_run import Companion
 from aiowax._definition.flow import Dataflow
-from aiowax._embed import FlowHandle, FlowStatus, start_flow
+from aiowax._embed import FlowHandle
 from aiowax._live.app import LiveApp
-from aiowax._recovery.config import RecoveryConfig
 
 ENV_HTTP = "AIOWAX_HTTP"
 #: Where ``--http PORT`` listens: loopback only. Other interfaces must be
@@ -155,51 +153,20 @@ def _server(app: LiveApp) -> Any:
     return Server(config)
 
 
-async def run_serving(
-    listener: socket.socket,
-    flow: Dataflow,
-    *,
-    workers: int,
-    epoch_interval: timedelta | None,
-    recovery_config: RecoveryConfig | None,
-    stop_timeout: timedelta,
-    prog: str,
-    cluster: Any = None,
-) -> int:
-    """Run ``flow`` as `run_until_stopped` does, serving its live page meanwhile.
+def live_page(listener: socket.socket, flow: Dataflow, prog: str) -> Companion:
+    """The companion that serves the live page of ``flow`` until it has ended."""
 
-    Returns:
-        The exit status, as `run_until_stopped` returns it.
-
-    Raises:
-        Exception: What the flow raised.
-    """
-    async with anyio.create_task_group() as tg:
-        handle = await start_flow(
-            tg,
-            flow,
-            workers=workers,
-            epoch_interval=epoch_interval,
-            recovery_config=recovery_config,
-            propagate=False,
-            cluster=cluster,
-        )
+    async def serve(handle: FlowHandle) -> None:
         server = _server(LiveApp(handle, flow))
-        tg.start_soon(_serve, server, listener, prog)
-        print(f"{prog}: live page at {url_of(listener)}", file=sys.stderr, flush=True)
-        stopper = _Stopper(handle, tg, stop_timeout.total_seconds(), prog)
-        with _signal_handlers(stopper.on_signal), contextlib.suppress(Exception):
-            await handle.wait()
-        # The page of a flow that has ended has nothing more to show.
-        server.should_exit = True
-    await handle.wait()
-    return _status(handle, stopper)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(_serve, server, listener, prog)
+            print(f"{prog}: live page at {url_of(listener)}", file=sys.stderr, flush=True)
+            with contextlib.suppress(Exception):
+                await handle.wait()
+            # The page of a flow that has ended has nothing more to show.
+            server.should_exit = True
 
-
-def _status(handle: FlowHandle, stopper: _Stopper) -> int:
-    if stopper.signum is not None and handle.status is FlowStatus.CANCELLED:
-        return 128 + stopper.signum
-    return 0
+    return serve
 
 
 async def _serve(server: Any, listener: socket.socket, prog: str) -> None:

@@ -10,12 +10,14 @@ next tick, so the two never garble each other.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable
-from typing import TextIO
+from collections.abc import Callable, Coroutine
+from typing import Any, TextIO
 
 import anyio
 
+from aiowax._embed import FlowHandle
 from aiowax._stats.model import FlowStats
 
 #: Levels ``--log-level`` takes.
@@ -82,6 +84,19 @@ def _duration(seconds: float) -> str:
         return f"{minutes}m{secs:02d}s"
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m"
+
+
+def progress(line: ProgressLine) -> Callable[[FlowHandle], Coroutine[Any, Any, None]]:
+    """The companion of a command-line run that keeps ``line`` up to date."""
+
+    async def show(handle: FlowHandle) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(report_progress, handle.stats, line)
+            with contextlib.suppress(Exception):
+                await handle.wait()
+            tg.cancel_scope.cancel()
+
+    return show
 
 
 async def report_progress(

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -27,6 +27,10 @@ from aiowax._recovery.config import RecoveryConfig
 #: Signals that stop the flow gracefully: SIGTERM comes from ``kill``,
 #: ``docker stop`` and Kubernetes, SIGINT from Ctrl-C.
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+#: What runs beside the flow until it ends (the live page's server, the
+#: progress line): it gets the flow's handle and returns once the flow ended.
+Companion = Callable[[FlowHandle], Coroutine[Any, Any, None]]
+
 #: Seconds a graceful stop may take, by default: below the 30 s that
 #: Kubernetes waits after SIGTERM before it sends SIGKILL, so the abort
 #: (which still closes every source and sink) comes first.
@@ -42,8 +46,12 @@ async def run_until_stopped(
     stop_timeout: timedelta,
     prog: str,
     cluster: Any = None,
+    companions: Sequence[Companion] = (),
 ) -> int:
     """Run ``flow`` until its input ends or a signal stops it; return the exit status.
+
+    Each of ``companions`` runs beside the flow, in the same task group,
+    and must return once the flow has ended.
 
     Raises:
         Exception: What the flow raised (also when it failed while stopping).
@@ -58,6 +66,8 @@ async def run_until_stopped(
             propagate=False,
             cluster=cluster,
         )
+        for companion in companions:
+            tg.start_soon(companion, handle)
         stopper = _Stopper(handle, tg, stop_timeout.total_seconds(), prog)
         # Waiting here also tells the handle that its failure has a receiver:
         # `aiowax._cli.main` prints it, so it is not logged as well.

@@ -116,6 +116,11 @@ class FlowHandle:
         return self._done.is_set()
 
     @property
+    def flow(self) -> Dataflow:
+        """The flow this handle runs."""
+        return self._flow
+
+    @property
     def name(self) -> str:
         """The flow's name (`Dataflow(name=...)`, else ``"flow"``)."""
         return flow_name(self._flow)

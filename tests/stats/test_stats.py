@@ -338,3 +338,22 @@ async def test_busy_time_stands_still_while_a_step_waits_for_input() -> None:
                 await anyio.sleep(0.01)  # wall time passes; the map waits
                 assert handle.stats().step("work").busy_s == pytest.approx(before, abs=1e-3)
             await handle.stop()
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_the_watermark_lag_of_an_ended_run_is_as_of_its_end() -> None:
+    source: PushSource[Any] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", source)
+    clock = EventClockConfig(lambda t: t, wait_for_system_duration=timedelta(0))
+    flow.collect_window("win", clock, TumblingWindow(timedelta(hours=1), align_to=T0))
+    flow.output("out", TestingSink([]))
+    async with anyio.create_task_group() as tg:
+        handle = await aiowax.start_flow(tg, flow)
+        await source.send(("a", datetime.now(UTC)))
+        while handle.stats().step("win").items_in < 1:
+            await settle()
+        await handle.stop()
+    ended = handle.stats().step("win").watermark_lag_s
+    await anyio.sleep(3600)  # an hour later (virtual time), nothing moved
+    assert handle.stats().step("win").watermark_lag_s == ended

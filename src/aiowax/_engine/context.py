@@ -60,6 +60,10 @@ class RunContext:
     started_at: datetime | None = None
     started: float | None = None
     ended: float | None = None
+    #: The run's end on the loop clock and the wall clock (stats of a run
+    #: that ended are read as of then).
+    ended_loop: float | None = None
+    ended_at: datetime | None = None
 
     #: A graceful stop was asked for: sources end as if their input ended.
     stopping: bool = False

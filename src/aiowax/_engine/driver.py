@@ -167,6 +167,8 @@ async def _run(
         raise
     finally:
         ctx.ended = perf_counter()
+        ctx.ended_loop = ctx.clock.timer()()
+        ctx.ended_at = ctx.clock.now()
     if ctx.failure is not None:
         if ctx.recovery is not None:
             await ctx.recovery.commit_done(set(graph.tails))

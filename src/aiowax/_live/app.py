@@ -139,7 +139,7 @@ class LiveApp:
     def _known_flow(self, handle: FlowHandle | None) -> Dataflow | None:
         if self._flow is not None:
             return self._flow
-        return None if handle is None else handle._flow
+        return None if handle is None else handle.flow
 
     def stats(self, handle: FlowHandle | None = None) -> FlowStats:
         """The flow's stats now (an empty ``starting`` snapshot before it started)."""

@@ -101,8 +101,11 @@ def _step(task: StepTask, loop_now: float, wall_us: int) -> StepStats:
 def graph_steps(ctx: RunContext, graph: Graph) -> list[StepStats]:
     """Every step of one run on every worker: inputs first, then the steps in order."""
     clock = ctx.clock
-    loop_now = clock.timer()()
-    wall_us = to_us(clock.now())
+    if ctx.ended_loop is not None and ctx.ended_at is not None:
+        # Ended: watermark lags are as of the end, not growing for ever.
+        loop_now, wall_us = ctx.ended_loop, to_us(ctx.ended_at)
+    else:
+        loop_now, wall_us = clock.timer()(), to_us(clock.now())
     return _lanes(ctx, graph.lanes) + [_step(task, loop_now, wall_us) for task in graph.steps]
 
 
