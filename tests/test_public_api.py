@@ -55,6 +55,7 @@ PUBLIC_MODULES = (
     "aiowax.prometheus",
     "aiowax.otel",
     "aiowax.asgi",
+    "aiowax.connectors.periodic",
 )
 
 #: Public modules beyond the reference, which API.md does not list.
@@ -69,6 +70,7 @@ NOT_IN_API_MD = frozenset(
         "aiowax.prometheus",
         "aiowax.otel",
         "aiowax.asgi",
+        "aiowax.connectors.periodic",
     }
 )
 

@@ -1,7 +1,9 @@
 """Running flows from synchronous code, and in-memory sources and sinks.
 
 `run_main` and `cluster_main` run a flow on a fresh event loop (uvloop when
-installed); `TestingSource` and `TestingSink` feed and collect it in memory.
+installed); `TestingSource` and `TestingSink` feed and collect it in memory
+(Bytewax 0.17.2 called them `TestingInput` and `TestingOutput`; both names
+work).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
+from aiowax._compat.adapt import next_batch_of as _next_batch_of
+from aiowax._compat.testing import TestingInput, TestingOutput
 from aiowax._definition import steps as _steps
 from aiowax._definition.flow import Dataflow
 from aiowax._definition.inputs import StatefulSourcePartition, StatelessSourcePartition
@@ -20,6 +24,8 @@ from aiowax._testing.sources import TestingSink, TestingSource
 from aiowax._util import fixup_module_metadata
 
 __all__ = [
+    "TestingInput",
+    "TestingOutput",
     "TestingSink",
     "TestingSource",
     "cluster_main",
@@ -161,13 +167,16 @@ def poll_next_batch(
 ) -> list[Any]:
     """Call a sync partition's ``next_batch`` until it returns items.
 
+    A Bytewax 0.17.2 partition's ``next_batch()``, without ``sched``, works too.
+
     Raises:
         TimeoutError: Nothing came within ``timeout``.
         TypeError: ``next_batch`` is ``async def``; await it directly instead.
     """
     deadline = time.monotonic() + timeout.total_seconds()
+    next_batch = _next_batch_of(part)
     while True:
-        batch = part.next_batch(None)
+        batch = next_batch(None)
         if inspect.isawaitable(batch):
             close = getattr(batch, "close", None)
             if close is not None:

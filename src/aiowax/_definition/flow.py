@@ -19,6 +19,9 @@ from aiowax._checks import (
     timedelta_arg,
     unpicklable_function,
 )
+from aiowax._compat.calls import accepts_0172_calls
+from aiowax._compat.inputs import Input as Input0172
+from aiowax._compat.warn import deprecated_0172
 from aiowax._definition.inputs import Source
 from aiowax._definition.outputs import Sink
 from aiowax._definition.step_ids import step_id_checked
@@ -47,6 +50,16 @@ from aiowax._util import is_async_callable, is_asyncgen_callable
 
 #: Marks the operators of the reference that take no step id.
 _NO_ID: Any = object()
+
+
+class _DerivedId(str):
+    """A step id the flow made up for a Bytewax 0.17.2 call without one.
+
+    Like the ids of ``inspect`` steps, it reserves nothing: a later step may
+    still be given the same text as its own id.
+    """
+
+    __slots__ = ()
 
 
 class Dataflow:
@@ -83,6 +96,13 @@ class Dataflow:
     function, and values of module-level classes. It pays for CPU-bound
     pure-Python functions only (see ``docs/parallel.md``); for I/O, write
     an ``async def`` function instead.
+
+    Bytewax 0.17.2 code runs too (see ``docs/migration.md``): ``map``,
+    ``filter``, ``filter_map`` and ``flat_map`` called without a step id,
+    ``input=``/``output=`` by keyword and a step id used twice are accepted
+    with a `DeprecationWarning`, and the window steps of a pipeline that
+    reads a 0.17.2 input class (``TestingInput``, ``FileInput``...) emit
+    0.17.2's ``(key, value)``, without the window's metadata.
     """
 
     def __init__(self, name: str | None = None) -> None:
@@ -140,9 +160,9 @@ class Dataflow:
             # Reference operators without a step id still need a name in
             # errors. A generated id reserves nothing (a later step may take
             # the same text), and avoids every id users took before it.
-            step_id = f"{kind}#{index}"
-            while step_id in self._ids:
-                step_id += "'"
+            step_id = self._generated_id(f"{kind}#{index}")
+        elif isinstance(step_id, _DerivedId):
+            step_id = str(step_id)  # made by _derived_step_id: unique, reserves nothing
         else:
             if not isinstance(step_id, str):
                 msg = f"{kind}: step_id must be a str, got {step_id!r}"
@@ -151,13 +171,71 @@ class Dataflow:
                 msg = f"{kind}: step_id must not be empty"
                 raise ValueError(msg)
             if step_id in self._ids:
-                msg = f"{kind}: step_id {step_id!r} is already used by another step of this flow"
-                raise ValueError(msg)
-            self._ids.add(step_id)
+                step_id = self._renamed_0172_repeat(cls, step_id, fields)
+            else:
+                self._ids.add(step_id)
         assert isinstance(step_id, str)
         if fields.get("max_concurrency") is not None:
             positive_int(self._where(kind, step_id), "max_concurrency", fields["max_concurrency"])
         self._steps.append(cls(step_id=step_id, index=index, **fields))
+
+    def _generated_id(self, base: str) -> str:
+        """``base``, primed until no user id of this flow is the same text."""
+        while base in self._ids:
+            base += "'"
+        return base
+
+    def _derived_step_id(self, kind: str, name: str | None) -> _DerivedId:
+        """The id of a step that Bytewax 0.17.2 code added without an id of its own.
+
+        ``map#3:add_one``: the kind and position of the step in the flow,
+        and a name (its function's, or the id it repeats) when there is one,
+        so the same flow code gives the same id on every run and in every
+        process, and recovery finds what an earlier run saved under it.
+        """
+        base = f"{kind}#{len(self._steps)}"
+        if name:
+            base += f":{name}"
+        return _DerivedId(self._generated_id(base))
+
+    def _renamed_0172_repeat(self, cls: type[Step], step_id: str, fields: Mapping[str, Any]) -> str:
+        """The id of a step whose id an earlier step of the flow already has.
+
+        The method API refuses that: recovery stores a step's state under its
+        id, and two steps under one id would mix theirs. Bytewax 0.17.2
+        allowed it (its own subflow.py and batch_operator.py examples reuse
+        an id), so in a pipeline that reads a 0.17.2 input the step gets an
+        id derived from its position instead, with a warning.
+
+        Raises:
+            ValueError: The pipeline is not a 0.17.2 one.
+        """
+        kind = cls.kind
+        if cls is InputStep:
+            in_0172 = isinstance(fields.get("source"), Input0172)
+        else:
+            in_0172 = self._reads_0172_input()
+        if not in_0172:
+            msg = f"{kind}: step_id {step_id!r} is already used by another step of this flow"
+            raise ValueError(msg)
+        derived = self._derived_step_id(kind, step_id)
+        deprecated_0172(
+            f"{kind}: step_id {step_id!r} is already used by another step of this flow; "
+            f"Bytewax 0.17 allowed that, aiowax gives this step the id {str(derived)!r} "
+            "so that recovery keeps the two steps' state apart. Give it an id of its own."
+        )
+        return str(derived)
+
+    def _reads_0172_input(self) -> bool:
+        """The pipeline being defined starts with a Bytewax 0.17.2 input class.
+
+        Its window steps then emit 0.17.2's ``(key, value)``, without the
+        window's metadata, so that 0.17.2 code runs unchanged.
+        """
+        for step in reversed(self._steps):
+            if isinstance(step, InputStep):
+                return isinstance(step.source, Input0172)
+        return False
 
     def _add_poolable(
         self,
@@ -211,6 +289,7 @@ class Dataflow:
 
     # -- stateless ---------------------------------------------------------
 
+    @accepts_0172_calls
     @step_id_checked
     def input(self, /, step_id: str, source: Source) -> None:
         """Start a pipeline that reads from ``source``.
@@ -228,6 +307,7 @@ class Dataflow:
             raise TypeError(msg)
         self._add(InputStep, step_id, source=source)
 
+    @accepts_0172_calls
     @step_id_checked
     def output(self, /, step_id: str, sink: Sink) -> None:
         """Write every item to ``sink``, then pass it on unchanged.
@@ -245,6 +325,7 @@ class Dataflow:
             raise TypeError(msg)
         self._add(OutputStep, step_id, sink=sink)
 
+    @accepts_0172_calls
     @step_id_checked
     def map(
         self,
@@ -265,6 +346,7 @@ class Dataflow:
         """
         self._add_poolable(MapStep, step_id, "mapper", mapper, max_concurrency, processes)
 
+    @accepts_0172_calls
     @step_id_checked
     def filter(
         self,
@@ -288,6 +370,7 @@ class Dataflow:
         """
         self._add_poolable(FilterStep, step_id, "predicate", predicate, max_concurrency, processes)
 
+    @accepts_0172_calls
     @step_id_checked
     def filter_map(
         self,
@@ -308,6 +391,7 @@ class Dataflow:
         """
         self._add_poolable(FilterMapStep, step_id, "mapper", mapper, max_concurrency, processes)
 
+    @accepts_0172_calls
     @step_id_checked
     def flat_map(
         self,
@@ -478,7 +562,8 @@ class Dataflow:
     ) -> None:
         """Fold the values of each key and window into an accumulator.
 
-        Emits ``(key, (WindowMetadata, acc))`` when the window closes.
+        Emits ``(key, (WindowMetadata, acc))`` when the window closes
+        (``(key, acc)`` after a Bytewax 0.17.2 input; see `Dataflow`).
 
         Args:
             step_id: Unique id of the step.
@@ -496,6 +581,7 @@ class Dataflow:
             step_id,
             clock_config=clock_config,
             window_config=window_config,
+            emit_metadata=not self._reads_0172_input(),
             builder=builder,
             folder=folder,
             max_concurrency=max_concurrency,
@@ -514,7 +600,8 @@ class Dataflow:
     ) -> None:
         """Combine the values of each key and window with ``reducer``.
 
-        Emits ``(key, (WindowMetadata, acc))`` when the window closes.
+        Emits ``(key, (WindowMetadata, acc))`` when the window closes
+        (``(key, acc)`` after a Bytewax 0.17.2 input; see `Dataflow`).
 
         Args:
             step_id: Unique id of the step.
@@ -530,6 +617,7 @@ class Dataflow:
             step_id,
             clock_config=clock_config,
             window_config=window_config,
+            emit_metadata=not self._reads_0172_input(),
             reducer=reducer,
             max_concurrency=max_concurrency,
         )
@@ -546,7 +634,8 @@ class Dataflow:
     ) -> None:
         """Collect the values of each key and window into a time-sorted list.
 
-        Emits ``(key, (WindowMetadata, list))`` when the window closes.
+        Emits ``(key, (WindowMetadata, list))`` when the window closes
+        (``(key, list)`` after a Bytewax 0.17.2 input; see `Dataflow`).
 
         Args:
             step_id: Unique id of the step.
@@ -560,5 +649,6 @@ class Dataflow:
             step_id,
             clock_config=clock_config,
             window_config=window_config,
+            emit_metadata=not self._reads_0172_input(),
             max_concurrency=max_concurrency,
         )

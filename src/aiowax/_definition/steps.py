@@ -160,10 +160,18 @@ class BatchStep(Step):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WindowStep(Step):
-    """What every window step has: how it tells time and cuts windows."""
+    """What every window step has: how it tells time and cuts windows.
+
+    Attributes:
+        emit_metadata: Emit ``(key, (WindowMetadata, value))``, as the method
+            API does; False emits ``(key, value)``, as Bytewax 0.17.2 did.
+            The flow sets it from the pipeline's input (False for a 0.17.2
+            input class), not the user.
+    """
 
     clock_config: ClockConfig
     window_config: WindowConfig
+    emit_metadata: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,8 +21,12 @@ recovery directory holds under those names match no partition now, and
 aiowax refuses to resume with them (`aiowax.recovery.UnmatchedSnapshotsError`)
 until they are discarded on purpose; the files are then read again from
 their start.
+
+`FileInput`, `DirInput`, `CSVInput`, `FileOutput` and `DirOutput` are
+Bytewax 0.17.2's names, with its constructors.
 """
 
+from aiowax._compat.connectors import CSVInput, DirInput, DirOutput, FileInput, FileOutput
 from aiowax._connectors.files import (
     CSVSource,
     DirSink,
@@ -35,9 +39,14 @@ from aiowax._errors import FileReplacedError
 from aiowax._util import fixup_module_metadata
 
 __all__ = [
+    "CSVInput",
     "CSVSource",
+    "DirInput",
+    "DirOutput",
     "DirSink",
     "DirSource",
+    "FileInput",
+    "FileOutput",
     "FilePosition",
     "FileReplacedError",
     "FileSink",

@@ -6,9 +6,11 @@ after the last committed epoch (offsets live in aiowax's recovery, not in a
 consumer group); `KafkaSink` produces ``(key, value)`` items and waits for
 every delivery of a batch. In a flow, the blocking client calls run in
 worker threads. See docs/kafka.md for the settings, recovery and delivery
-guarantees.
+guarantees. `KafkaInput` and `KafkaOutput` are Bytewax 0.17.2's names, with
+its arguments and defaults.
 """
 
+from aiowax._compat.kafka import KafkaInput, KafkaOutput
 from aiowax._connectors.kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -23,7 +25,9 @@ __all__ = [
     "OFFSET_BEGINNING",
     "OFFSET_END",
     "KafkaConnectorError",
+    "KafkaInput",
     "KafkaMessage",
+    "KafkaOutput",
     "KafkaSink",
     "KafkaSource",
 ]

@@ -71,6 +71,7 @@ class WindowOp(KeyedOp, TimedOp):
         super().__init__(step, env)
         self.clock_config = step.clock_config
         window = step.window_config
+        self.emit_metadata = step.emit_metadata
         self.event_time = isinstance(self.clock_config, EventClockConfig)
         self.on_late: Callable[..., Any] | None = None
         if isinstance(self.clock_config, EventClockConfig):
@@ -465,6 +466,10 @@ class WindowOp(KeyedOp, TimedOp):
         windows = [state.windows for state in self.keys.values()]
         return self.returned_awaitable(self.role.rsplit(" ", 1)[-1], value, out, windows)
 
+    def _emitted(self, key: str, meta: WindowMetadata, value: Any) -> tuple[str, Any]:
+        """One closed window as the step emits it (see `WindowStep.emit_metadata`)."""
+        return (key, (meta, value)) if self.emit_metadata else (key, value)
+
     def on_tick(self) -> list[Any]:
         out: list[Any] = []
         for key, meta, payload, is_session in self._closing():
@@ -474,7 +479,7 @@ class WindowOp(KeyedOp, TimedOp):
                 raise self.fail(error) from None
             if isawaitable(value):
                 raise self._awaitable(value, out)
-            out.append((key, (meta, value)))
+            out.append(self._emitted(key, meta, value))
         return out
 
     async def atick(self) -> list[Any]:
@@ -486,7 +491,7 @@ class WindowOp(KeyedOp, TimedOp):
                 value = await self.acombine(payload) if is_session else self.finish(payload)
             except BaseException as error:
                 raise self.fail(error) from None
-            out.append((key, (meta, value)))
+            out.append(self._emitted(key, meta, value))
         return out
 
     async def end_of_input(self) -> list[Any]:
@@ -497,7 +502,7 @@ class WindowOp(KeyedOp, TimedOp):
                 value = self.finish(state.windows[index])
                 if isawaitable(value):
                     raise self._awaitable(value, out)
-                out.append((key, (self._meta(index), value)))
+                out.append(self._emitted(key, self._meta(index), value))
             for start, end, entries in state.sessions:
                 try:
                     value = await self.acombine(entries)
@@ -505,7 +510,7 @@ class WindowOp(KeyedOp, TimedOp):
                     raise self.fail(error) from None
                 if isawaitable(value):
                     raise self._awaitable(value, out)
-                out.append((key, (WindowMetadata(from_us(start), from_us(end)), value)))
+                out.append(self._emitted(key, WindowMetadata(from_us(start), from_us(end)), value))
         if self.dirty is not None:
             self.dirty.update(self.keys)
             self.dirty.update(self.forgotten)

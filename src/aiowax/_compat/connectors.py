@@ -1,0 +1,215 @@
+"""Bytewax 0.17.2's connectors: stdout, files, and the polling input.
+
+Each is the method API's connector under its 0.17.2 name and constructor,
+and also a 0.17.2 `PartitionedInput` (or `DynamicOutput`...), so a subclass
+written for 0.17.2 that overrides ``build_part(for_part, resume_state)`` and
+calls ``super()`` keeps working. They read, write and resume as the method
+API's connectors do; docs/migration.md lists where that differs from 0.17.2.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiowax._compat.adapt import build_now
+from aiowax._compat.inputs import PartitionedInput
+from aiowax._compat.outputs import DynamicOutput, PartitionedOutput
+from aiowax._connectors.files import (
+    CSVSource,
+    DirSink,
+    DirSource,
+    FileSink,
+    FileSource,
+    FileState,
+)
+from aiowax._connectors.files.sinks import _default_assign_file, _default_file_namer
+from aiowax._connectors.polling import SimplePollingSource
+from aiowax._connectors.stdio import StdOutSink
+from aiowax._definition.inputs import StatefulSourcePartition
+from aiowax._definition.outputs import StatefulSinkPartition
+
+# The file inputs and outputs below forward to the method API's classes by
+# naming them (FileSource.list_parts(self)): in the MRO, PartitionedInput's
+# abstract 0.17.2-shaped methods come first.
+
+
+class StdOutput(DynamicOutput, StdOutSink):
+    """Bytewax 0.17.2's name for `aiowax.connectors.stdio.StdOutSink`: print every item."""
+
+
+class FileInput(PartitionedInput, FileSource):
+    """Bytewax 0.17.2's name for `aiowax.connectors.files.FileSource`: a file's lines.
+
+    Unlike 0.17.2, a missing file is an error (`FileNotFoundError`) rather
+    than an input with no partition, and the partition is named
+    ``f"{fs_id}::{path}"``.
+
+    Args:
+        path: The file to read.
+        batch_size: Lines per batch.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000) -> None:
+        FileSource.__init__(self, path, batch_size)
+
+    def list_parts(self) -> list[str]:
+        """Return the one partition: ``f"{fs_id}::{path}"``."""
+        return FileSource.list_parts(self)
+
+    def build_part(  # type: ignore[override]
+        self, for_part: str, resume_state: FileState | None
+    ) -> StatefulSourcePartition[str, FileState]:
+        """Open the file to read on from ``resume_state``, or from its start."""
+        return FileSource.build_part(self, build_now(), for_part, resume_state)
+
+
+class DirInput(PartitionedInput, DirSource):
+    """Bytewax 0.17.2's name for `aiowax.connectors.files.DirSource`: a directory's files.
+
+    Args:
+        dir_path: The directory; it must exist.
+        glob_pat: Which files to read, as for `pathlib.Path.glob`.
+        batch_size: Lines per batch.
+    """
+
+    def __init__(
+        self, dir_path: str | os.PathLike[str], glob_pat: str = "*", batch_size: int = 1000
+    ) -> None:
+        DirSource.__init__(self, dir_path, glob_pat, batch_size)
+
+    def list_parts(self) -> list[str]:
+        """Return ``f"{fs_id}::{relative_path}"`` for each matching file."""
+        return DirSource.list_parts(self)
+
+    def build_part(  # type: ignore[override]
+        self, for_part: str, resume_state: FileState | None
+    ) -> StatefulSourcePartition[str, FileState]:
+        """Open one file of the directory to read on from ``resume_state``."""
+        return DirSource.build_part(self, build_now(), for_part, resume_state)
+
+
+class CSVInput(PartitionedInput, CSVSource):
+    """Bytewax 0.17.2's name for `aiowax.connectors.files.CSVSource`: a CSV file's rows as dicts.
+
+    Args:
+        path: The file to read.
+        batch_size: Rows per batch.
+        **fmtparams: Passed to `csv.DictReader` (``delimiter``, ``quotechar``...).
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], batch_size: int = 1000, **fmtparams: Any
+    ) -> None:
+        CSVSource.__init__(self, path, batch_size, **fmtparams)
+
+    def list_parts(self) -> list[str]:
+        """Return the one partition: ``f"{fs_id}::{path}"``."""
+        return CSVSource.list_parts(self)
+
+    def build_part(  # type: ignore[override]
+        self, for_part: str, resume_state: FileState | None
+    ) -> StatefulSourcePartition[dict[str, Any], FileState]:
+        """Open the file to read on after the record ending at ``resume_state``."""
+        return CSVSource.build_part(self, build_now(), for_part, resume_state)
+
+
+class FileOutput(PartitionedOutput, FileSink):
+    """Bytewax 0.17.2's name for `aiowax.connectors.files.FileSink`.
+
+    Writes the values of ``(key, value)`` items to one file, one per line.
+
+    Args:
+        path: The file to write; its directory must exist.
+        end: Written after each value.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], end: str = "\n") -> None:
+        FileSink.__init__(self, path, end)
+
+    def list_parts(self) -> list[str]:
+        """Return the one partition: the path."""
+        return FileSink.list_parts(self)
+
+    def part_fn(self, item_key: str) -> int:
+        """Send every item to the one partition."""
+        return 0
+
+    def build_part(
+        self, for_part: str, resume_state: int | None
+    ) -> StatefulSinkPartition[Any, int]:
+        """Open the file, truncated to ``resume_state`` bytes (0 on a fresh start)."""
+        return FileSink.build_part(self, for_part, resume_state)
+
+
+class DirOutput(PartitionedOutput, DirSink):
+    """Bytewax 0.17.2's name for `aiowax.connectors.files.DirSink`.
+
+    Writes the values of ``(key, value)`` items to ``file_count`` files of a
+    directory, picked by ``assign_file(key)``.
+
+    Args:
+        dir_path: The directory; it must exist when the flow runs.
+        file_count: How many files.
+        file_namer: ``file_namer(index, file_count)`` names a file.
+        assign_file: ``assign_file(key)`` picks a file's index.
+        end: Written after each value.
+    """
+
+    def __init__(
+        self,
+        dir_path: str | os.PathLike[str],
+        file_count: int,
+        file_namer: Callable[[int, int], str] = _default_file_namer,
+        assign_file: Callable[[str], int] = _default_assign_file,
+        end: str = "\n",
+    ) -> None:
+        DirSink.__init__(self, dir_path, file_count, file_namer, assign_file, end)
+
+    def list_parts(self) -> list[str]:
+        """Return the file names, in index order."""
+        return DirSink.list_parts(self)
+
+    def part_fn(self, item_key: str) -> int:
+        """Pick the file for a key with ``assign_file``."""
+        return DirSink.part_fn(self, item_key)
+
+    def build_part(
+        self, for_part: str, resume_state: int | None
+    ) -> StatefulSinkPartition[Any, int]:
+        """Open one file, truncated to ``resume_state`` bytes (0 on a fresh start)."""
+        return DirSink.build_part(self, for_part, resume_state)
+
+
+class SimplePollingInput(PartitionedInput, SimplePollingSource[Any]):
+    """Bytewax 0.17.2's name for `aiowax.inputs.SimplePollingSource`.
+
+    Subclass it and implement ``next_item()``, called once every
+    ``interval``. Unlike 0.17.2, ``align_to`` is honoured, and a ``None``
+    from ``next_item`` means "nothing this time" rather than a ``None`` item.
+
+    Args:
+        interval: Time between calls; at least 10 ms, as in 0.17.2.
+        align_to: If given, calls happen at ``align_to + k * interval``.
+
+    Raises:
+        ValueError: ``interval`` is shorter than 10 ms.
+    """
+
+    def __init__(self, interval: timedelta, align_to: datetime | None = None) -> None:
+        if isinstance(interval, timedelta) and interval < timedelta(milliseconds=10):
+            msg = f"SimplePollingInput: interval must be at least 10 ms, got {interval}"
+            raise ValueError(msg)
+        SimplePollingSource.__init__(self, interval, align_to)
+
+    def list_parts(self) -> list[str]:
+        """Return the one partition, ``"singleton"``."""
+        return SimplePollingSource.list_parts(self)
+
+    def build_part(  # type: ignore[override]
+        self, for_part: str, resume_state: None
+    ) -> StatefulSourcePartition[Any, None]:
+        """Build the partition that calls ``next_item`` on schedule."""
+        return SimplePollingSource.build_part(self, build_now(), for_part, resume_state)
