@@ -39,8 +39,11 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
     key_state = op.key_state
     dt_getter = op.dt_getter
     add = op.add
-    # reduce_window's accumulation is inlined too: one call per item less.
+    # reduce_window's and fold_window's accumulation is inlined too: one
+    # call per item and window less (a fold's first item per window builds
+    # its accumulator through `add`, which names a failing builder).
     reducer: Callable[[Any, Any], Any] | None = getattr(op, "reducer", None)
+    folder: Callable[[Any, Any], Any] | None = getattr(op, "folder", None)
     align, length, offset, wait = op.align_us, op.length_us, op.offset_us, op.wait_us
     tumbling = length == offset
     touch = touched.add
@@ -83,11 +86,13 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
             if tumbling:
                 index = (t_us - align) // length
                 if align + index * length + length > wm:
+                    acc = windows.get(index, missing)
                     if reducer is not None:
-                        acc = windows.get(index, missing)
                         windows[index] = value if acc is missing else reducer(acc, value)
+                    elif folder is not None and acc is not missing:
+                        windows[index] = folder(acc, value)
                     else:
-                        windows[index] = add(windows.get(index, missing), value, t_us)
+                        windows[index] = add(acc, value, t_us)
                 else:
                     missed = 1
             else:
@@ -101,8 +106,19 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
                     open_from = min((wm - align - length) // offset + 1, stop)
                     missed = open_from - first
                     first = open_from
-                for index in range(first, stop):
-                    windows[index] = add(windows.get(index, missing), value, t_us)
+                if reducer is not None:
+                    for index in range(first, stop):
+                        acc = windows.get(index, missing)
+                        windows[index] = value if acc is missing else reducer(acc, value)
+                elif folder is not None:
+                    for index in range(first, stop):
+                        acc = windows.get(index, missing)
+                        windows[index] = (
+                            folder(acc, value) if acc is not missing else add(acc, value, t_us)
+                        )
+                else:
+                    for index in range(first, stop):
+                        windows[index] = add(windows.get(index, missing), value, t_us)
         except StepFailed:
             raise
         except BaseException as error:
