@@ -38,6 +38,8 @@ class _Abort(_Marker):
 
 
 _MARKER_TYPES = frozenset({_Eof, _Abort})
+#: The end of the iterator, told apart from any item it may hold.
+_END = object()
 
 
 class _IterPartition(StatefulSourcePartition[Any, int]):
@@ -53,7 +55,18 @@ class _IterPartition(StatefulSourcePartition[Any, int]):
     def next_batch(self, sched: datetime | None) -> list[Any]:
         if self._stop is not None:
             raise self._stop
-        batch = list(islice(self._it, self._batch_size))
+        if self._batch_size == 1:
+            # One item per call is how tests step a flow through its
+            # batches: the common case, without islice and a type scan.
+            item = next(self._it, _END)
+            if item is _END:
+                raise StopIteration
+            if type(item) not in _MARKER_TYPES:
+                self._index += 1
+                return [item]
+            batch = [item]
+        else:
+            batch = list(islice(self._it, self._batch_size))
         if not batch:
             raise StopIteration
         if _MARKER_TYPES.isdisjoint(map(type, batch)):
