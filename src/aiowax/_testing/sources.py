@@ -46,7 +46,12 @@ class _IterPartition(StatefulSourcePartition[Any, int]):
     def __init__(self, ib: Iterable[Any], batch_size: int, resume_state: int | None) -> None:
         # The position counts the elements of the iterable read so far.
         self._index = resume_state or 0
-        self._it: Iterator[Any] = islice(iter(ib), self._index, None)
+        it = iter(ib)
+        if self._index:
+            # Skip what a resumed run read before; then read the iterator
+            # itself (an islice around it would cost every item a call).
+            next(islice(it, self._index, self._index), None)
+        self._it: Iterator[Any] = it
         self._batch_size = batch_size
         # Set when a marker was met: raised by the next call, after the
         # items in front of the marker went out.

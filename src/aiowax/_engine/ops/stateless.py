@@ -77,6 +77,10 @@ def _flatten(parts: list[Any]) -> list[Any]:
     return list(chain.from_iterable(parts))
 
 
+#: What a predicate's results may be.
+_BOOL_ONLY = frozenset({bool})
+
+
 class PoolableOp(Operator):
     """An operator whose sync function may run in worker processes (``processes=``)."""
 
@@ -127,7 +131,7 @@ class FilterOp(PoolableOp):
 
     def _keep(self, batch: list[Any], flags: list[Any]) -> list[Any]:
         # One C-level pass over the flag types; the slow path only on error.
-        if not {type(f) for f in flags} <= {bool}:
+        if not set(map(type, flags)) <= _BOOL_ONLY:
             for i, f in enumerate(flags):
                 if type(f) is not bool:
                     failed = self.type_error(
