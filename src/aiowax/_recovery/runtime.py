@@ -142,18 +142,24 @@ class Recovery:
         cls, config: RecoveryConfig, epoch_interval: float, worker_count: int
     ) -> Recovery:
         """Open the partition files and read what to resume from (off the loop)."""
+        opened: list[Store] = []
 
         def load() -> tuple[Store, dict[tuple[str, str], bytes]]:
             store = Store(config.db_dir)
-            try:
-                store.discard_uncommitted()
-                return store, store.load()
-            except BaseException:
-                store.close()
-                raise
+            opened.append(store)
+            store.discard_uncommitted()
+            return store, store.load()
 
-        store, restored = await run_in_thread(load)
-        return cls(config, store, epoch_interval, worker_count, restored)
+        try:
+            store, restored = await run_in_thread(load)
+            return cls(config, store, epoch_interval, worker_count, restored)
+        except BaseException:
+            # Also when the run is cancelled while the thread opens the
+            # store: the thread finishes first, and nobody else would close
+            # its files or give up the directory's lock.
+            for store in opened:
+                store.close()
+            raise
 
     # -- restoring ---------------------------------------------------------
 

@@ -80,8 +80,13 @@ def partition_path(db_dir: Path, index: int) -> Path:
 def _connect(path: Path) -> sqlite3.Connection:
     # One writer task uses a connection at a time, from worker threads.
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        # A file that is not a database fails here: close what was opened.
+        conn.close()
+        raise
     return conn
 
 
