@@ -1,7 +1,7 @@
 """A flow inside an ASGI service: the live page, health probes, a lifespan.
 
 `live_app` is a plain ASGI app (no web framework needed) that serves the
-live page of a running flow and what it reads::
+live page of a running flow and what it reads:
 
     GET /          the live page: one self-contained HTML file
     GET /stats     FlowStats.to_dict() as JSON, with "now", "ready", "reason"
@@ -14,7 +14,7 @@ live page of a running flow and what it reads::
 Mount it anywhere: ``Mount("/live", live_app(handle))`` in Starlette,
 ``app.mount("/live", live_app(handle))`` in FastAPI. With Starlette or
 FastAPI (the ``web`` extra), `flow_lifespan` runs a flow for as long as the
-app serves and `flow_handle` hands it to endpoints::
+app serves and `flow_handle` hands it to endpoints:
 
     lifespan = flow_lifespan(flow, stop_timeout=20)
     app = FastAPI(lifespan=lifespan)

@@ -2,7 +2,7 @@
 
 Register a `StatsCollector` in your own `prometheus_client.CollectorRegistry`
 (aiowax never touches the global default registry) and serve the registry,
-for instance with `make_asgi_app`::
+for instance with `make_asgi_app`:
 
     from prometheus_client import CollectorRegistry
     from aiowax.prometheus import StatsCollector, make_asgi_app

@@ -2,7 +2,7 @@
 
 `aiowax.FlowHandle.stats` returns a `FlowStats` at any moment, and
 ``aiowax.run(flow, on_stats=callback)`` hands one to ``callback`` every
-second (``stats_interval``) and once at the end::
+second (``stats_interval``) and once at the end:
 
     handle = await aiowax.start_flow(tg, flow)
     stats = handle.stats()

@@ -3,7 +3,7 @@
 `to_json` (and `to_dict`, the same as plain data) renders a flow the way
 Bytewax's dataflow encoder did, ``{"type": "Dataflow", "steps": [...]}``,
 so tools written for that encoder read it. `to_mermaid` draws it as a
-Mermaid flowchart. From the command line::
+Mermaid flowchart. From the command line:
 
     python -m aiowax.visualize FLOW [-o mermaid|json]
 
