@@ -5,6 +5,7 @@ Usage (from anywhere; paths are relative to the repository root)::
     python3 benchmarks/run.py                 # everything, full sizes
     python3 benchmarks/run.py --quick         # everything, 1/10 of the items
     python3 benchmarks/run.py --bench throughput,latency
+    python3 benchmarks/run.py --bench curves,latency_load   # opt-in: curves, plots
 
 The first run creates ``.bench-venvs/bytewax-0.17.2`` (``pip install
 bytewax==0.17.2``), ``.bench-venvs/bytewax-0.21.1`` (``pip install
@@ -56,6 +57,10 @@ GROUPS = (
     "recovery",
     "push",
 )
+#: Groups run only when named in --bench: the cost curves (``curves.py``, about
+#: 3 minutes, PNG plots) and latency under load (``latency_load.py``, about
+#: 4 minutes). They print their own tables and write ``benchmarks/plots/``.
+OPT_IN = ("curves", "latency_load")
 
 
 def log(msg: str) -> None:
@@ -313,12 +318,49 @@ def run_job(job: Job, python: str) -> dict[str, Any]:
     return result
 
 
+def run_opt_in(opts: argparse.Namespace, pythons: dict[str, str]) -> dict[str, list[Any]]:
+    """The opt-in groups named in ``--bench``: curves and latency under load."""
+    if not set(OPT_IN) & set(opts.groups):
+        return {}
+    import curves
+    import latency_load
+
+    extra: dict[str, list[Any]] = {}
+    info = machine()
+    releases = [name for name, v in BYTEWAX_RELEASES.items() if v in opts.bytewax_releases]
+    plot_with = [pythons["aiowax"], str(ROOT / ".venv/bin/python")]
+    if "curves" in opts.groups:
+        contestants = [
+            c for c, (interp, _, _) in curves.CONTESTANTS.items() if interp in ("aiowax", *releases)
+        ]
+        log(f"curves: {', '.join(contestants)} (scale {opts.scale:g})")
+        points = curves.run_curves(pythons, list(curves.FAMILIES), contestants, opts.scale)
+        curves.save(points, info)
+        print(curves.tables(points))
+        curves.plot(curves.plot_python(plot_with))
+        extra["curves"] = points
+    if "latency_load" in opts.groups:
+        engines = [e for e, (interp, _, _) in latency_load.ENGINES.items() if interp in pythons]
+        runs = latency_load.run_latency_load(pythons, engines)
+        latency_load.save(runs, info)
+        print("\nLATENCY UNDER LOAD (open-loop source -> 5 x map -> sink)")
+        print(latency_load.table(runs))
+        print()
+        print(latency_load.steps_table(runs))
+        curves.plot(curves.plot_python(plot_with))
+        extra["latency_load"] = runs
+    return extra
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument(
-        "--bench", default=",".join(GROUPS), help=f"comma-separated subset of {','.join(GROUPS)}"
+        "--bench",
+        default=",".join(GROUPS),
+        help=f"comma-separated subset of {','.join(GROUPS)} (the default), "
+        f"and of the opt-in {','.join(OPT_IN)}",
     )
     p.add_argument("--quick", action="store_true", help="1/10 of the items, 2 runs each")
     p.add_argument(
@@ -367,8 +409,8 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write every raw result to this file")
     opts = p.parse_args()
     opts.groups = [g.strip() for g in opts.bench.split(",") if g.strip()]
-    if unknown := set(opts.groups) - set(GROUPS):
-        p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {GROUPS}")
+    if unknown := set(opts.groups) - set(GROUPS) - set(OPT_IN):
+        p.error(f"unknown benchmark(s) {sorted(unknown)}; choose from {GROUPS + OPT_IN}")
     opts.scale = opts.scale if opts.scale is not None else (0.1 if opts.quick else 1.0)
     opts.repeat = opts.repeat or (2 if opts.quick else 3)
     opts.bytewax_releases = [v.strip() for v in opts.bytewax_releases.split(",") if v.strip()]
@@ -379,8 +421,18 @@ def main() -> None:
 
     info = machine()  # before the runs: the git state of what is measured
     todo = jobs(opts)
-    pythons = interpreters(opts, need={j.interpreter for j in todo})
+    need = {j.interpreter for j in todo}
+    if set(OPT_IN) & set(opts.groups):
+        need |= {name for name, v in BYTEWAX_RELEASES.items() if v in opts.bytewax_releases}
+    pythons = interpreters(opts, need=need)
     results = {job.key: run_job(job, pythons[job.interpreter]) for job in todo}
+    extra = run_opt_in(opts, pythons)
+    if not todo:  # only opt-in groups: they printed their own tables
+        if opts.json:
+            payload = {"machine": info, "options": vars(opts) | {"json": str(opts.json)}}
+            opts.json.write_text(json.dumps(payload | extra, indent=2, default=str))
+            log(f"raw results written to {opts.json}")
+        sys.exit(1 if any("error" in r for runs in extra.values() for r in runs) else 0)
 
     releases = " and ".join(opts.bytewax_releases) or "(none)"
     print(f"\naiowax vs Bytewax {releases} vs plain Python  ({info.get('date')})")
@@ -419,6 +471,7 @@ def main() -> None:
             "options": vars(opts) | {"json": str(opts.json)},
             "results": results,
             "targets": evaluate_targets(results),
+            **extra,
         }
         opts.json.write_text(json.dumps(payload, indent=2, default=str))
         log(f"raw results written to {opts.json}")
