@@ -22,6 +22,7 @@ from aiowax._embed import FlowHandle
 from aiowax._engine.driver import flow_name
 from aiowax._graph import to_dict
 from aiowax._stats.model import FlowStats
+from aiowax._util import answer_lifespan
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -226,7 +227,7 @@ class LiveApp:
         """Serve one ASGI connection (HTTP; lifespan events are acknowledged)."""
         kind = scope["type"]
         if kind == "lifespan":
-            await _lifespan(receive, send)
+            await answer_lifespan(receive, send)
             return
         if kind != "http":
             # A websocket: refused (closing before accepting is a 403).
@@ -275,15 +276,3 @@ async def _send(
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
-
-
-async def _lifespan(receive: Receive, send: Send) -> None:
-    # Served on its own (uvicorn with lifespan="auto"), there is nothing to
-    # start or stop: the flow belongs to whoever made the handle.
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return

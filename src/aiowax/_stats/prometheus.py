@@ -30,6 +30,7 @@ from aiowax._stats.metrics import (
     step_labels,
 )
 from aiowax._stats.model import FlowStats
+from aiowax._util import answer_lifespan
 
 _Scope: TypeAlias = MutableMapping[str, Any]
 _Message: TypeAlias = MutableMapping[str, Any]
@@ -158,13 +159,8 @@ class _MetricsApp:
     ) -> None:
         if scope["type"] == "lifespan":
             # Served alone (``uvicorn module:metrics_app``): nothing to start.
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await answer_lifespan(receive, send)
+            return
         await self._app(scope, receive, send)
 
 
