@@ -1168,9 +1168,41 @@ async def test_a_later_window_deadline_adds_no_heap_entry() -> None:
     )
     step = flow.steps[0]
     op = CollectWindowOp(step, StepEnv(kind_of(step), 0, 1, current_clock()))  # type: ignore[arg-type]
-    state = op.keys["k"] = KeyState(0, 0.0)
-    state.windows[0] = [(0, "x")]
+    state = op.keys["k"] = KeyState(0, 0)
+    state.windows = {0: [(0, "x")]}
     for i in range(1000):
-        state.wm_loop = i * 1e-9
+        state.wm_loop = i  # the deadline a microsecond later each time
         op._reschedule({"k"}, 0.0)
     assert len(op.heap) == 1
+    assert op.timers == {op.heap[0]: ["k"]}
+
+
+@pytest.mark.asyncio
+async def test_the_memo_of_forgotten_watermarks_drops_the_oldest_past_its_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The memo keeps the newest watermarks, at most its bound; the oldest go
+    # an eighth of the bound at a time (a dict rebuilt), each marked for the
+    # next snapshot (which saves it as deleted).
+    from aiowax._engine.clock import current_clock
+    from aiowax._engine.kinds import kind_of
+    from aiowax._engine.ops.base import StepEnv
+    from aiowax._engine.ops.windows import op as window_op
+    from aiowax._engine.ops.windows.kinds import CollectWindowOp
+    from aiowax._engine.ops.windows.state import KeyState
+
+    monkeypatch.setattr(window_op, "FORGOTTEN_WATERMARKS", 16)
+    flow = Dataflow()
+    flow.collect_window("w", EventClockConfig(lambda v: v, timedelta(0)), SessionWindow(secs(1)))
+    step = flow.steps[0]
+    op = CollectWindowOp(step, StepEnv(kind_of(step), 0, 1, current_clock()))  # type: ignore[arg-type]
+    op.dirty = set()
+    for i in range(40):
+        op._forget(f"k{i}", KeyState(1000 + i, i))
+        assert len(op.forgotten) <= 16
+    kept = len(op.forgotten)
+    assert kept >= 16 - 16 // 8
+    assert list(op.forgotten) == [f"k{i}" for i in range(40 - kept, 40)]
+    # What is kept is the watermark: ``KeyState(kept, 0)`` has it back.
+    assert op.forgotten["k39"] == 1000 + 39 - 39
+    assert op.dirty == {f"k{i}" for i in range(40 - kept)}

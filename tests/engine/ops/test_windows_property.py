@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aiowax._engine.context import RunContext
+from aiowax._engine.ops.windows.state import NO_SESSIONS, NO_WINDOWS
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink, TestingSource, run_main
 from aiowax.window import (
@@ -261,3 +262,6 @@ def test_window_operators_match_the_model(case: dict[str, Any]) -> None:
         assert got[op] == expected[op], op
         assert ops[op].late_count == late, op
         assert ops[op].state_size() == 0, op
+    # The empties every key state shares were never written.
+    assert NO_WINDOWS == {}
+    assert NO_SESSIONS == []

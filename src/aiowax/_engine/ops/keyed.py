@@ -15,7 +15,7 @@ or a str-subclass key a plain pair, or refuses it.
 from __future__ import annotations
 
 from inspect import isawaitable
-from typing import Any
+from typing import Any, TypeVar
 
 from aiowax._checks import describe
 from aiowax._definition.steps import ReduceStep, StatefulMapStep, Step
@@ -28,6 +28,29 @@ from aiowax._util import is_async_callable
 
 _MISSING: Any = object()
 
+#: A table that held at least this many entries is rebuilt once it holds
+#: fewer than a quarter of them (see `compacted`).
+COMPACT_FROM = 1024
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def compacted(table: dict[K, V], peak: int) -> tuple[dict[K, V], int]:
+    """``table`` and its peak size, rebuilt if it fell well below that peak.
+
+    CPython never shrinks a dict when entries go: the table of a million
+    keys that all ended stays a million slots wide. A copy is sized for what
+    is left. Called once a batch: the copy costs as many entries as are
+    left, under a quarter of the deletions since the peak, so O(1) for each.
+    """
+    size = len(table)
+    if size >= peak:
+        return table, size
+    if size < peak >> 2 and peak >= COMPACT_FROM:
+        return dict(table), size
+    return table, peak
+
 
 class KeyedOp(Operator):
     """Base of the keyed operators: a dict of per-key state."""
@@ -35,8 +58,11 @@ class KeyedOp(Operator):
     def __init__(self, step: Step, env: StepEnv) -> None:
         super().__init__(step, env)
         self.state: dict[str, Any] = {}
+        # The most keys ``state`` held lately (see `compacted`).
+        self.state_peak = 0
         # Keys changed since the last snapshot; None while recovery is off,
-        # so runs without it do not pay for the bookkeeping.
+        # so runs without it do not pay for the bookkeeping. Emptied (which
+        # frees its table) at every snapshot.
         self.dirty: set[str] | None = None
 
     def restore(self, restored: dict[str, Any]) -> None:
@@ -54,6 +80,10 @@ class KeyedOp(Operator):
         """What to save of ``keys``: each one's state, or `DELETED`."""
         state = self.state
         return {key: state.get(key, DELETED) for key in keys}
+
+    def compact_state(self) -> None:
+        """After a batch: give back the room of keys gone (see `compacted`)."""
+        self.state, self.state_peak = compacted(self.state, self.state_peak)
 
     def _pair(self, item: object) -> tuple[str, Any]:
         """``item`` as a plain ``(str, value)`` pair (see `aiowax._keys.as_keyed_item`)."""
@@ -123,6 +153,8 @@ class StatefulMapOp(KeyedOp):
         except StepFailed as failed:
             failed.partial = out
             raise
+        finally:
+            self.compact_state()
         return out
 
     async def _one(self, key: str, value: Any) -> Any:
@@ -148,7 +180,10 @@ class StatefulMapOp(KeyedOp):
         return (key, output)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
-        return await run_per_key(self.step_id, batch, self._one, self.limit)
+        try:
+            return await run_per_key(self.step_id, batch, self._one, self.limit)
+        finally:
+            self.compact_state()
 
 
 class ReduceOp(KeyedOp):
@@ -210,6 +245,8 @@ class ReduceOp(KeyedOp):
         except StepFailed as failed:
             failed.partial = out
             raise
+        finally:
+            self.compact_state()
         if reduced is not missing and isawaitable(reduced):
             # A reducer returning awaitables does so on every call: its last
             # result in the batch tells, at no cost per item.
@@ -240,7 +277,10 @@ class ReduceOp(KeyedOp):
         return NO_OUTPUT
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
-        return await run_per_key(self.step_id, batch, self._one, self.limit)
+        try:
+            return await run_per_key(self.step_id, batch, self._one, self.limit)
+        finally:
+            self.compact_state()
 
     # Incomplete accumulators are dropped at the end of input, as in the
     # reference: ``end_of_input`` keeps the base class's empty result.

@@ -51,6 +51,8 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
     step_id = op.step_id
     # Module globals as locals: a global lookup per use adds up here.
     missing, utc, epoch, plain_datetime = MISSING, UTC, EPOCH, datetime
+    # The batch's loop time in µs: a key's ``wm_loop`` once its watermark moved.
+    now_us = op.now_us(now)
     for item in batch:
         # `aiowax._keys.is_keyed_item`, inlined in the cheapest order: an
         # exact tuple first (unpacking anything else could run user code),
@@ -76,10 +78,8 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
         state = keys.get(key)
         if state is None:
             state = key_state(key, now, t_us)
-        if state.wm_loop == now:
-            wm = state.wm_base
-        else:
-            wm = state.wm_base + round((now - state.wm_loop) * 1e6)
+        wm_loop = state.wm_loop
+        wm = state.wm_base if wm_loop == now_us else state.wm_base + now_us - wm_loop
         windows = state.windows
         missed = 0
         try:
@@ -127,9 +127,11 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
             # Once per window missed, as `WindowOp._settle` does.
             op.late(key, value, t_us, wm)
             missed -= 1
-        candidate = t_us - wait
-        state.wm_base = candidate if candidate > wm else wm
-        state.wm_loop = now
+        # `KeyState.advance`: the watermark moves if the item is ahead.
+        candidate = t_us - wait if wait else t_us
+        if candidate > wm:
+            state.wm_base = candidate
+            state.wm_loop = now_us
         touch(key)
 
 

@@ -9,7 +9,7 @@ from aiowax._definition.steps import CollectWindowStep, FoldWindowStep, ReduceWi
 from aiowax._engine.errors import StepFailed, fail
 from aiowax._engine.ops.base import StepEnv
 from aiowax._engine.ops.windows.op import WindowOp
-from aiowax._engine.ops.windows.state import MISSING
+from aiowax._engine.ops.windows.state import MISSING, Session
 from aiowax._util import is_async_callable
 
 
@@ -79,8 +79,12 @@ class CollectWindowOp(WindowOp):
     def finish(self, acc: Any) -> Any:
         return [v for _, v in sorted(acc, key=lambda e: e[0])]
 
-    def combine(self, entries: list[tuple[int, int, Any]]) -> Any:
-        return [v for _, _, v in sorted(entries, key=lambda e: (e[0], e[1]))]
+    def combine(self, session: Session) -> Any:
+        # Items are in arrival order: a stable sort by time is by (time, seq).
+        if len(session) == 5:  # one item
+            return [session[4]]
+        entries = sorted(zip(session[2::3], session[4::3], strict=True), key=lambda e: e[0])
+        return [v for _, v in entries]
 
-    async def acombine(self, entries: list[tuple[int, int, Any]]) -> Any:
-        return self.combine(entries)
+    async def acombine(self, session: Session) -> Any:
+        return self.combine(session)

@@ -1,11 +1,15 @@
 """`WindowOp`: what the three window operators share.
 
 A window closes once its key's watermark reaches its close time; the step
-keeps one timer entry per key (a heap of loop-clock deadlines) so a window
-closes on time even if no item of its key ever comes again. Items enter
-through the general path here (sessions, the system clock, async user
-code) or through `fast_path` (tumbling and sliding windows on the event
-clock, with sync user code).
+keeps one timer entry per key (the keys due at each loop-clock deadline,
+and a heap of those deadlines) so a window closes on time even if no item
+of its key ever comes again. Items enter through the general path here
+(sessions, the system clock, async user code) or through `fast_path`
+(tumbling and sliding windows on the event clock, with sync user code).
+
+The step's tables give their memory back when keys end (`compacted`), and
+a key's state is kept small (`state.KeyState`): a step may hold one for each
+of 100,000s of keys.
 """
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from __future__ import annotations
 import heapq
 import inspect
 import logging
-from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Generator
+from contextlib import closing
 from datetime import UTC, datetime
 from inspect import isawaitable
-from itertools import count, islice
+from itertools import islice
 from typing import Any
 
 from aiowax._checks import describe
@@ -30,10 +34,16 @@ from aiowax._definition.window import (
 )
 from aiowax._engine.errors import StepFailed, fail
 from aiowax._engine.ops.base import StepEnv, TimedOp
-from aiowax._engine.ops.keyed import KeyedOp
+from aiowax._engine.ops.keyed import KeyedOp, compacted
 from aiowax._engine.ops.windows import recovery
 from aiowax._engine.ops.windows.fast_path import place_event_time
-from aiowax._engine.ops.windows.state import FORGOTTEN_WATERMARKS, MISSING, KeyState
+from aiowax._engine.ops.windows.state import (
+    FORGOTTEN_WATERMARKS,
+    MISSING,
+    KeyState,
+    Session,
+    loop_us,
+)
 from aiowax._engine.timeutil import US, from_us, to_us
 from aiowax._engine.usercode import NO_OUTPUT, run_per_key
 from aiowax._util import is_async_callable
@@ -45,6 +55,12 @@ MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
 MAX_US = to_us(datetime.max.replace(tzinfo=UTC))
 #: Most keys a stats call looks at (the newest); beyond, open windows are estimated.
 STATS_KEYS = 10_000
+
+
+def _session_meta(session: Session) -> WindowMetadata:
+    """A session's window: from its first item's time to its last one's."""
+    opened = from_us(session[0])
+    return WindowMetadata(opened, opened if session[1] == session[0] else from_us(session[1]))
 
 
 def clamped(us: int) -> datetime:
@@ -89,12 +105,21 @@ class WindowOp(KeyedOp, TimedOp):
             self.offset_us = window.offset // US
             self.align_us = to_us(window.align_to)
         self.keys: dict[str, KeyState] = {}
-        # Keys whose windows all closed keep only their watermark, as
-        # ``(wm_base, wm_loop)``, so it never goes back and a late item of a
-        # forgotten key is still caught; the oldest are dropped past a bound.
-        self.forgotten: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self.heap: list[tuple[float, int, str]] = []
-        self.seq = count()
+        # Keys whose windows all closed keep only their watermark (see
+        # `KeyState.forgotten`), so it never goes back and a late item of a
+        # forgotten key is still caught; the oldest are dropped past a bound
+        # (a dict keeps insertion order: the oldest come first).
+        self.forgotten: dict[str, int] = {}
+        # The keys due at each deadline (loop time), in the order they were
+        # scheduled, and a heap of those deadlines. Keys share a deadline
+        # more often than not (in-order sessions: every key of a batch).
+        self.timers: dict[float, list[str]] = {}
+        self.heap: list[float] = []
+        # The most entries these two held lately (see `compacted`).
+        self._keys_peak = self._timers_peak = 0
+        # The last loop time seen, and `loop_us` of it: one int for every
+        # key of a batch (a watermark's ``wm_loop``).
+        self._now, self._now_us = -1.0, loop_us(-1.0)
         #: The system clock's watermark, one for every key: the newest wall
         #: time seen, advancing with the loop clock. It never goes back, so
         #: a window emitted before the wall clock steps back (an NTP step, a
@@ -104,8 +129,9 @@ class WindowOp(KeyedOp, TimedOp):
         #: each window an item missed (a sliding window's item can miss some
         #: of its windows and not others).
         self.late_count = 0
-        # Until an accumulator was seen: see `_probe`.
-        self._probing = True
+        # Until an accumulator was seen: see `_probe`. Sessions keep raw
+        # values until they close: on_tick looks at what they give.
+        self._probing = not self.session
         self.is_async = self._user_async() or (
             self.event_time and is_async_callable(self.dt_getter)
         )
@@ -125,17 +151,19 @@ class WindowOp(KeyedOp, TimedOp):
     def finish(self, acc: Any) -> Any:
         return acc
 
-    def combine(self, entries: list[tuple[int, int, Any]]) -> Any:
-        """A closed session's value from its ``(time, seq, value)`` entries."""
+    def combine(self, session: Session) -> Any:
+        """A closed session's value (see `state.Session`: its items are in arrival order)."""
+        if len(session) == 5:  # one item
+            return self.finish(self.add(MISSING, session[4], session[2]))
         acc = MISSING
-        for t_us, _, value in sorted(entries, key=lambda e: e[1]):
-            acc = self.add(acc, value, t_us)
+        for i in range(2, len(session), 3):
+            acc = self.add(acc, session[i + 2], session[i])
         return self.finish(acc)
 
-    async def acombine(self, entries: list[tuple[int, int, Any]]) -> Any:
+    async def acombine(self, session: Session) -> Any:
         acc = MISSING
-        for t_us, _, value in sorted(entries, key=lambda e: e[1]):
-            acc = await self.aadd(acc, value, t_us)
+        for i in range(2, len(session), 3):
+            acc = await self.aadd(acc, session[i + 2], session[i])
         return self.finish(acc)
 
     # -- items ----------------------------------------------------------------
@@ -155,7 +183,7 @@ class WindowOp(KeyedOp, TimedOp):
             marks = [self.system_wm.watermark(loop_now)]
         else:
             marks = []
-        opened = sum(len(st.sessions) if self.session else len(st.windows) for st in seen)
+        opened = sum(st.session_count() if self.session else len(st.windows) for st in seen)
         if len(seen) < len(keys):
             opened = round(opened * len(keys) / len(seen))
         extra: dict[str, Any] = {"keys": len(keys), "late": self.late_count, "windows_open": opened}
@@ -182,29 +210,39 @@ class WindowOp(KeyedOp, TimedOp):
     def dt_failed(self, error: BaseException) -> StepFailed:
         return fail(error, self.step_id, f"{self.step.kind} dt_getter")
 
+    def now_us(self, now: float) -> int:
+        """``loop_us(now)``: the same int object for every key of a batch."""
+        if now != self._now:
+            self._now, self._now_us = now, loop_us(now)
+        return self._now_us
+
     def key_state(self, key: str, now: float, t_us: int) -> KeyState:
         """The state of ``key``, made (or brought back from the memo) if need be."""
         state = self.keys.get(key)
         if state is None:
             kept = self.forgotten.pop(key, None)
             if kept is not None:
-                state = self.keys[key] = KeyState(*kept)
+                state = KeyState(kept, 0)
             elif self.system_wm is not None:
                 # On the system clock a new key starts at the step's
                 # watermark: its windows that time has passed were closed
                 # (and maybe emitted) for it too.
-                state = self.keys[key] = KeyState(self.system_wm.wm_base, self.system_wm.wm_loop)
+                state = KeyState(self.system_wm.wm_base, self.system_wm.wm_loop)
             else:
-                state = self.keys[key] = KeyState(t_us - self.wait_us, now)
+                wait = self.wait_us
+                state = KeyState(t_us - wait if wait else t_us, self.now_us(now))
+            if not self.session:
+                state.windows = {}
+            self.keys[key] = state
         return state
 
     def system_time(self, now: float) -> int:
         """The wall time of a batch (system clock), advancing the step's watermark."""
         sys_us = to_us(self.clock.now())
         if self.system_wm is None:
-            self.system_wm = KeyState(sys_us, now)
+            self.system_wm = KeyState(sys_us, self.now_us(now))
         else:
-            self.system_wm.advance(now, sys_us, 0)
+            self.system_wm.advance(self.now_us(now), sys_us, 0)
         return sys_us
 
     def late(self, key: str, value: Any, t_us: int, wm: int) -> None:
@@ -237,9 +275,6 @@ class WindowOp(KeyedOp, TimedOp):
     def _close_of(self, index: int) -> int:
         return self.align_us + index * self.offset_us + self.length_us
 
-    def _entry(self, value: Any, t_us: int) -> tuple[int, int, Any]:
-        return (t_us, next(self.seq), value)
-
     def _open_windows_of(self, t_us: int, wm: int) -> tuple[range, int]:
         """The windows of ``t_us`` still open at ``wm``, and how many closed.
 
@@ -261,7 +296,7 @@ class WindowOp(KeyedOp, TimedOp):
         if self.session:
             if t_us < wm:
                 return 1
-            state.join_session(self.gap_us, self._entry(value, t_us))
+            state.join_session(self.gap_us, t_us, value)
             return 0
         indices, missed = self._open_windows_of(t_us, wm)
         windows = state.windows
@@ -300,7 +335,7 @@ class WindowOp(KeyedOp, TimedOp):
         """An item was placed in its open windows, missing ``missed``: move the watermark."""
         for _ in range(missed):
             self.late(key, value, t_us, wm)
-        state.advance(now, t_us, self.wait_us)
+        state.advance(self.now_us(now), t_us, self.wait_us)
 
     def _place_each(self, batch: list[Any], now: float, touched: set[str]) -> None:
         """Sessions and the system clock: one item at a time."""
@@ -342,7 +377,7 @@ class WindowOp(KeyedOp, TimedOp):
             if self.session:
                 missed = 1 if t_us < wm else 0
                 if not missed:
-                    state.join_session(self.gap_us, self._entry(value, t_us))
+                    state.join_session(self.gap_us, t_us, value)
             else:
                 indices, missed = self._open_windows_of(t_us, wm)
                 for index in indices:
@@ -369,82 +404,112 @@ class WindowOp(KeyedOp, TimedOp):
     def _first_close(self, state: KeyState) -> int | None:
         """The earliest close time of a key's open windows (None: none open)."""
         if self.session:
-            if not state.sessions:
-                return None
-            last_item: int = min(s[1] for s in state.sessions)
-            return last_item + self.gap_us
+            end = state.first_session_end()
+            return None if end is None else end + self.gap_us
         if not state.windows:
             return None
         # Close times grow with the window index.
         return self._close_of(min(state.windows))
 
-    def _reschedule(self, keys: set[str], now: float) -> None:
+    def _reschedule(self, keys: Collection[str], now: float) -> None:
         if self.dirty is not None:
             self.dirty.update(keys)
+        states = self.keys
+        if len(states) > self._keys_peak:
+            self._keys_peak = len(states)
+        timers, heap = self.timers, self.heap
+        session, gap = self.session, self.gap_us if self.session else 0
+        forget = self._forget if self.event_time else None
+        shared: float | None = None
         for key in keys:
-            state = self.keys.get(key)
+            state = states.get(key)
             if state is None:
                 continue
-            first = self._first_close(state)
+            if session:
+                first = state.one_t  # `KeyState.first_session_end`, inlined
+                if first is None and state.sessions:
+                    first = state.sessions[0][1]
+                if first is not None:
+                    first += gap
+            else:
+                first = self._first_close(state)
             if first is None:
-                del self.keys[key]
-                if self.event_time:
-                    self._forget(key, state)
+                del states[key]
+                if forget is not None:
+                    forget(key, state)
                 continue
-            deadline = state.deadline_of(first)
-            # Only an earlier deadline needs a new heap entry: the watermark
+            deadline = (first - state.wm_base + state.wm_loop) / 1e6  # state.deadline_of(first)
+            # Only an earlier deadline needs a new timer entry: the watermark
             # moves every batch, and a later one is found when the entry
             # already there comes due (then the key is rescheduled).
             if state.deadline is None or deadline < state.deadline:
-                state.deadline = deadline
-                if not self.heap or deadline < self.heap[0][0]:
+                if deadline == shared:
+                    deadline = shared  # one float for the keys due together
+                shared = state.deadline = deadline
+                due = timers.get(deadline)
+                if due is not None:
+                    due.append(key)
+                    continue
+                timers[deadline] = [key]
+                if not heap or deadline < heap[0]:
                     self.timer.rearm()
-                heapq.heappush(self.heap, (deadline, next(self.seq), key))
+                heapq.heappush(heap, deadline)
+        self.keys, self._keys_peak = compacted(states, self._keys_peak)
+        self.timers, self._timers_peak = compacted(timers, self._timers_peak)
 
     def _forget(self, key: str, state: KeyState) -> None:
         forgotten = self.forgotten
-        forgotten[key] = (state.wm_base, state.wm_loop)
+        forgotten[key] = state.forgotten()
         if len(forgotten) > FORGOTTEN_WATERMARKS:
-            dropped, _ = forgotten.popitem(last=False)
+            # The oldest eighth goes at once, and the memo is rebuilt: a dict
+            # pops its oldest key in O(1) only until a resize, and the new
+            # one holds no room left by the keys gone.
+            items = iter(forgotten.items())
+            excess = len(forgotten) - FORGOTTEN_WATERMARKS + FORGOTTEN_WATERMARKS // 8
+            dropped = [key for key, _ in islice(items, excess)]
+            self.forgotten = dict(items)
             if self.dirty is not None:
-                self.dirty.add(dropped)
+                self.dirty.update(dropped)
 
     def next_deadline(self) -> float | None:
-        return self.heap[0][0] if self.heap else None
+        return self.heap[0] if self.heap else None
 
     def _meta(self, index: int) -> WindowMetadata:
         open_us = self.align_us + index * self.offset_us
         return WindowMetadata(clamped(open_us), clamped(open_us + self.length_us))
 
-    def _closing(self) -> list[tuple[str, WindowMetadata, Any, bool]]:
+    def _closing(self) -> Generator[tuple[str, WindowMetadata, Any, bool], None, None]:
         """Take out every window that is due: ``(key, meta, payload, is_session)``.
 
-        The payload is a sliding window's accumulator, or a session's raw
-        ``(time, seq, value)`` entries; the keys touched are rescheduled.
+        The payload is a sliding window's accumulator, or a session (see
+        `state.Session`). One at a time: a tick that closes 100,000 windows
+        holds their output, not also a list of what it took out. Once
+        iterated over or closed, the keys touched are rescheduled.
         """
         now = self.now()
-        closing: list[tuple[str, WindowMetadata, Any, bool]] = []
-        keys = set()
-        heap = self.heap
-        while heap and heap[0][0] <= now:
-            deadline, _, key = heapq.heappop(heap)
-            state = self.keys.get(key)
-            if state is None or state.deadline != deadline:
-                continue  # a stale entry: the key was rescheduled or dropped
-            state.deadline = None
-            if self.session:
-                done = [s for s in state.sessions if state.deadline_of(s[1] + self.gap_us) <= now]
-                state.sessions = [s for s in state.sessions if s not in done]
-                for start, end, entries in done:
-                    meta = WindowMetadata(from_us(start), from_us(end))
-                    closing.append((key, meta, entries, True))
-            else:
-                closed = [i for i in state.windows if state.deadline_of(self._close_of(i)) <= now]
-                for index in sorted(closed):
-                    closing.append((key, self._meta(index), state.windows.pop(index), False))
-            keys.add(key)
-        self._reschedule(keys, self.now())
-        return closing
+        # In the order they close (a dict), so the memo forgets the oldest first.
+        keys: dict[str, None] = {}
+        heap, timers, states = self.heap, self.timers, self.keys
+        gap = self.gap_us if self.session else 0
+        try:
+            while heap and heap[0] <= now:
+                deadline = heapq.heappop(heap)
+                for key in timers.pop(deadline):
+                    state = states.get(key)
+                    if state is None or state.deadline != deadline:
+                        continue  # a stale entry: the key was rescheduled or dropped
+                    state.deadline = None
+                    keys[key] = None
+                    if self.session:
+                        for session in state.take_sessions(gap, now):
+                            yield (key, _session_meta(session), session, True)
+                    else:
+                        windows = state.windows
+                        due = [i for i in windows if state.deadline_of(self._close_of(i)) <= now]
+                        for index in sorted(due):
+                            yield (key, self._meta(index), windows.pop(index), False)
+        finally:
+            self._reschedule(keys, self.now())
 
     def _probe(self, touched: set[str]) -> None:
         """Until a first accumulator is seen: is it an awaitable (a sync function returning one)?
@@ -472,51 +537,60 @@ class WindowOp(KeyedOp, TimedOp):
 
     def on_tick(self) -> list[Any]:
         out: list[Any] = []
-        for key, meta, payload, is_session in self._closing():
-            try:
-                value = self.combine(payload) if is_session else self.finish(payload)
-            except BaseException as error:
-                raise self.fail(error) from None
-            if isawaitable(value):
-                raise self._awaitable(value, out)
-            out.append(self._emitted(key, meta, value))
+        with closing(self._closing()) as due:
+            for key, meta, payload, is_session in due:
+                try:
+                    value = self.combine(payload) if is_session else self.finish(payload)
+                except BaseException as error:
+                    raise self.fail(error) from None
+                if isawaitable(value):
+                    raise self._awaitable(value, out)
+                out.append(self._emitted(key, meta, value))
         return out
 
     async def atick(self) -> list[Any]:
         if not self.is_async:
             return self.on_tick()
         out: list[Any] = []
-        for key, meta, payload, is_session in self._closing():
-            try:
-                value = await self.acombine(payload) if is_session else self.finish(payload)
-            except BaseException as error:
-                raise self.fail(error) from None
-            out.append(self._emitted(key, meta, value))
+        with closing(self._closing()) as due:
+            for key, meta, payload, is_session in due:
+                try:
+                    value = await self.acombine(payload) if is_session else self.finish(payload)
+                except BaseException as error:
+                    raise self.fail(error) from None
+                out.append(self._emitted(key, meta, value))
         return out
 
     async def end_of_input(self) -> list[Any]:
         """End of input: the watermark is maximal, every window closes."""
         out: list[Any] = []
-        for key, state in self.keys.items():
+        keys = self.keys
+        if self.dirty is not None:
+            self.dirty.update(keys)
+            self.dirty.update(self.forgotten)
+        for key in list(keys):
+            state = keys[key]
             for index in sorted(state.windows):
                 value = self.finish(state.windows[index])
                 if isawaitable(value):
                     raise self._awaitable(value, out)
                 out.append(self._emitted(key, self._meta(index), value))
-            for start, end, entries in state.sessions:
+            for session in state.all_sessions():
                 try:
-                    value = await self.acombine(entries)
+                    value = await self.acombine(session)
                 except BaseException as error:
                     raise self.fail(error) from None
                 if isawaitable(value):
                     raise self._awaitable(value, out)
-                out.append(self._emitted(key, WindowMetadata(from_us(start), from_us(end)), value))
-        if self.dirty is not None:
-            self.dirty.update(self.keys)
-            self.dirty.update(self.forgotten)
-        self.keys.clear()
-        self.forgotten.clear()
-        self.heap.clear()
+                out.append(self._emitted(key, _session_meta(session), value))
+            # Its windows are in ``out``: the state goes now, not with the
+            # last key (the output and the states are not held all at once).
+            del keys[key]
+        self.keys = {}
+        self.forgotten = {}
+        self.timers = {}
+        self.heap = []
+        self._keys_peak = self._timers_peak = 0
         return out
 
     # -- recovery (in `recovery`) ----------------------------------------------

@@ -3,15 +3,16 @@
 A key is saved with its watermark (as event time, and as wall time for the
 system clock) and its open windows and sessions; a key whose windows all
 closed is saved with its watermark alone, and one dropped from the memo of
-forgotten watermarks is `DELETED`.
+forgotten watermarks is `DELETED`. Sessions are saved as ``[start, end,
+[(time, seq, value), ...]]``, whatever their shape in memory (see
+`state.Session`).
 """
 
 from __future__ import annotations
 
-from itertools import count
 from typing import TYPE_CHECKING, Any
 
-from aiowax._engine.ops.windows.state import KeyState
+from aiowax._engine.ops.windows.state import KeyState, Session, loop_us, session_entries
 from aiowax._recovery.runtime import DELETED
 
 if TYPE_CHECKING:
@@ -21,33 +22,33 @@ if TYPE_CHECKING:
 def restore(op: WindowOp, restored: dict[str, Any]) -> None:
     """Bring back the keys of a snapshot: their watermarks, windows and sessions."""
     anchor = op.anchor()
-    last_seq = -1
     for key, saved in restored.items():
         if op.event_time and "wm" in saved:
             # An event-time watermark goes on from where the snapshot
             # left it: the items replayed after it were on time before
             # the crash and must be again, however long the flow was
             # down (the reference adds the downtime; we do not).
-            state = KeyState(saved["wm"], anchor.loop)
+            state = KeyState(saved["wm"], loop_us(anchor.loop))
         else:
             # System time (or a snapshot of an earlier release, which
             # saved no "wm"): the watermark is wall time, so the time the
             # flow was down counts and windows due meanwhile close at once.
-            state = KeyState(saved["wm_base"], anchor.to_loop(saved["wm_wall"]))
+            state = KeyState(saved["wm_base"], loop_us(anchor.to_loop(saved["wm_wall"])))
         if not saved["windows"] and not saved["sessions"]:
             op._forget(key, state)  # only its watermark was saved
             continue
-        state.windows = saved["windows"]
-        state.sessions = saved["sessions"]
+        if not op.session:
+            state.windows = saved["windows"]
+        if saved["sessions"]:
+            # In the list, not as a lone item: restoring is not worth the code.
+            state.sessions = [_session(*saved_session) for saved_session in saved["sessions"]]
+            # Session items keep their arrival order across runs.
+            state.n = 1 + max(s[i] for s in state.sessions for i in range(3, len(s), 3))
         op.keys[key] = state
-        for _, _, entries in state.sessions:
-            last_seq = max([last_seq, *(seq for _, seq, _ in entries)])
     if not op.event_time and op.keys:
         # The system clock's watermark goes on from the newest restored.
         newest = max(state.watermark(anchor.loop) for state in op.keys.values())
-        op.system_wm = KeyState(newest, anchor.loop)
-    # Session entries keep their arrival order across runs.
-    op.seq = count(last_seq + 1)
+        op.system_wm = KeyState(newest, loop_us(anchor.loop))
     op.dirty = set()
     op._reschedule(set(op.keys), anchor.loop)
 
@@ -64,12 +65,22 @@ def saved_states(op: WindowOp, keys: set[str]) -> dict[str, Any]:
                 out[key] = DELETED
                 continue
             # Its watermark outlives its windows: save it alone.
-            state = KeyState(*kept)
+            state = KeyState(kept, 0)
+        wm = state.watermark(anchor.loop)
         out[key] = {
-            "wm": state.watermark(anchor.loop),
-            "wm_base": state.wm_base,
-            "wm_wall": anchor.to_wall_us(state.wm_loop),
+            "wm": wm,
+            # The watermark at a wall time, for the system clock.
+            "wm_base": wm,
+            "wm_wall": anchor.wall_us,
             "windows": state.windows,
-            "sessions": state.sessions,
+            "sessions": [[s[0], s[1], session_entries(s)] for s in state.all_sessions()],
         }
     return out
+
+
+def _session(start: int, end: int, entries: list[tuple[int, int, Any]]) -> Session:
+    """A saved session in memory: its items flat, in arrival order."""
+    session: Session = [start, end]
+    for entry in sorted(entries, key=lambda e: e[1]):
+        session += entry
+    return session

@@ -2,10 +2,17 @@
 
 Times are integer microseconds since the Unix epoch (UTC), never floats.
 Each key has its own watermark: the newest item time seen minus the allowed
-lateness, advancing with the event loop's clock while the key is idle. A
+lateness, advancing with the event loop's clock while the key is idle: it is
+``wm_base`` at loop time ``wm_loop`` (in whole microseconds, `loop_us`). A
 key whose windows have all closed is dropped at once; only its watermark
 stays behind, in a bounded memo (`FORGOTTEN_WATERMARKS`), so that a late
 item of that key is still recognised as late.
+
+Memory matters here: a step can hold a state for each of 100,000s of keys.
+A key whose only session holds one item (the common case when keys are
+many: the session-memory benchmark) costs one `KeyState` and nothing else:
+the item sits in its slots, its time is the watermark's own int, and the
+loop time is the int of its batch, which every key of the batch shares.
 """
 
 from __future__ import annotations
@@ -13,57 +20,168 @@ from __future__ import annotations
 from typing import Any
 
 #: Forgotten keys (all windows closed) whose watermark a step remembers, per
-#: worker: about 150 bytes each. Past it the oldest go, and a late item of
-#: such a key would open its window anew instead of being counted late.
+#: worker: about 130 bytes each (the key, an int and a dict entry). Past it
+#: the oldest go, an eighth of the bound at a time, and a late item of such a
+#: key would open its window anew instead of being counted late.
 FORGOTTEN_WATERMARKS = 100_000
 
 #: The accumulator of a window that has no value yet.
 MISSING: Any = object()
 
+#: A session, flat: ``[start, end, t, seq, value, t, seq, value, ...]``, one
+#: ``(time, seq, value)`` triple per item in arrival order; ``seq`` counts
+#: the key's items (it orders the items of sessions that merge).
+Session = list[Any]
+
+#: The windows of a state that has none: shared, never written (a sliding
+#: window step gives each of its states its own dict; see `WindowOp.key_state`).
+NO_WINDOWS: dict[int, Any] = {}
+
+#: The sessions of a state that has none in a list: shared, never written (see
+#: `KeyState.join_session`).
+NO_SESSIONS: list[Session] = []
+
+
+def loop_us(now: float) -> int:
+    """Loop time ``now`` in whole microseconds."""
+    return round(now * 1e6)
+
 
 class KeyState:
-    """One key's watermark and open windows."""
+    """One key's watermark and open windows.
 
-    __slots__ = ("deadline", "sessions", "windows", "wm_base", "wm_loop")
+    A key's sessions are either one session of one item, in ``one_t`` and
+    ``one_value`` (``one_t`` is None otherwise), or in ``sessions``, in time
+    order and at least a gap apart.
+    """
 
-    def __init__(self, wm_base: int, wm_loop: float) -> None:
-        # Watermark at loop time ``wm_loop``; it then advances with the loop.
+    __slots__ = ("deadline", "n", "one_t", "one_value", "sessions", "windows", "wm_base", "wm_loop")
+
+    def __init__(self, wm_base: int, wm_loop: int) -> None:
+        # The watermark is ``wm_base`` at loop time ``wm_loop`` (µs).
         self.wm_base = wm_base
         self.wm_loop = wm_loop
         # Sliding windows: window index -> accumulator.
-        self.windows: dict[int, Any] = {}
-        # Sessions: [start, end, [(time, seq, value), ...]] sorted by start.
-        self.sessions: list[list[Any]] = []
-        # The loop time of this key's entry in the step's timer heap.
+        self.windows = NO_WINDOWS
+        # Sessions (see the class).
+        self.one_t: int | None = None
+        self.one_value: Any = None
+        self.sessions = NO_SESSIONS
+        # The ``seq`` of the key's next item (in ``sessions``).
+        self.n = 0
+        # The loop time of this key's entry in the step's timers.
         self.deadline: float | None = None
 
     def watermark(self, now: float) -> int:
         """The watermark at loop time ``now``."""
-        return self.wm_base + round((now - self.wm_loop) * 1e6)
+        return self.wm_base + round(now * 1e6) - self.wm_loop
 
-    def advance(self, now: float, t_us: int, wait_us: int) -> None:
-        """An item at ``t_us`` arrived at loop time ``now``."""
-        wm = max(self.watermark(now), t_us - wait_us)
-        self.wm_base, self.wm_loop = wm, now
+    def forgotten(self) -> int:
+        """The watermark as the memo keeps it: ``KeyState(kept, 0)`` has it back."""
+        return self.wm_base - self.wm_loop
+
+    def advance(self, now_us: int, t_us: int, wait_us: int) -> None:
+        """An item at ``t_us`` arrived at loop time ``now_us`` (µs)."""
+        candidate = t_us - wait_us if wait_us else t_us
+        if candidate > self.wm_base + now_us - self.wm_loop:
+            self.wm_base = candidate
+            self.wm_loop = now_us
 
     def deadline_of(self, close_us: int) -> float:
         """Loop time at which the watermark reaches ``close_us``."""
-        return self.wm_loop + (close_us - self.wm_base) / 1e6
+        return (close_us - self.wm_base + self.wm_loop) / 1e6
 
-    def join_session(self, gap_us: int, entry: tuple[int, int, Any]) -> None:
-        """Add ``entry`` (time, seq, value) to its session, merging those it bridges."""
-        t_us = entry[0]
-        joined = [s for s in self.sessions if s[0] - gap_us < t_us < s[1] + gap_us]
-        if not joined:
-            self.sessions.append([t_us, t_us, [entry]])
-            self.sessions.sort(key=lambda s: s[0])
+    # -- sessions ------------------------------------------------------------------
+
+    def session_count(self) -> int:
+        return len(self.sessions) + (self.one_t is not None)
+
+    def first_session_end(self) -> int | None:
+        """When the first session's last item is (None: no session): it ends first."""
+        if self.one_t is not None:
+            return self.one_t
+        return self.sessions[0][1] if self.sessions else None
+
+    def all_sessions(self) -> list[Session]:
+        """Every session, flat (see `Session`), in time order."""
+        if self.one_t is not None:
+            return [[self.one_t, self.one_t, self.one_t, 0, self.one_value]]
+        return self.sessions
+
+    def take_sessions(self, gap_us: int, now: float) -> list[Session]:
+        """Take out the sessions that close at loop time ``now``."""
+        if self.one_t is not None:
+            if self.deadline_of(self.one_t + gap_us) > now:
+                return NO_SESSIONS
+            taken = self.all_sessions()
+            self.one_t = self.one_value = None
+            return taken
+        sessions = self.sessions
+        # In time order, a gap apart: those due come first.
+        done, left = 0, len(sessions)
+        while done < left and self.deadline_of(sessions[done][1] + gap_us) <= now:
+            done += 1
+        if not done:
+            return NO_SESSIONS
+        self.sessions = sessions[done:] if done < left else NO_SESSIONS
+        return sessions[:done]
+
+    def join_session(self, gap_us: int, t_us: int, value: Any) -> None:
+        """Add an item to its session, merging those it bridges."""
+        if self.one_t is None:
+            if not self.sessions:
+                # A key's first session, of one item (the common case).
+                self.one_t, self.one_value = t_us, value
+                return
+        else:
+            # A second item: the lone one becomes a session in the list.
+            self.sessions = self.all_sessions()
+            self.one_t = self.one_value = None
+            self.n = 1
+        seq = self.n
+        self.n = seq + 1
+        sessions = self.sessions
+        if not sessions:
+            self.sessions = [[t_us, t_us, t_us, seq, value]]
             return
-        first = joined[0]
-        for other in joined[1:]:
-            first[0] = min(first[0], other[0])
-            first[1] = max(first[1], other[1])
-            first[2].extend(other[2])
-            self.sessions.remove(other)
+        last = sessions[-1]
+        if t_us >= last[1] + gap_us:
+            # After every session (the common case, in order): a new one.
+            sessions.append([t_us, t_us, t_us, seq, value])
+            return
+        if last[0] - gap_us < t_us and (len(sessions) == 1 or t_us >= sessions[-2][1] + gap_us):
+            # In the last session only (the common case, one session).
+            if t_us < last[0]:
+                last[0] = t_us
+            elif t_us > last[1]:
+                last[1] = t_us
+            last += (t_us, seq, value)
+            return
+        joined = [i for i, s in enumerate(sessions) if s[0] - gap_us < t_us < s[1] + gap_us]
+        if not joined:
+            # Between two sessions, apart from both.
+            at = next(i for i, s in enumerate(sessions) if s[0] > t_us)
+            sessions.insert(at, [t_us, t_us, t_us, seq, value])
+            return
+        first = sessions[joined[0]]
+        if len(joined) > 1:
+            # It bridges sessions: one, its items in arrival order.
+            merged = [(t_us, seq, value)]
+            for i in joined:
+                s = sessions[i]
+                merged += zip(s[2::3], s[3::3], s[4::3], strict=True)
+            merged.sort(key=lambda entry: entry[1])
+            first[1] = sessions[joined[-1]][1]
+            del first[2:]
+            for entry in merged:
+                first += entry
+            del sessions[joined[0] + 1 : joined[-1] + 1]
+        else:
+            first += (t_us, seq, value)
         first[0] = min(first[0], t_us)
         first[1] = max(first[1], t_us)
-        first[2].append(entry)
+
+
+def session_entries(session: Session) -> list[tuple[int, int, Any]]:
+    """The ``(time, seq, value)`` items of a session, in arrival order."""
+    return list(zip(session[2::3], session[3::3], session[4::3], strict=True))
