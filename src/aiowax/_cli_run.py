@@ -66,13 +66,18 @@ async def run_until_stopped(
             propagate=False,
             cluster=cluster,
         )
-        for companion in companions:
-            tg.start_soon(companion, handle)
         stopper = _Stopper(handle, tg, stop_timeout.total_seconds(), prog)
-        # Waiting here also tells the handle that its failure has a receiver:
-        # `aiowax._cli.main` prints it, so it is not logged as well.
-        with _signal_handlers(stopper.on_signal), contextlib.suppress(Exception):
-            await handle.wait()
+        with _signal_handlers(stopper.on_signal):
+            # The companions finish after the flow (a server closing its
+            # connections): the handlers stay until they have, so a signal
+            # meanwhile is answered (ignored: the flow has ended), not fatal.
+            async with anyio.create_task_group() as beside:
+                for companion in companions:
+                    beside.start_soon(companion, handle)
+                # Waiting here also tells the handle that its failure has a
+                # receiver: `aiowax._cli.main` prints it, so it is not logged.
+                with contextlib.suppress(Exception):
+                    await handle.wait()
     # Raised here, not in the task group, so its traceback leads from this
     # frame straight into the flow (`aiowax._cli.main` prints it from the
     # user's code on).
