@@ -13,23 +13,48 @@ The rules (docs/contributing.md says the same for the writers of pages):
   importable.
 - A block whose only line is ``--8<-- "docs/examples/NAME"`` (pymdownx
   snippets, as the site includes it) stands for that file's text.
-- A ``python`` block whose first line is ``# NAME.py`` is also saved as
-  ``NAME.py`` in the working directory (so later blocks may import it, and
-  commands may run it). ``test_*.py`` and ``conftest.py`` files are only
-  saved: once the page's blocks have run, pytest runs the page's tests
-  there, and they must pass.
+- A ``python`` block whose first line is ``# PATH.py`` (``# NAME.py``, or
+  ``# myapp/NAME.py`` for a module of a package) is also saved as that file
+  in the working directory (so later blocks may import it, and commands may
+  run it). ``test_*.py`` and ``conftest.py`` files are only saved: once the
+  page's blocks have run, pytest runs the page's tests there, and they must
+  pass.
 - ``sh`` and ``console`` blocks run with ``bash`` in the same working
   directory, where ``python`` is this interpreter. Their commands may only
-  be ``python -m aiowax...``, ``aiowax``, ``sort`` and ``cat``; each must
-  exit with 0.
-- A block right after ``<!-- output -->`` is what the block before it
-  printed to stdout: compared line by line, trailing spaces ignored, with
-  ``...`` matching anything (doctest's ELLIPSIS); a ``json`` one is
-  compared as parsed JSON.
-- A block right after ``<!-- not-run: REASON -->`` is not run (a ``python``
-  block is still compiled, a ``sh`` one still parsed by ``bash -n``); the
-  reason is required. Code that cannot run here (a pip install, a Kafka
-  cluster, a server...) must say so this way.
+  be ``python -m aiowax...``, ``python FILE.py`` (a file of the working
+  directory), ``aiowax``, ``uvicorn``, ``sort`` and ``cat``, optionally
+  after ``NAME=VALUE`` assignments; each must exit with 0.
+- Markers: HTML comments on the lines right before a block (several may be
+  stacked, blank lines between them are fine), invisible on the site.
+
+  - ``<!-- output -->``: the block is what the block before it printed to
+    stdout: compared line by line, trailing spaces ignored, with ``...``
+    matching anything (doctest's ELLIPSIS); a ``json`` one is compared as
+    parsed JSON.
+  - ``<!-- not-run: REASON -->``: the block is not run (a ``python`` block
+    is still compiled, a ``sh`` one still parsed by ``bash -n``). REASON
+    must be one of `NOT_RUN_REASONS`: what cannot run here at all.
+  - ``<!-- kafka: [TOPIC[:PARTITIONS] ...] -->``: the page needs Kafka. From
+    this block on, ``$KAFKA_BROKERS`` holds the address of a Kafka-compatible
+    broker of the page's own (Tansu, memory-only, started here and stopped
+    after the page), for the ``python`` blocks and the commands alike; the
+    topics listed are created first (1 partition unless said). The blocks
+    read the brokers as a user would: ``os.environ.get("KAFKA_BROKERS",
+    "localhost:9092")``, ``--kafka-cluster "$KAFKA_BROKERS"``.
+  - ``<!-- run-until: SECONDS [URL ...] -->``: the block runs until it is
+    stopped (a server, a run in cluster mode). The commands of a ``sh``
+    block are started together, as from separate terminals; each must still
+    run after SECONDS seconds, or once every URL has answered 200 (which
+    must happen within SECONDS), and then gets SIGTERM. Each must then exit
+    with 0, printing no traceback (uvicorn, which re-raises the SIGTERM it
+    handled, may end by it after ``Application shutdown complete.``). A
+    ``python`` block is stopped the same way: a top-level ``await`` is
+    cancelled (as Ctrl-C cancels ``asyncio.run``), other code gets SIGTERM
+    (as a server does); it must not end before.
+  - ``<!-- subprocess -->``: the ``python`` block runs as a script of its own
+    (``python BLOCK.py`` in the working directory), not in the page's
+    namespace: for code that changes the whole process (OpenTelemetry's
+    global providers, say). It must exit with 0; its stdout is its output.
 """
 
 from __future__ import annotations
@@ -38,20 +63,34 @@ import ast
 import asyncio
 import contextlib
 import doctest
+import fcntl
 import importlib
+import importlib.util
+import inspect
 import io
 import json
 import linecache
+import logging
 import os
 import re
 import shlex
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import threading
+import time
 import tomllib
 import types
-from dataclasses import dataclass
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -62,12 +101,32 @@ PAGES = [*sorted(p for p in DOCS.rglob("*.md")), ROOT / "README.md"]
 
 CODE_LANGS = {"python", "sh", "console"}
 DATA_LANGS = {"text", "json", "yaml", "toml", "mermaid"}
-ALLOWED_COMMANDS = {"aiowax", "sort", "cat"}
+ALLOWED_COMMANDS = {"aiowax", "uvicorn", "sort", "cat"}
 
+#: The only reasons a code block may give for not running: what the suite
+#: cannot do at all, or should not (change the environment it tests).
+NOT_RUN_REASONS = {
+    "installs packages": "pip install changes the environment under test, and is slow",
+    "creates a virtualenv and installs packages": "likewise, into a new virtualenv",
+    "the command that runs this very test suite": "it would run itself",
+    "needs a Kubernetes cluster": "kubectl and manifests applied to a cluster",
+    "needs a Kafka cluster with SASL and TLS": "the test broker (Tansu) is plain TCP",
+}
+
+MARKER_KINDS = ("output", "not-run", "run-until", "kafka", "subprocess")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)(?P<lang>[^\s`]*)[^`]*$")
-MARKER = re.compile(r"^\s*<!--\s*(?P<kind>output|not-run)\s*(?::\s*(?P<reason>.*?))?\s*-->\s*$")
+MARKER = re.compile(
+    r"^\s*<!--\s*(?P<kind>" + "|".join(MARKER_KINDS) + r")\s*(?::\s*(?P<arg>.*?))?\s*-->\s*$"
+)
 SNIPPET = re.compile(r'^--8<--\s+"(?P<path>[^"]+)"\s*$')
-FILE_HEADER = re.compile(r"^# (?P<name>[\w.-]+\.py)\s*$")
+FILE_HEADER = re.compile(r"^# (?P<name>[\w.-]+(?:/[\w.-]+)*\.py)\s*$")
+TOPIC = re.compile(r"^(?P<name>[\w.-]+)(?::(?P<partitions>[1-9]\d*))?$")
+ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
+
+#: How long a stopped command may take to exit, in seconds.
+STOP_TIMEOUT = 60.0
+#: What uvicorn prints once its graceful shutdown is over.
+UVICORN_SHUTDOWN = "Application shutdown complete."
 
 
 @dataclass
@@ -76,13 +135,56 @@ class Block:
     line: int  # of the opening fence, 1-based
     lang: str
     text: str  # snippets expanded
-    marker: str | None  # "output", "not-run" or None
-    reason: str | None
-    snippet: str | None  # the included file, if the block is a snippet
+    markers: dict[str, str | None] = field(default_factory=dict)  # kind -> argument
+    snippet: str | None = None  # the included file, if the block is a snippet
 
     @property
     def where(self) -> str:
         return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+    @property
+    def is_output(self) -> bool:
+        return "output" in self.markers
+
+    @property
+    def not_run(self) -> bool:
+        return "not-run" in self.markers
+
+    @property
+    def runs(self) -> bool:
+        """A code block that the test runs."""
+        return self.lang in CODE_LANGS and not self.not_run
+
+    @property
+    def run_until(self) -> tuple[float, list[str]] | None:
+        """``(seconds, urls)`` of a ``run-until`` marker."""
+        if "run-until" not in self.markers:
+            return None
+        words = (self.markers["run-until"] or "").split()
+        assert words, f"{self.where}: <!-- run-until: SECONDS [URL ...] -->"
+        try:
+            seconds = float(words[0])
+        except ValueError:
+            pytest.fail(f"{self.where}: run-until: {words[0]!r} is not a number of seconds")
+        assert seconds > 0, f"{self.where}: run-until needs a positive number of seconds"
+        for url in words[1:]:
+            parts = urlsplit(url)
+            assert parts.scheme == "http" and parts.port, (
+                f"{self.where}: {url!r}: http://HOST:PORT/..."
+            )
+        return seconds, words[1:]
+
+    @property
+    def kafka_topics(self) -> list[tuple[str, int]] | None:
+        """The topics of a ``kafka`` marker, or ``None`` without one."""
+        if "kafka" not in self.markers:
+            return None
+        topics = []
+        for word in (self.markers["kafka"] or "").split():
+            match = TOPIC.match(word)
+            assert match, f"{self.where}: kafka: {word!r} is not TOPIC[:PARTITIONS]"
+            topics.append((match["name"], int(match["partitions"] or 1)))
+        return topics
 
 
 def parse_blocks(page: Path) -> list[Block]:
@@ -105,11 +207,21 @@ def parse_blocks(page: Path) -> list[Block]:
         if i == len(lines):
             raise AssertionError(f"{page.relative_to(ROOT)}:{start + 1}: unclosed code fence")
         i += 1
-        # The marker is the last non-blank line before the fence.
+        # The markers are the marker lines right before the fence.
+        markers: dict[str, str | None] = {}
         before = start - 1
-        while before >= 0 and not lines[before].strip():
+        while before >= 0:
+            if not lines[before].strip():
+                before -= 1
+                continue
+            marker = MARKER.match(lines[before])
+            if not marker:
+                break
+            assert marker["kind"] not in markers, (
+                f"{page.relative_to(ROOT)}:{before + 1}: <!-- {marker['kind']} --> twice"
+            )
+            markers[marker["kind"]] = marker["arg"]
             before -= 1
-        marker = MARKER.match(lines[before]) if before >= 0 else None
         text = "\n".join(body) + "\n"
         snippet = None
         snip = SNIPPET.match(text.strip()) if len(body) == 1 else None
@@ -122,8 +234,7 @@ def parse_blocks(page: Path) -> list[Block]:
                 line=start + 1,
                 lang=match["lang"],
                 text=text,
-                marker=marker["kind"] if marker else None,
-                reason=marker["reason"] if marker else None,
+                markers=markers,
                 snippet=snippet,
             )
         )
@@ -137,45 +248,71 @@ def _page_id(page: Path) -> str:
     return str(page.relative_to(ROOT))
 
 
+def _all_blocks() -> Iterator[Block]:
+    for blocks in ALL_BLOCKS.values():
+        yield from blocks
+
+
 # -- checks on the markup ---------------------------------------------------------
 
 
 def test_every_block_names_a_known_language() -> None:
-    bad = [
-        f"{b.where}: ```{b.lang}"
-        for blocks in ALL_BLOCKS.values()
-        for b in blocks
-        if b.lang not in CODE_LANGS | DATA_LANGS
-    ]
+    known = CODE_LANGS | DATA_LANGS
+    bad = [f"{b.where}: ```{b.lang}" for b in _all_blocks() if b.lang not in known]
     assert not bad, f"fences need one of {sorted(CODE_LANGS | DATA_LANGS)}: {bad}"
 
 
-def test_every_skipped_block_says_why() -> None:
-    for blocks in ALL_BLOCKS.values():
-        for b in blocks:
-            if b.marker == "not-run":
-                assert b.reason, f"{b.where}: <!-- not-run: REASON --> needs a reason"
-                assert b.lang in CODE_LANGS, f"{b.where}: only code blocks are run or not run"
-            if b.marker == "output":
-                assert b.reason is None, f"{b.where}: <!-- output --> takes no reason"
+def test_every_skipped_block_gives_one_of_the_allowed_reasons() -> None:
+    rules = " ".join((DOCS / "contributing.md").read_text(encoding="utf-8").split())
+    for reason in NOT_RUN_REASONS:
+        assert f"`{reason}`" in rules, f"docs/contributing.md does not list {reason!r}"
+    for b in _all_blocks():
+        if not b.not_run:
+            continue
+        assert b.lang in CODE_LANGS, f"{b.where}: only code blocks are run or not run"
+        given = b.markers["not-run"]
+        assert given, f"{b.where}: <!-- not-run: REASON --> needs a reason"
+        assert given in NOT_RUN_REASONS, (
+            f"{b.where}: not-run reason {given!r} is not one of {sorted(NOT_RUN_REASONS)}: "
+            "make the block run (a kafka, run-until or subprocess marker may help; "
+            "see docs/contributing.md)"
+        )
+
+
+def test_markers_go_with_blocks_they_fit() -> None:
+    for b in _all_blocks():
+        kinds = set(b.markers)
+        if b.is_output:
+            assert kinds == {"output"}, f"{b.where}: an output block takes no other marker"
+            assert b.markers["output"] is None, f"{b.where}: <!-- output --> takes no argument"
+            continue
+        if b.not_run:
+            assert kinds == {"not-run"}, f"{b.where}: a block not run takes no other marker"
+            continue
+        if kinds:
+            assert b.lang in CODE_LANGS, f"{b.where}: markers {sorted(kinds)} on a data block"
+        if "subprocess" in kinds:
+            assert b.lang == "python", f"{b.where}: <!-- subprocess --> is for python blocks"
+            assert b.markers["subprocess"] is None, f"{b.where}: <!-- subprocess --> takes no arg"
+            assert "run-until" not in kinds, f"{b.where}: a subprocess block runs to its end"
+        b.run_until  # noqa: B018 - checks its syntax
+        b.kafka_topics  # noqa: B018
 
 
 def test_every_output_block_follows_a_block_that_runs() -> None:
     for blocks in ALL_BLOCKS.values():
         for before, b in zip([None, *blocks], blocks, strict=False):
-            if b.marker != "output":
+            if not b.is_output:
                 continue
             assert b.lang in DATA_LANGS, f"{b.where}: an output block is text, json or mermaid"
             assert before is not None, f"{b.where}: output of nothing"
-            assert before.lang in CODE_LANGS and before.marker is None, (
+            assert before.runs and not before.is_output, (
                 f"{b.where}: an output block must follow a block that runs ({before.where})"
             )
 
 
 def test_snippets_come_from_docs_examples_and_every_example_is_shown() -> None:
-    included = {
-        b.snippet for blocks in ALL_BLOCKS.values() for b in blocks if b.snippet is not None
-    }
+    included = {b.snippet for b in _all_blocks() if b.snippet is not None}
     for path in included:
         assert path.startswith("docs/examples/"), f"snippet {path!r}: keep them in docs/examples"
     examples = {
@@ -187,14 +324,13 @@ def test_snippets_come_from_docs_examples_and_every_example_is_shown() -> None:
 
 
 def test_data_blocks_parse() -> None:
-    for blocks in ALL_BLOCKS.values():
-        for b in blocks:
-            if b.lang == "json" and "..." not in b.text:
-                json.loads(b.text)
-            elif b.lang == "yaml":
-                yaml.safe_load(b.text)
-            elif b.lang == "toml":
-                tomllib.loads(b.text)
+    for b in _all_blocks():
+        if b.lang == "json" and "..." not in b.text:
+            json.loads(b.text)
+        elif b.lang == "yaml":
+            yaml.safe_load(b.text)
+        elif b.lang == "toml":
+            tomllib.loads(b.text)
 
 
 # -- the API reference covers the public modules -------------------------------------
@@ -261,27 +397,37 @@ def _commands(block: Block) -> list[str]:
     return [line for line in joined.splitlines() if line.strip() and not line.startswith("#")]
 
 
-def _check_allowed(block: Block, command: str) -> None:
+def _check_allowed(block: Block, command: str, workdir: Path) -> None:
     for part in re.split(r"\|", command):
         words = shlex.split(part, comments=True)
+        while words and ASSIGNMENT.match(words[0]):
+            words.pop(0)
         if not words:
             continue
         if words[0] == "python":
-            ok = len(words) > 2 and words[1] == "-m" and words[2].split(".")[0] == "aiowax"
+            module = len(words) > 2 and words[1] == "-m" and words[2].split(".")[0] == "aiowax"
+            script = len(words) > 1 and words[1].endswith(".py") and (workdir / words[1]).is_file()
+            ok = module or script
         else:
             ok = words[0] in ALLOWED_COMMANDS
         assert ok, (
-            f"{block.where}: {part.strip()!r} is not an aiowax command the docs test runs; "
-            "mark the block <!-- not-run: REASON --> if it cannot run here"
+            f"{block.where}: {part.strip()!r} is not a command the docs test runs "
+            f"(python -m aiowax, python FILE.py, {', '.join(sorted(ALLOWED_COMMANDS))})"
         )
 
 
-def _run_sh(block: Block, workdir: Path, bindir: Path) -> str:
+def _sh_env(bindir: Path) -> dict[str, str]:
     env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("PYTHONPATH", None)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _run_sh(block: Block, workdir: Path, bindir: Path) -> str:
+    env = _sh_env(bindir)
     out = []
     for command in _commands(block):
-        _check_allowed(block, command)
+        _check_allowed(block, command, workdir)
         result = subprocess.run(
             ["bash", "-o", "pipefail", "-c", command],
             cwd=workdir,
@@ -295,6 +441,240 @@ def _run_sh(block: Block, workdir: Path, bindir: Path) -> str:
         )
         out.append(result.stdout)
     return "".join(out)
+
+
+# -- blocks that run until they are stopped ------------------------------------------
+
+
+def _answers(url: str) -> bool:
+    """Whether ``url`` answers 200 right now."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _check_ports_free(block: Block, urls: list[str]) -> None:
+    for url in urls:
+        parts = urlsplit(url)
+        with socket.socket() as probe:
+            probe.settimeout(1)
+            in_use = probe.connect_ex((parts.hostname or "127.0.0.1", parts.port or 80)) == 0
+        assert not in_use, (
+            f"{block.where}: something already listens on port {parts.port} ({url}): "
+            "stop it, the block's server needs the port"
+        )
+
+
+@contextlib.contextmanager
+def _fixed_ports() -> Iterator[None]:
+    """One server block at a time on this machine: the docs use fixed ports.
+
+    Serializes concurrent runs of this test (other checkouts, other
+    sessions) instead of letting their servers collide.
+    """
+    path = Path(tempfile.gettempdir()) / "aiowax-docs-servers.lock"
+    with path.open("a") as lock:
+        deadline = time.monotonic() + 240
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{path} stayed locked for 240 s (another docs test run?)")
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _exec(command: str) -> str:
+    """``command`` with ``exec`` before its program, so SIGTERM reaches the program."""
+    assignments = re.match(r"\s*(?:[A-Za-z_]\w*=\S*\s+)*", command)
+    assert assignments is not None
+    return f"{command[: assignments.end()]}exec {command[assignments.end() :]}"
+
+
+def _run_sh_until_stopped(block: Block, workdir: Path, bindir: Path, logs: Path) -> str:
+    seconds, urls = block.run_until or (0.0, [])
+    commands = _commands(block)
+    for command in commands:
+        _check_allowed(block, command, workdir)
+        assert "|" not in command, f"{block.where}: run-until: one program per command"
+    env = _sh_env(bindir)
+    started: list[tuple[str, subprocess.Popen[bytes], Path, Path]] = []
+
+    def log(path: Path) -> str:
+        return path.read_text(errors="replace")
+
+    with _fixed_ports():
+        _check_ports_free(block, urls)
+        try:
+            for n, command in enumerate(commands):
+                out, err = logs / f"{block.line}-{n}.out", logs / f"{block.line}-{n}.err"
+                with out.open("wb") as out_file, err.open("wb") as err_file:
+                    proc = subprocess.Popen(
+                        ["bash", "-c", _exec(command)],
+                        cwd=workdir,
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out_file,
+                        stderr=err_file,
+                    )
+                started.append((command, proc, out, err))
+            deadline = time.monotonic() + seconds
+            waiting = list(urls)
+            while time.monotonic() < deadline and (waiting or not urls):
+                for command, proc, _out, err in started:
+                    if proc.poll() is not None:
+                        pytest.fail(
+                            f"{block.where}: {command!r} ended with {proc.returncode} before it "
+                            f"was stopped\n{log(err)[-3000:]}",
+                            pytrace=False,
+                        )
+                waiting = [url for url in waiting if not _answers(url)]
+                time.sleep(0.2)
+            for _command, proc, _out, _err in started:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            statuses: list[int | None] = []
+            for _command, proc, _out, _err in started:
+                try:
+                    statuses.append(proc.wait(STOP_TIMEOUT))
+                except subprocess.TimeoutExpired:
+                    statuses.append(None)
+        finally:
+            for _command, proc, _out, _err in started:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+    assert not waiting, (
+        f"{block.where}: {waiting} did not answer 200 within {seconds:g} s\n"
+        + "\n".join(log(err)[-2000:] for *_, err in started)
+    )
+    output = []
+    for (command, _proc, out, err), status in zip(started, statuses, strict=True):
+        stderr = log(err)
+        graceful = status == 0 or (
+            status in (-signal.SIGTERM, 128 + signal.SIGTERM) and UVICORN_SHUTDOWN in stderr
+        )
+        assert graceful, (
+            f"{block.where}: {command!r} exited with {status} after SIGTERM "
+            f"(None: still running after {STOP_TIMEOUT:g} s)\n{stderr[-3000:]}"
+        )
+        assert "Traceback (most recent call last)" not in stderr, (
+            f"{block.where}: {command!r} printed a traceback\n{stderr[-3000:]}"
+        )
+        output.append(log(out))
+    return "".join(output)
+
+
+async def _cancelled_when_due(coro: Any, block: Block) -> None:
+    """Run a top-level ``await`` block until it is due to stop, then cancel it."""
+    seconds, urls = block.run_until or (0.0, [])
+    task = asyncio.ensure_future(coro)
+    deadline = time.monotonic() + seconds
+    waiting = list(urls)
+    while time.monotonic() < deadline and (waiting or not urls) and not task.done():
+        still = []
+        for url in waiting:
+            if not await asyncio.to_thread(_answers, url):
+                still.append(url)
+        waiting = still
+        await asyncio.wait({task}, timeout=0.2)
+    if task.done():
+        task.result()  # its error, if it failed
+        pytest.fail(f"{block.where}: the block ended before it was stopped", pytrace=False)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not waiting, f"{block.where}: {waiting} did not answer 200 within {seconds:g} s"
+
+
+def _stopped_by_sigterm(run: Callable[[], object], block: Block) -> None:
+    """Run a blocking block (a server) until it is due to stop, then SIGTERM this process.
+
+    The block must handle SIGTERM (a server does); this test's own handler
+    stands in meanwhile, so the signal never ends the test run.
+    """
+    seconds, urls = block.run_until or (0.0, [])
+    lock = threading.Lock()
+    done = threading.Event()
+    sent: list[bool] = []
+    waiting = list(urls)
+
+    def stop_when_due() -> None:
+        nonlocal waiting
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and (waiting or not urls) and not done.is_set():
+            waiting = [url for url in waiting if not _answers(url)]
+            done.wait(0.2)
+        with lock:
+            if not done.is_set():
+                sent.append(True)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    stopper = threading.Thread(target=stop_when_due, daemon=True)
+    stopper.start()
+    try:
+        run()
+    finally:
+        with lock:
+            done.set()
+        stopper.join()
+        signal.signal(signal.SIGTERM, previous)
+    assert sent, f"{block.where}: the block ended before it was stopped"
+    assert not waiting, f"{block.where}: {waiting} did not answer 200 within {seconds:g} s"
+
+
+# -- a page's Kafka broker -------------------------------------------------------------
+
+
+def _tansu_broker_class(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """`TansuBroker` of tests/connectors/conftest.py (the connector tests' broker)."""
+    connectors = ROOT / "tests" / "connectors"
+    monkeypatch.syspath_prepend(str(connectors))  # for its kafka_helpers
+    conftest = connectors / "conftest.py"
+    spec = importlib.util.spec_from_file_location("_docs_connectors_conftest", conftest)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.TansuBroker
+
+
+class _PageKafka:
+    """The page's own Kafka broker, started at its first ``kafka`` marker."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self._monkeypatch = monkeypatch
+        self._broker: Any = None
+
+    def prepare(self, topics: list[tuple[str, int]]) -> None:
+        if self._broker is None:
+            pytest.importorskip("confluent_kafka", reason="needs confluent-kafka")
+            self._broker = _tansu_broker_class(self._monkeypatch)()
+            self._broker.start()  # skips the test without the Tansu binary
+            self._monkeypatch.setenv("KAFKA_BROKERS", self._broker.bootstrap)
+        if topics:
+            from confluent_kafka.admin import AdminClient, NewTopic
+
+            admin = AdminClient({"bootstrap.servers": self._broker.bootstrap})
+            futures = admin.create_topics(
+                [NewTopic(name, partitions, 1) for name, partitions in topics], operation_timeout=10
+            )
+            for future in futures.values():
+                future.result(15)
+
+    def stop(self) -> None:
+        if self._broker is not None:
+            self._broker.stop()
+
+
+# -- a page's session ------------------------------------------------------------------
 
 
 class _Page:
@@ -311,9 +691,14 @@ class _Page:
     def run_python(self, block: Block) -> str:
         header = FILE_HEADER.match(block.text.splitlines()[0]) if block.text.strip() else None
         if header:
-            (self.workdir / header["name"]).write_text(block.text, encoding="utf-8")
-            if _is_pytest_file(header["name"]):
+            assert ".." not in header["name"].split("/"), f"{block.where}: a file outside"
+            path = self.workdir / header["name"]
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(block.text, encoding="utf-8")
+            if _is_pytest_file(path.name):
                 return ""  # pytest runs it, after the page
+        if "subprocess" in block.markers:
+            return self._run_in_a_process(block)
         # Named after the block, and in linecache, so tracebacks show its lines.
         filename = f"<{block.where}>"
         linecache.cache[filename] = (len(block.text), None, block.text.splitlines(True), filename)
@@ -322,10 +707,32 @@ class _Page:
         )
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            result = eval(code, self.module.__dict__)
-            if asyncio.iscoroutine(result):
-                self.runner.run(result)
+            if block.run_until is None:
+                result = eval(code, self.module.__dict__)
+                if asyncio.iscoroutine(result):
+                    self.runner.run(result)
+            elif code.co_flags & inspect.CO_COROUTINE:
+                self.runner.run(_cancelled_when_due(eval(code, self.module.__dict__), block))
+            else:
+                with _fixed_ports():
+                    _check_ports_free(block, block.run_until[1])
+                    _stopped_by_sigterm(lambda: eval(code, self.module.__dict__), block)
         return out.getvalue()
+
+    def _run_in_a_process(self, block: Block) -> str:
+        script = self.workdir / f"_block_{block.line}.py"
+        script.write_text(block.text, encoding="utf-8")
+        result = subprocess.run(
+            [sys.executable, "-W", "error", script.name],
+            cwd=self.workdir,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, (
+            f"{block.where}: exited with {result.returncode}\n{result.stderr}"
+        )
+        return result.stdout
 
 
 def _is_pytest_file(name: str) -> bool:
@@ -342,7 +749,8 @@ def _workdir(tmp_path: Path) -> tuple[Path, Path]:
     # A wrapper, not a symlink: a symlink outside the venv loses the venv.
     (bindir / "python").write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
     (bindir / "python").chmod(0o755)
-    (bindir / "aiowax").symlink_to(Path(sys.executable).parent / "aiowax")
+    for script in ("aiowax", "uvicorn"):
+        (bindir / script).symlink_to(Path(sys.executable).parent / script)
     return workdir, bindir
 
 
@@ -353,40 +761,53 @@ def _pages_with_code() -> list[Path]:
     return [p for p, blocks in ALL_BLOCKS.items() if any(b.lang in CODE_LANGS for b in blocks)]
 
 
+def _from_workdir(module: types.ModuleType, workdir: Path) -> bool:
+    """Whether a module (or a namespace package) comes from the page's directory."""
+    places = [getattr(module, "__file__", None) or ""]
+    places += list(getattr(module, "__path__", None) or [])
+    return any(str(place).startswith(str(workdir)) for place in places)
+
+
+#: Loggers that a server run in a page configures (uvicorn's ``dictConfig``).
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    saved = {}
+    for name in _SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.level, logger.propagate, logger.disabled)
+    try:
+        yield
+    finally:
+        for name, (handlers, level, propagate, disabled) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+            logger.disabled = disabled
+
+
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("page", _pages_with_code(), ids=_page_id)
 def test_the_blocks_of_a_page_run_and_print_what_it_says(
     page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     workdir, bindir = _workdir(tmp_path)
+    logs = tmp_path / "logs"
+    logs.mkdir()
     monkeypatch.chdir(workdir)
     monkeypatch.syspath_prepend(str(workdir))
+    monkeypatch.delenv("KAFKA_BROKERS", raising=False)
     modules_before = set(sys.modules)
     session = _Page(page, workdir)
     sys.modules[session.module.__name__] = session.module
+    kafka = _PageKafka(monkeypatch)
     blocks = ALL_BLOCKS[page]
     try:
-        previous: tuple[Block, str] | None = None
-        for block in blocks:
-            if block.marker == "output":
-                assert previous is not None, f"{block.where}: output of nothing"
-                _compare(previous[0], block, previous[1])
-                previous = None
-                continue
-            previous = None
-            if block.lang not in CODE_LANGS:
-                continue
-            if block.marker == "not-run":
-                if block.lang == "python":
-                    compile(block.text, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-                else:
-                    parsed = subprocess.run(["bash", "-n"], input=block.text, text=True)
-                    assert parsed.returncode == 0, f"{block.where}: not valid sh"
-                continue
-            if block.lang == "python":
-                previous = (block, session.run_python(block))
-            else:
-                previous = (block, _run_sh(block, workdir, bindir))
+        with _logging_restored():
+            _run_the_blocks(blocks, session, kafka, workdir, bindir, logs)
         tests = sorted(workdir.glob("test_*.py"))
         if tests:
             result = subprocess.run(
@@ -403,27 +824,55 @@ def test_the_blocks_of_a_page_run_and_print_what_it_says(
             )
     finally:
         session.runner.close()
+        kafka.stop()
         for name in set(sys.modules) - modules_before:
-            module = sys.modules[name]
-            file = getattr(module, "__file__", None) or ""
-            if name == session.module.__name__ or file.startswith(str(workdir)):
+            if name == session.module.__name__ or _from_workdir(sys.modules[name], workdir):
                 del sys.modules[name]
+
+
+def _run_the_blocks(
+    blocks: list[Block], session: _Page, kafka: _PageKafka, workdir: Path, bindir: Path, logs: Path
+) -> None:
+    previous: tuple[Block, str] | None = None
+    for block in blocks:
+        if block.is_output:
+            assert previous is not None, f"{block.where}: output of nothing"
+            _compare(previous[0], block, previous[1])
+            previous = None
+            continue
+        previous = None
+        if block.lang not in CODE_LANGS:
+            continue
+        if block.not_run:
+            if block.lang == "python":
+                compile(block.text, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
+            else:
+                parsed = subprocess.run(["bash", "-n"], input=block.text, text=True)
+                assert parsed.returncode == 0, f"{block.where}: not valid sh"
+            continue
+        topics = block.kafka_topics
+        if topics is not None:
+            kafka.prepare(topics)
+        if block.lang == "python":
+            previous = (block, session.run_python(block))
+        elif block.run_until is not None:
+            previous = (block, _run_sh_until_stopped(block, workdir, bindir, logs))
+        else:
+            previous = (block, _run_sh(block, workdir, bindir))
 
 
 def test_every_code_block_runs_or_says_why_not() -> None:
     """The tally of the blocks, which the report of this test shows with ``-s``."""
     ran = skipped = 0
-    reasons: dict[str, int] = {}
-    for blocks in ALL_BLOCKS.values():
-        for b in blocks:
-            if b.lang not in CODE_LANGS:
-                continue
-            if b.marker == "not-run":
-                skipped += 1
-                reasons[b.reason or ""] = reasons.get(b.reason or "", 0) + 1
-            else:
-                ran += 1
+    not_run: list[str] = []
+    for b in _all_blocks():
+        if b.lang not in CODE_LANGS:
+            continue
+        if b.not_run:
+            skipped += 1
+            not_run.append(f"  {b.where}: {b.markers['not-run']}")
+        else:
+            ran += 1
     print(f"\n{ran} code blocks run, {skipped} not run:")
-    for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-        print(f"  {count:3}  {reason}")
+    print("\n".join(not_run))
     assert ran > skipped
