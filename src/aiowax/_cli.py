@@ -42,6 +42,7 @@ from aiowax._importer import (
     check_dataflow,
     factory_raised,
     format_flow_traceback,
+    import_from_cwd,
     load_target,
     parse_import_str,
     raised_by_aiowax,
@@ -445,11 +446,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             target = parse_import_str(options.import_str)
         except FlowImportError as exc:
             parser.error(exc.message)
-        # As 'python -m' does, so 'module' finds ./module.py; the console
-        # script does not get it from Python.
-        cwd = os.getcwd()
-        if sys.path[:1] not in ([cwd], [""]):
-            sys.path.insert(0, cwd)
+        import_from_cwd()
         load_errors: list[FlowImportError] = []
         status: list[int] = []
         try:

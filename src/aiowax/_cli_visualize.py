@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import inspect
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
@@ -22,6 +21,7 @@ from aiowax._importer import (
     FlowImportError,
     check_dataflow,
     factory_raised,
+    import_from_cwd,
     load_target,
     parse_import_str,
 )
@@ -99,10 +99,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         target = parse_import_str(options.import_str)
     except FlowImportError as exc:
         parser.error(exc.message)
-    # As 'python -m' does, so that 'module' finds ./module.py from a script.
-    cwd = os.getcwd()
-    if sys.path[:1] not in ([cwd], [""]):
-        sys.path.insert(0, cwd)
+    import_from_cwd()
     try:
         obj = load_target(target)
         if inspect.isawaitable(obj):

@@ -91,6 +91,17 @@ def _is_dotted_name(text: str) -> bool:
     return all(part.isidentifier() for part in text.split("."))
 
 
+def import_from_cwd() -> None:
+    """Make the current directory importable first, as ``python -m`` does.
+
+    So ``module`` finds ``./module.py`` from a console script too, which
+    does not get it from Python.
+    """
+    cwd = os.getcwd()
+    if sys.path[:1] not in ([cwd], [""]):
+        sys.path.insert(0, cwd)
+
+
 def parse_import_str(import_str: str) -> ImportTarget:
     """Parse an import string, without importing anything.
 
