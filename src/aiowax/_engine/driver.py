@@ -251,7 +251,6 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
                 for more in inlet.take_ready(ASYNC_GATHER_ITEMS - len(msg)):
                     msg = msg + more
             op.items_in += len(msg)
-            op.batches += 1
             if is_async:
                 out = await aprocess(msg)
             else:

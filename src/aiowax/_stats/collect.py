@@ -81,7 +81,8 @@ def _step(task: StepTask, loop_now: float, wall_us: int) -> StepStats:
     items_out = op.items_out
     if kind == "output":
         items_out = getattr(op, "written", items_out)
-        extra["write_latency_s"] = busy / op.batches if op.batches else None
+        batches = getattr(op, "batches", 0)
+        extra["write_latency_s"] = busy / batches if batches else None
     return StepStats(
         step_id=op.step_id,
         kind=kind,

@@ -91,7 +91,6 @@ class Operator:
         # Counted by the step task per batch, read by `aiowax._stats`.
         self.items_in = 0
         self.items_out = 0
-        self.batches = 0
         self.errors = 0
 
     def stats_extra(self, loop_now: float, wall_us: int) -> dict[str, Any]:

@@ -92,8 +92,10 @@ class OutputOp(Operator):
         self.flush_due: float | None = None
         self.flush_timer = StepTimer(env.clock, lambda: self.flush_due)
         self.timer = self.flush_timer
-        #: Items its sink partitions accepted (read by `aiowax._stats`).
+        #: Items its sink partitions accepted, and the batches they came in
+        #: (read by `aiowax._stats`: the mean write latency).
         self.written = 0
+        self.batches = 0
 
     def _check_part(self, part: object, role: str) -> SinkPartition:
         if not isinstance(part, StatefulSinkPartition | StatelessSinkPartition):
@@ -141,6 +143,7 @@ class OutputOp(Operator):
         self.written += len(values)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
+        self.batches += 1
         if self.flushes and self.flush_due is None:
             self.flush_due = self.now() + FLUSH_AFTER_S
             self.flush_timer.rearm()
