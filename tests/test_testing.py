@@ -154,6 +154,43 @@ def test_eof_partition_stops_after_marker() -> None:
     assert part.snapshot() == 3
 
 
+@pytest.mark.parametrize("batch_size", [1, 3])
+@pytest.mark.parametrize("marker", ["EOF", "ABORT", "EOF copied", "ABORT pickled"])
+def test_a_marker_made_after_the_run_started_is_still_seen(
+    batch_size: int, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reading skips the type scan until the process has made a marker; a
+    # generator that makes its marker mid-run (or a copy, or an unpickled
+    # one) must switch the scan on before that marker is read.
+    import copy
+    import pickle
+
+    from aiowax._testing import sources
+
+    monkeypatch.setattr(sources, "_markers_made", False)
+
+    def items() -> Iterator[Any]:
+        yield from (1, 2, 3)
+        made = getattr(TestingSource, marker.split()[0])()
+        if marker.endswith("copied"):
+            sources._markers_made = False
+            made = copy.copy(made)
+        elif marker.endswith("pickled"):
+            data = pickle.dumps(made)
+            sources._markers_made = False
+            made = pickle.loads(data)
+        yield made
+        yield 4
+
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource(items(), batch_size))
+    flow.output("out", TestingSink(out))
+    run_main(flow)
+    assert out == [1, 2, 3]
+    assert sources._markers_made
+
+
 def test_markers_repr() -> None:
     assert repr(TestingSource.EOF()) == "TestingSource.EOF()"
     assert repr(TestingSource.ABORT()) == "TestingSource.ABORT()"

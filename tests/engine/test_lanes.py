@@ -872,3 +872,68 @@ async def test_a_read_that_returns_after_a_graceful_stop_keeps_its_items(tmp_pat
         await aiowax.run(flow(_ThreadReadSource(), second), recovery_config=config)
     assert first == [("k", 0), ("k", 1), ("k", 3), ("k", 6)]
     assert second == [("k", 10), ("k", 15)]
+
+
+# -- a sync source that answers at once (the lane's gathering loop) -------------------
+
+
+class _ScriptedPart(StatelessSourcePartition[Any]):
+    """Returns what ``script`` says, call after call: a batch, or an exception to raise."""
+
+    def __init__(self, script: list[Any]) -> None:
+        self.script = iter(script)
+
+    def next_batch(self) -> Any:
+        step = next(self.script, StopIteration())
+        if isinstance(step, BaseException):
+            raise step
+        return step
+
+
+class _ScriptedSource(DynamicSource[Any]):
+    def __init__(self, script: list[Any]) -> None:
+        self.script = script
+
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _ScriptedPart:
+        return _ScriptedPart(self.script)
+
+
+def _scripted_flow(script: list[Any], out: list[Any]) -> Dataflow:
+    flow = Dataflow()
+    flow.input("reads", _ScriptedSource(script))
+    flow.output("out", TestingSink(out))
+    return flow
+
+
+@pytest.mark.asyncio
+async def test_one_item_batches_read_back_to_back_all_arrive_in_order() -> None:
+    # Calls after the first are made in the lane's tight loop (no await in
+    # between): tuples are taken there as on the first call.
+    out: list[Any] = []
+    script = [[0], (1,), [2, 3], (), [4], *[[i] for i in range(5, 3000)]]
+    await run(_scripted_flow(script, out))
+    assert out == list(range(3000))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("at", [0, 1, 5])
+async def test_next_batch_returning_no_list_names_the_step_on_any_call(at: int) -> None:
+    out: list[Any] = []
+    script: list[Any] = [[i] for i in range(at)] + [{"not": "a list"}, [99]]
+    with pytest.raises(TypeError) as info:
+        await run(_scripted_flow(script, out))
+    assert "input step 'reads': next_batch must return a list, got" in str(info.value)
+    # What was read before the bad call is not lost.
+    assert out == list(range(at))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("at", [0, 1, 5])
+async def test_next_batch_raising_names_the_step_on_any_call(at: int) -> None:
+    out: list[Any] = []
+    script: list[Any] = [[i] for i in range(at)] + [KeyError("gone"), [99]]
+    with pytest.raises(KeyError) as info:
+        await run(_scripted_flow(script, out))
+    notes = getattr(info.value, "__notes__", [])
+    assert any("'reads'" in n and "input next_batch" in n for n in notes), notes
+    assert out == list(range(at))

@@ -111,6 +111,14 @@ def _batch_fn(part: Partition) -> Callable[[datetime | None], Any]:
     return method
 
 
+def _as_list(batch: Any, step_id: str) -> list[Any]:
+    """What ``next_batch`` returned, as a list: a tuple is taken, anything else refused."""
+    if isinstance(batch, tuple):
+        return list(batch)
+    msg = f"input step {step_id!r}: next_batch must return a list, got {describe(batch)}"
+    raise StepFailed(TypeError(msg))
+
+
 def _drain_on_stop(part: Partition | None) -> list[Any]:
     """What a partition already holds, handed over at once on a graceful stop.
 
@@ -399,14 +407,7 @@ class Lane:
             except BaseException as error:
                 raise fail(error, step_id, "input next_batch") from None
             if type(batch) is not list:
-                if isinstance(batch, tuple):
-                    batch = list(batch)
-                else:
-                    msg = (
-                        f"input step {step_id!r}: next_batch must return a list, "
-                        f"got {describe(batch)}"
-                    )
-                    raise StepFailed(TypeError(msg))
+                batch = _as_list(batch, step_id)
             if batch:
                 if not self.pending:
                     started = monotonic()
@@ -427,7 +428,31 @@ class Lane:
                 and len(self.pending) < COALESCE_ITEMS
                 and now - started < COALESCE_SECONDS
             ):
-                continue  # more may be ready right now: gather it first
+                if asks_awake:
+                    continue  # more may be ready right now: gather it first
+                # The same, in a tighter loop: a sync source that answers at
+                # once (one-item batches) pays only its own call and a clock
+                # read per batch until the message is full or due.
+                pending = self.pending
+                limit = min(self.epoch_deadline, started + COALESCE_SECONDS)
+                try:
+                    while True:
+                        batch = next_batch(sched)
+                        if type(batch) is not list:
+                            batch = _as_list(batch, step_id)
+                        if not batch:
+                            break
+                        pending += batch
+                        if len(pending) >= COALESCE_ITEMS or monotonic() >= limit:
+                            break
+                except (StopIteration, StopAsyncIteration):
+                    ended = True
+                    batch = []
+                except StepFailed:
+                    raise
+                except BaseException as error:
+                    raise fail(error, step_id, "input next_batch") from None
+                now = monotonic()
             if self.pending:
                 out, self.pending = self.pending, []
                 self.items_read += len(out)

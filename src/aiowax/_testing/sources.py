@@ -12,9 +12,19 @@ from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePart
 from aiowax._definition.outputs import DynamicSink, StatelessSinkPartition
 from aiowax._errors import AbortExecution
 
+#: Whether this process ever made a marker (see `_Marker.__new__`): until it
+#: does, no batch can hold one, and reading skips the per-item type scan.
+_markers_made = False
+
 
 class _Marker:
     __slots__ = ("_name",)
+
+    def __new__(cls, *args: Any) -> Any:
+        # ``__new__``, not ``__init__``: copies and unpickled markers pass here too.
+        global _markers_made
+        _markers_made = True
+        return super().__new__(cls)
 
     def __init__(self, name: str) -> None:
         self._name = name
@@ -60,21 +70,14 @@ class _IterPartition(StatefulSourcePartition[Any, int]):
     def next_batch(self, sched: datetime | None) -> list[Any]:
         if self._stop is not None:
             raise self._stop
-        if self._batch_size == 1:
-            # One item per call is how tests step a flow through its
-            # batches: the common case, without islice and a type scan.
-            item = next(self._it, _END)
-            if item is _END:
-                raise StopIteration
-            if type(item) not in _MARKER_TYPES:
-                self._index += 1
-                return [item]
-            batch = [item]
-        else:
-            batch = list(islice(self._it, self._batch_size))
+        batch = list(islice(self._it, self._batch_size))
+        return self._checked(batch)
+
+    def _checked(self, batch: list[Any]) -> list[Any]:
+        """``batch`` as read, up to a marker that stops the execution; counted."""
         if not batch:
             raise StopIteration
-        if _MARKER_TYPES.isdisjoint(map(type, batch)):
+        if not _markers_made or _MARKER_TYPES.isdisjoint(map(type, batch)):
             self._index += len(batch)
             return batch
         batch = self._past_markers(batch)
@@ -123,6 +126,29 @@ class _IterPartition(StatefulSourcePartition[Any, int]):
         return self._index
 
 
+class _OneByOnePartition(_IterPartition):
+    """Batches of one item: how tests step a flow through its batches.
+
+    The common case costs a ``next`` and a one-item list: no islice, no type
+    scan, one test that covers the end, markers and a stop alike.
+    """
+
+    def next_batch(self, sched: datetime | None) -> list[Any]:
+        item = next(self._it, _END)
+        if _markers_made or item is _END:
+            return self._rare(item)
+        self._index += 1
+        return [item]
+
+    def _rare(self, item: Any) -> list[Any]:
+        if self._stop is not None:
+            if item is not _END:
+                # Read a call too early: the stop comes first.
+                self._it = chain((item,), self._it)
+            raise self._stop
+        return self._checked([] if item is _END else [item])
+
+
 class TestingSource(FixedPartitionedSource[Any, int]):
     """A source over an in-memory iterable, in batches of ``batch_size``.
 
@@ -148,6 +174,8 @@ class TestingSource(FixedPartitionedSource[Any, int]):
         return ["iterable"]
 
     def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _IterPartition:
+        if self._batch_size == 1:
+            return _OneByOnePartition(self._ib, 1, resume_state)
         return _IterPartition(self._ib, self._batch_size, resume_state)
 
 
