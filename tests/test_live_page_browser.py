@@ -6,64 +6,25 @@ thread with Playwright's sync API, feeds the flow through the portal, and
 waits on the DOM (``wait_for_function``: a condition polled under a
 deadline) for what it expects: every step id, counts that grow, a full
 channel drawn red, the flow's error in the header. Screenshots go to
-``artifacts/`` and their paths to the log.
-
-Playwright's own browser download (``playwright install``) is never used:
-the test launches ``/usr/bin/chromium``. Without it or without Playwright
-the test is skipped, unless ``AIOWAX_REQUIRE_BROWSER=1`` (as ``.ci/run``
-sets), where it fails.
+``artifacts/`` and their paths to the log; how the browser is found and
+when the test skips: `browser_helpers`.
 """
 
 from __future__ import annotations
 
-import importlib
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+import browser_helpers
 from aiowax.asgi import live_app
+from browser_helpers import CHROMIUM, CHROMIUM_ARGS, screenshot, sync_api
 from live_helpers import STEP_IDS, DemoFlow, running, serving
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
-INSTALL_HINT = (
-    "apt-get install chromium (Debian's package) and pip install playwright; "
-    "never 'playwright install': the test drives /usr/bin/chromium"
-)
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 #: Milliseconds Playwright waits for a condition of the page.
 DEADLINE_MS = 15_000
-
-
-def _sync_api() -> Any:
-    """Playwright's sync API, or skip (fail under AIOWAX_REQUIRE_BROWSER=1)."""
-    missing = []
-    if not CHROMIUM.exists():
-        missing.append(f"{CHROMIUM} is missing")
-    try:
-        api = importlib.import_module("playwright.sync_api")
-    except ImportError:
-        api = None
-        missing.append("playwright is not installed")
-    if missing:
-        message = f"no headless browser: {'; '.join(missing)}. Install: {INSTALL_HINT}"
-        if os.environ.get("AIOWAX_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return api
 
 
 def _field(page: Any, step_id: str, field: str) -> float:
@@ -90,20 +51,9 @@ def _wait_field(page: Any, step_id: str, field: str, op: str, than: float) -> fl
     return _field(page, step_id, field)
 
 
-def _screenshot(page: Any, name: str, record_property: Any, capsys: Any) -> Path:
-    ARTIFACTS.mkdir(exist_ok=True)
-    path = ARTIFACTS / name
-    page.screenshot(path=str(path), full_page=True)
-    record_property(f"screenshot {name}", str(path))
-    # Past pytest's capture, so the path is in the CI log with or without -s.
-    with capsys.disabled():
-        print(f"\nscreenshot: {path}", file=sys.__stderr__, flush=True)
-    return path
-
-
 @pytest.mark.timeout(120)
 def test_the_live_page_shows_a_running_flow(record_property: Any, capsys: Any) -> None:
-    api = _sync_api()
+    api = sync_api()
     with start_blocking_portal() as portal:
         demo: DemoFlow = portal.call(_build)
         with (
@@ -186,7 +136,7 @@ def _drive(
     )
     full_color = page.eval_on_selector("#error", "el => getComputedStyle(el).color")
     assert color == full_color  # the theme's red
-    _screenshot(page, "live-page-running.png", record_property, capsys)
+    screenshot(page, "live-page-running.png", record_property, capsys)
 
     # A failure of the flow shows in the header.
     portal.call(demo.send_orders, ["poison"])
@@ -195,14 +145,14 @@ def _drive(
     page.wait_for_selector('#status[data-status="failed"]')
     assert page.get_attribute('[data-step-id="parse"]', "data-failed") == "true"
     assert page.inner_text("#ready") == "no"
-    path = _screenshot(page, "live-page.png", record_property, capsys)
+    path = screenshot(page, "live-page.png", record_property, capsys)
     assert path.stat().st_size > 10_000
     # An ended flow has no rates any more.
     page.wait_for_selector('[data-step-id="orders"] [data-field="rate"]:not([data-value])')
     page.emulate_media(color_scheme="dark")
     background = page.eval_on_selector("body", "el => getComputedStyle(el).backgroundColor")
     assert background == "rgb(19, 21, 26)"  # the dark theme's
-    _screenshot(page, "live-page-dark.png", record_property, capsys)
+    screenshot(page, "live-page-dark.png", record_property, capsys)
     assert errors == []  # no script error on the page
 
 
@@ -210,8 +160,8 @@ def _drive(
 def test_without_a_browser_it_skips_unless_one_is_required(
     monkeypatch: pytest.MonkeyPatch, require: str, outcome: str
 ) -> None:
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", Path("/nonexistent/chromium"))
+    monkeypatch.setattr(browser_helpers, "CHROMIUM", Path("/nonexistent/chromium"))
     monkeypatch.setenv("AIOWAX_REQUIRE_BROWSER", require)
     expected = pytest.skip.Exception if outcome == "skip" else pytest.fail.Exception
     with pytest.raises(expected, match="apt-get install chromium"):
-        _sync_api()
+        sync_api()

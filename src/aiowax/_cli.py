@@ -420,11 +420,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
 
     Returns:
         0 when the flow's input ended or SIGTERM/SIGINT stopped it
-        gracefully, 1 when the flow raised (after printing its traceback to
-        stderr), 2 when the flow could not be loaded or the recovery
-        directory cannot be resumed from (after printing why), 128 + the
-        signal's number when a stop was aborted (by ``--stop-timeout`` or a
-        second signal), 130 on a `KeyboardInterrupt` before the flow started.
+            gracefully, 1 when the flow raised (after printing its traceback to
+            stderr), 2 when the flow could not be loaded or the recovery
+            directory cannot be resumed from (after printing why), 128 + the
+            signal's number when a stop was aborted (by ``--stop-timeout`` or a
+            second signal), 130 on a `KeyboardInterrupt` before the flow started.
 
     Raises:
         SystemExit: For ``--help``, ``--version`` and usage errors, as

@@ -86,9 +86,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             ``python -m aiowax.visualize``).
 
     Returns:
-        0 when the graph was printed to stdout, 2 when the flow cannot be
-        loaded (the reason, and the traceback when the user's code raised,
-        go to stderr).
+        The exit status: 0 when the graph was printed to stdout, 2 when the
+            flow cannot be loaded (the reason, and the traceback when the
+            user's code raised, go to stderr).
 
     Raises:
         SystemExit: For ``--help`` and usage errors, as `argparse` does.

@@ -377,8 +377,8 @@ def load_target(target: ImportTarget) -> object:
 
     Returns:
         The attribute, or what the factory returned: when the factory is an
-        ``async def`` function, the awaitable it returned (not awaited yet).
-        Use `check_dataflow` on the (awaited) result.
+            ``async def`` function, the awaitable it returned (not awaited yet).
+            Use `check_dataflow` on the (awaited) result.
 
     Raises:
         FlowImportError: The module, file or attribute does not exist, the

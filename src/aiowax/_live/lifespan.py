@@ -67,7 +67,7 @@ def flow_lifespan(
 
     Returns:
         A function of the app returning an async context manager: what
-        Starlette and FastAPI take as ``lifespan=``.
+            Starlette and FastAPI take as ``lifespan=``.
 
     Raises:
         TypeError: An unknown run option, or ``stop_timeout`` of a wrong type.

@@ -177,7 +177,7 @@ def instrument_metrics(*sources: StatsSource, meter: Meter | None = None) -> Sta
 
     Returns:
         A handle on the instruments; `StatsInstruments.close` stops their
-        reports (the API cannot remove instruments).
+            reports (the API cannot remove instruments).
 
     Raises:
         TypeError: A source is neither a handle nor a function.
