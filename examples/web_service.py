@@ -2,7 +2,7 @@
 
 Needs the ``web`` extra (Starlette and uvicorn)::
 
-    pip install 'aiowax[web]'
+    pip install '.[web]'     # in the aiowax checkout
     python examples/web_service.py                # http://127.0.0.1:8000, 5 s windows
     python examples/web_service.py --window 2     # 2 s windows
 

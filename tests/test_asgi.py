@@ -359,7 +359,8 @@ async def test_metrics_without_prometheus_are_404_with_the_install_hint(
     async with client_of(app) as client:
         response = await client.get("/metrics")
     assert response.status_code == 404
-    assert response.json()["hint"] == "pip install 'aiowax[prometheus]'"
+    hint = "pip install '.[prometheus]' in the aiowax checkout (the prometheus extra)"
+    assert response.json()["hint"] == hint
 
 
 @pytest.mark.asyncio

@@ -136,7 +136,8 @@ def test_http_without_uvicorn_is_a_usage_error_naming_the_extra(
     monkeypatch.chdir(project)
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if not installed
     err = _usage_error(capsys, "flows:short()", "--http", "0")
-    assert "--http needs uvicorn, which is not installed: pip install 'aiowax[web]'" in err
+    hint = "pip install '.[web]' in the aiowax checkout"
+    assert f"--http needs uvicorn, which is not installed: {hint}" in err
 
 
 def test_http_on_a_busy_port_is_a_usage_error(

@@ -3,8 +3,10 @@
 The rules (docs/contributing.md says the same for the writers of pages):
 
 - Every fenced block names its language. ``python``, ``sh`` and ``console``
-  blocks are code; ``text``, ``json``, ``yaml``, ``toml`` and ``mermaid``
-  are data (``json``, ``yaml`` and ``toml`` must parse).
+  blocks are code, and every one of them runs: no block is skipped, and a
+  test checks that none is. ``text``, ``json``, ``yaml``, ``toml``,
+  ``properties`` and ``mermaid`` are data (``json``, ``yaml``, ``toml`` and
+  ``properties`` must parse).
 - The ``python`` blocks of one page run in order, in one namespace (a module
   of its own), like a doctest session. Top-level ``await`` works: the page
   has one event loop, on which such blocks run; the others run outside it,
@@ -18,22 +20,44 @@ The rules (docs/contributing.md says the same for the writers of pages):
   in the working directory (so later blocks may import it, and commands may
   run it). ``test_*.py`` and ``conftest.py`` files are only saved: once the
   page's blocks have run, pytest runs the page's tests there, and they must
-  pass.
+  pass. A ``properties`` block whose first line is ``# NAME.properties`` is
+  saved the same way (a ``client.properties`` for a command to read).
 - ``sh`` and ``console`` blocks run with ``bash`` in the same working
   directory, where ``python`` is this interpreter. Their commands may only
   be ``python -m aiowax...``, ``python FILE.py`` (a file of the working
   directory), ``aiowax``, ``uvicorn``, ``sort`` and ``cat``, optionally
-  after ``NAME=VALUE`` assignments; each must exit with 0.
+  after ``NAME=VALUE`` assignments; each must exit with 0. The ``checkout``
+  marker (below) is for the others: installs, the docs site, the suite.
 - Markers: HTML comments on the lines right before a block (several may be
-  stacked, blank lines between them are fine), invisible on the site.
+  stacked, blank lines between them are fine), invisible on the site. An
+  HTML comment there that is not one of these fails the test.
 
   - ``<!-- output -->``: the block is what the block before it printed to
     stdout: compared line by line, trailing spaces ignored, with ``...``
     matching anything (doctest's ELLIPSIS); a ``json`` one is compared as
     parsed JSON.
-  - ``<!-- not-run: REASON -->``: the block is not run (a ``python`` block
-    is still compiled, a ``sh`` one still parsed by ``bash -n``). REASON
-    must be one of `NOT_RUN_REASONS`: what cannot run here at all.
+  - ``<!-- checkout -->`` and ``<!-- checkout: venv -->``: the ``sh`` block
+    is run verbatim, with ``bash -e``, in a throwaway copy of the checkout
+    (its files as a fresh clone has them, ``git ls-files``: no ``.venv``,
+    no ``.git``), so ``.`` and ``.venv`` there are the copy's. ``python3``
+    is this interpreter (``sys.executable``), so virtualenvs made there are
+    of the Python under test. Without an argument, the block runs in the
+    page's own copy, made at its first such block with no virtualenv and
+    none activated: the block makes its ``.venv`` itself (the README's
+    fresh machine). With ``venv``, it runs in one copy shared by all the
+    pages' ``checkout: venv`` blocks, whose ``.venv`` (made by the test at
+    first use) is activated: ``pip``, ``python`` and the scripts installed
+    there come first on ``PATH``. After a block, everything its ``pip
+    install`` commands named must be installed in the copy's ``.venv`` and
+    import there: ``.`` (aiowax, from the copy, with its dependencies) and
+    each extra's requirements, as pyproject.toml lists them. A pytest that
+    such a block runs (the README's test command) sees ``PYTEST_ADDOPTS``
+    naming one small test file: the whole suite would run this test again,
+    and the block itself again, without end; the variable `INNER_RUN` set
+    there makes this module skip itself in any case. These blocks start
+    with the session, in background threads (their installs overlap the
+    pages that wait on servers); the page's test waits for each block's
+    result where it stands on the page, and checks it there.
   - ``<!-- kafka: [TOPIC[:PARTITIONS] ...] -->``: the page needs Kafka. From
     this block on, ``$KAFKA_BROKERS`` holds the address of a Kafka-compatible
     broker of the page's own (Tansu, memory-only, started here and stopped
@@ -47,7 +71,8 @@ The rules (docs/contributing.md says the same for the writers of pages):
     run after SECONDS seconds, or once every URL has answered 200 (which
     must happen within SECONDS), and then gets SIGTERM. Each must then exit
     with 0, printing no traceback (uvicorn, which re-raises the SIGTERM it
-    handled, may end by it after ``Application shutdown complete.``). A
+    handled, may end by it after ``Application shutdown complete.``, and
+    ``mkdocs serve``, which has no handler, after ``Serving on``). A
     ``python`` block is stopped the same way: a top-level ``await`` is
     cancelled (as Ctrl-C cancels ``asyncio.run``), other code gets SIGTERM
     (as a server does); it must not end before.
@@ -61,6 +86,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import concurrent.futures
 import contextlib
 import doctest
 import fcntl
@@ -100,26 +126,19 @@ DOCS = ROOT / "docs"
 PAGES = [*sorted(p for p in DOCS.rglob("*.md")), ROOT / "README.md"]
 
 CODE_LANGS = {"python", "sh", "console"}
-DATA_LANGS = {"text", "json", "yaml", "toml", "mermaid"}
+DATA_LANGS = {"text", "json", "yaml", "toml", "properties", "mermaid"}
 ALLOWED_COMMANDS = {"aiowax", "uvicorn", "sort", "cat"}
 
-#: The only reasons a code block may give for not running: what the suite
-#: cannot do at all, or should not (change the environment it tests).
-NOT_RUN_REASONS = {
-    "installs packages": "pip install changes the environment under test, and is slow",
-    "creates a virtualenv and installs packages": "likewise, into a new virtualenv",
-    "the command that runs this very test suite": "it would run itself",
-    "needs a Kubernetes cluster": "kubectl and manifests applied to a cluster",
-    "needs a Kafka cluster with SASL and TLS": "the test broker (Tansu) is plain TCP",
-}
-
-MARKER_KINDS = ("output", "not-run", "run-until", "kafka", "subprocess")
+MARKER_KINDS = ("output", "checkout", "run-until", "kafka", "subprocess")
 FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>```+|~~~+)(?P<lang>[^\s`]*)[^`]*$")
 MARKER = re.compile(
     r"^\s*<!--\s*(?P<kind>" + "|".join(MARKER_KINDS) + r")\s*(?::\s*(?P<arg>.*?))?\s*-->\s*$"
 )
 SNIPPET = re.compile(r'^--8<--\s+"(?P<path>[^"]+)"\s*$')
 FILE_HEADER = re.compile(r"^# (?P<name>[\w.-]+(?:/[\w.-]+)*\.py)\s*$")
+PROPERTIES_HEADER = re.compile(r"^# (?P<name>[\w.-]+\.properties)\s*$")
+#: An HTML comment that looks like a marker (checked against `MARKER_KINDS`).
+COMMENT = re.compile(r"^\s*<!--\s*(?P<kind>[\w-]+)\s*(?::.*)?-->\s*$")
 TOPIC = re.compile(r"^(?P<name>[\w.-]+)(?::(?P<partitions>[1-9]\d*))?$")
 ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 
@@ -127,6 +146,26 @@ ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
 STOP_TIMEOUT = 60.0
 #: What uvicorn prints once its graceful shutdown is over.
 UVICORN_SHUTDOWN = "Application shutdown complete."
+#: Programs that may end by the SIGTERM that stops them, once they have
+#: printed this to stderr: ``mkdocs serve`` has no handler (Ctrl-C ends it
+#: by its signal, too). Any command may, once uvicorn (which re-raises the
+#: SIGTERM it handled) has printed `UVICORN_SHUTDOWN`.
+ENDS_BY_SIGTERM = {"mkdocs": "Serving on"}
+
+#: Set in the environment of ``checkout`` blocks; a pytest run there (the
+#: README's test command) skips this module, so that it never runs itself.
+INNER_RUN = "AIOWAX_DOCS_INNER_RUN"
+#: What that pytest runs instead of the whole suite: one small, quick file.
+INNER_PYTEST_ADDOPTS = "-p no:cacheprovider tests/test_public_api.py"
+#: How long one ``checkout`` block may take, in seconds (a virtualenv, then
+#: ``pip install`` of the test extra: about 20 s with pip's cache).
+CHECKOUT_TIMEOUT = 600.0
+
+if os.environ.get(INNER_RUN):
+    pytest.skip(
+        f"{INNER_RUN} is set: the docs test is running a docs block that runs the suite",
+        allow_module_level=True,
+    )
 
 
 @dataclass
@@ -147,13 +186,18 @@ class Block:
         return "output" in self.markers
 
     @property
-    def not_run(self) -> bool:
-        return "not-run" in self.markers
+    def runs(self) -> bool:
+        """A code block, which the test runs (every one of them)."""
+        return self.lang in CODE_LANGS
 
     @property
-    def runs(self) -> bool:
-        """A code block that the test runs."""
-        return self.lang in CODE_LANGS and not self.not_run
+    def checkout(self) -> str | None:
+        """``"page"`` or ``"venv"`` for a block run in a copy of the checkout, else ``None``."""
+        if "checkout" not in self.markers:
+            return None
+        arg = self.markers["checkout"]
+        assert arg in (None, "venv"), f"{self.where}: <!-- checkout --> or <!-- checkout: venv -->"
+        return arg or "page"
 
     @property
     def run_until(self) -> tuple[float, list[str]] | None:
@@ -216,6 +260,11 @@ def parse_blocks(page: Path) -> list[Block]:
                 continue
             marker = MARKER.match(lines[before])
             if not marker:
+                comment = COMMENT.match(lines[before])
+                assert not comment, (
+                    f"{page.relative_to(ROOT)}:{before + 1}: <!-- {comment['kind']} --> is not "
+                    f"a marker ({', '.join(MARKER_KINDS)}); every code block runs"
+                )
                 break
             assert marker["kind"] not in markers, (
                 f"{page.relative_to(ROOT)}:{before + 1}: <!-- {marker['kind']} --> twice"
@@ -262,21 +311,24 @@ def test_every_block_names_a_known_language() -> None:
     assert not bad, f"fences need one of {sorted(CODE_LANGS | DATA_LANGS)}: {bad}"
 
 
-def test_every_skipped_block_gives_one_of_the_allowed_reasons() -> None:
-    rules = " ".join((DOCS / "contributing.md").read_text(encoding="utf-8").split())
-    for reason in NOT_RUN_REASONS:
-        assert f"`{reason}`" in rules, f"docs/contributing.md does not list {reason!r}"
-    for b in _all_blocks():
-        if not b.not_run:
-            continue
-        assert b.lang in CODE_LANGS, f"{b.where}: only code blocks are run or not run"
-        given = b.markers["not-run"]
-        assert given, f"{b.where}: <!-- not-run: REASON --> needs a reason"
-        assert given in NOT_RUN_REASONS, (
-            f"{b.where}: not-run reason {given!r} is not one of {sorted(NOT_RUN_REASONS)}: "
-            "make the block run (a kafka, run-until or subprocess marker may help; "
-            "see docs/contributing.md)"
-        )
+def test_no_block_is_skipped() -> None:
+    """Every code block runs: there is no way to mark one as not run.
+
+    The page test runs every block it parsed (and counts them); what could
+    once be skipped (installs, the test command, the docs site, a SASL/TLS
+    cluster) runs in a copy of the checkout or against the page's broker.
+    """
+    skips = re.compile(r"<!--\s*(not-run|skip|no-run|norun)\b", re.I)
+    for page in PAGES:
+        for number, line in enumerate(page.read_text(encoding="utf-8").splitlines(), 1):
+            assert not skips.search(line), (
+                f"{page.relative_to(ROOT)}:{number}: no block is skipped: make it run "
+                "(see docs/contributing.md)"
+            )
+    rules = (DOCS / "contributing.md").read_text(encoding="utf-8")
+    assert "not-run" not in rules, "docs/contributing.md still describes blocks not run"
+    code = [b for b in _all_blocks() if b.lang in CODE_LANGS]
+    assert code and all(b.runs for b in code)
 
 
 def test_markers_go_with_blocks_they_fit() -> None:
@@ -286,17 +338,20 @@ def test_markers_go_with_blocks_they_fit() -> None:
             assert kinds == {"output"}, f"{b.where}: an output block takes no other marker"
             assert b.markers["output"] is None, f"{b.where}: <!-- output --> takes no argument"
             continue
-        if b.not_run:
-            assert kinds == {"not-run"}, f"{b.where}: a block not run takes no other marker"
-            continue
         if kinds:
             assert b.lang in CODE_LANGS, f"{b.where}: markers {sorted(kinds)} on a data block"
         if "subprocess" in kinds:
             assert b.lang == "python", f"{b.where}: <!-- subprocess --> is for python blocks"
             assert b.markers["subprocess"] is None, f"{b.where}: <!-- subprocess --> takes no arg"
             assert "run-until" not in kinds, f"{b.where}: a subprocess block runs to its end"
+        if "checkout" in kinds:
+            assert b.lang in ("sh", "console"), f"{b.where}: <!-- checkout --> is for sh blocks"
+            assert kinds <= {"checkout", "run-until"}, (
+                f"{b.where}: <!-- checkout --> goes with run-until only"
+            )
         b.run_until  # noqa: B018 - checks its syntax
         b.kafka_topics  # noqa: B018
+        b.checkout  # noqa: B018
 
 
 def test_every_output_block_follows_a_block_that_runs() -> None:
@@ -331,6 +386,23 @@ def test_data_blocks_parse() -> None:
             yaml.safe_load(b.text)
         elif b.lang == "toml":
             tomllib.loads(b.text)
+        elif b.lang == "properties":
+            _properties(b)
+
+
+def _properties(block: Block) -> dict[str, str]:
+    """The settings of a ``properties`` block: ``KEY=VALUE`` lines, ``#``/``!`` comments."""
+    settings = {}
+    for number, raw in enumerate(block.text.splitlines()):
+        line = raw.strip()
+        if not line or line.startswith(("#", "!")):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep and key.strip(), (
+            f"{block.where}: line {number + 1} of the block is not KEY=VALUE: {raw!r}"
+        )
+        settings[key.strip()] = value.strip()
+    return settings
 
 
 # -- the API reference covers the public modules -------------------------------------
@@ -498,13 +570,24 @@ def _exec(command: str) -> str:
     return f"{command[: assignments.end()]}exec {command[assignments.end() :]}"
 
 
-def _run_sh_until_stopped(block: Block, workdir: Path, bindir: Path, logs: Path) -> str:
+def _program(command: str) -> str:
+    """The name of the program a command runs (after its ``NAME=VALUE`` assignments)."""
+    words = shlex.split(command, comments=True)
+    while words and ASSIGNMENT.match(words[0]):
+        words.pop(0)
+    return Path(words[0]).name if words else ""
+
+
+def _run_sh_until_stopped(
+    block: Block, workdir: Path, env: dict[str, str], logs: Path, *, checked: bool = True
+) -> str:
+    """Run a ``run-until`` sh block in ``workdir``; ``checked``: only the allowed commands."""
     seconds, urls = block.run_until or (0.0, [])
     commands = _commands(block)
     for command in commands:
-        _check_allowed(block, command, workdir)
+        if checked:
+            _check_allowed(block, command, workdir)
         assert "|" not in command, f"{block.where}: run-until: one program per command"
-    env = _sh_env(bindir)
     started: list[tuple[str, subprocess.Popen[bytes], Path, Path]] = []
 
     def log(path: Path) -> str:
@@ -558,8 +641,10 @@ def _run_sh_until_stopped(block: Block, workdir: Path, bindir: Path, logs: Path)
     output = []
     for (command, _proc, out, err), status in zip(started, statuses, strict=True):
         stderr = log(err)
+        program = _program(command)
         graceful = status == 0 or (
-            status in (-signal.SIGTERM, 128 + signal.SIGTERM) and UVICORN_SHUTDOWN in stderr
+            status in (-signal.SIGTERM, 128 + signal.SIGTERM)
+            and (UVICORN_SHUTDOWN in stderr or ENDS_BY_SIGTERM.get(program, "\0") in stderr)
         )
         assert graceful, (
             f"{block.where}: {command!r} exited with {status} after SIGTERM "
@@ -674,6 +759,303 @@ class _PageKafka:
             self._broker.stop()
 
 
+# -- blocks run in a copy of the checkout ---------------------------------------------
+
+
+def _copy_checkout(dest: Path) -> None:
+    """Copy the files a fresh clone has into ``dest``: git's files, not .git, .venv or site/.
+
+    Tracked files and new ones not ignored yet (``git ls-files --cached
+    --others --exclude-standard``), as they are in the working tree.
+    """
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+            timeout=60,
+        )
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.fail(f"the checkout blocks copy the files git lists, and git failed: {exc}")
+    for name in sorted(set(listed.stdout.decode().split("\0")) - {""}):
+        source = ROOT / name
+        if not source.is_file():
+            continue  # deleted in the working tree
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target, follow_symlinks=False)
+
+
+class _Checkouts:
+    """The ``checkout`` blocks of the pages under test, run in throwaway copies.
+
+    They start with the session, in background threads, so that their
+    installs overlap the pages that mostly wait (servers, cluster runs); a
+    page's test waits for the result of each of its blocks, and checks it,
+    where the block stands on the page. The blocks of one copy run one
+    after the other, in the order of the pages: every ``checkout: venv``
+    block in one thread (they share a copy), each page's own copy in one.
+    After a block fails, the later blocks of its page in that copy do not
+    run (the page's test stops at the first failure anyway).
+    """
+
+    def __init__(self, tmp_path_factory: pytest.TempPathFactory, pages: list[Path]) -> None:
+        self._factory = tmp_path_factory
+        self._logs = tmp_path_factory.mktemp("checkout-logs")
+        self._copies: list[Path] = []
+        # python3 is the interpreter under test; a bare pip, which on a
+        # machine with no virtualenv active would install into the system's
+        # Python (here: whatever PATH holds), fails instead.
+        self.shims = tmp_path_factory.mktemp("checkout-bin")
+        for name in ("python3", "python"):
+            (self.shims / name).write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+        for name in ("pip", "pip3"):
+            (self.shims / name).write_text(
+                "#!/bin/sh\necho 'no virtualenv is active here: use .venv/bin/pip' >&2\nexit 1\n"
+            )
+        for shim in self.shims.iterdir():
+            shim.chmod(0o755)
+        shared = [b for page in pages for b in ALL_BLOCKS[page] if b.checkout == "venv"]
+        own = [[b for b in ALL_BLOCKS[page] if b.checkout == "page"] for page in pages]
+        chains = [chain for chain in [shared, *own] if chain]
+        self._results: dict[tuple[Path, int], concurrent.futures.Future[str]] = {
+            (b.page, b.line): concurrent.futures.Future() for chain in chains for b in chain
+        }
+        self._threads = [
+            threading.Thread(target=self._run, args=(chain,), name=f"checkout-{n}", daemon=True)
+            for n, chain in enumerate(chains)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def result(self, block: Block) -> str:
+        """What the block printed, once it has run and passed its checks; or its failure."""
+        future = self._results.get((block.page, block.line))
+        assert future is not None, f"{block.where}: not started with the session"
+        return future.result(timeout=CHECKOUT_TIMEOUT)
+
+    def close(self) -> None:
+        """Wait for the blocks, then delete the copies (virtualenvs of up to 500 MB)."""
+        for thread in self._threads:
+            thread.join()
+        for copy in self._copies:
+            shutil.rmtree(copy, ignore_errors=True)
+
+    def _run(self, chain: list[Block]) -> None:
+        shared: Path | None = None
+        own: dict[Path, Path] = {}  # page -> its copy
+        failed: set[Path] = set()  # pages
+        for block in chain:
+            future = self._results[(block.page, block.line)]
+            if block.page in failed:
+                future.set_exception(RuntimeError(f"{block.where}: an earlier block failed"))
+                continue
+            try:
+                if block.checkout == "venv":
+                    if shared is None:
+                        shared = self._new()
+                        subprocess.run(
+                            [sys.executable, "-m", "venv", ".venv"],
+                            cwd=shared,
+                            check=True,
+                            timeout=300,
+                        )
+                    copy, activated = shared, True
+                else:
+                    copy = own[block.page] = own.get(block.page) or self._new()
+                    activated = False
+                env = self._env(copy, activated=activated)
+                future.set_result(_run_in_checkout(block, copy, env, self._logs))
+            except BaseException as exc:  # pytest.fail's too: the page's test raises it
+                failed.add(block.page)
+                future.set_exception(exc)
+
+    def _new(self) -> Path:
+        """A new copy of the checkout, with no virtualenv."""
+        copy = self._factory.mktemp("checkout")
+        self._copies.append(copy)
+        _copy_checkout(copy)
+        return copy
+
+    def _env(self, copy: Path, *, activated: bool) -> dict[str, str]:
+        """The environment of a block run in ``copy``: no virtualenv of the suite's in it."""
+        outer = [
+            d
+            for d in os.environ.get("PATH", "").split(os.pathsep)
+            if d and not (Path(d).parent / "pyvenv.cfg").is_file()
+        ]
+        venv = copy / ".venv"
+        head = [str(venv / "bin")] if activated else []
+        env = {**os.environ, "PATH": os.pathsep.join([*head, str(self.shims), *outer])}
+        for name in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "KAFKA_BROKERS"):
+            env.pop(name, None)
+        if activated:
+            env["VIRTUAL_ENV"] = str(venv)
+        env["PYTHONUNBUFFERED"] = "1"
+        # A pytest run by a block (the README's test command, which runs the
+        # whole suite) runs one small file instead: the whole suite takes
+        # minutes and would run this test, and so this very block, again.
+        env["PYTEST_ADDOPTS"] = INNER_PYTEST_ADDOPTS
+        env[INNER_RUN] = "1"
+        return env
+
+
+@pytest.fixture(scope="session")
+def checkouts(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[_Checkouts]:
+    """The ``checkout`` blocks of the pages this session tests, started at once."""
+    page_test = test_the_blocks_of_a_page_run_and_print_what_it_says.__name__
+    pages = [
+        item.callspec.params["page"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == page_test and hasattr(item, "callspec")
+    ]
+    runs = _Checkouts(tmp_path_factory, pages)
+    yield runs
+    runs.close()
+
+
+def _run_in_checkout(block: Block, copy: Path, env: dict[str, str], logs: Path) -> str:
+    """Run a ``checkout`` block's text, verbatim, then check what it installed."""
+    if block.run_until is not None:
+        out = _run_sh_until_stopped(block, copy, env, logs, checked=False)
+    else:
+        try:
+            result = subprocess.run(
+                ["bash", "-e", "-o", "pipefail", "-c", block.text],
+                cwd=copy,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=CHECKOUT_TIMEOUT,
+            )
+        except subprocess.TimeoutExpired as exc:
+            pytest.fail(f"{block.where}: still running after {exc.timeout:g} s", pytrace=False)
+        assert result.returncode == 0, (
+            f"{block.where}: exited with {result.returncode} in a copy of the checkout ({copy})"
+            f"\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        )
+        out = result.stdout
+    if re.search(r"\bpython3? -m pytest\b", block.text):
+        assert re.search(r"\b\d+ passed\b", out), f"{block.where}: pytest ran no test\n{out}"
+    _check_installed(block, copy)
+    return out
+
+
+def _pip_installs(block: Block) -> list[str]:
+    """What the ``pip install`` commands of a block install (``.``, ``.[kafka]``, ...)."""
+    targets: list[str] = []
+    for line in _commands(block):
+        command: list[str] = []
+        for word in [*shlex.split(line, comments=True), "&&"]:
+            if word not in ("&&", "||", ";"):
+                command.append(word)
+                continue
+            if command and Path(command[0]).name.startswith("python"):
+                command = command[2:] if command[1:3] == ["-m", "pip"] else []
+            elif command:
+                command = command[1:] if Path(command[0]).name in ("pip", "pip3") else []
+            if command[:1] == ["install"]:
+                targets += [w for w in command[1:] if not w.startswith("-")]
+            command = []
+    return targets
+
+
+def _wanted(block: Block, target: str, copy: Path) -> list[Any]:
+    """The requirements a ``pip install`` target stands for (the project's, for ``.``)."""
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((copy / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    match = re.fullmatch(r"\.(?:\[(?P<extras>[\w,\s-]*)\])?", target)
+    if match is None:
+        return [Requirement(target)]
+    optional = project.get("optional-dependencies", {})
+    wanted = [Requirement(project["name"])]
+    texts = list(project.get("dependencies", []))
+    todo = [e.strip() for e in (match["extras"] or "").split(",") if e.strip()]
+    seen: set[str] = set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        assert extra in optional, f"{block.where}: pyproject.toml has no extra {extra!r}"
+        for text in optional[extra]:
+            requirement = Requirement(text)
+            if requirement.name == project["name"]:
+                todo += sorted(requirement.extras)
+            else:
+                texts.append(text)
+    for text in texts:
+        requirement = Requirement(text)
+        if requirement.marker is None or requirement.marker.evaluate():
+            wanted.append(requirement)
+    return wanted
+
+
+#: Run by the copy's ``.venv/bin/python``: the versions of the distributions
+#: named, whether their top-level modules import, and where aiowax is.
+_INSTALLED = """
+import importlib, importlib.metadata as md, json, re, sys
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+modules = {}
+for module, dists in md.packages_distributions().items():
+    for dist in dists:
+        modules.setdefault(norm(dist), set()).add(module)
+versions, failed = {}, {}
+for name in json.loads(sys.argv[1]):
+    try:
+        versions[name] = md.version(name)
+    except md.PackageNotFoundError:
+        versions[name] = None
+        continue
+    for module in sorted(modules.get(norm(name), ())):
+        if module.isidentifier() and not module.startswith("_"):
+            try:
+                importlib.import_module(module)
+            except Exception as exc:
+                failed[module] = repr(exc)
+import aiowax
+print(json.dumps({"versions": versions, "failed": failed, "aiowax": aiowax.__file__}))
+"""
+
+
+def _check_installed(block: Block, copy: Path) -> None:
+    """What the block's ``pip install`` commands named is in the copy's ``.venv``, and imports."""
+    targets = _pip_installs(block)
+    if not targets:
+        return
+    wanted = [r for target in targets for r in _wanted(block, target, copy)]
+    python = copy / ".venv" / "bin" / "python"
+    assert python.is_file(), f"{block.where}: it installs packages, but {copy}/.venv is missing"
+    names = sorted({r.name for r in wanted})
+    result = subprocess.run(
+        [str(python), "-c", _INSTALLED, json.dumps(names)],
+        cwd=copy.parent,  # not the copy: aiowax must come from the virtualenv
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")},
+    )
+    assert result.returncode == 0, f"{block.where}: the check of its installs\n{result.stderr}"
+    found = json.loads(result.stdout)
+    for requirement in wanted:
+        version = found["versions"][requirement.name]
+        assert version is not None, (
+            f"{block.where}: {requirement.name} is not installed in the copy's .venv "
+            f"(the block installs {targets})"
+        )
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"{block.where}: {requirement.name} {version} does not satisfy {requirement}"
+        )
+    assert not found["failed"], f"{block.where}: installed but do not import: {found['failed']}"
+    assert Path(found["aiowax"]).resolve().is_relative_to(copy.resolve()), (
+        f"{block.where}: aiowax comes from {found['aiowax']}, not from the copy {copy}"
+    )
+
+
 # -- a page's session ------------------------------------------------------------------
 
 
@@ -758,7 +1140,10 @@ _no_cache = shutil.ignore_patterns("__pycache__")
 
 
 def _pages_with_code() -> list[Path]:
-    return [p for p, blocks in ALL_BLOCKS.items() if any(b.lang in CODE_LANGS for b in blocks)]
+    """The pages to run, those with ``checkout`` blocks last: their blocks start with the
+    session, in the background, and are mostly done by the time their pages come."""
+    pages = [p for p, blocks in ALL_BLOCKS.items() if any(b.lang in CODE_LANGS for b in blocks)]
+    return sorted(pages, key=lambda p: any(b.checkout for b in ALL_BLOCKS[p]))
 
 
 def _from_workdir(module: types.ModuleType, workdir: Path) -> bool:
@@ -792,7 +1177,7 @@ def _logging_restored() -> Iterator[None]:
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("page", _pages_with_code(), ids=_page_id)
 def test_the_blocks_of_a_page_run_and_print_what_it_says(
-    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, checkouts: _Checkouts
 ) -> None:
     workdir, bindir = _workdir(tmp_path)
     logs = tmp_path / "logs"
@@ -807,7 +1192,9 @@ def test_the_blocks_of_a_page_run_and_print_what_it_says(
     blocks = ALL_BLOCKS[page]
     try:
         with _logging_restored():
-            _run_the_blocks(blocks, session, kafka, workdir, bindir, logs)
+            ran = _run_the_blocks(blocks, session, kafka, workdir, bindir, logs, checkouts)
+        code = [b for b in blocks if b.lang in CODE_LANGS]
+        assert ran == code, f"{_page_id(page)}: not every code block ran"
         tests = sorted(workdir.glob("test_*.py"))
         if tests:
             result = subprocess.run(
@@ -831,8 +1218,16 @@ def test_the_blocks_of_a_page_run_and_print_what_it_says(
 
 
 def _run_the_blocks(
-    blocks: list[Block], session: _Page, kafka: _PageKafka, workdir: Path, bindir: Path, logs: Path
-) -> None:
+    blocks: list[Block],
+    session: _Page,
+    kafka: _PageKafka,
+    workdir: Path,
+    bindir: Path,
+    logs: Path,
+    checkouts: _Checkouts,
+) -> list[Block]:
+    """Run the page's blocks in order; the code blocks run, in order."""
+    ran: list[Block] = []
     previous: tuple[Block, str] | None = None
     for block in blocks:
         if block.is_output:
@@ -841,38 +1236,36 @@ def _run_the_blocks(
             previous = None
             continue
         previous = None
+        if block.lang == "properties":
+            header = PROPERTIES_HEADER.match(block.text.splitlines()[0]) if block.text else None
+            if header:
+                (workdir / header["name"]).write_text(block.text, encoding="utf-8")
         if block.lang not in CODE_LANGS:
             continue
-        if block.not_run:
-            if block.lang == "python":
-                compile(block.text, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
-            else:
-                parsed = subprocess.run(["bash", "-n"], input=block.text, text=True)
-                assert parsed.returncode == 0, f"{block.where}: not valid sh"
-            continue
+        ran.append(block)
         topics = block.kafka_topics
         if topics is not None:
             kafka.prepare(topics)
-        if block.lang == "python":
+        if block.checkout is not None:
+            previous = (block, checkouts.result(block))
+        elif block.lang == "python":
             previous = (block, session.run_python(block))
         elif block.run_until is not None:
-            previous = (block, _run_sh_until_stopped(block, workdir, bindir, logs))
+            previous = (block, _run_sh_until_stopped(block, workdir, _sh_env(bindir), logs))
         else:
             previous = (block, _run_sh(block, workdir, bindir))
+    return ran
 
 
-def test_every_code_block_runs_or_says_why_not() -> None:
-    """The tally of the blocks, which the report of this test shows with ``-s``."""
-    ran = skipped = 0
-    not_run: list[str] = []
+def test_the_tally_of_the_code_blocks() -> None:
+    """How many code blocks run, and how: the report of this test shows it with ``-s``."""
+    ways: dict[str, int] = {}
     for b in _all_blocks():
         if b.lang not in CODE_LANGS:
             continue
-        if b.not_run:
-            skipped += 1
-            not_run.append(f"  {b.where}: {b.markers['not-run']}")
-        else:
-            ran += 1
-    print(f"\n{ran} code blocks run, {skipped} not run:")
-    print("\n".join(not_run))
-    assert ran > skipped
+        way = f"in a copy of the checkout ({b.checkout})" if b.checkout else b.lang
+        ways[way] = ways.get(way, 0) + 1
+    print(f"\n{sum(ways.values())} code blocks, all run:")
+    for way, count in sorted(ways.items()):
+        print(f"  {count:3} {way}")
+    assert ways

@@ -384,5 +384,5 @@ def test_spans_cost_nothing_without_the_api() -> None:
 def test_a_missing_api_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "aiowax.otel")
     monkeypatch.delitem(sys.modules, "aiowax._stats.otel")
-    with pytest.raises(ImportError, match=r"pip install 'aiowax\[otel\]'"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[otel\]' in the aiowax checkout"):
         importlib.import_module("aiowax.otel")

@@ -464,5 +464,5 @@ def test_a_missing_prometheus_client_says_what_to_install(
     monkeypatch.setitem(sys.modules, "prometheus_client", None)
     monkeypatch.delitem(sys.modules, "aiowax.prometheus")
     monkeypatch.delitem(sys.modules, "aiowax._stats.prometheus")
-    with pytest.raises(ImportError, match=r"pip install 'aiowax\[prometheus\]'"):
+    with pytest.raises(ImportError, match=r"pip install '\.\[prometheus\]' in the aiowax checkout"):
         importlib.import_module("aiowax.prometheus")

@@ -1,6 +1,6 @@
 """A flow inside a Starlette app: POST orders in, stream running totals out.
 
-Needs the web extra (``pip install 'aiowax[web]'``); serve it with
+Needs the web extra (``pip install '.[web]'`` from a checkout); serve it with
 ``uvicorn web_app:app`` from this directory. FastAPI takes the same
 ``lifespan=``.
 """

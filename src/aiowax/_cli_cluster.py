@@ -21,6 +21,8 @@ from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
+from aiowax._util import install_hint
+
 ENV_KAFKA_CLUSTER = "AIOWAX_KAFKA_CLUSTER"
 ENV_APP_ID = "AIOWAX_APP_ID"
 ENV_PROCESSES = "AIOWAX_PROCESSES"
@@ -171,7 +173,7 @@ def cluster_of(
     try:
         from aiowax._cluster.config import KafkaCluster
     except ImportError as exc:  # pragma: no cover - the kafka extra is missing
-        parser.error(f"--kafka-cluster needs the kafka extra (pip install 'aiowax[kafka]'): {exc}")
+        parser.error(f"--kafka-cluster needs the kafka extra ({install_hint('kafka')}): {exc}")
     settings = {**(options.kafka_config_file or {}), **dict(options.kafka_config or [])}
     try:
         return KafkaCluster(

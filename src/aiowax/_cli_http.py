@@ -29,12 +29,13 @@ from aiowax._cli_run import Companion
 from aiowax._definition.flow import Dataflow
 from aiowax._embed import FlowHandle
 from aiowax._live.app import LiveApp
+from aiowax._util import install_hint
 
 ENV_HTTP = "AIOWAX_HTTP"
 #: Where ``--http PORT`` listens: loopback only. Other interfaces must be
 #: written out, as the page has no authentication.
 DEFAULT_HOST = "127.0.0.1"
-WEB_HINT = "pip install 'aiowax[web]'"
+WEB_HINT = install_hint("web")
 #: Seconds the server waits for requests in flight once the flow has ended.
 _SHUTDOWN_S = 2
 

@@ -8,6 +8,11 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 
+def install_hint(extra: str) -> str:
+    """How to install an optional extra: aiowax is installed from its checkout, not PyPI."""
+    return f"pip install '.[{extra}]' in the aiowax checkout (the {extra} extra)"
+
+
 def fixup_module_metadata(module_name: str, names: Iterable[str], ns: dict[str, Any]) -> None:
     """Make public objects report the public module they are re-exported from.
 

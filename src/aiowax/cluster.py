@@ -5,7 +5,7 @@ Run the same flow in several processes or machines with the same
 partitions of the flow's `KafkaSource` topics and of the internal
 repartition topics that bring each key to one copy, and moves them when a
 copy stops, dies or joins. Keyed state lives in changelog topics and moves
-with its partition. Needs the kafka extra (``pip install 'aiowax[kafka]'``).
+with its partition. Needs the kafka extra (``pip install '.[kafka]'`` in the checkout).
 
     await aiowax.run(flow, cluster=KafkaCluster(brokers=["kafka:9092"], app_id="orders"))
 

@@ -22,7 +22,7 @@ from aiowax._embed import FlowHandle
 from aiowax._engine.driver import flow_name
 from aiowax._graph import to_dict
 from aiowax._stats.model import FlowStats
-from aiowax._util import answer_lifespan
+from aiowax._util import answer_lifespan, install_hint
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -35,7 +35,7 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: routes before their lifespan starts the flow.
 HandleSource = FlowHandle | Callable[[], FlowHandle | None]
 
-PROMETHEUS_HINT = "pip install 'aiowax[prometheus]'"
+PROMETHEUS_HINT = install_hint("prometheus")
 #: The modules ``/metrics`` needs; a missing one means "not installed".
 _METRICS_MODULES = frozenset({"prometheus_client", "aiowax.prometheus"})
 

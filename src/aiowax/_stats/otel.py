@@ -6,11 +6,13 @@ import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
+from aiowax._util import install_hint
+
 try:
     from opentelemetry import metrics
     from opentelemetry.metrics import CallbackOptions, Meter, Observation
 except ImportError as error:
-    msg = "aiowax.otel needs opentelemetry-api, which is not installed: pip install 'aiowax[otel]'"
+    msg = "aiowax.otel needs opentelemetry-api, which is not installed: " + install_hint("otel")
     raise ImportError(msg, name=error.name) from error
 
 from aiowax._observe import INSTRUMENTATION_NAME

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from typing import Any, TypeAlias
 
+from aiowax._util import install_hint
+
 try:
     import prometheus_client
     from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
     from prometheus_client.registry import Collector
 except ImportError as error:
-    msg = (
-        "aiowax.prometheus needs prometheus-client, which is not installed: "
-        "pip install 'aiowax[prometheus]'"
+    msg = "aiowax.prometheus needs prometheus-client, which is not installed: " + install_hint(
+        "prometheus"
     )
     raise ImportError(msg, name=error.name) from error
 

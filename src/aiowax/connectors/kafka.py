@@ -1,6 +1,6 @@
 """Kafka topics as sources and sinks, on confluent-kafka (librdkafka).
 
-Install with the extra: ``pip install 'aiowax[kafka]'``. `KafkaSource` reads
+Install with the extra: ``pip install '.[kafka]'`` in the checkout. `KafkaSource` reads
 one aiowax partition per Kafka partition and resumes each at the offset
 after the last committed epoch (offsets live in aiowax's recovery, not in a
 consumer group); `KafkaSink` produces ``(key, value)`` items and waits for
