@@ -21,7 +21,12 @@ sessions at once, and a step that places items twice as fast holds twice as
 many. So the run also reports ``open_sessions_peak``, the most sessions open
 at once (items the source handed out minus sessions emitted, sampled every
 10 ms from a thread; in-flight items count as open), and the peak per
-thousand of them. ``--gap-s 3600`` keeps every session open to the end of
+thousand of them. That rate is not the run's mean: in the first ``gap`` no
+session is due, so the step only places items, several times faster than
+once it also closes them, and the peak is about that placing rate x ``gap``
+(then the sessions due come faster than the step closes them, and it closes
+them in ticks of a bounded size, `op.CLOSE_PER_TICK`, taking items in
+between). ``--gap-s 3600`` keeps every session open to the end of
 the input: then the peak is that of N open sessions whatever the speed, the
 same in every engine (the Bytewax scripts take ``--gap-s`` too).
 """

@@ -2,7 +2,10 @@
 
 It applies the rules of `WindowOp._place` and `KeyState.advance` (which the
 general path uses for every other case) without a method call per step of
-the way: this loop is most of a window step's cost. The two paths are held
+the way: this loop is most of a window step's cost. Tumbling windows of
+reduce_window and fold_window go further: a key's items in the batch's
+newest window are folded in a run (see `_Run`), with no conversion of their
+times to µs and no look at the watermark per item. The two paths are held
 to the same results by ``tests/engine/ops/test_windows_property.py``, which
 runs every window operator on both against a brute-force model.
 """
@@ -15,11 +18,27 @@ from typing import TYPE_CHECKING, Any
 
 from aiowax._engine.errors import StepFailed
 from aiowax._engine.ops.windows.state import MISSING
-from aiowax._engine.timeutil import EPOCH
+from aiowax._engine.timeutil import EPOCH, from_us
 from aiowax._keys import as_keyed_item, bad_item_error
 
 if TYPE_CHECKING:
     from aiowax._engine.ops.windows.op import WindowOp
+
+#: The bounds of the hot window while there is none: no time is in it.
+NEVER_LO = datetime.max.replace(tzinfo=UTC)
+NEVER_HI = datetime.min.replace(tzinfo=UTC)
+
+#: A run of one key's items in the hot window of a batch (tumbling windows of
+#: reduce_window and fold_window): ``[acc, newest, first, state, index]``, the
+#: window's accumulator so far (not yet in ``state.windows[index]``), the
+#: newest and the first item time (UTC datetimes; the first item took the
+#: general path, which moved the watermark for it). While a key has a run,
+#: its watermark is below the window's close: every item in the window is
+#: on time (its time is before the close), and only an item outside it, or
+#: the end of the batch, needs the watermark, so the run ends first: its
+#: accumulator goes in the window and the watermark moves for its newest
+#: item, in one conversion to µs instead of one per item.
+_Run = list[Any]
 
 
 def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[str]) -> None:
@@ -35,16 +54,19 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
         StepFailed: A bad item, or user code raised; the items before it
             were placed.
     """
-    keys = op.keys
-    key_state = op.key_state
-    dt_getter = op.dt_getter
-    add = op.add
+    align, length, offset, wait = op.align_us, op.length_us, op.offset_us, op.wait_us
     # reduce_window's and fold_window's accumulation is inlined too: one
     # call per item and window less (a fold's first item per window builds
     # its accumulator through `add`, which names a failing builder).
     reducer: Callable[[Any, Any], Any] | None = getattr(op, "reducer", None)
     folder: Callable[[Any, Any], Any] | None = getattr(op, "folder", None)
-    align, length, offset, wait = op.align_us, op.length_us, op.offset_us, op.wait_us
+    if length == offset and (reducer is not None or folder is not None):
+        _place_in_runs(op, batch, now, touched, reducer, folder)
+        return
+    keys = op.keys
+    key_state = op.key_state
+    dt_getter = op.dt_getter
+    add = op.add
     tumbling = length == offset
     touch = touched.add
     unchecked = not op.env.items_checked
@@ -133,6 +155,139 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
             state.wm_base = candidate
             state.wm_loop = now_us
         touch(key)
+
+
+def _place_in_runs(
+    op: WindowOp,
+    batch: list[Any],
+    now: float,
+    touched: set[str],
+    reducer: Callable[[Any, Any], Any] | None,
+    folder: Callable[[Any, Any], Any] | None,
+) -> None:
+    """`place_event_time` for tumbling windows of reduce_window and fold_window: with runs.
+
+    The general path below is `place_event_time`'s for tumbling windows;
+    before it, an item of a key with a run (see `_Run`) at a time in the
+    hot window ``[lo_dt, hi_dt)`` (the newest window an item took the
+    general path to, ``hot_index``) costs two datetime comparisons, a dict
+    lookup and the user's function. The general path ends its key's run
+    first, and starts one if the item went in the hot window.
+    """
+    keys = op.keys
+    key_state = op.key_state
+    dt_getter = op.dt_getter
+    add = op.add
+    align, length, wait = op.align_us, op.length_us, op.wait_us
+    combine = reducer if reducer is not None else folder
+    assert combine is not None
+    touch = touched.add
+    unchecked = not op.env.items_checked
+    step_id = op.step_id
+    # Module globals as locals: a global lookup per use adds up here.
+    missing, utc, epoch, plain_datetime = MISSING, UTC, EPOCH, datetime
+    now_us = op.now_us(now)
+    runs: dict[str, _Run] = {}
+    run_of = runs.get
+    hot_index: int | None = None
+    lo_dt, hi_dt = NEVER_LO, NEVER_HI
+    try:
+        for item in batch:
+            # As in `place_event_time`.
+            if unchecked and type(item) is not tuple:
+                item = _pair(step_id, item)
+            try:
+                key, value = item
+            except ValueError:
+                raise StepFailed(bad_item_error(step_id, item)) from None
+            if unchecked and type(key) is not str:
+                key, value = _pair(step_id, item)
+            try:
+                dt = dt_getter(value)
+            except BaseException as error:
+                raise op.dt_failed(error) from None
+            plain = dt.__class__ is plain_datetime and dt.tzinfo is utc
+            if plain and lo_dt <= dt < hi_dt:
+                run = run_of(key)
+                if run is not None:
+                    # The key's watermark is below the window's close (see
+                    # `_Run`): the item is on time, in its run's window.
+                    try:
+                        run[0] = combine(run[0], value)
+                    except BaseException as error:
+                        raise op.fail(error) from None
+                    if dt > run[1]:
+                        run[1] = dt
+                    continue
+            if runs and key in runs:
+                _end_run(runs.pop(key), now_us, wait)
+            if plain:
+                delta = dt - epoch
+                t_us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            else:
+                t_us = op.time_of(value, dt)
+            state = keys.get(key)
+            if state is None:
+                state = key_state(key, now, t_us)
+            wm_loop = state.wm_loop
+            wm = state.wm_base if wm_loop == now_us else state.wm_base + now_us - wm_loop
+            index = (t_us - align) // length
+            close = align + index * length + length
+            if close > wm:
+                windows = state.windows
+                try:
+                    acc = windows.get(index, missing)
+                    if reducer is not None:
+                        windows[index] = value if acc is missing else reducer(acc, value)
+                    elif acc is not missing:
+                        windows[index] = combine(acc, value)
+                    else:
+                        windows[index] = add(acc, value, t_us)
+                except StepFailed:
+                    raise
+                except BaseException as error:
+                    raise op.fail(error) from None
+                if plain and (hot_index is None or index >= hot_index):
+                    if index != hot_index:
+                        # A newer window: the hot one now, and the runs end.
+                        try:
+                            lo_dt, hi_dt = from_us(close - length), from_us(close)
+                        except OverflowError:
+                            lo_dt, hi_dt = NEVER_LO, NEVER_HI
+                        for ended in runs.values():
+                            _end_run(ended, now_us, wait)
+                        runs.clear()
+                        hot_index = index
+                    runs[key] = [windows[index], dt, dt, state, index]
+            else:
+                # Once per window missed, as `WindowOp._settle` does.
+                op.late(key, value, t_us, wm)
+            # `KeyState.advance`: the watermark moves if the item is ahead.
+            candidate = t_us - wait if wait else t_us
+            if candidate > wm:
+                state.wm_base = candidate
+                state.wm_loop = now_us
+            touch(key)
+    finally:
+        # Also when an item failed: the items before it were placed.
+        for run in runs.values():
+            _end_run(run, now_us, wait)
+
+
+def _end_run(run: _Run, now_us: int, wait: int) -> None:
+    """Put a run's accumulator in its window and move its key's watermark (see `_Run`)."""
+    acc, newest, first, state, index = run
+    state.windows[index] = acc
+    if newest is not first:
+        # `KeyState.advance` for the newest item of the run (the first one's
+        # was done when the run began); `newest` is a UTC datetime.
+        delta = newest - EPOCH
+        candidate = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        if wait:
+            candidate -= wait
+        if candidate > state.wm_base + now_us - state.wm_loop:
+            state.wm_base = candidate
+            state.wm_loop = now_us
 
 
 def _pair(step_id: str, item: Any) -> tuple[str, Any]:

@@ -55,12 +55,35 @@ MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
 MAX_US = to_us(datetime.max.replace(tzinfo=UTC))
 #: Most keys a stats call looks at (the newest); beyond, open windows are estimated.
 STATS_KEYS = 10_000
+#: Most keys whose sessions a tick closes (twice the items of the batch
+#: after one, if more): the rest go in the next tick, which comes at once,
+#: behind the batches already waiting. A key's sessions are the same whenever
+#: they close (its watermark says which are due), but a tick's output is
+#: held all at once: sessions that come due faster than a step closes them
+#: (a second of them, when they all open in a burst) would make one tick
+#: hold 100,000s of results, and keep the step from taking items meanwhile
+#: (issue 16). Twice the batch: the step closes faster than it takes items.
+CLOSE_PER_TICK = 4096
+
+
+_new_metadata = object.__new__
+# Its slots' descriptors: they set a frozen dataclass's fields.
+_set_open: Callable[[WindowMetadata, datetime], None] = vars(WindowMetadata)["open_time"].__set__
+_set_close: Callable[[WindowMetadata, datetime], None] = vars(WindowMetadata)["close_time"].__set__
+
+
+def _metadata(opened: datetime, closed: datetime) -> WindowMetadata:
+    """``WindowMetadata(opened, closed)``, made faster than its frozen ``__init__`` does."""
+    meta: WindowMetadata = _new_metadata(WindowMetadata)
+    _set_open(meta, opened)
+    _set_close(meta, closed)
+    return meta
 
 
 def _session_meta(session: Session) -> WindowMetadata:
     """A session's window: from its first item's time to its last one's."""
     opened = from_us(session[0])
-    return WindowMetadata(opened, opened if session[1] == session[0] else from_us(session[1]))
+    return _metadata(opened, opened if session[1] == session[0] else from_us(session[1]))
 
 
 def clamped(us: int) -> datetime:
@@ -317,10 +340,10 @@ class WindowOp(KeyedOp, TimedOp):
         except StepFailed as failed:
             # Windows the items before the failure closed still go out.
             self._reschedule(touched, now)
-            failed.partial = self.on_tick()
+            failed.partial = self.on_tick(len(batch))
             raise
         self._reschedule(touched, now)
-        return self.on_tick()
+        return self.on_tick(len(batch))
 
     def _dt(self, value: Any) -> Any:
         """``dt_getter(value)`` (maybe an awaitable), naming the step if it raises."""
@@ -419,7 +442,8 @@ class WindowOp(KeyedOp, TimedOp):
             self._keys_peak = len(states)
         timers, heap = self.timers, self.heap
         session, gap = self.session, self.gap_us if self.session else 0
-        forget = self._forget if self.event_time else None
+        forget = self.event_time
+        forgotten = self.forgotten
         shared: float | None = None
         for key in keys:
             state = states.get(key)
@@ -432,11 +456,16 @@ class WindowOp(KeyedOp, TimedOp):
                 if first is not None:
                     first += gap
             else:
-                first = self._first_close(state)
+                # `_first_close`, inlined: close times grow with the window index.
+                windows = state.windows
+                first = self._close_of(min(windows)) if windows else None
             if first is None:
                 del states[key]
-                if forget is not None:
-                    forget(key, state)
+                if forget:
+                    forgotten[key] = state.wm_base - state.wm_loop  # `_forget`, inlined
+                    if len(forgotten) > FORGOTTEN_WATERMARKS:
+                        self._forget_oldest()
+                        forgotten = self.forgotten
                 continue
             deadline = (first - state.wm_base + state.wm_loop) / 1e6  # state.deadline_of(first)
             # Only an earlier deadline needs a new timer entry: the watermark
@@ -458,8 +487,14 @@ class WindowOp(KeyedOp, TimedOp):
         self.timers, self._timers_peak = compacted(timers, self._timers_peak)
 
     def _forget(self, key: str, state: KeyState) -> None:
+        """Drop a key's state, keeping its watermark in the memo (`_reschedule` inlines it)."""
+        self.forgotten[key] = state.forgotten()
+        if len(self.forgotten) > FORGOTTEN_WATERMARKS:
+            self._forget_oldest()
+
+    def _forget_oldest(self) -> None:
+        """The memo is past its bound: the oldest eighth goes."""
         forgotten = self.forgotten
-        forgotten[key] = state.forgotten()
         if len(forgotten) > FORGOTTEN_WATERMARKS:
             # The oldest eighth goes at once, and the memo is rebuilt: a dict
             # pops its oldest key in O(1) only until a resize, and the new
@@ -535,7 +570,10 @@ class WindowOp(KeyedOp, TimedOp):
         """One closed window as the step emits it (see `WindowStep.emit_metadata`)."""
         return (key, (meta, value)) if self.emit_metadata else (key, value)
 
-    def on_tick(self) -> list[Any]:
+    def on_tick(self, placed: int = 0) -> list[Any]:
+        """Close what is due; after a batch of ``placed`` items (see `CLOSE_PER_TICK`)."""
+        if self.session:
+            return self._tick_sessions(max(CLOSE_PER_TICK, 2 * placed))
         out: list[Any] = []
         with closing(self._closing()) as due:
             for key, meta, payload, is_session in due:
@@ -546,6 +584,75 @@ class WindowOp(KeyedOp, TimedOp):
                 if isawaitable(value):
                     raise self._awaitable(value, out)
                 out.append(self._emitted(key, meta, value))
+        return out
+
+    def _tick_sessions(self, budget: int) -> list[Any]:
+        """`on_tick` for sessions (sync user code): `_closing`, inlined.
+
+        It looks at the sessions of at most ``budget`` keys; if more are
+        due, the step's timer ticks again at once (see `CLOSE_PER_TICK`).
+        A key whose only session holds one item (the common case when keys
+        are many) is closed without building its session list.
+        """
+        now = self.now()
+        out: list[Any] = []
+        append = out.append
+        keys: dict[str, None] = {}
+        heap, timers, states = self.heap, self.timers, self.keys
+        gap = self.gap_us
+        emit_metadata = self.emit_metadata
+        # The value of a one-item session, without building it (see `combine`).
+        lone = type(self).combine is WindowOp.combine
+        add, finish, missing = self.add, self.finish, MISSING
+        try:
+            while heap and heap[0] <= now:
+                if len(keys) >= budget:
+                    # The rest in a next tick, once this output went on.
+                    self.timer.rearm()
+                    break
+                deadline = heapq.heappop(heap)
+                due = timers.pop(deadline)
+                if len(due) > budget - len(keys):
+                    # Those left keep their entry: due at the same deadline.
+                    cut = budget - len(keys)
+                    timers[deadline] = due[cut:]
+                    heapq.heappush(heap, deadline)
+                    due = due[:cut]
+                for key in due:
+                    state = states.get(key)
+                    if state is None or state.deadline != deadline:
+                        continue  # a stale entry: the key was rescheduled or dropped
+                    state.deadline = None
+                    keys[key] = None
+                    t = state.one_t
+                    if t is not None and lone:
+                        # `KeyState.take_sessions` of a lone item, inlined.
+                        if (t + gap - state.wm_base + state.wm_loop) / 1e6 > now:
+                            continue
+                        value = state.one_value
+                        state.one_t = state.one_value = None
+                        try:
+                            value = finish(add(missing, value, t))
+                        except BaseException as error:
+                            raise self.fail(error) from None
+                        if isawaitable(value):
+                            raise self._awaitable(value, out)
+                        if emit_metadata:
+                            opened = from_us(t)
+                            append((key, (_metadata(opened, opened), value)))
+                        else:
+                            append((key, value))
+                        continue
+                    for session in state.take_sessions(gap, now):
+                        try:
+                            value = self.combine(session)
+                        except BaseException as error:
+                            raise self.fail(error) from None
+                        if isawaitable(value):
+                            raise self._awaitable(value, out)
+                        append(self._emitted(key, _session_meta(session), value))
+        finally:
+            self._reschedule(keys, self.now())
         return out
 
     async def atick(self) -> list[Any]:

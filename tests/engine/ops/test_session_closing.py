@@ -1,0 +1,131 @@
+"""Sessions close on time, one-item sessions included (issue 16).
+
+A key whose only session holds one item (the common case when keys are
+many) is closed by a path of its own (`WindowOp._tick_sessions`): it must
+close at its item's loop time + gap (+ the wait), like any session, give
+the same metadata and value, and mix with keys of longer sessions in the
+same tick. On the virtual clock: nothing really sleeps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_windows import (
+    OPS,
+    Script,
+    at,
+    build,
+    event_clock,
+    fold,
+    items,
+    late_count,
+    loop_time,
+    meta,
+    operators,
+    reduce,
+    run,
+    secs,
+    virtual,
+    window_flow,
+)
+
+from aiowax._engine.ops.windows import op as window_op
+from aiowax.dataflow import Dataflow
+from aiowax.testing import TestingSink
+from aiowax.window import SessionWindow
+
+
+@virtual
+@pytest.mark.parametrize("op", OPS)
+@pytest.mark.parametrize("wait", [0, 0.5])
+async def test_one_item_sessions_close_at_their_loop_time_plus_the_gap(
+    op: str, wait: float
+) -> None:
+    # A key's watermark is its item's time (less the wait) at the loop time
+    # the item came, so a lone session closes gap + wait after that loop
+    # time, however many keys close in the same tick.
+    late: list[Any] = []
+    script = Script(
+        items("a", (0, "a")) + items("b", (0.5, "b")) + items("e", (0, "e1"), (1, "e2")),
+        0.25,
+        items("c", (1, "c")),
+        1.0,
+        items("d", (5, "d")),
+        2.0,
+        # ``c`` again at loop time 3.25, after its session closed: its
+        # watermark, 1 - wait at loop time 0.25, goes on from the memo of
+        # forgotten keys: 4 - wait now.
+        items("c", (3, "late")),
+        3600.0,
+    )
+    clock = event_clock(wait, on_late=lambda *args: late.append(args))
+    flow, out = window_flow(script, op, clock, SessionWindow(secs(2)), stamp=True)
+    with operators() as ops:
+        await run(flow)
+    assert sorted(out) == [
+        (2.0 + wait, ("a", meta(0, 0), "a")),
+        (2.0 + wait, ("b", meta(0.5, 0.5), "b")),
+        (2.0 + wait, ("e", meta(0, 1), "e1e2")),
+        (2.25 + wait, ("c", meta(1, 1), "c")),
+        (3.25 + wait, ("d", meta(5, 5), "d")),
+    ]
+    assert late == [("c", (3, "late"), at(3), at(4 - wait))]
+    assert late_count(ops) == 1
+    assert ops[0].state_size() == 0
+
+
+@virtual
+@pytest.mark.parametrize("op", OPS)
+async def test_one_item_sessions_without_metadata(op: str) -> None:
+    # A flow reading a Bytewax 0.17.2 input emits ``(key, value)``.
+    def no_metadata() -> None:
+        for step in ops:
+            step.emit_metadata = False
+
+    script = Script(no_metadata, items("a", (0, "a")), 1.0, items("b", (0, "b"), (1, "c")), 3600.0)
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", script)
+    window = SessionWindow(secs(2))
+    if op == "fold":
+        flow.fold_window("win", event_clock(), window, build, fold)
+    elif op == "reduce":
+        flow.reduce_window("win", event_clock(), window, reduce)
+    else:
+        flow.collect_window("win", event_clock(), window)
+    flow.map("stamp", lambda x: (loop_time(), x))
+    flow.output("out", TestingSink(out))
+    with operators() as ops:
+        await run(flow)
+    expected = {
+        "fold": [(2.0, ("a", ["a"])), (3.0, ("b", ["b", "c"]))],
+        "reduce": [(2.0, ("a", (0, "a"))), (3.0, ("b", (1, "bc")))],
+        "collect": [(2.0, ("a", [(0, "a")])), (3.0, ("b", [(0, "b"), (1, "c")]))],
+    }[op]
+    assert sorted(out) == expected
+
+
+@virtual
+@pytest.mark.parametrize("op", OPS)
+async def test_a_tick_closes_a_bounded_number_of_keys_and_the_rest_right_after(
+    op: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3 keys a tick (6 after a batch of 3): 10 keys due at loop time 2 go
+    # out over several ticks, all at loop time 2, and so do those of a batch
+    # that comes at that very time, and a two-item session among them.
+    monkeypatch.setattr(window_op, "CLOSE_PER_TICK", 3)
+    first = [(f"k{i}", (0, f"a{i}")) for i in range(10)]
+    second = [(f"m{i}", (1, f"b{i}")) for i in range(3)] + items("k0", (5, "c"), (5.5, "d"))
+    script = Script(first, 2.0, second, 3600.0)
+    flow, out = window_flow(script, op, event_clock(), SessionWindow(secs(2)), stamp=True)
+    with operators() as ops:
+        await run(flow)
+    assert sorted(out) == sorted(
+        [(2.0, (f"k{i}", meta(0, 0), f"a{i}")) for i in range(10)]
+        + [(4.0, (f"m{i}", meta(1, 1), f"b{i}")) for i in range(3)]
+        + [(4.0, ("k0", meta(5, 5.5), "cd"))]
+    )
+    assert late_count(ops) == 0
+    assert ops[0].state_size() == 0
