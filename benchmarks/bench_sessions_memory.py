@@ -29,20 +29,35 @@ them in ticks of a bounded size, `op.CLOSE_PER_TICK`, taking items in
 between). ``--gap-s 3600`` keeps every session open to the end of
 the input: then the peak is that of N open sessions whatever the speed, the
 same in every engine (the Bytewax scripts take ``--gap-s`` too).
+
+``--rate N`` (items/s) paces the input instead, at the same rate in every
+engine, so the peak is that of the user's input rate rather than of the
+engine's speed: open loop, item ``n`` is due ``n / N`` s after the source is
+built; each ``next_batch`` hands out the items due by now (at most
+``--batch-size``, ``[]`` when none is due) and ``next_awake`` returns the next
+item's due time, so the worker sleeps rather than spins (`benchlib.PacedItems`
+in a ``DynamicSource``). The items are the same (``KeyedItems(N, "unique")``,
+the same event times); only when they arrive differs. A run then holds about
+N x ``gap`` open sessions, and reports the achieved rate
+(``achieved_items_per_s``: items over the time from the first item's due time
+to the last item handed out; about N if the engine kept up) and how far the
+source fell behind (``source_lag_s``: the last item's hand-out time minus its
+due time). The Bytewax scripts take ``--rate`` too, with the same semantics.
 """
 
 from __future__ import annotations
 
-import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 import benchlib
-from benchlib import KeyedItems, PeakRss, add_timed, event_time
+from benchlib import KeyedItems, OpenSampler, PacedItems, PeakRss, add_timed, event_time
 
 import aiowax
 from aiowax.dataflow import Dataflow
+from aiowax.inputs import DynamicSource, StatelessSourcePartition
 from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.testing import TestingSource, run_main
 from aiowax.window import EventClockConfig, SessionWindow
@@ -79,44 +94,57 @@ class WatchedSource(TestingSource):
         return part
 
 
-class OpenSessions:
-    """The most sessions open at once: items read minus sessions emitted, every 10 ms."""
+class PacedPartition(StatelessSourcePartition[Any]):
+    """Hands out the items due by now (`benchlib.PacedItems`); sleeps until the next."""
 
-    def __init__(self, source: WatchedSource, sink: CountingSink) -> None:
-        self.source, self.sink = source, sink
-        self.peak = 0
-        self.done = threading.Event()
-        self.thread = threading.Thread(target=self._sample, daemon=True)
+    def __init__(self, pacer: PacedItems) -> None:
+        self.pacer = pacer
 
-    def _sample(self) -> None:
-        while not self.done.wait(0.01):
-            read = sum(part.snapshot() for part in self.source.parts)
-            self.peak = max(self.peak, read - self.sink.partition.count)
+    def next_batch(self, sched: Any) -> list[Any]:
+        if self.pacer.done():
+            raise StopIteration
+        return self.pacer.due()
 
-    def __enter__(self) -> OpenSessions:
-        self.thread.start()
-        return self
+    def next_awake(self) -> datetime | None:
+        return self.pacer.next_awake()
 
-    def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self.thread.join()
+
+class PacedSource(DynamicSource[Any]):
+    """``KeyedItems`` at ``--rate`` items/s: one worker, one partition."""
+
+    def __init__(self, pacer: PacedItems) -> None:
+        self.pacer = pacer
+
+    def build(self, now: Any, worker_index: int, worker_count: int) -> PacedPartition:
+        self.pacer.begin()
+        return PacedPartition(self.pacer)
 
 
 def main() -> None:
     p = benchlib.parser(__doc__ or "", items=1_000_000, repeat=1)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--gap-s", type=float, default=1.0)
+    p.add_argument("--rate", type=float, default=0.0, help="items/s (default 0: unpaced)")
     args = p.parse_args()
     flow = Dataflow()
-    source = WatchedSource(KeyedItems(args.items, "unique"), batch_size=args.batch_size)
-    flow.input("inp", source)
+    items = KeyedItems(args.items, "unique")
+    pacer: PacedItems | None = None
+    handed: Callable[[], int]
+    if args.rate > 0:
+        pacer = PacedItems(items, args.items, args.rate, args.batch_size)
+        flow.input("inp", PacedSource(pacer))
+        handed = lambda: pacer.sent  # noqa: E731
+    else:
+        source = WatchedSource(items, batch_size=args.batch_size)
+        flow.input("inp", source)
+        handed = lambda: sum(part.snapshot() for part in source.parts)  # noqa: E731
     clock = EventClockConfig(event_time, wait_for_system_duration=timedelta(0))
     windower = SessionWindow(gap=timedelta(seconds=args.gap_s))
     flow.reduce_window("add_timed", clock, windower, add_timed)
     sink = CountingSink()
     flow.output("out", sink)
     start = time.perf_counter()
-    with PeakRss() as rss, OpenSessions(source, sink) as opened:
+    with PeakRss() as rss, OpenSampler(handed, lambda: sink.partition.count) as opened:
         run_main(flow)
     wall = time.perf_counter() - start
     memo: int | None = None
@@ -137,6 +165,8 @@ def main() -> None:
         "kept_ok": sink.partition.count == args.items,
         "wall_s": wall,
         "items_per_s": args.items / wall,
+        "rate": args.rate or None,
+        **(pacer.as_dict() if pacer else {}),
         "forgotten_watermarks_bound": memo,
         "open_sessions_peak": opened.peak,
         "peak_mb_per_1000_open": peak_mb / max(1, opened.peak) * 1000,

@@ -10,6 +10,7 @@ harness (`run.py`) collects it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import platform
 import random
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -91,6 +93,112 @@ class KeyedItems:
         if self.kind == "timed":
             return ((names[i % count], (align + i * tick, i)) for i in range(n))
         return ((f"u{i}", (align + i * tick, i)) for i in range(n))
+
+
+class PacedItems:
+    """An open-loop pace over a finite input: item ``n`` is due ``n / rate`` s after `begin`.
+
+    `due` hands out the items due by now, at most ``cap`` (``[]`` when none
+    is due), in the input's own order and unchanged: only the pacing differs
+    from reading the input as fast as the engine takes it. `next_awake` is the
+    next item's due time (``None`` when it is already due or the input is
+    done: call again at once), so the engine sleeps rather than spins.
+    ``sent`` is how many items were handed out (read from a thread by
+    `OpenSampler`). Standard library only, like the rest of this module.
+    """
+
+    def __init__(self, items: Iterable[Any], total: int, rate: float, cap: int) -> None:
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0, got {rate!r}")
+        self.items, self.total, self.rate, self.cap = items, total, rate, cap
+        self.sent = 0
+        self.start_ns = self.last_ns = self.max_lag_ns = 0
+        self._it: Iterator[Any] = iter(())
+
+    def begin(self) -> None:
+        """Start the schedule (item 0 is due now) and the input from its start."""
+        self.start_ns = time.perf_counter_ns()
+        self._it = iter(self.items)
+        self.sent = self.last_ns = self.max_lag_ns = 0
+
+    def done(self) -> bool:
+        return self.sent >= self.total
+
+    def due(self) -> list[Any]:
+        """The items due now (possibly none), at most ``cap``."""
+        if not self.start_ns:
+            self.begin()
+        elapsed_ns = time.perf_counter_ns() - self.start_ns
+        upto = min(self.total, int(elapsed_ns * self.rate / 1e9) + 1)
+        n = min(upto - self.sent, self.cap)
+        if n <= 0:
+            return []
+        # how late the oldest item of this batch is handed out
+        self.max_lag_ns = max(self.max_lag_ns, elapsed_ns - int(self.sent * 1e9 / self.rate))
+        batch = list(itertools.islice(self._it, n))
+        self.sent += len(batch)
+        self.last_ns = self.start_ns + elapsed_ns
+        if len(batch) < n:  # the input ran out early
+            self.total = self.sent
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        """When the next item is due; ``None`` if now (or the input is done)."""
+        if self.done():
+            return None
+        due_ns = self.start_ns + math.ceil(self.sent * 1e9 / self.rate)
+        wait_ns = due_ns - time.perf_counter_ns()
+        if wait_ns <= 0:
+            return None
+        return datetime.now(UTC) + timedelta(microseconds=wait_ns / 1000)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Offered and achieved rate and lag: did the engine keep up?
+
+        ``achieved_items_per_s``: items handed out after the first over the
+        time from the first item's due time to the last hand-out (about
+        ``rate`` if the engine kept up). ``source_lag_s``: how late the last
+        item was handed out; ``source_max_lag_s``: the most any batch's
+        oldest item was.
+        """
+        span_s = (self.last_ns - self.start_ns) / 1e9
+        last_due_s = (self.sent - 1) / self.rate if self.sent else 0.0
+        return {
+            "offered_items_per_s": self.rate,
+            "achieved_items_per_s": (self.sent - 1) / span_s if span_s > 0 else None,
+            "handed_out": self.sent,
+            "source_lag_s": span_s - last_due_s,
+            "source_max_lag_s": self.max_lag_ns / 1e9,
+        }
+
+
+class OpenSampler:
+    """The most of ``handed() - emitted()`` at once, sampled every 10 ms from a thread.
+
+    With ``handed`` the items a source handed out and ``emitted`` the
+    sessions the sink got (one per item in the sessions benchmark), that is
+    the most sessions open at once (in-flight items count as open).
+    """
+
+    def __init__(self, handed: Callable[[], int], emitted: Callable[[], int]) -> None:
+        self.handed, self.emitted = handed, emitted
+        self.peak = 0
+        self.samples = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self.done.wait(0.01):
+            self.peak = max(self.peak, self.handed() - self.emitted())
+            self.samples += 1
+
+    def __enter__(self) -> OpenSampler:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
 
 
 def zero() -> int:

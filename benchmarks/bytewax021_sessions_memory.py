@@ -8,19 +8,34 @@ up, EventClock(benchlib.event_time, wait_for_system_duration=0),
 SessionWindower(gap=1 s), benchlib.add_timed)``, whose ``down`` stream goes
 to a null sink counting the sessions. Peak RSS minus the RSS right before
 the run, as in `bench_memory.py`.
+
+``--rate N`` (items/s) paces the input as `bench_sessions_memory.py` does,
+with the same semantics: a ``DynamicSource`` whose
+``StatelessSourcePartition`` hands out, per ``next_batch``, the items of
+``KeyedItems(N, "unique")`` due by now (item ``n`` is due ``n / N`` s after
+the source is built; at most ``--batch-size``; ``[]`` when none is due) and
+``next_awake`` returns the next item's due time, so the worker sleeps rather
+than spins (`benchlib.PacedItems`). Then the run also reports
+``open_sessions_peak`` (items handed out minus sessions emitted, sampled
+every 10 ms from a thread, `benchlib.OpenSampler`), the peak per thousand of
+them, the achieved rate and the source's lag (did the engine keep up?).
+Without ``--rate`` the input is ``TestingInput`` as before and those fields
+are absent.
 """
 
 from __future__ import annotations
 
 import time
-from datetime import timedelta
+from contextlib import nullcontext
+from datetime import datetime, timedelta
 from typing import Any
 
 import benchlib
 import bytewax.operators as op
 import bytewax.operators.windowing as win
-from benchlib import KeyedItems, PeakRss, add_timed, event_time
+from benchlib import KeyedItems, OpenSampler, PacedItems, PeakRss, add_timed, event_time
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import DynamicSource, StatelessSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSource, run_main
 
@@ -43,21 +58,64 @@ class CountingSink(DynamicSink):  # type: ignore[misc]
         return self.partition
 
 
+class PacedPartition(StatelessSourcePartition):  # type: ignore[misc]
+    """Hands out the items due by now (`benchlib.PacedItems`); sleeps until the next."""
+
+    def __init__(self, pacer: PacedItems) -> None:
+        self.pacer = pacer
+
+    def next_batch(self) -> list[Any]:
+        if self.pacer.done():
+            raise StopIteration
+        return self.pacer.due()
+
+    def next_awake(self) -> datetime | None:
+        return self.pacer.next_awake()
+
+
+class PacedSource(DynamicSource):  # type: ignore[misc]
+    """``KeyedItems`` at ``--rate`` items/s: one worker, one partition."""
+
+    def __init__(self, pacer: PacedItems) -> None:
+        self.pacer = pacer
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> PacedPartition:
+        self.pacer.begin()
+        return PacedPartition(self.pacer)
+
+
+def open_fields(sampler: OpenSampler, rss: PeakRss) -> dict[str, Any]:
+    """``open_sessions_peak`` and the peak per thousand of them, as aiowax reports."""
+    peak_mb = (rss.peak_kb - rss.baseline_kb) / 1024
+    return {
+        "open_sessions_peak": sampler.peak,
+        "open_sessions_samples": sampler.samples,
+        "peak_mb_per_1000_open": peak_mb / max(1, sampler.peak) * 1000,
+    }
+
+
 def main() -> None:
     p = benchlib.parser(__doc__ or "", items=1_000_000, repeat=1)
     p.add_argument("--batch-size", type=int, default=1000)
     p.add_argument("--gap-s", type=float, default=1.0)
+    p.add_argument("--rate", type=float, default=0.0, help="items/s (default 0: unpaced)")
     args = p.parse_args()
     flow = Dataflow("sessions_memory")
-    source = TestingSource(KeyedItems(args.items, "unique"), batch_size=args.batch_size)
-    s = op.input("inp", flow, source)
+    items = KeyedItems(args.items, "unique")
+    pacer: PacedItems | None = None
+    if args.rate > 0:
+        pacer = PacedItems(items, args.items, args.rate, args.batch_size)
+        s = op.input("inp", flow, PacedSource(pacer))
+    else:
+        s = op.input("inp", flow, TestingSource(items, batch_size=args.batch_size))
     clock = win.EventClock(event_time, wait_for_system_duration=timedelta(0))
     windower = win.SessionWindower(gap=timedelta(seconds=args.gap_s))
     out = win.reduce_window("add_timed", s, clock, windower, add_timed)
     sink = CountingSink()
     op.output("out", out.down, sink)
     start = time.perf_counter()
-    with PeakRss() as rss:
+    sampler = OpenSampler(lambda: pacer.sent if pacer else 0, lambda: sink.partition.count)
+    with PeakRss() as rss, sampler if pacer else nullcontext():
         run_main(flow)
     wall = time.perf_counter() - start
     result: dict[str, Any] = {
@@ -70,6 +128,9 @@ def main() -> None:
         "kept_ok": sink.partition.count == args.items,
         "wall_s": wall,
         "items_per_s": args.items / wall,
+        "rate": args.rate or None,
+        **(pacer.as_dict() if pacer else {}),
+        **(open_fields(sampler, rss) if pacer else {}),
         "versions": {"bytewax": benchlib.package_version("bytewax")},
         **rss.as_dict(),
     }

@@ -328,6 +328,14 @@ def keyed_rows(ratio_row: Any, bound_row: Any) -> None:
         "sessions items/s: aiowax / bytewax", "aiowax_sessions", bw("sessions"), ips, None, it
     )
     ratio_row(
+        "sessions memory at 20k items/s (same rate) / bytewax 0.17.2",
+        "aiowax_sessions_paced",
+        "bytewax_sessions_paced",
+        MEM,
+        None,
+        "MB",
+    )
+    ratio_row(
         "recovery on / off (aiowax, 1 s epochs)", "aiowax_rec_on", "aiowax_rec_off", ips, 0.7, it
     )
     ratio_row("recovery on: aiowax / bytewax", "aiowax_rec_on", bw("rec_on"), ips, None, it)
@@ -469,6 +477,11 @@ def figures(res: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
                 f"({si(r['items_per_s'])} items/s), {r['sessions']:,} sessions"
                 + (f", memo bound {memo:,}" if memo else "")
             )
+            if r.get("rate"):
+                what += (
+                    f"; paced at {r['rate']:,} items/s, achieved "
+                    f"{si(r['achieved_items_per_s'])}, {r['open_sessions_peak']:,} open at peak"
+                )
         elif r["bench"] == "latency":
             items = f"{r['rounds']} x {r['items']:,}"
             p50s = "/".join(f"{v:.0f}" for v in r["rounds_p50_us"])

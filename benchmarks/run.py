@@ -151,6 +151,10 @@ class Job:
     args: list[str] = field(default_factory=list)
 
 
+#: Items/s of the paced session-memory runs: one Bytewax 0.17.2 keeps up with.
+SESSIONS_RATE = 20_000
+
+
 def jobs(opts: argparse.Namespace) -> list[Job]:
     def n(items: int) -> str:
         return str(max(100, int(items * opts.scale)))
@@ -198,6 +202,17 @@ def jobs(opts: argparse.Namespace) -> list[Job]:
         "bytewax_sm_2w": ["--items", n(1_000_000), *r, "--workers", "2"],
     }
     table = with_bytewax021(table, items021)
+    if "sessions_memory" in opts.groups:
+        # Session memory at one input rate for both engines (the unpaced
+        # figure grows with the engine's speed: BENCHMARKS README). Bytewax
+        # 0.17.2 only: 0.21.1 falls behind at this rate (7.8k of 20k items/s
+        # measured) and its memory follows the keys seen, not the sessions open.
+        keys = opts.session_keys or max(100, int(1_000_000 * opts.scale))
+        paced = ["--items", str(keys), "--rate", str(SESSIONS_RATE)]
+        table += [
+            ("aiowax_sessions_paced", "sessions_memory", aw, "bench_sessions_memory.py", paced),
+            ("bytewax_sessions_paced", "sessions_memory", bw, "bytewax_sessions_memory.py", paced),
+        ]
     releases = {name for name, v in BYTEWAX_RELEASES.items() if v in opts.bytewax_releases}
     wanted = [Job(*row) for row in table if row[1] in opts.groups]
     return [j for j in wanted if j.interpreter == aw or j.interpreter in releases]
