@@ -129,3 +129,53 @@ async def test_a_tick_closes_a_bounded_number_of_keys_and_the_rest_right_after(
     )
     assert late_count(ops) == 0
     assert ops[0].state_size() == 0
+
+
+def _fold_failing_on(bad: str, folded: list[str]) -> Any:
+    def folder(acc: list[str], value: tuple[float, str]) -> list[str]:
+        if value[1] == bad:
+            raise ValueError(f"cannot fold {bad}")
+        folded.append(value[1])
+        return [*acc, value[1]]
+
+    return folder
+
+
+@virtual
+@pytest.mark.parametrize("window", ["session", "tumbling"])
+@pytest.mark.parametrize("bad", ["b", "b2"])
+async def test_a_failure_while_closing_keeps_what_the_tick_closed_before_it(
+    window: str, bad: str
+) -> None:
+    # Keys a, b and c close in one tick (b later, when it has two items);
+    # the folder fails on one of b's values. Sessions fold only when they
+    # close: the windows of the tick closed before the failure reach the
+    # sink, and the error names the step. (Before, the whole tick's output
+    # was dropped with the error.) Tumbling windows fold as items come:
+    # b fails when it is placed, before any window closed.
+    from aiowax.window import TumblingWindow
+
+    config = (
+        SessionWindow(secs(2)) if window == "session" else TumblingWindow(secs(10), align_to=at(0))
+    )
+    pairs = items("a", (0, "a")) + items("b", (0, "b"))
+    if bad == "b2":
+        pairs += items("b", (0.5, "b2"))
+    pairs += items("c", (0, "c"))
+    out: list[Any] = []
+    folded: list[str] = []
+    flow = Dataflow()
+    flow.input("inp", Script(pairs, 3600.0))
+    flow.fold_window("fold", event_clock(), config, list, _fold_failing_on(bad, folded))
+    flow.map("values", lambda kv: (kv[0], kv[1][1]))
+    flow.output("out", TestingSink(out))
+    with pytest.raises(ValueError, match=f"cannot fold {bad}") as info:
+        await run(flow)
+    assert any("'fold'" in n for n in getattr(info.value, "__notes__", [])), info.value
+    if window == "tumbling":
+        assert out == []
+    else:
+        # Every window folded whole before the failure, in closing order.
+        done = [label for label in folded if label != "b"]
+        assert done, folded
+        assert out == [(label, [label]) for label in done]

@@ -580,7 +580,8 @@ class WindowOp(KeyedOp, TimedOp):
                 try:
                     value = self.combine(payload) if is_session else self.finish(payload)
                 except BaseException as error:
-                    raise self.fail(error) from None
+                    # The windows this tick closed before still go out.
+                    raise self.fail(error, out) from None
                 if isawaitable(value):
                     raise self._awaitable(value, out)
                 out.append(self._emitted(key, meta, value))
@@ -634,7 +635,7 @@ class WindowOp(KeyedOp, TimedOp):
                         try:
                             value = finish(add(missing, value, t))
                         except BaseException as error:
-                            raise self.fail(error) from None
+                            raise self.fail(error, out) from None
                         if isawaitable(value):
                             raise self._awaitable(value, out)
                         if emit_metadata:
@@ -647,7 +648,7 @@ class WindowOp(KeyedOp, TimedOp):
                         try:
                             value = self.combine(session)
                         except BaseException as error:
-                            raise self.fail(error) from None
+                            raise self.fail(error, out) from None
                         if isawaitable(value):
                             raise self._awaitable(value, out)
                         append(self._emitted(key, _session_meta(session), value))
