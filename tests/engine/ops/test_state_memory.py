@@ -14,7 +14,6 @@ dearer is seen (the session-memory benchmark holds ~100,000 such keys).
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import sys
 import tracemalloc
@@ -23,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from test_windows import Script
 
 import aiowax
 from aiowax._engine.ops.keyed import COMPACT_FROM, compacted
@@ -30,7 +30,6 @@ from aiowax._engine.ops.windows import op as window_op
 from aiowax._engine.ops.windows.state import NO_SESSIONS, NO_WINDOWS
 from aiowax._testing.virtual import VIRTUAL_EPOCH
 from aiowax.dataflow import Dataflow
-from aiowax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.window import EventClockConfig, SessionWindow, TumblingWindow, WindowConfig
 from observing import observe_runs, operators_of
@@ -44,41 +43,7 @@ MEMO = 1000
 virtual = pytest.mark.asyncio(loop_factories=["virtual"])
 
 
-# -- a scripted source, a counting sink --------------------------------------------
-
-
-class _Part(StatefulSourcePartition[Any, int]):
-    def __init__(self, script: list[Any]) -> None:
-        self.script = script
-        self.pos = 0
-
-    async def next_batch(self, sched: datetime | None) -> list[Any]:
-        while self.pos < len(self.script):
-            step = self.script[self.pos]
-            self.pos += 1
-            if isinstance(step, float):
-                await asyncio.sleep(step)
-            elif callable(step):
-                step()
-            else:
-                return step  # type: ignore[no-any-return]
-        raise StopAsyncIteration
-
-    def snapshot(self) -> int:
-        return self.pos
-
-
-class Script(FixedPartitionedSource[Any, int]):
-    """Plays a script: a list is a batch, a float sleeps (loop time), a callable is called."""
-
-    def __init__(self, *script: Any) -> None:
-        self.script = list(script)
-
-    def list_parts(self) -> list[str]:
-        return ["script"]
-
-    def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _Part:
-        return _Part(self.script)
+# -- a counting sink (the scripted source is test_windows' `Script`) --------------------
 
 
 class _Counting(StatelessSinkPartition[Any]):
