@@ -1,9 +1,12 @@
-"""Tumbling windows of reduce_window and fold_window fold a key's items in runs.
+"""reduce_window and fold_window fold a key's items in runs.
 
-`fast_path._place_in_runs` folds the items of a key in the batch's newest
-window without looking at their times in µs or at the watermark, and ends
-the run (the accumulator goes in the window, the watermark moves) before any
-other item of that key. These cases are the ones the runs take: UTC times,
+On windows a whole number of offsets long (tumbling windows, and sliding
+ones such as 60 s every 10 s), `fast_path._place_in_runs` folds the items
+of a key in the batch's newest pane (a span of one offset, whose times lie
+in the same windows) without looking at their times in µs, at the
+watermark or at the key's window table, and ends the run (the accumulators
+go in their windows, the watermark moves) before any other item of that
+key. These cases are the ones the runs take: UTC times,
 mostly in order, a few keys, with late items, items of older windows and of
 newer ones in between; the model of `test_windows_property` says what comes
 out, and how many items are late.
@@ -19,12 +22,14 @@ from hypothesis import strategies as st
 from test_windows_property import T0, US, model, run_flow
 
 from aiowax._engine.ops.windows import fast_path
-from aiowax.window import TumblingWindow
+from aiowax.window import SlidingWindow, TumblingWindow
 
 
 @st.composite
-def in_order_cases(draw: st.DrawFn) -> dict[str, Any]:
-    length = draw(st.integers(2, 12))
+def in_order_cases(draw: st.DrawFn, widths: tuple[int, int] = (1, 1)) -> dict[str, Any]:
+    """Items mostly in order; windows of ``width`` offsets (1: tumbling)."""
+    offset = draw(st.integers(2, 12))
+    width = draw(st.integers(*widths))
     steps = draw(
         st.lists(
             st.tuples(
@@ -42,7 +47,8 @@ def in_order_cases(draw: st.DrawFn) -> dict[str, Any]:
         items.append((key, t))
     return {
         "items": items,
-        "length": length,
+        "length": offset * width,
+        "offset": offset,
         "wait": draw(st.sampled_from([0, 0, 1, 3, 1000])),
         "align": draw(st.integers(-5, 5)),
     }
@@ -106,3 +112,91 @@ def test_runs_are_taken(monkeypatch: Any) -> None:
     # One run per key for each of fold_window and reduce_window, each with
     # a newer item than its first.
     assert ended == [True] * 4
+
+
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(in_order_cases(widths=(2, 4)))
+# Windows 15 long every 5: runs of "a" and "b" in the pane [10, 15), whose
+# times are in [0, 15), [5, 20) and [10, 25); "a" at 16 is in a newer pane,
+# so both runs end, and "b"'s next item takes the general path, on time.
+@example(
+    {
+        "items": [("a", 11), ("b", 12), ("a", 13), ("b", 14), ("a", 16), ("b", 12)],
+        "length": 15,
+        "offset": 5,
+        "wait": 0,
+        "align": 0,
+    }
+)
+# Windows 8 long every 2: "a" at 5 ends the run at 1 and starts one at 5,
+# which moves "a"'s watermark to 5; of the next item's windows at 1 ([-6, 2),
+# [-4, 4), [-2, 6), [0, 8)) the two that closed by 5 miss it, the other two
+# take it, and it starts no run.
+@example(
+    {
+        "items": [("a", 1), ("a", 1), ("a", 5), ("a", 5), ("a", 1)],
+        "length": 8,
+        "offset": 2,
+        "wait": 0,
+        "align": 0,
+    }
+)
+# Windows 9 long every 3: "a" at 13 and at 14 miss two of their three windows
+# (closed at 15 and 18 by the watermark 20) and go in the third, with no run.
+@example(
+    {
+        "items": [("a", 20), ("a", 13), ("a", 14), ("a", 21)],
+        "length": 9,
+        "offset": 3,
+        "wait": 0,
+        "align": 0,
+    }
+)
+def test_sliding_runs_match_the_model(case: dict[str, Any]) -> None:
+    items, length, offset = case["items"], case["length"], case["offset"]
+    wait, align = case["wait"], case["align"]
+    expected, late = model("sliding", items, wait, length, offset, align, 1)
+    window = SlidingWindow(length * US, offset * US, T0 + align * US)
+    got, ops = run_flow(items, window, wait, UTC, False)
+    for op in ("fold", "reduce", "collect"):
+        assert got[op] == expected[op], op
+        assert ops[op].late_count == late, op
+        assert ops[op].state_size() == 0, op
+
+
+def test_sliding_runs_are_taken(monkeypatch: Any) -> None:
+    """Sliding windows a whole number of offsets long go through runs, one per key."""
+    ended: list[range] = []
+    end_run = fast_path._end_run
+
+    def counting(run: Any, now_us: int, wait: int) -> None:
+        assert run[1] is not run[2]  # the run folded a newer item
+        ended.append(run[4])
+        end_run(run, now_us, wait)
+
+    monkeypatch.setattr(fast_path, "_end_run", counting)
+    items = [("a", 11), ("b", 12), ("a", 13), ("b", 14)]
+    expected, late = model("sliding", items, 0, 15, 5, 0, 1)
+    got, _ = run_flow(items, SlidingWindow(15 * US, 5 * US, T0), 0, UTC, False)
+    assert got["reduce"] == expected["reduce"] and got["fold"] == expected["fold"]
+    assert late == 0
+    # The pane [10, 15) is in windows 0, 1 and 2 ([0, 15), [5, 20), [10, 25)):
+    # one run per key for each of fold_window and reduce_window.
+    assert ended == [range(0, 3)] * 4
+
+
+def test_sliding_windows_of_other_lengths_take_no_runs(monkeypatch: Any) -> None:
+    """A window 7 long every 5: a pane's times are not all in the same windows."""
+
+    def no_runs(*args: Any) -> None:
+        raise AssertionError("a run was taken")
+
+    monkeypatch.setattr(fast_path, "_place_in_runs", no_runs)
+    items = [("a", 11), ("b", 12), ("a", 13), ("b", 14), ("a", 17)]
+    expected, _ = model("sliding", items, 0, 7, 5, 0, 1)
+    got, _ops = run_flow(items, SlidingWindow(7 * US, 5 * US, T0), 0, UTC, False)
+    assert got == expected

@@ -2,10 +2,11 @@
 
 It applies the rules of `WindowOp._place` and `KeyState.advance` (which the
 general path uses for every other case) without a method call per step of
-the way: this loop is most of a window step's cost. Tumbling windows of
-reduce_window and fold_window go further: a key's items in the batch's
-newest window are folded in a run (see `_Run`), with no conversion of their
-times to µs and no look at the watermark per item. The two paths are held
+the way: this loop is most of a window step's cost. reduce_window and
+fold_window on windows a whole number of offsets long (tumbling windows and
+most sliding ones) go further: a key's items in the batch's newest pane are
+folded in a run (see `_Run`), with no conversion of their times to µs, no
+look at the watermark and no window lookup per item. The two paths are held
 to the same results by ``tests/engine/ops/test_windows_property.py``, which
 runs every window operator on both against a brute-force model.
 """
@@ -28,16 +29,19 @@ if TYPE_CHECKING:
 NEVER_LO = datetime.max.replace(tzinfo=UTC)
 NEVER_HI = datetime.min.replace(tzinfo=UTC)
 
-#: A run of one key's items in the hot window of a batch (tumbling windows of
-#: reduce_window and fold_window): ``[acc, newest, first, state, index]``, the
-#: window's accumulator so far (not yet in ``state.windows[index]``), the
+#: A run of one key's items in the hot pane of a batch (reduce_window and
+#: fold_window on windows a whole number of offsets long, tumbling ones
+#: included; see `_place_in_runs`): ``[acc, newest, first, state, index]``,
+#: the accumulator so far of the pane's window (tumbling: ``index`` is the
+#: window's) or the list of the accumulators of its windows (sliding:
+#: ``index`` is the range of theirs), not yet in ``state.windows``; the
 #: newest and the first item time (UTC datetimes; the first item took the
 #: general path, which moved the watermark for it). While a key has a run,
-#: its watermark is below the window's close: every item in the window is
-#: on time (its time is before the close), and only an item outside it, or
-#: the end of the batch, needs the watermark, so the run ends first: its
-#: accumulator goes in the window and the watermark moves for its newest
-#: item, in one conversion to µs instead of one per item.
+#: its watermark is below the pane's end, where the oldest of those windows
+#: closes: every item in the pane is on time in all of them, and only an
+#: item outside it, or the end of the batch, needs the watermark, so the run
+#: ends first: its accumulators go in their windows and the watermark moves
+#: for its newest item, in one conversion to µs instead of one per item.
 _Run = list[Any]
 
 
@@ -60,7 +64,7 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
     # its accumulator through `add`, which names a failing builder).
     reducer: Callable[[Any, Any], Any] | None = getattr(op, "reducer", None)
     folder: Callable[[Any, Any], Any] | None = getattr(op, "folder", None)
-    if length == offset and (reducer is not None or folder is not None):
+    if length % offset == 0 and (reducer is not None or folder is not None):
         _place_in_runs(op, batch, now, touched, reducer, folder)
         return
     keys = op.keys
@@ -165,20 +169,26 @@ def _place_in_runs(
     reducer: Callable[[Any, Any], Any] | None,
     folder: Callable[[Any, Any], Any] | None,
 ) -> None:
-    """`place_event_time` for tumbling windows of reduce_window and fold_window: with runs.
+    """`place_event_time` for reduce_window and fold_window when windows tile panes: with runs.
 
-    The general path below is `place_event_time`'s for tumbling windows;
-    before it, an item of a key with a run (see `_Run`) at a time in the
-    hot window ``[lo_dt, hi_dt)`` (the newest window an item took the
-    general path to, ``hot_index``) costs two datetime comparisons, a dict
-    lookup and the user's function. The general path ends its key's run
-    first, and starts one if the item went in the hot window.
+    Panes are the spans ``[align + p * offset, align + (p + 1) * offset)``;
+    when ``length`` is a whole number of offsets (tumbling windows are one),
+    every time in a pane lies in the same windows, and the oldest of them
+    closes when the pane ends. The general path below is
+    `place_event_time`'s; before it, an item of a key with a run (see
+    `_Run`) at a time in the hot pane ``[lo_dt, hi_dt)`` (the newest pane an
+    item took the general path to, ``hot``) costs two datetime comparisons,
+    a dict lookup and the user's function once per window. The general path
+    ends its key's run first, and starts one if the item went in every
+    window of the hot pane.
     """
     keys = op.keys
     key_state = op.key_state
     dt_getter = op.dt_getter
     add = op.add
-    align, length, wait = op.align_us, op.length_us, op.wait_us
+    align, offset, wait = op.align_us, op.offset_us, op.wait_us
+    width = op.length_us // offset
+    sliding = width > 1
     combine = reducer if reducer is not None else folder
     assert combine is not None
     touch = touched.add
@@ -189,7 +199,7 @@ def _place_in_runs(
     now_us = op.now_us(now)
     runs: dict[str, _Run] = {}
     run_of = runs.get
-    hot_index: int | None = None
+    hot: int | None = None
     lo_dt, hi_dt = NEVER_LO, NEVER_HI
     try:
         for item in batch:
@@ -210,10 +220,15 @@ def _place_in_runs(
             if plain and lo_dt <= dt < hi_dt:
                 run = run_of(key)
                 if run is not None:
-                    # The key's watermark is below the window's close (see
-                    # `_Run`): the item is on time, in its run's window.
+                    # The key's watermark is below the pane's end (see
+                    # `_Run`): the item is on time, in each of its run's windows.
                     try:
-                        run[0] = combine(run[0], value)
+                        if sliding:
+                            accs = run[0]
+                            for j in range(width):
+                                accs[j] = combine(accs[j], value)
+                        else:
+                            run[0] = combine(run[0], value)
                     except BaseException as error:
                         raise op.fail(error) from None
                     if dt > run[1]:
@@ -231,11 +246,19 @@ def _place_in_runs(
                 state = key_state(key, now, t_us)
             wm_loop = state.wm_loop
             wm = state.wm_base if wm_loop == now_us else state.wm_base + now_us - wm_loop
-            index = (t_us - align) // length
-            close = align + index * length + length
-            if close > wm:
-                windows = state.windows
-                try:
+            pane = (t_us - align) // offset
+            end = align + pane * offset + offset
+            # The item's windows are ``pane - width + 1 .. pane``; the oldest
+            # closes when the pane ends, and close times grow with the index.
+            first = pane - width + 1
+            if end > wm:
+                missed = 0
+            else:
+                missed = min((wm - end) // offset + 1, width)
+                first += missed
+            windows = state.windows
+            try:
+                for index in range(first, pane + 1):
                     acc = windows.get(index, missing)
                     if reducer is not None:
                         windows[index] = value if acc is missing else reducer(acc, value)
@@ -243,25 +266,32 @@ def _place_in_runs(
                         windows[index] = combine(acc, value)
                     else:
                         windows[index] = add(acc, value, t_us)
-                except StepFailed:
-                    raise
-                except BaseException as error:
-                    raise op.fail(error) from None
-                if plain and (hot_index is None or index >= hot_index):
-                    if index != hot_index:
-                        # A newer window: the hot one now, and the runs end.
+            except StepFailed:
+                raise
+            except BaseException as error:
+                raise op.fail(error) from None
+            if not missed:
+                if plain and (hot is None or pane >= hot):
+                    if pane != hot:
+                        # A newer pane: the hot one now, and the runs end.
                         try:
-                            lo_dt, hi_dt = from_us(close - length), from_us(close)
+                            lo_dt, hi_dt = from_us(end - offset), from_us(end)
                         except OverflowError:
                             lo_dt, hi_dt = NEVER_LO, NEVER_HI
                         for ended in runs.values():
                             _end_run(ended, now_us, wait)
                         runs.clear()
-                        hot_index = index
-                    runs[key] = [windows[index], dt, dt, state, index]
+                        hot = pane
+                    if sliding:
+                        indices = range(first, pane + 1)
+                        runs[key] = [[windows[i] for i in indices], dt, dt, state, indices]
+                    else:
+                        runs[key] = [windows[pane], dt, dt, state, pane]
             else:
-                # Once per window missed, as `WindowOp._settle` does.
-                op.late(key, value, t_us, wm)
+                while missed:
+                    # Once per window missed, as `WindowOp._settle` does.
+                    op.late(key, value, t_us, wm)
+                    missed -= 1
             # `KeyState.advance`: the watermark moves if the item is ahead.
             candidate = t_us - wait if wait else t_us
             if candidate > wm:
@@ -275,9 +305,14 @@ def _place_in_runs(
 
 
 def _end_run(run: _Run, now_us: int, wait: int) -> None:
-    """Put a run's accumulator in its window and move its key's watermark (see `_Run`)."""
+    """Put a run's accumulators in their windows and move its key's watermark (see `_Run`)."""
     acc, newest, first, state, index = run
-    state.windows[index] = acc
+    if index.__class__ is range:
+        windows = state.windows
+        for i, one in zip(index, acc, strict=True):
+            windows[i] = one
+    else:
+        state.windows[index] = acc
     if newest is not first:
         # `KeyState.advance` for the newest item of the run (the first one's
         # was done when the run began); `newest` is a UTC datetime.
