@@ -8,6 +8,7 @@ from aiowax._definition.steps import BatchStep
 from aiowax._engine.errors import StepFailed
 from aiowax._engine.ops.base import StepEnv, TimedOp
 from aiowax._engine.ops.keyed import KeyedOp
+from aiowax._keys import bad_item_error
 from aiowax._recovery.runtime import DELETED
 
 
@@ -33,12 +34,17 @@ class BatchOp(KeyedOp, TimedOp):
         dirty = self.dirty
         try:
             for item in batch:
-                # `aiowax._keys.is_keyed_item`, inlined (see ops/keyed.py).
-                if unchecked and (
-                    type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
-                ):
+                # `aiowax._keys.is_keyed_item`, inlined: an exact tuple first
+                # (unpacking anything else could run user code), unpacking
+                # checks the length, then the key (see ops/keyed.py).
+                if unchecked and type(item) is not tuple:
                     item = self._pair(item)
-                key, value = item
+                try:
+                    key, value = item
+                except ValueError:
+                    raise StepFailed(bad_item_error(self.step_id, item)) from None
+                if unchecked and type(key) is not str:
+                    key, value = self._pair(item)
                 values = lists.get(key)
                 if values is None:
                     values = lists[key] = []

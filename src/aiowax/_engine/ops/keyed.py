@@ -125,11 +125,17 @@ class StatefulMapOp(KeyedOp):
         dirty = self.dirty
         try:
             for item in batch:
-                if unchecked and (
-                    type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
-                ):
+                # `aiowax._keys.is_keyed_item`, inlined: an exact tuple first
+                # (unpacking anything else could run user code), unpacking
+                # checks the length, then the key (see the module).
+                if unchecked and type(item) is not tuple:
                     item = self._pair(item)
-                key, value = item
+                try:
+                    key, value = item
+                except ValueError:
+                    raise StepFailed(bad_item_error(self.step_id, item)) from None
+                if unchecked and type(key) is not str:
+                    key, value = self._pair(item)
                 state = states.get(key)
                 if state is None:
                     try:
@@ -216,11 +222,17 @@ class ReduceOp(KeyedOp):
         reduced: Any = missing
         try:
             for item in batch:
-                if unchecked and (
-                    type(item) is not tuple or len(item) != 2 or type(item[0]) is not str
-                ):
+                # `aiowax._keys.is_keyed_item`, inlined: an exact tuple first
+                # (unpacking anything else could run user code), unpacking
+                # checks the length, then the key (see the module).
+                if unchecked and type(item) is not tuple:
                     item = self._pair(item)
-                key, value = item
+                try:
+                    key, value = item
+                except ValueError:
+                    raise StepFailed(bad_item_error(self.step_id, item)) from None
+                if unchecked and type(key) is not str:
+                    key, value = self._pair(item)
                 acc = accs.get(key, missing)
                 if acc is missing:
                     acc = value
