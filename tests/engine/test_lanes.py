@@ -8,6 +8,7 @@ or another partition sleeps. Timing tests run on the virtual clock loop.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import threading
 from collections import Counter
@@ -19,7 +20,7 @@ import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.lanes import BACKOFF_MAX
+from aiowax._engine.lanes import BACKOFF_MAX, COALESCE_SECONDS, STRIDE_MAX
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import (
     DynamicSource,
@@ -937,3 +938,96 @@ async def test_next_batch_raising_names_the_step_on_any_call(at: int) -> None:
     notes = getattr(info.value, "__notes__", [])
     assert any("'reads'" in n and "input next_batch" in n for n in notes), notes
     assert out == list(range(at))
+
+
+class _CostlyPart(StatelessSourcePartition[int]):
+    """Hands out ``0, 1, ...`` one a call; call ``i`` takes ``costs[i]`` s of loop time."""
+
+    def __init__(self, costs: list[float]) -> None:
+        self.costs = costs
+        self.calls = 0
+
+    def next_batch(self) -> list[int]:
+        if self.calls == len(self.costs):
+            raise StopIteration
+        asyncio.get_running_loop().advance(self.costs[self.calls])  # type: ignore[attr-defined]
+        self.calls += 1
+        return [self.calls - 1]
+
+
+class _CostlySource(DynamicSource[int]):
+    def __init__(self, costs: list[float]) -> None:
+        self.costs = costs
+
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _CostlyPart:
+        return _CostlyPart(self.costs)
+
+
+class _MessagePart(StatelessSinkPartition[int]):
+    def __init__(self, messages: list[list[int]]) -> None:
+        self.messages = messages
+
+    def write_batch(self, items: list[int]) -> None:
+        self.messages.append(list(items))
+
+
+class _MessageSink(DynamicSink[int]):
+    """Keeps each batch it is handed whole: here, each message of the lane."""
+
+    def __init__(self) -> None:
+        self.messages: list[list[int]] = []
+
+    def build(self, worker_index: int, worker_count: int) -> _MessagePart:
+        return _MessagePart(self.messages)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_gathering_stops_on_time_when_a_quick_source_turns_slow() -> None:
+    # 100 calls that take no time, then calls of 1 ms each. While calls are
+    # quick the lane reads the clock only every few calls (up to STRIDE_MAX);
+    # once they are slow it sends within STRIDE_MAX - 1 calls of its 2 ms,
+    # and from then on reads the clock after every call again.
+    slow = 0.001
+    costs = [0.0] * 100 + [slow] * 60
+    flow = Dataflow()
+    flow.input("inp", _CostlySource(costs))
+    sink = _MessageSink()
+    flow.output("out", sink)
+    await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    assert [i for message in sink.messages for i in message] == list(range(160))
+    first, *rest = sink.messages
+    due = round(COALESCE_SECONDS / slow)  # slow calls until the message is due
+    assert first[:100] == list(range(100))
+    assert len(first) - 100 <= due + STRIDE_MAX - 1
+    # The first call of a message, then one call per clock read until due.
+    assert rest and all(len(message) <= 1 + due for message in rest)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_gathering_from_a_slow_source_stops_on_time() -> None:
+    slow = 0.0005
+    flow = Dataflow()
+    flow.input("inp", _CostlySource([slow] * 50))
+    sink = _MessageSink()
+    flow.output("out", sink)
+    await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    assert [i for message in sink.messages for i in message] == list(range(50))
+    assert max(map(len, sink.messages)) <= 1 + round(COALESCE_SECONDS / slow)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_gathering_reads_the_clock_after_every_call_again_once_calls_are_slow() -> None:
+    # Calls of 0.1 ms after 100 quick ones: the stride of calls under way
+    # when they turn slow takes longer than quick, so the lane reads the
+    # clock after every call from then on, and sends within a call of due.
+    slow = 0.0001
+    due = round(COALESCE_SECONDS / slow)
+    assert due > STRIDE_MAX + 1  # else the first slow stride alone could pass it
+    flow = Dataflow()
+    flow.input("inp", _CostlySource([0.0] * 100 + [slow] * 100))
+    sink = _MessageSink()
+    flow.output("out", sink)
+    await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    first = sink.messages[0]
+    assert first[:100] == list(range(100))
+    assert due <= len(first) - 100 <= due + 1

@@ -36,6 +36,13 @@ from aiowax._util import is_async_callable
 COALESCE_ITEMS = 1024
 #: Longest a lane keeps calling a sync source before it sends what it has.
 COALESCE_SECONDS = 0.002
+#: While gathering, the lane reads the clock after every call of a sync
+#: source until calls prove quick (``stride`` calls in under QUICK_SECONDS),
+#: then every 2, 4, ... up to STRIDE_MAX calls; one slow stretch brings it
+#: back to every call. A source that turns slow in the middle of a stride
+#: is called at most STRIDE_MAX - 1 more times after COALESCE_SECONDS.
+STRIDE_MAX = 16
+QUICK_SECONDS = COALESCE_SECONDS / 16
 #: Back-off after empty batches from a source that has no ``next_awake``.
 BACKOFF_MIN = 0.001
 #: The base classes' ``next_awake``, which always answers None.
@@ -431,10 +438,16 @@ class Lane:
                 if asks_awake:
                     continue  # more may be ready right now: gather it first
                 # The same, in a tighter loop: a sync source that answers at
-                # once (one-item batches) pays only its own call and a clock
-                # read per batch until the message is full or due.
+                # once (one-item batches) pays only its own call per batch,
+                # and now and then a clock read, until the message is full or
+                # due.
                 pending = self.pending
                 limit = min(self.epoch_deadline, started + COALESCE_SECONDS)
+                # A clock read costs as much as a quick source's call (uvloop's
+                # time() updates the loop's clock): while calls come back
+                # quick, read it only every ``stride`` calls (see STRIDE_MAX).
+                stride = countdown = 1
+                last = now
                 try:
                     while True:
                         batch = next_batch(sched)
@@ -443,8 +456,20 @@ class Lane:
                         if not batch:
                             break
                         pending += batch
-                        if len(pending) >= COALESCE_ITEMS or monotonic() >= limit:
+                        if len(pending) >= COALESCE_ITEMS:
                             break
+                        countdown -= 1
+                        if countdown:
+                            continue
+                        now = monotonic()
+                        if now >= limit:
+                            break
+                        if now - last >= QUICK_SECONDS:
+                            stride = 1
+                        elif stride < STRIDE_MAX:
+                            stride += stride
+                        countdown = stride
+                        last = now
                 except (StopIteration, StopAsyncIteration):
                     ended = True
                     batch = []
