@@ -1,7 +1,7 @@
 """Sessions close on time, one-item sessions included (issue 16).
 
 A key whose only session holds one item (the common case when keys are
-many) is closed by a path of its own (`WindowOp._tick_sessions`): it must
+many) is closed by a path of its own (`ticks.tick_sessions`): it must
 close at its item's loop time + gap (+ the wait), like any session, give
 the same metadata and value, and mix with keys of longer sessions in the
 same tick. On the virtual clock: nothing really sleeps.

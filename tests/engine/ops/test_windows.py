@@ -1172,7 +1172,7 @@ async def test_a_later_window_deadline_adds_no_heap_entry() -> None:
     state.windows = {0: [(0, "x")]}
     for i in range(1000):
         state.wm_loop = i  # the deadline a microsecond later each time
-        op._reschedule({"k"}, 0.0)
+        op.reschedule({"k"}, 0.0)
     assert len(op.heap) == 1
     assert op.timers == {op.heap[0]: ["k"]}
 

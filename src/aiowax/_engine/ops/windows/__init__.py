@@ -7,5 +7,7 @@
   restoring them.
 - `fast_path`: the inlined hot loop of tumbling and sliding windows on the
   event clock, the common case.
+- `ticks`: closing what is due on a tick, inlined for sync user code, and
+  the metadata of a closed window.
 - `kinds`: how each of the three operators accumulates.
 """

@@ -19,7 +19,7 @@ import inspect
 import logging
 from collections.abc import Callable, Collection, Generator
 from contextlib import closing
-from datetime import UTC, datetime
+from datetime import datetime
 from inspect import isawaitable
 from itertools import islice
 from typing import Any
@@ -44,15 +44,18 @@ from aiowax._engine.ops.windows.state import (
     Session,
     loop_us,
 )
+from aiowax._engine.ops.windows.ticks import (
+    clamped,
+    session_meta,
+    tick_sessions,
+    tick_windows,
+)
 from aiowax._engine.timeutil import US, from_us, to_us
 from aiowax._engine.usercode import NO_OUTPUT, run_per_key
 from aiowax._util import is_async_callable
 
 logger = logging.getLogger("aiowax.window")
 
-#: The first and last instants a `datetime` can hold, in microseconds.
-MIN_US = to_us(datetime.min.replace(tzinfo=UTC))
-MAX_US = to_us(datetime.max.replace(tzinfo=UTC))
 #: Most keys a stats call looks at (the newest); beyond, open windows are estimated.
 STATS_KEYS = 10_000
 #: Most keys whose sessions a tick closes (twice the items of the batch
@@ -64,37 +67,6 @@ STATS_KEYS = 10_000
 #: hold 100,000s of results, and keep the step from taking items meanwhile
 #: (issue 16). Twice the batch: the step closes faster than it takes items.
 CLOSE_PER_TICK = 4096
-
-
-_new_metadata = object.__new__
-# Its slots' descriptors: they set a frozen dataclass's fields.
-_set_open: Callable[[WindowMetadata, datetime], None] = vars(WindowMetadata)["open_time"].__set__
-_set_close: Callable[[WindowMetadata, datetime], None] = vars(WindowMetadata)["close_time"].__set__
-
-
-def _metadata(opened: datetime, closed: datetime) -> WindowMetadata:
-    """``WindowMetadata(opened, closed)``, made faster than its frozen ``__init__`` does."""
-    meta: WindowMetadata = _new_metadata(WindowMetadata)
-    _set_open(meta, opened)
-    _set_close(meta, closed)
-    return meta
-
-
-def _session_meta(session: Session) -> WindowMetadata:
-    """A session's window: from its first item's time to its last one's."""
-    opened = from_us(session[0])
-    return _metadata(opened, opened if session[1] == session[0] else from_us(session[1]))
-
-
-def clamped(us: int) -> datetime:
-    """The UTC datetime of ``us``, clamped to the range a `datetime` can hold.
-
-    A window of the first or last hours of that range (an item time of year
-    9999 is a common "never" sentinel) opens or closes outside it: its
-    metadata says `datetime.min` or `datetime.max` rather than ending the
-    run with an OverflowError (issue 11, U2).
-    """
-    return from_us(min(max(us, MIN_US), MAX_US))
 
 
 class WindowOp(KeyedOp, TimedOp):
@@ -155,6 +127,11 @@ class WindowOp(KeyedOp, TimedOp):
         # Until an accumulator was seen: see `_probe`. Sessions keep raw
         # values until they close: on_tick looks at what they give.
         self._probing = not self.session
+        # For the ticks (`ticks`): the operator's own finish (None: the
+        # accumulator is the value), and whether a one-item session's value
+        # is ``finish(add(MISSING, value))`` (see `combine`).
+        self.own_finish = None if type(self).finish is WindowOp.finish else self.finish
+        self.lone_combine = type(self).combine is WindowOp.combine
         self.is_async = self._user_async() or (
             self.event_time and is_async_callable(self.dt_getter)
         )
@@ -339,10 +316,10 @@ class WindowOp(KeyedOp, TimedOp):
                 self._probe(touched)
         except StepFailed as failed:
             # Windows the items before the failure closed still go out.
-            self._reschedule(touched, now)
+            self.reschedule(touched, now)
             failed.partial = self.on_tick(len(batch))
             raise
-        self._reschedule(touched, now)
+        self.reschedule(touched, now)
         return self.on_tick(len(batch))
 
     def _dt(self, value: Any) -> Any:
@@ -416,10 +393,10 @@ class WindowOp(KeyedOp, TimedOp):
         try:
             await run_per_key(self.step_id, batch, one, self.limit)
         except StepFailed as failed:
-            self._reschedule(touched, now)
+            self.reschedule(touched, now)
             failed.partial = await self.atick()
             raise
-        self._reschedule(touched, now)
+        self.reschedule(touched, now)
         return await self.atick()
 
     # -- closing ----------------------------------------------------------------
@@ -434,7 +411,7 @@ class WindowOp(KeyedOp, TimedOp):
         # Close times grow with the window index.
         return self._close_of(min(state.windows))
 
-    def _reschedule(self, keys: Collection[str], now: float) -> None:
+    def reschedule(self, keys: Collection[str], now: float) -> None:
         if self.dirty is not None:
             self.dirty.update(keys)
         states = self.keys
@@ -442,6 +419,8 @@ class WindowOp(KeyedOp, TimedOp):
             self._keys_peak = len(states)
         timers, heap = self.timers, self.heap
         session, gap = self.session, self.gap_us if self.session else 0
+        if not session:
+            align, offset, length = self.align_us, self.offset_us, self.length_us
         forget = self.event_time
         forgotten = self.forgotten
         shared: float | None = None
@@ -458,7 +437,7 @@ class WindowOp(KeyedOp, TimedOp):
             else:
                 # `_first_close`, inlined: close times grow with the window index.
                 windows = state.windows
-                first = self._close_of(min(windows)) if windows else None
+                first = align + min(windows) * offset + length if windows else None
             if first is None:
                 del states[key]
                 if forget:
@@ -487,7 +466,7 @@ class WindowOp(KeyedOp, TimedOp):
         self.timers, self._timers_peak = compacted(timers, self._timers_peak)
 
     def _forget(self, key: str, state: KeyState) -> None:
-        """Drop a key's state, keeping its watermark in the memo (`_reschedule` inlines it)."""
+        """Drop a key's state, keeping its watermark in the memo (`reschedule` inlines it)."""
         self.forgotten[key] = state.forgotten()
         if len(self.forgotten) > FORGOTTEN_WATERMARKS:
             self._forget_oldest()
@@ -537,14 +516,14 @@ class WindowOp(KeyedOp, TimedOp):
                     keys[key] = None
                     if self.session:
                         for session in state.take_sessions(gap, now):
-                            yield (key, _session_meta(session), session, True)
+                            yield (key, session_meta(session), session, True)
                     else:
                         windows = state.windows
                         due = [i for i in windows if state.deadline_of(self._close_of(i)) <= now]
                         for index in sorted(due):
                             yield (key, self._meta(index), windows.pop(index), False)
         finally:
-            self._reschedule(keys, self.now())
+            self.reschedule(keys, self.now())
 
     def _probe(self, touched: set[str]) -> None:
         """Until a first accumulator is seen: is it an awaitable (a sync function returning one)?
@@ -557,23 +536,26 @@ class WindowOp(KeyedOp, TimedOp):
             if state is not None and state.windows:
                 acc = next(iter(state.windows.values()))
                 if isawaitable(acc):
-                    raise self._awaitable(acc, [])
+                    raise self.awaitable_result(acc, [])
                 self._probing = False
                 return
 
-    def _awaitable(self, value: object, out: list[Any]) -> StepFailed:
+    def awaitable_result(self, value: object, out: list[Any]) -> StepFailed:
         """A sync window function returned an awaitable: a clear error, nothing left unawaited."""
         windows = [state.windows for state in self.keys.values()]
         return self.returned_awaitable(self.role.rsplit(" ", 1)[-1], value, out, windows)
 
-    def _emitted(self, key: str, meta: WindowMetadata, value: Any) -> tuple[str, Any]:
+    def emitted(self, key: str, meta: WindowMetadata, value: Any) -> tuple[str, Any]:
         """One closed window as the step emits it (see `WindowStep.emit_metadata`)."""
         return (key, (meta, value)) if self.emit_metadata else (key, value)
 
     def on_tick(self, placed: int = 0) -> list[Any]:
         """Close what is due; after a batch of ``placed`` items (see `CLOSE_PER_TICK`)."""
+        budget = max(CLOSE_PER_TICK, 2 * placed)
         if self.session:
-            return self._tick_sessions(max(CLOSE_PER_TICK, 2 * placed))
+            return tick_sessions(self, budget)
+        if self.event_time:
+            return tick_windows(self, budget)
         out: list[Any] = []
         with closing(self._closing()) as due:
             for key, meta, payload, is_session in due:
@@ -583,77 +565,8 @@ class WindowOp(KeyedOp, TimedOp):
                     # The windows this tick closed before still go out.
                     raise self.fail(error, out) from None
                 if isawaitable(value):
-                    raise self._awaitable(value, out)
-                out.append(self._emitted(key, meta, value))
-        return out
-
-    def _tick_sessions(self, budget: int) -> list[Any]:
-        """`on_tick` for sessions (sync user code): `_closing`, inlined.
-
-        It looks at the sessions of at most ``budget`` keys; if more are
-        due, the step's timer ticks again at once (see `CLOSE_PER_TICK`).
-        A key whose only session holds one item (the common case when keys
-        are many) is closed without building its session list.
-        """
-        now = self.now()
-        out: list[Any] = []
-        append = out.append
-        keys: dict[str, None] = {}
-        heap, timers, states = self.heap, self.timers, self.keys
-        gap = self.gap_us
-        emit_metadata = self.emit_metadata
-        # The value of a one-item session, without building it (see `combine`).
-        lone = type(self).combine is WindowOp.combine
-        add, finish, missing = self.add, self.finish, MISSING
-        try:
-            while heap and heap[0] <= now:
-                if len(keys) >= budget:
-                    # The rest in a next tick, once this output went on.
-                    self.timer.rearm()
-                    break
-                deadline = heapq.heappop(heap)
-                due = timers.pop(deadline)
-                if len(due) > budget - len(keys):
-                    # Those left keep their entry: due at the same deadline.
-                    cut = budget - len(keys)
-                    timers[deadline] = due[cut:]
-                    heapq.heappush(heap, deadline)
-                    due = due[:cut]
-                for key in due:
-                    state = states.get(key)
-                    if state is None or state.deadline != deadline:
-                        continue  # a stale entry: the key was rescheduled or dropped
-                    state.deadline = None
-                    keys[key] = None
-                    t = state.one_t
-                    if t is not None and lone:
-                        # `KeyState.take_sessions` of a lone item, inlined.
-                        if (t + gap - state.wm_base + state.wm_loop) / 1e6 > now:
-                            continue
-                        value = state.one_value
-                        state.one_t = state.one_value = None
-                        try:
-                            value = finish(add(missing, value, t))
-                        except BaseException as error:
-                            raise self.fail(error, out) from None
-                        if isawaitable(value):
-                            raise self._awaitable(value, out)
-                        if emit_metadata:
-                            opened = from_us(t)
-                            append((key, (_metadata(opened, opened), value)))
-                        else:
-                            append((key, value))
-                        continue
-                    for session in state.take_sessions(gap, now):
-                        try:
-                            value = self.combine(session)
-                        except BaseException as error:
-                            raise self.fail(error, out) from None
-                        if isawaitable(value):
-                            raise self._awaitable(value, out)
-                        append(self._emitted(key, _session_meta(session), value))
-        finally:
-            self._reschedule(keys, self.now())
+                    raise self.awaitable_result(value, out)
+                out.append(self.emitted(key, meta, value))
         return out
 
     async def atick(self) -> list[Any]:
@@ -666,7 +579,7 @@ class WindowOp(KeyedOp, TimedOp):
                     value = await self.acombine(payload) if is_session else self.finish(payload)
                 except BaseException as error:
                     raise self.fail(error) from None
-                out.append(self._emitted(key, meta, value))
+                out.append(self.emitted(key, meta, value))
         return out
 
     async def end_of_input(self) -> list[Any]:
@@ -681,16 +594,16 @@ class WindowOp(KeyedOp, TimedOp):
             for index in sorted(state.windows):
                 value = self.finish(state.windows[index])
                 if isawaitable(value):
-                    raise self._awaitable(value, out)
-                out.append(self._emitted(key, self._meta(index), value))
+                    raise self.awaitable_result(value, out)
+                out.append(self.emitted(key, self._meta(index), value))
             for session in state.all_sessions():
                 try:
                     value = await self.acombine(session)
                 except BaseException as error:
                     raise self.fail(error) from None
                 if isawaitable(value):
-                    raise self._awaitable(value, out)
-                out.append(self._emitted(key, _session_meta(session), value))
+                    raise self.awaitable_result(value, out)
+                out.append(self.emitted(key, session_meta(session), value))
             # Its windows are in ``out``: the state goes now, not with the
             # last key (the output and the states are not held all at once).
             del keys[key]

@@ -50,7 +50,7 @@ def restore(op: WindowOp, restored: dict[str, Any]) -> None:
         newest = max(state.watermark(anchor.loop) for state in op.keys.values())
         op.system_wm = KeyState(newest, loop_us(anchor.loop))
     op.dirty = set()
-    op._reschedule(set(op.keys), anchor.loop)
+    op.reschedule(set(op.keys), anchor.loop)
 
 
 def saved_states(op: WindowOp, keys: set[str]) -> dict[str, Any]:
