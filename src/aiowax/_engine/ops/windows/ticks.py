@@ -19,7 +19,7 @@ from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 from aiowax._definition.window import WindowMetadata
-from aiowax._engine.ops.windows.state import MISSING, Session
+from aiowax._engine.ops.windows.state import MISSING, KeyState, Session
 from aiowax._engine.timeutil import from_us, to_us
 
 if TYPE_CHECKING:
@@ -60,6 +60,40 @@ def clamped(us: int) -> datetime:
     return from_us(min(max(us, MIN_US), MAX_US))
 
 
+def due_states(
+    op: WindowOp, now: float, budget: int, keys: dict[str, None]
+) -> list[tuple[str, KeyState]]:
+    """The keys due by ``now`` (at most ``budget``) and their states, as they were scheduled.
+
+    Each one loses its timer entry and goes in ``keys``, which the tick
+    reschedules when it ends. If more are due, those keep their entry and
+    the step's timer ticks again at once: the rest close in a next tick,
+    once this tick's output went on.
+    """
+    heap, timers, states = op.heap, op.timers, op.keys
+    taken: list[tuple[str, KeyState]] = []
+    while heap and heap[0] <= now:
+        if len(keys) >= budget:
+            op.timer.rearm()
+            break
+        deadline = heappop(heap)
+        due = timers.pop(deadline)
+        if len(due) > budget - len(keys):
+            # Those left keep their entry: due at the same deadline.
+            cut = budget - len(keys)
+            timers[deadline] = due[cut:]
+            heappush(heap, deadline)
+            due = due[:cut]
+        for key in due:
+            state = states.get(key)
+            if state is None or state.deadline != deadline:
+                continue  # a stale entry: the key was rescheduled or dropped
+            state.deadline = None
+            keys[key] = None
+            taken.append((key, state))
+    return taken
+
+
 def tick_windows(op: WindowOp, budget: int) -> list[Any]:
     """`WindowOp.on_tick` for tumbling and sliding windows (sync user code).
 
@@ -72,7 +106,6 @@ def tick_windows(op: WindowOp, budget: int) -> list[Any]:
     out: list[Any] = []
     append = out.append
     keys: dict[str, None] = {}
-    heap, timers, states = op.heap, op.timers, op.keys
     align, offset, length = op.align_us, op.offset_us, op.length_us
     finish = op.own_finish
     emit_metadata = op.emit_metadata
@@ -81,53 +114,35 @@ def tick_windows(op: WindowOp, budget: int) -> list[Any]:
     # type (a generator's flags aside), and costs more than a set lookup.
     plain: set[type] = set()
     try:
-        while heap and heap[0] <= now:
-            if len(keys) >= budget:
-                # The rest in a next tick, once this output went on.
-                op.timer.rearm()
-                break
-            deadline = heappop(heap)
-            due = timers.pop(deadline)
-            if len(due) > budget - len(keys):
-                # Those left keep their entry: due at the same deadline.
-                cut = budget - len(keys)
-                timers[deadline] = due[cut:]
-                heappush(heap, deadline)
-                due = due[:cut]
-            for key in due:
-                state = states.get(key)
-                if state is None or state.deadline != deadline:
-                    continue  # a stale entry: the key was rescheduled or dropped
-                state.deadline = None
-                keys[key] = None
-                windows = state.windows
-                # `KeyState.deadline_of(close)` is ``(close + base) / 1e6``;
-                # close times grow with the index, so the due come first.
-                base = state.wm_loop - state.wm_base
-                for index in sorted(windows):
-                    if (align + index * offset + length + base) / 1e6 > now:
-                        break
-                    value = windows.pop(index)
-                    if finish is not None:
-                        try:
-                            value = finish(value)
-                        except BaseException as error:
-                            raise op.fail(error, out) from None
-                    kind = type(value)
-                    if kind not in plain:
-                        if isawaitable(value):
-                            raise op.awaitable_result(value, out)
-                        if kind is not GeneratorType:
-                            plain.add(kind)
-                    if emit_metadata:
-                        meta = metas.get(index)
-                        if meta is None:
-                            opened = align + index * offset
-                            meta = metadata(clamped(opened), clamped(opened + length))
-                            metas[index] = meta
-                        append((key, (meta, value)))
-                    else:
-                        append((key, value))
+        for key, state in due_states(op, now, budget, keys):
+            windows = state.windows
+            # `KeyState.deadline_of(close)` is ``(close + base) / 1e6``;
+            # close times grow with the index, so the due come first.
+            base = state.wm_loop - state.wm_base
+            for index in sorted(windows):
+                if (align + index * offset + length + base) / 1e6 > now:
+                    break
+                value = windows.pop(index)
+                if finish is not None:
+                    try:
+                        value = finish(value)
+                    except BaseException as error:
+                        raise op.fail(error, out) from None
+                kind = type(value)
+                if kind not in plain:
+                    if isawaitable(value):
+                        raise op.awaitable_result(value, out)
+                    if kind is not GeneratorType:
+                        plain.add(kind)
+                if emit_metadata:
+                    meta = metas.get(index)
+                    if meta is None:
+                        opened = align + index * offset
+                        meta = metadata(clamped(opened), clamped(opened + length))
+                        metas[index] = meta
+                    append((key, (meta, value)))
+                else:
+                    append((key, value))
     finally:
         op.reschedule(keys, op.now())
     return out
@@ -145,59 +160,45 @@ def tick_sessions(op: WindowOp, budget: int) -> list[Any]:
     out: list[Any] = []
     append = out.append
     keys: dict[str, None] = {}
-    heap, timers, states = op.heap, op.timers, op.keys
     gap = op.gap_us
     emit_metadata = op.emit_metadata
     # The value of a one-item session, without building it (see `combine`).
     lone = op.lone_combine
     add, finish, missing = op.add, op.finish, MISSING
+    plain: set[type] = set()
     try:
-        while heap and heap[0] <= now:
-            if len(keys) >= budget:
-                # The rest in a next tick, once this output went on.
-                op.timer.rearm()
-                break
-            deadline = heappop(heap)
-            due = timers.pop(deadline)
-            if len(due) > budget - len(keys):
-                # Those left keep their entry: due at the same deadline.
-                cut = budget - len(keys)
-                timers[deadline] = due[cut:]
-                heappush(heap, deadline)
-                due = due[:cut]
-            for key in due:
-                state = states.get(key)
-                if state is None or state.deadline != deadline:
-                    continue  # a stale entry: the key was rescheduled or dropped
-                state.deadline = None
-                keys[key] = None
-                t = state.one_t
-                if t is not None and lone:
-                    # `KeyState.take_sessions` of a lone item, inlined.
-                    if (t + gap - state.wm_base + state.wm_loop) / 1e6 > now:
-                        continue
-                    value = state.one_value
-                    state.one_t = state.one_value = None
-                    try:
-                        value = finish(add(missing, value, t))
-                    except BaseException as error:
-                        raise op.fail(error, out) from None
-                    if isawaitable(value):
-                        raise op.awaitable_result(value, out)
-                    if emit_metadata:
-                        opened = from_us(t)
-                        append((key, (metadata(opened, opened), value)))
-                    else:
-                        append((key, value))
+        for key, state in due_states(op, now, budget, keys):
+            t = state.one_t
+            if t is not None and lone:
+                # `KeyState.take_sessions` of a lone item, inlined.
+                if (t + gap - state.wm_base + state.wm_loop) / 1e6 > now:
                     continue
-                for session in state.take_sessions(gap, now):
-                    try:
-                        value = op.combine(session)
-                    except BaseException as error:
-                        raise op.fail(error, out) from None
+                value = state.one_value
+                state.one_t = state.one_value = None
+                try:
+                    value = finish(add(missing, value, t))
+                except BaseException as error:
+                    raise op.fail(error, out) from None
+                kind = type(value)
+                if kind not in plain:  # as in `tick_windows`
                     if isawaitable(value):
                         raise op.awaitable_result(value, out)
-                    append(op.emitted(key, session_meta(session), value))
+                    if kind is not GeneratorType:
+                        plain.add(kind)
+                if emit_metadata:
+                    opened = from_us(t)
+                    append((key, (metadata(opened, opened), value)))
+                else:
+                    append((key, value))
+                continue
+            for session in state.take_sessions(gap, now):
+                try:
+                    value = op.combine(session)
+                except BaseException as error:
+                    raise op.fail(error, out) from None
+                if isawaitable(value):
+                    raise op.awaitable_result(value, out)
+                append(op.emitted(key, session_meta(session), value))
     finally:
         op.reschedule(keys, op.now())
     return out
