@@ -58,14 +58,16 @@ logger = logging.getLogger("aiowax.window")
 
 #: Most keys a stats call looks at (the newest); beyond, open windows are estimated.
 STATS_KEYS = 10_000
-#: Most keys whose sessions a tick closes (twice the items of the batch
-#: after one, if more): the rest go in the next tick, which comes at once,
-#: behind the batches already waiting. A key's sessions are the same whenever
-#: they close (its watermark says which are due), but a tick's output is
-#: held all at once: sessions that come due faster than a step closes them
-#: (a second of them, when they all open in a burst) would make one tick
-#: hold 100,000s of results, and keep the step from taking items meanwhile
-#: (issue 16). Twice the batch: the step closes faster than it takes items.
+#: Most keys whose windows or sessions a tick closes, with sync user code
+#: on the event clock (twice the items of the batch after one, if more): the
+#: rest go in the next tick, which comes at once, behind the batches already
+#: waiting. A key's windows are the same whenever they close (its watermark
+#: says which are due), but a tick's output is held all at once: windows
+#: that come due faster than a step closes them (a second of sessions that
+#: all opened in a burst, the same window of a million keys) would make one
+#: tick hold 100,000s of results, and keep the step from taking items
+#: meanwhile (issue 16). Twice the batch: the step closes faster than it
+#: takes items.
 CLOSE_PER_TICK = 4096
 
 
