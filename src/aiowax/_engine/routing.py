@@ -37,8 +37,16 @@ class KeyRouter:
         for item in batch:
             # `aiowax._keys.is_keyed_item`, inlined: a call per item would be
             # a tenth of this loop's cost (tests/test_keys.py holds every
-            # inlined copy to the rule).
-            if type(item) is not tuple or len(item) != 2 or type(key := item[0]) is not str:
+            # inlined copy to the rule). An exact tuple first (unpacking
+            # anything else could run user code); unpacking checks the length.
+            if type(item) is tuple:
+                try:
+                    key, _ = item
+                except ValueError:
+                    key = None
+            else:
+                key = None
+            if type(key) is not str:
                 pair = as_keyed_item(item)
                 if pair is None:
                     raise StepFailed(bad_item_error(self.step_id, item), parts) from None
