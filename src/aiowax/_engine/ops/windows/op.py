@@ -46,6 +46,7 @@ from aiowax._engine.ops.windows.state import (
 )
 from aiowax._engine.ops.windows.ticks import (
     clamped,
+    metadata,
     session_meta,
     tick_sessions,
     tick_windows,
@@ -490,9 +491,10 @@ class WindowOp(KeyedOp, TimedOp):
     def next_deadline(self) -> float | None:
         return self.heap[0] if self.heap else None
 
-    def _meta(self, index: int) -> WindowMetadata:
+    def window_meta(self, index: int) -> WindowMetadata:
+        """The metadata of window ``index`` (sliding and tumbling windows)."""
         open_us = self.align_us + index * self.offset_us
-        return WindowMetadata(clamped(open_us), clamped(open_us + self.length_us))
+        return metadata(clamped(open_us), clamped(open_us + self.length_us))
 
     def _closing(self) -> Generator[tuple[str, WindowMetadata, Any, bool], None, None]:
         """Take out every window that is due: ``(key, meta, payload, is_session)``.
@@ -523,7 +525,7 @@ class WindowOp(KeyedOp, TimedOp):
                         windows = state.windows
                         due = [i for i in windows if state.deadline_of(self._close_of(i)) <= now]
                         for index in sorted(due):
-                            yield (key, self._meta(index), windows.pop(index), False)
+                            yield (key, self.window_meta(index), windows.pop(index), False)
         finally:
             self.reschedule(keys, self.now())
 
@@ -597,7 +599,7 @@ class WindowOp(KeyedOp, TimedOp):
                 value = self.finish(state.windows[index])
                 if isawaitable(value):
                     raise self.awaitable_result(value, out)
-                out.append(self.emitted(key, self._meta(index), value))
+                out.append(self.emitted(key, self.window_meta(index), value))
             for session in state.all_sessions():
                 try:
                     value = await self.acombine(session)

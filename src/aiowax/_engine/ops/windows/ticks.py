@@ -137,9 +137,7 @@ def tick_windows(op: WindowOp, budget: int) -> list[Any]:
                 if emit_metadata:
                     meta = metas.get(index)
                     if meta is None:
-                        opened = align + index * offset
-                        meta = metadata(clamped(opened), clamped(opened + length))
-                        metas[index] = meta
+                        meta = metas[index] = op.window_meta(index)
                     append((key, (meta, value)))
                 else:
                     append((key, value))
