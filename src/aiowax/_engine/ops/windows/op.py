@@ -404,16 +404,6 @@ class WindowOp(KeyedOp, TimedOp):
 
     # -- closing ----------------------------------------------------------------
 
-    def _first_close(self, state: KeyState) -> int | None:
-        """The earliest close time of a key's open windows (None: none open)."""
-        if self.session:
-            end = state.first_session_end()
-            return None if end is None else end + self.gap_us
-        if not state.windows:
-            return None
-        # Close times grow with the window index.
-        return self._close_of(min(state.windows))
-
     def reschedule(self, keys: Collection[str], now: float) -> None:
         if self.dirty is not None:
             self.dirty.update(keys)
@@ -431,14 +421,16 @@ class WindowOp(KeyedOp, TimedOp):
             state = states.get(key)
             if state is None:
                 continue
+            # The earliest close time of the key's open windows (None: none
+            # open). Sessions: the first one ends first (its last item + gap).
             if session:
-                first = state.one_t  # `KeyState.first_session_end`, inlined
+                first = state.one_t
                 if first is None and state.sessions:
                     first = state.sessions[0][1]
                 if first is not None:
                     first += gap
             else:
-                # `_first_close`, inlined: close times grow with the window index.
+                # Close times grow with the window index.
                 windows = state.windows
                 first = align + min(windows) * offset + length if windows else None
             if first is None:

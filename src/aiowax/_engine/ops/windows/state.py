@@ -96,12 +96,6 @@ class KeyState:
     def session_count(self) -> int:
         return len(self.sessions) + (self.one_t is not None)
 
-    def first_session_end(self) -> int | None:
-        """When the first session's last item is (None: no session): it ends first."""
-        if self.one_t is not None:
-            return self.one_t
-        return self.sessions[0][1] if self.sessions else None
-
     def all_sessions(self) -> list[Session]:
         """Every session, flat (see `Session`), in time order."""
         if self.one_t is not None:
