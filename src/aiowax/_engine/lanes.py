@@ -36,18 +36,11 @@ from aiowax._util import is_async_callable
 COALESCE_ITEMS = 1024
 #: Longest a lane keeps calling a sync source before it sends what it has.
 COALESCE_SECONDS = 0.002
-#: While gathering, the lane reads the clock after every call of a sync
-#: source until calls prove quick (``stride`` calls in under QUICK_SECONDS),
-#: then every 2, 4, ... up to STRIDE_MAX calls; one slow stretch brings it
-#: back to every call. A source that turns slow in the middle of a stride
-#: is called at most STRIDE_MAX - 1 more times after COALESCE_SECONDS.
-STRIDE_MAX = 16
-QUICK_SECONDS = COALESCE_SECONDS / 16
 #: Back-off after empty batches from a source that has no ``next_awake``.
 BACKOFF_MIN = 0.001
+BACKOFF_MAX = 0.02
 #: The base classes' ``next_awake``, which always answers None.
 _NEVER_AWAKE = (StatefulSourcePartition.next_awake, StatelessSourcePartition.next_awake)
-BACKOFF_MAX = 0.02
 
 Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
 
@@ -119,8 +112,12 @@ def _batch_fn(part: Partition) -> Callable[[datetime | None], Any]:
 
 
 def _as_list(batch: Any, step_id: str) -> list[Any]:
-    """What ``next_batch`` returned, as a list: a tuple is taken, anything else refused."""
-    if isinstance(batch, tuple):
+    """What ``next_batch`` returned, as a plain list: a list subclass or a tuple is taken.
+
+    Anything else (a generator, a set, a dict) is refused. The real type is
+    looked at, not ``__class__``, which a proxy object can fake.
+    """
+    if issubclass(type(batch), list | tuple):
         return list(batch)
     msg = f"input step {step_id!r}: next_batch must return a list, got {describe(batch)}"
     raise StepFailed(TypeError(msg))
@@ -438,38 +435,25 @@ class Lane:
                 if asks_awake:
                     continue  # more may be ready right now: gather it first
                 # The same, in a tighter loop: a sync source that answers at
-                # once (one-item batches) pays only its own call per batch,
-                # and now and then a clock read, until the message is full or
-                # due.
+                # once (one-item batches) pays only its own call and a clock
+                # read per batch until the message is full or due.
                 pending = self.pending
                 limit = min(self.epoch_deadline, started + COALESCE_SECONDS)
-                # A clock read costs as much as a quick source's call (uvloop's
-                # time() updates the loop's clock): while calls come back
-                # quick, read it only every ``stride`` calls (see STRIDE_MAX).
-                stride = countdown = 1
-                last = now
+                # The clock is read after every call: a source that turns slow
+                # (a blocking read once its backlog is drained) must not hold
+                # what was gathered, nor the event loop, past one more call.
+                cap = COALESCE_ITEMS
                 try:
                     while True:
                         batch = next_batch(sched)
-                        if type(batch) is not list:
-                            batch = _as_list(batch, step_id)
-                        if not batch:
-                            break
+                        if type(batch) is not list or not batch:
+                            if type(batch) is not list:
+                                batch = _as_list(batch, step_id)
+                            if not batch:
+                                break
                         pending += batch
-                        if len(pending) >= COALESCE_ITEMS:
+                        if len(pending) >= cap or monotonic() >= limit:
                             break
-                        countdown -= 1
-                        if countdown:
-                            continue
-                        now = monotonic()
-                        if now >= limit:
-                            break
-                        if now - last >= QUICK_SECONDS:
-                            stride = 1
-                        elif stride < STRIDE_MAX:
-                            stride += stride
-                        countdown = stride
-                        last = now
                 except (StopIteration, StopAsyncIteration):
                     ended = True
                     batch = []
@@ -478,7 +462,8 @@ class Lane:
                 except BaseException as error:
                     raise fail(error, step_id, "input next_batch") from None
                 now = monotonic()
-            if self.pending:
+            sent = bool(self.pending)
+            if sent:
                 out, self.pending = self.pending, []
                 self.items_read += len(out)
                 await outlet.send(out)
@@ -494,9 +479,12 @@ class Lane:
                 await self._sleep_until_awake(awake)
                 sched = awake
                 backoff = BACKOFF_MIN
-            elif not batch:
+            elif not batch and not sent:
                 await self._interruptible(clock.sleep_until(monotonic() + backoff))
                 backoff = min(backoff * 2, BACKOFF_MAX)
             else:
+                # Items came this round (even if the last call had none): the
+                # source is live, so it is called again once the steps ran,
+                # and a wait after it starts short again.
                 backoff = BACKOFF_MIN
                 await yield_now()  # let the steps run
