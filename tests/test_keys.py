@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 from zlib import crc32
 
 import pytest
@@ -68,6 +69,11 @@ BAD_ITEMS: list[Any] = [
     (1, 1),
     Pair(1, "k"),
     {"k": 1, "j": 2},
+    # Claim to be a tuple or a str (``__class__``) without being one, as
+    # mocks and proxies do: refused like any other bad item, not crashing
+    # the check (which called tuple's and str's methods on them).
+    mock.NonCallableMock(spec=tuple),
+    (mock.NonCallableMock(spec=str), 1),
 ]
 #: Plain pairs, and what the reference also takes: tuple subclasses and
 #: str-subclass keys, which become plain pairs of the key's str value (W5).

@@ -16,7 +16,7 @@ such as StrEnum members) as the plain pair of the key's str value.
 from __future__ import annotations
 
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 from zlib import crc32
 
 from aiowax._checks import describe
@@ -49,13 +49,18 @@ def as_keyed_item(item: object) -> tuple[str, Any] | None:
     StrEnum member, a ``class UserId(str)``), becomes the plain pair of the
     key's str value, so it hashes, routes and is stored like that str. The
     tuple's and the str's own methods are not called: no user code runs.
+    The real type is looked at, not ``__class__``, which a proxy or a mock
+    (``Mock(spec=tuple)``) may fake: such an item is refused.
     """
     if type(item) is tuple and len(item) == 2 and type(item[0]) is str:
         return item
-    if not isinstance(item, tuple) or tuple.__len__(item) != 2:
+    if not issubclass(type(item), tuple):
         return None
-    key, value = tuple.__getitem__(item, 0), tuple.__getitem__(item, 1)
-    if not isinstance(key, str):
+    pair = cast("tuple[Any, ...]", item)
+    if tuple.__len__(pair) != 2:
+        return None
+    key, value = tuple.__getitem__(pair, 0), tuple.__getitem__(pair, 1)
+    if not issubclass(type(key), str):
         return None
     return (str.__str__(key), value)
 
@@ -74,6 +79,8 @@ def all_keyed_items(batch: list[Any]) -> bool:
 def bad_item_error(step_id: str, item: object) -> TypeError:
     """The error for an item a keyed step cannot use."""
     what = describe(item)
-    if isinstance(item, tuple) and tuple.__len__(item) == 2:
-        what += f" (a key of type {type(tuple.__getitem__(item, 0)).__name__})"
+    if issubclass(type(item), tuple):
+        pair = cast("tuple[Any, ...]", item)
+        if tuple.__len__(pair) == 2:
+            what += f" (a key of type {type(tuple.__getitem__(pair, 0)).__name__})"
     return TypeError(f"step {step_id!r} needs (key, value) 2-tuples with a str key, got {what}")

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import anyio
 import kafka_crash_flow
@@ -38,6 +39,7 @@ import pytest
 from kafka_helpers import KafkaHelper, free_port
 
 import aiowax
+from aiowax._connectors.kafka.message import to_record
 from aiowax._connectors.kafka.sink import _KafkaSinkPartition
 from aiowax.connectors.kafka import (
     OFFSET_BEGINNING,
@@ -289,6 +291,16 @@ def test_a_bad_sink_item_names_topic_and_step_and_what_came_before_is_written(
     # step confirms it as it closes).
     written = [r.value for r in kafka.consume(topic, 2, partitions=1, timeout=2)]
     assert written == [b"0", b"1"]
+
+
+@pytest.mark.parametrize(
+    "item", [["k", "v"], ("k",), mock.NonCallableMock(spec=tuple)], ids=["list", "1-tuple", "mock"]
+)
+def test_a_sink_item_that_is_no_pair_is_refused_naming_the_topic(item: Any) -> None:
+    # A mock or proxy whose ``__class__`` says tuple is refused like a list,
+    # not with a raw error from ``len()``.
+    with pytest.raises(TypeError, match="KafkaSink to topic 't': items must be"):
+        to_record("t", item)
 
 
 def test_sink_write_batch_by_hand_returns_once_the_broker_has_the_items(

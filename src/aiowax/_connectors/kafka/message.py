@@ -98,7 +98,7 @@ def to_record(topic: str, item: Any) -> Record:
             ts = (item.timestamp - _EPOCH) // timedelta(milliseconds=1)
         headers: list[tuple[str, str | bytes | None]] | None = list(item.headers) or None
         return (_encode(topic, "key", item.key), _encode(topic, "value", item.value), headers, ts)
-    if not isinstance(item, tuple) or len(item) != 2:
+    if not issubclass(type(item), tuple) or len(item) != 2:
         msg = (
             f"KafkaSink to topic {topic!r}: items must be (key, value) tuples or "
             f"KafkaMessage objects, got {type(item).__name__}: {item!r}"
