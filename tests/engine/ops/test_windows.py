@@ -1206,3 +1206,38 @@ async def test_the_memo_of_forgotten_watermarks_drops_the_oldest_past_its_bound(
     # What is kept is the watermark: ``KeyState(kept, 0)`` has it back.
     assert op.forgotten["k39"] == 1000 + 39 - 39
     assert op.dirty == {f"k{i}" for i in range(40 - kept)}
+
+
+def _sliding_counts(step: Callable[[Dataflow, EventClockConfig, SlidingWindow], None]) -> list[int]:
+    """Three values ``{"n": 1}`` at 1, 2, 3 s in 10 s windows every 5 s: each window's count."""
+    out: list[Any] = []
+    flow = Dataflow()
+    items = [("a", {"t": T0 + timedelta(seconds=s), "n": 1}) for s in (1, 2, 3)]
+    flow.input("inp", TestingSource(items))
+    clock = EventClockConfig(lambda v: v["t"], timedelta(0))
+    step(flow, clock, SlidingWindow(timedelta(seconds=10), timedelta(seconds=5), T0))
+    flow.output("out", TestingSink(out))
+    run_main(flow)
+    return [acc["n"] for _key, (_meta, acc) in sorted(out, key=lambda kv: kv[1][0])]
+
+
+def _add_in_place(acc: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
+    acc["n"] += value["n"]  # the seed's own reducer style
+    return acc
+
+
+def test_reduce_window_sliding_starts_overlapping_windows_with_the_same_value() -> None:
+    # Matches the reference on purpose (Bytewax 0.17.2 prints 5 and 5 too):
+    # the first item starts both windows it falls in with its own value, so a
+    # reducer that changes its accumulator in place counts it in both.
+    # docs/windows.md says so, and what to use instead.
+    in_place = _sliding_counts(lambda f, c, w: f.reduce_window("r", c, w, _add_in_place))
+    assert in_place == [5, 5]
+    new = _sliding_counts(
+        lambda f, c, w: f.reduce_window("r", c, w, lambda a, v: {**a, "n": a["n"] + v["n"]})
+    )
+    assert new == [3, 3]
+    folded = _sliding_counts(
+        lambda f, c, w: f.fold_window("r", c, w, lambda: {"n": 0}, _add_in_place)
+    )
+    assert folded == [3, 3]
