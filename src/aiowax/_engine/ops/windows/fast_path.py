@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from aiowax._engine.errors import StepFailed
-from aiowax._engine.ops.windows.state import MISSING
+from aiowax._engine.ops.windows.state import MISSING, NO_WINDOWS
 from aiowax._engine.timeutil import EPOCH, from_us
 from aiowax._keys import as_keyed_item, bad_item_error
 
@@ -110,15 +110,21 @@ def place_event_time(op: WindowOp, batch: list[Any], now: float, touched: set[st
         missed = 0
         try:
             if tumbling:
+                # The state's windows may be a lone one (see `KeyState`).
                 index = (t_us - align) // length
                 if align + index * length + length > wm:
-                    acc = windows.get(index, missing)
+                    lone = state.one_at == index
+                    acc = state.one_value if lone else windows.get(index, missing)
                     if reducer is not None:
-                        windows[index] = value if acc is missing else reducer(acc, value)
+                        acc = value if acc is missing else reducer(acc, value)
                     elif folder is not None and acc is not missing:
-                        windows[index] = folder(acc, value)
+                        acc = folder(acc, value)
                     else:
-                        windows[index] = add(acc, value, t_us)
+                        acc = add(acc, value, t_us)
+                    if lone:
+                        state.one_value = acc
+                    else:
+                        state.put_window(index, acc)
                 else:
                     missed = 1
             else:
@@ -196,6 +202,7 @@ def _place_in_runs(
     step_id = op.step_id
     # Module globals as locals: a global lookup per use adds up here.
     missing, utc, epoch, plain_datetime = MISSING, UTC, EPOCH, datetime
+    no_windows = NO_WINDOWS
     now_us = op.now_us(now)
     runs: dict[str, _Run] = {}
     run_of = runs.get
@@ -258,14 +265,32 @@ def _place_in_runs(
                 first += missed
             windows = state.windows
             try:
-                for index in range(first, pane + 1):
-                    acc = windows.get(index, missing)
+                if sliding:
+                    for index in range(first, pane + 1):
+                        acc = windows.get(index, missing)
+                        if reducer is not None:
+                            windows[index] = value if acc is missing else reducer(acc, value)
+                        elif acc is not missing:
+                            windows[index] = combine(acc, value)
+                        else:
+                            windows[index] = add(acc, value, t_us)
+                elif not missed:
+                    # Tumbling: the one window ``pane``, maybe a lone one
+                    # (see `KeyState`).
+                    lone = state.one_at == pane
+                    acc = state.one_value if lone else windows.get(pane, missing)
                     if reducer is not None:
-                        windows[index] = value if acc is missing else reducer(acc, value)
+                        acc = value if acc is missing else reducer(acc, value)
                     elif acc is not missing:
-                        windows[index] = combine(acc, value)
+                        acc = combine(acc, value)
                     else:
-                        windows[index] = add(acc, value, t_us)
+                        acc = add(acc, value, t_us)
+                    if lone:
+                        state.one_value = acc
+                    elif windows is not no_windows:
+                        windows[pane] = acc
+                    else:
+                        state.put_window(pane, acc)
             except StepFailed:
                 raise
             except BaseException as error:
@@ -286,7 +311,7 @@ def _place_in_runs(
                         indices = range(first, pane + 1)
                         runs[key] = [[windows[i] for i in indices], dt, dt, state, indices]
                     else:
-                        runs[key] = [windows[pane], dt, dt, state, pane]
+                        runs[key] = [acc, dt, dt, state, pane]
             else:
                 while missed:
                     # Once per window missed, as `WindowOp._settle` does.
@@ -311,6 +336,8 @@ def _end_run(run: _Run, now_us: int, wait: int) -> None:
         windows = state.windows
         for i, one in zip(index, acc, strict=True):
             windows[i] = one
+    elif state.one_at == index:
+        state.one_value = acc
     else:
         state.windows[index] = acc
     if newest is not first:

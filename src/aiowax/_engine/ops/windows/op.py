@@ -95,6 +95,9 @@ class WindowOp(KeyedOp, TimedOp):
         else:
             self.wait_us = 0
         self.session = isinstance(window, SessionWindow)
+        #: Not tumbling (a time may be in several windows, or none): each
+        #: state has a dict of windows of its own (see `KeyState`).
+        self.sliding = False
         if isinstance(window, SessionWindow):
             self.gap_us: int = window.gap // US
         else:
@@ -102,6 +105,7 @@ class WindowOp(KeyedOp, TimedOp):
             self.length_us = window.length // US
             self.offset_us = window.offset // US
             self.align_us = to_us(window.align_to)
+            self.sliding = self.length_us != self.offset_us
         self.keys: dict[str, KeyState] = {}
         # Keys whose windows all closed keep only their watermark (see
         # `KeyState.forgotten`), so it never goes back and a late item of a
@@ -186,7 +190,7 @@ class WindowOp(KeyedOp, TimedOp):
             marks = [self.system_wm.watermark(loop_now)]
         else:
             marks = []
-        opened = sum(st.session_count() if self.session else len(st.windows) for st in seen)
+        opened = sum(st.open_count() for st in seen)
         if len(seen) < len(keys):
             opened = round(opened * len(keys) / len(seen))
         extra: dict[str, Any] = {"keys": len(keys), "late": self.late_count, "windows_open": opened}
@@ -234,7 +238,8 @@ class WindowOp(KeyedOp, TimedOp):
             else:
                 wait = self.wait_us
                 state = KeyState(t_us - wait if wait else t_us, self.now_us(now))
-            if not self.session:
+            if self.sliding:
+                # Its own dict, which the hot loops write (see `KeyState`).
                 state.windows = {}
             self.keys[key] = state
         return state
@@ -302,9 +307,8 @@ class WindowOp(KeyedOp, TimedOp):
             state.join_session(self.gap_us, t_us, value)
             return 0
         indices, missed = self._open_windows_of(t_us, wm)
-        windows = state.windows
         for index in indices:
-            windows[index] = self.add(windows.get(index, MISSING), value, t_us)
+            state.put_window(index, self.add(state.get_window(index, MISSING), value, t_us))
         return missed
 
     def process(self, batch: list[Any]) -> list[Any]:
@@ -385,10 +389,10 @@ class WindowOp(KeyedOp, TimedOp):
                 indices, missed = self._open_windows_of(t_us, wm)
                 for index in indices:
                     try:
-                        acc = await self.aadd(state.windows.get(index, MISSING), value, t_us)
+                        acc = await self.aadd(state.get_window(index, MISSING), value, t_us)
                     except BaseException as error:
                         raise self.fail(error) from None
-                    state.windows[index] = acc
+                    state.put_window(index, acc)
             self._settle(key, value, state, now, t_us, wm, missed)
             touched.add(key)
             return NO_OUTPUT
@@ -424,15 +428,15 @@ class WindowOp(KeyedOp, TimedOp):
             # The earliest close time of the key's open windows (None: none
             # open). Sessions: the first one ends first (its last item + gap).
             if session:
-                first = state.one_t
+                first = state.one_at
                 if first is None and state.sessions:
                     first = state.sessions[0][1]
                 if first is not None:
                     first += gap
             else:
                 # Close times grow with the window index.
-                windows = state.windows
-                first = align + min(windows) * offset + length if windows else None
+                index = state.first_window()
+                first = None if index is None else align + index * offset + length
             if first is None:
                 del states[key]
                 if forget:
@@ -514,10 +518,12 @@ class WindowOp(KeyedOp, TimedOp):
                         for session in state.take_sessions(gap, now):
                             yield (key, session_meta(session), session, True)
                     else:
-                        windows = state.windows
-                        due = [i for i in windows if state.deadline_of(self._close_of(i)) <= now]
+                        table = state.window_table()
+                        due = [i for i in table if state.deadline_of(self._close_of(i)) <= now]
                         for index in sorted(due):
-                            yield (key, self.window_meta(index), windows.pop(index), False)
+                            yield (key, self.window_meta(index), state.pop_window(index), False)
+                        if not self.sliding:
+                            state.make_lone()
         finally:
             self.reschedule(keys, self.now())
 
@@ -529,8 +535,9 @@ class WindowOp(KeyedOp, TimedOp):
         """
         for key in touched:
             state = self.keys.get(key)
-            if state is not None and state.windows:
-                acc = next(iter(state.windows.values()))
+            table = None if state is None else state.window_table()
+            if table:
+                acc = next(iter(table.values()))
                 if isawaitable(acc):
                     raise self.awaitable_result(acc, [])
                 self._probing = False
@@ -538,7 +545,7 @@ class WindowOp(KeyedOp, TimedOp):
 
     def awaitable_result(self, value: object, out: list[Any]) -> StepFailed:
         """A sync window function returned an awaitable: a clear error, nothing left unawaited."""
-        windows = [state.windows for state in self.keys.values()]
+        windows = [state.window_table() for state in self.keys.values()]
         return self.returned_awaitable(self.role.rsplit(" ", 1)[-1], value, out, windows)
 
     def emitted(self, key: str, meta: WindowMetadata, value: Any) -> tuple[str, Any]:
@@ -587,19 +594,24 @@ class WindowOp(KeyedOp, TimedOp):
             self.dirty.update(self.forgotten)
         for key in list(keys):
             state = keys[key]
-            for index in sorted(state.windows):
-                value = self.finish(state.windows[index])
-                if isawaitable(value):
-                    raise self.awaitable_result(value, out)
-                out.append(self.emitted(key, self.window_meta(index), value))
-            for session in state.all_sessions():
-                try:
-                    value = await self.acombine(session)
-                except BaseException as error:
-                    raise self.fail(error) from None
-                if isawaitable(value):
-                    raise self.awaitable_result(value, out)
-                out.append(self.emitted(key, session_meta(session), value))
+            # A lone session and a lone window share the slots (`KeyState`):
+            # the step's kind says which it is.
+            if self.session:
+                for session in state.all_sessions():
+                    try:
+                        value = await self.acombine(session)
+                    except BaseException as error:
+                        raise self.fail(error) from None
+                    if isawaitable(value):
+                        raise self.awaitable_result(value, out)
+                    out.append(self.emitted(key, session_meta(session), value))
+            else:
+                table = state.window_table()
+                for index in sorted(table):
+                    value = self.finish(table[index])
+                    if isawaitable(value):
+                        raise self.awaitable_result(value, out)
+                    out.append(self.emitted(key, self.window_meta(index), value))
             # Its windows are in ``out``: the state goes now, not with the
             # last key (the output and the states are not held all at once).
             del keys[key]

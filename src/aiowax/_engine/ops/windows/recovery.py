@@ -72,8 +72,13 @@ def saved_states(op: WindowOp, keys: set[str]) -> dict[str, Any]:
             # The watermark at a wall time, for the system clock.
             "wm_base": wm,
             "wm_wall": anchor.wall_us,
-            "windows": state.windows,
-            "sessions": [[s[0], s[1], session_entries(s)] for s in state.all_sessions()],
+            # A lone session and a lone window share the slots (`KeyState`).
+            "windows": {} if op.session else state.window_table(),
+            "sessions": (
+                [[s[0], s[1], session_entries(s)] for s in state.all_sessions()]
+                if op.session
+                else []
+            ),
         }
     return out
 

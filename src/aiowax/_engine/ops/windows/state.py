@@ -12,7 +12,10 @@ Memory matters here: a step can hold a state for each of 100,000s of keys.
 A key whose only session holds one item (the common case when keys are
 many: the session-memory benchmark) costs one `KeyState` and nothing else:
 the item sits in its slots, its time is the watermark's own int, and the
-loop time is the int of its batch, which every key of the batch shares.
+loop time is the int of its batch, which every key of the batch shares. A
+key of a tumbling window step with one window open (most of the time, for
+most keys) keeps it in the same two slots, without a dict of windows (a
+dict of one entry costs 224 bytes, twice the `KeyState`).
 """
 
 from __future__ import annotations
@@ -50,12 +53,28 @@ def loop_us(now: float) -> int:
 class KeyState:
     """One key's watermark and open windows.
 
-    A key's sessions are either one session of one item, in ``one_t`` and
-    ``one_value`` (``one_t`` is None otherwise), or in ``sessions``, in time
-    order and at least a gap apart.
+    A key's sessions are either one session of one item, in ``one_at`` (the
+    item's time) and ``one_value`` (``one_at`` is None otherwise), or in
+    ``sessions``, in time order and at least a gap apart.
+
+    A key's tumbling or sliding windows are in ``windows`` (index ->
+    accumulator), except that a state whose ``windows`` is the shared empty
+    `NO_WINDOWS` may hold one window in ``one_at`` (its index) and
+    ``one_value`` (`put_window` moves it into a dict of its own once a
+    second one opens). Sliding window steps give each state a dict of its
+    own from the start (`WindowOp.key_state`): their hot loops write it.
     """
 
-    __slots__ = ("deadline", "n", "one_t", "one_value", "sessions", "windows", "wm_base", "wm_loop")
+    __slots__ = (
+        "deadline",
+        "n",
+        "one_at",
+        "one_value",
+        "sessions",
+        "windows",
+        "wm_base",
+        "wm_loop",
+    )
 
     def __init__(self, wm_base: int, wm_loop: int) -> None:
         # The watermark is ``wm_base`` at loop time ``wm_loop`` (µs).
@@ -63,8 +82,8 @@ class KeyState:
         self.wm_loop = wm_loop
         # Sliding windows: window index -> accumulator.
         self.windows = NO_WINDOWS
-        # Sessions (see the class).
-        self.one_t: int | None = None
+        # A lone session or window (see the class).
+        self.one_at: int | None = None
         self.one_value: Any = None
         self.sessions = NO_SESSIONS
         # The ``seq`` of the key's next item (in ``sessions``).
@@ -91,24 +110,74 @@ class KeyState:
         """Loop time at which the watermark reaches ``close_us``."""
         return (close_us - self.wm_base + self.wm_loop) / 1e6
 
-    # -- sessions ------------------------------------------------------------------
+    # -- tumbling and sliding windows (see the class) ----------------------------
 
-    def session_count(self) -> int:
-        return len(self.sessions) + (self.one_t is not None)
+    def open_count(self) -> int:
+        """How many windows or sessions are open."""
+        return len(self.windows) + len(self.sessions) + (self.one_at is not None)
+
+    def window_table(self) -> dict[int, Any]:
+        """Every open window, index -> accumulator (a new dict for a lone window)."""
+        if self.one_at is not None:
+            return {self.one_at: self.one_value}
+        return self.windows
+
+    def get_window(self, index: int, default: Any) -> Any:
+        """The accumulator of window ``index``, or ``default`` if it is not open."""
+        if self.one_at == index:
+            return self.one_value
+        return self.windows.get(index, default)
+
+    def put_window(self, index: int, acc: Any) -> None:
+        """Set the accumulator of window ``index``, opening it if need be."""
+        if self.one_at == index:
+            self.one_value = acc
+        elif self.windows is not NO_WINDOWS:
+            self.windows[index] = acc
+        elif self.one_at is None:
+            self.one_at, self.one_value = index, acc
+        else:
+            # A second window: both go in a dict of the state's own.
+            self.windows = {self.one_at: self.one_value, index: acc}
+            self.one_at = self.one_value = None
+
+    def pop_window(self, index: int) -> Any:
+        """Take out the accumulator of the open window ``index``."""
+        if self.one_at == index:
+            acc = self.one_value
+            self.one_at = self.one_value = None
+            return acc
+        return self.windows.pop(index)
+
+    def first_window(self) -> int | None:
+        """The index of the oldest open window (the first to close), None if none."""
+        if self.one_at is not None:
+            return self.one_at
+        windows = self.windows
+        return min(windows) if windows else None
+
+    def make_lone(self) -> None:
+        """A dict of windows down to one: that one goes back in the slots (tumbling)."""
+        windows = self.windows
+        if len(windows) == 1:
+            ((self.one_at, self.one_value),) = windows.items()
+            self.windows = NO_WINDOWS
+
+    # -- sessions ------------------------------------------------------------------
 
     def all_sessions(self) -> list[Session]:
         """Every session, flat (see `Session`), in time order."""
-        if self.one_t is not None:
-            return [[self.one_t, self.one_t, self.one_t, 0, self.one_value]]
+        if self.one_at is not None:
+            return [[self.one_at, self.one_at, self.one_at, 0, self.one_value]]
         return self.sessions
 
     def take_sessions(self, gap_us: int, now: float) -> list[Session]:
         """Take out the sessions that close at loop time ``now``."""
-        if self.one_t is not None:
-            if self.deadline_of(self.one_t + gap_us) > now:
+        if self.one_at is not None:
+            if self.deadline_of(self.one_at + gap_us) > now:
                 return NO_SESSIONS
             taken = self.all_sessions()
-            self.one_t = self.one_value = None
+            self.one_at = self.one_value = None
             return taken
         sessions = self.sessions
         # In time order, a gap apart: those due come first.
@@ -122,15 +191,15 @@ class KeyState:
 
     def join_session(self, gap_us: int, t_us: int, value: Any) -> None:
         """Add an item to its session, merging those it bridges."""
-        if self.one_t is None:
+        if self.one_at is None:
             if not self.sessions:
                 # A key's first session, of one item (the common case).
-                self.one_t, self.one_value = t_us, value
+                self.one_at, self.one_value = t_us, value
                 return
         else:
             # A second item: the lone one becomes a session in the list.
             self.sessions = self.all_sessions()
-            self.one_t = self.one_value = None
+            self.one_at = self.one_value = None
             self.n = 1
         seq = self.n
         self.n = seq + 1

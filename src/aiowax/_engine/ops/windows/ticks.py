@@ -113,16 +113,30 @@ def tick_windows(op: WindowOp, budget: int) -> list[Any]:
     # Types of values seen not to be awaitable: `isawaitable` looks at the
     # type (a generator's flags aside), and costs more than a set lookup.
     plain: set[type] = set()
+    tumbling = not op.sliding
     try:
         for key, state in due_states(op, now, budget, keys):
-            windows = state.windows
-            # `KeyState.deadline_of(close)` is ``(close + base) / 1e6``;
-            # close times grow with the index, so the due come first.
+            # `KeyState.deadline_of(close)` is ``(close + base) / 1e6``.
             base = state.wm_loop - state.wm_base
-            for index in sorted(windows):
-                if (align + index * offset + length + base) / 1e6 > now:
-                    break
-                value = windows.pop(index)
+            lone = state.one_at
+            closed: list[tuple[int, Any]]
+            if lone is not None:
+                # A lone window (see `KeyState`): the common case of tumbling.
+                if (align + lone * offset + length + base) / 1e6 > now:
+                    continue
+                closed = [(lone, state.one_value)]
+                state.one_at = state.one_value = None
+            else:
+                closed = []
+                windows = state.windows
+                # Close times grow with the index, so the due come first.
+                for index in sorted(windows):
+                    if (align + index * offset + length + base) / 1e6 > now:
+                        break
+                    closed.append((index, windows.pop(index)))
+                if tumbling:
+                    state.make_lone()
+            for index, value in closed:
                 if finish is not None:
                     try:
                         value = finish(value)
@@ -131,7 +145,8 @@ def tick_windows(op: WindowOp, budget: int) -> list[Any]:
                 kind = type(value)
                 if kind not in plain:
                     if isawaitable(value):
-                        raise op.awaitable_result(value, out)
+                        # The key's other windows taken out are closed too.
+                        raise op.awaitable_result(value, [*out, *(v for _, v in closed)])
                     if kind is not GeneratorType:
                         plain.add(kind)
                 if emit_metadata:
@@ -166,13 +181,13 @@ def tick_sessions(op: WindowOp, budget: int) -> list[Any]:
     plain: set[type] = set()
     try:
         for key, state in due_states(op, now, budget, keys):
-            t = state.one_t
+            t = state.one_at
             if t is not None and lone:
                 # `KeyState.take_sessions` of a lone item, inlined.
                 if (t + gap - state.wm_base + state.wm_loop) / 1e6 > now:
                     continue
                 value = state.one_value
-                state.one_t = state.one_value = None
+                state.one_at = state.one_value = None
                 try:
                     value = finish(add(missing, value, t))
                 except BaseException as error:
