@@ -25,6 +25,7 @@ from aiowax.stats import FlowStats, StepStats
 from aiowax.testing import TestingSink, TestingSource
 from aiowax.window import EventClockConfig, SlidingWindow, TumblingWindow
 from embed_helpers import WATCHDOG, GatedSink, settle
+from flow_helpers import TimedSource
 
 T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
@@ -82,6 +83,38 @@ async def test_items_in_and_out_per_step_are_the_truth(workers: int) -> None:
         assert row.errors == 0
         assert row.busy_s >= 0 and row.blocked_s >= 0
         assert row.pipeline == "inp"
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_what_steps_emit_on_timers_and_at_the_end_counts_as_items_out(workers: int) -> None:
+    # Windows and batches emit on their timers (a window closing, a batch's
+    # timeout) or at the end of the input, not while taking a batch: those
+    # items were not counted (3 windows emitted, items_out 0).
+    out: list[Any] = []
+    flow = Dataflow("timers")
+    schedule = [
+        (0.0, [("a", 1), ("b", 2), ("c", 3)]),  # windows [0, 10): closed by timers
+        (30.0, [("a", 40)]),  # [40, 50): closed by a timer
+        (50.0, [("d", 100)]),  # [100, 110): still open when the input ends
+    ]
+    flow.input("inp", TimedSource(schedule, end=55.0))
+    flow.collect_window(
+        "win",
+        EventClockConfig(lambda s: T0 + timedelta(seconds=s), timedelta(0)),
+        TumblingWindow(timedelta(seconds=10), T0),
+    )
+    flow.map("plain", lambda kv: (kv[0], kv[1][1][0]))
+    # Every key's batch goes out on its 5 s timeout, but d's, at the end.
+    flow.batch("batch", 10, timedelta(seconds=5))
+    flow.output("out", TestingSink(out))
+    stats = await _final(flow, workers=workers)
+    assert sorted(out) == [("a", [1]), ("a", [40]), ("b", [2]), ("c", [3]), ("d", [100])]
+    assert stats.step("win").items_in == 5
+    assert stats.step("win").items_out == 5
+    assert stats.step("batch").items_in == 5
+    assert stats.step("batch").items_out == 5
+    assert stats.step("out").items_in == 5
 
 
 @pytest.mark.asyncio

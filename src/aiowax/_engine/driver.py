@@ -281,6 +281,7 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
             if not (msg.stopped and recovery is not None):
                 rest = await op.end_of_input()
                 if rest:
+                    op.items_out += len(rest)
                     await outlet.send(rest)
             if op.flushes:
                 await op.flush()
@@ -297,6 +298,8 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
             if op.timer is not None:
                 op.timer.tick_handled()
             if out:
+                # Windows and batches emit on timers mostly: counted as any.
+                op.items_out += len(out)
                 await outlet.send(out)
         else:
             await outlet.failure()
