@@ -106,6 +106,27 @@ def test_testing_source_reads_a_generator_once() -> None:
     assert out == [0, 1, 2, 3, 4]
 
 
+def test_a_second_run_of_a_testing_source_over_a_generator_is_refused() -> None:
+    # Improves on the reference on purpose: Bytewax 0.17.2's second run reads
+    # the spent generator and gives nothing, silently (and a resume would
+    # skip from wherever the first run left it). A list runs again.
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource(iter(range(3))))
+    flow.output("out", TestingSink(out))
+    run_main(flow)
+    with pytest.raises(ValueError, match=r"an iterator \(range_iterator\).*earlier run") as info:
+        run_main(flow)
+    assert "'inp'" in str(info.value) + "".join(getattr(info.value, "__notes__", []))
+    assert out == [0, 1, 2]
+    again = Dataflow()
+    again.input("inp", TestingSource([0, 1, 2]))
+    again.output("out", TestingSink(out))
+    run_main(again)
+    run_main(again)
+    assert out == [0, 1, 2] * 3
+
+
 @pytest.mark.parametrize("bad", [0, -1])
 def test_testing_source_rejects_non_positive_batch_size(bad: int) -> None:
     with pytest.raises(ValueError, match="batch_size"):

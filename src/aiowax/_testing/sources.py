@@ -158,7 +158,8 @@ class TestingSource(FixedPartitionedSource[Any, int]):
     a resumed run reads on across the marker, which takes no position.
 
     Args:
-        ib: The items; read once, so a generator works.
+        ib: The items. Each run reads it anew; a generator (or any other
+            iterator) can be read by one run only.
         batch_size: Items per batch.
     """
 
@@ -169,11 +170,28 @@ class TestingSource(FixedPartitionedSource[Any, int]):
     def __init__(self, ib: Iterable[Any], batch_size: int = 1) -> None:
         self._ib = ib
         self._batch_size = positive_int("TestingSource", "batch_size", batch_size)
+        # An iterator given as ``ib`` that a run has read (see `build_part`).
+        self._read = False
 
     def list_parts(self) -> list[str]:
         return ["iterable"]
 
     def build_part(self, now: datetime, for_part: str, resume_state: int | None) -> _IterPartition:
+        """The partition that reads the items (from ``resume_state`` on).
+
+        Raises:
+            ValueError: ``ib`` is an iterator that an earlier run read: a
+                second run would read nothing (or resume at a wrong place).
+        """
+        if isinstance(self._ib, Iterator):
+            if self._read:
+                msg = (
+                    f"TestingSource was given an iterator ({type(self._ib).__name__}), "
+                    "which an earlier run read: it cannot be read again; pass a list "
+                    "or another iterable that can be read more than once"
+                )
+                raise ValueError(msg)
+            self._read = True
         if self._batch_size == 1:
             return _OneByOnePartition(self._ib, 1, resume_state)
         return _IterPartition(self._ib, self._batch_size, resume_state)

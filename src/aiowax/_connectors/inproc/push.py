@@ -44,7 +44,8 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
         self.max_buffer = positive_int("PushSource", "max_buffer", max_buffer)
         self.batch_size = positive_int("PushSource", "batch_size", batch_size)
         self._buffer: deque[X] = deque()
-        # Sends are refused (by close(), or while no run reads the source).
+        # Sends are refused (by close(), or once a run ended, until the next
+        # one reads the source). Before the first run they are buffered.
         self._closed = False
         # close() was called: the input ends for good, a stop only pauses it.
         self._ended = False
@@ -57,7 +58,10 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
 
     @property
     def closed(self) -> bool:
-        """Whether sends are refused: `close` was called, or no run reads the source."""
+        """Whether sends are refused: `close` was called, or a run ended and none reads it yet.
+
+        Before the first run sends are taken (the buffer waits for it).
+        """
         return self._closed
 
     def qsize(self) -> int:
