@@ -169,3 +169,57 @@ async def test_a_resume_judges_replayed_items_as_before_the_crash(
     await aiowax.run(flow, epoch_interval=timedelta(0), recovery_config=config)
     assert late == []
     assert sorted(set(out)) == sorted(never_crashed) == [(T0, 10), (T0 + timedelta(seconds=1), 10)]
+
+
+class _MutablePositionPart(StatefulSourcePartition[int, dict[str, int]]):
+    """Forty items, five a read; its position is a dict it moves before each read's wait."""
+
+    def __init__(self, position: dict[str, int] | None) -> None:
+        self.position = position if position is not None else {"next": 0}
+
+    async def next_batch(self, sched: datetime | None) -> list[int]:
+        start = self.position["next"]
+        if start >= 40:
+            raise StopAsyncIteration
+        self.position["next"] = start + 5  # before the read's wait: taken, not yet handed out
+        await anyio.sleep(0.1)
+        return list(range(start, start + 5))
+
+    def snapshot(self) -> dict[str, int]:
+        return self.position  # not a copy: the object the next read changes
+
+
+class _MutablePositionSource(FixedPartitionedSource[int, dict[str, int]]):
+    def list_parts(self) -> list[str]:
+        return ["p"]
+
+    def build_part(
+        self, now: datetime, for_part: str, resume_state: dict[str, int] | None
+    ) -> _MutablePositionPart:
+        return _MutablePositionPart(resume_state)
+
+
+@VIRTUAL
+async def test_an_async_sources_position_is_the_one_before_the_read_in_flight(
+    config: RecoveryConfig,
+) -> None:
+    # A stop during a read records the position taken before the read (an
+    # epoch closing during a read does too). It was recorded as the object
+    # the partition had returned, which the read had changed by then: the
+    # resume skipped the read's items (15-19 here; the helper session's
+    # crash repro, an epoch closed mid-read then a SIGKILL, lost 22-24).
+    out: list[int] = []
+
+    def flow() -> Dataflow:
+        f = Dataflow()
+        f.input("in", _MutablePositionSource())
+        f.output("out", TestingSink(out))
+        return f
+
+    epoch = timedelta(seconds=10)
+    async with aiowax.open_flow(flow(), epoch_interval=epoch, recovery_config=config) as handle:
+        await anyio.sleep(0.35)  # in the fourth read
+        await handle.stop()
+    assert out == list(range(15))
+    await aiowax.run(flow(), epoch_interval=epoch, recovery_config=config)
+    assert out == list(range(40))  # a graceful stop replays nothing, and loses nothing

@@ -263,11 +263,17 @@ class Lane:
     async def _read(
         self, next_batch: Callable[[datetime | None], Any], sched: datetime | None
     ) -> Any:
-        if self.ctx.recovery is not None and isinstance(self.part, StatefulSourcePartition):
+        recovery = self.ctx.recovery
+        if recovery is not None and isinstance(self.part, StatefulSourcePartition):
             try:
-                self.pre_read = self.part.snapshot()
+                position = self.part.snapshot()
             except BaseException as error:
                 raise fail(error, self.step.step_id, "input snapshot") from None
+            # Serialised now: the read may change the object returned (a dict
+            # the partition keeps its position in), and this position is the
+            # one recorded if an epoch closes, or a stop comes, during the read.
+            assert self.part_name is not None
+            self.pre_read = recovery.freeze(self.step.step_id, self.part_name, position)
         if self.ctx.stopping:
             raise _ReadAbandoned
         scope = self._read_scope = anyio.CancelScope()

@@ -38,6 +38,16 @@ from aiowax._recovery.store import Store
 #: Marks a state key whose state was dropped during the epoch.
 DELETED: Any = object()
 
+
+class Frozen:
+    """A snapshot serialised when it was taken (`Recovery.freeze`), recorded as is later."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 #: Epochs that may wait for their commit before sources are held back.
 MAX_UNCOMMITTED_EPOCHS = 64
 
@@ -287,21 +297,35 @@ class Recovery:
         """
         if not changes:
             return
-        ser = self.serde.ser
         pending = self._pending.setdefault(epoch, {})
         for key, state in changes.items():
             if state is DELETED:
                 pending[(step_id, key)] = None
-                continue
-            try:
-                pending[(step_id, key)] = ser(state)
-            except Exception as error:
-                error.add_note(
-                    f"while serialising the snapshot of key {key!r} of step {step_id!r} for "
-                    f"recovery with {type(self.serde).__name__} (a source's or a sink's key is "
-                    "its partition); state kept under recovery must be serialisable"
-                )
-                raise fail(error, step_id, "recovery snapshot serde") from None
+            elif type(state) is Frozen:
+                pending[(step_id, key)] = state.data
+            else:
+                pending[(step_id, key)] = self.freeze(step_id, key, state).data
+
+    def freeze(self, step_id: str, key: str, state: Any) -> Frozen:
+        """Serialise a snapshot now, for a `record` later.
+
+        A snapshot taken some time before it is recorded (an async source's
+        position before a read) is frozen when taken: the partition may
+        change the object it returned in the meantime.
+
+        Raises:
+            StepFailed: The serde failed on the state; the error names the
+                step and the key.
+        """
+        try:
+            return Frozen(self.serde.ser(state))
+        except Exception as error:
+            error.add_note(
+                f"while serialising the snapshot of key {key!r} of step {step_id!r} for "
+                f"recovery with {type(self.serde).__name__} (a source's or a sink's key is "
+                "its partition); state kept under recovery must be serialisable"
+            )
+            raise fail(error, step_id, "recovery snapshot serde") from None
 
     async def wait_for_room(self, epoch: int) -> None:
         """Hold a source back while too many epochs wait to be committed.
