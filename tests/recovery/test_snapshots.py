@@ -13,7 +13,7 @@ import pickle
 import sqlite3
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,13 @@ from aiowax.recovery import (
     init_db_dir,
 )
 from aiowax.testing import TestingSink, TestingSource, run_main
+from aiowax.window import (
+    EventClockConfig,
+    SessionWindow,
+    SlidingWindow,
+    TumblingWindow,
+    WindowConfig,
+)
 
 
 @pytest.fixture
@@ -152,6 +159,82 @@ def test_discard_unmatched_drops_them_on_purpose(files: Path, db_dir: Path) -> N
     assert ("inp", _part("in.txt")) in rows
     # Gone for good: the next run, without the flag, is not refused.
     run_main(renamed, recovery_config=RecoveryConfig(db_dir))
+
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _crashing_items() -> list[Any]:
+    """Items at 31, 32, 33 s, then an abort (a crash), then one at 34 s.
+
+    One list for the runs of a test: the abort fires in the first only.
+    """
+    items: list[Any] = [("a", T0 + timedelta(seconds=s)) for s in (31, 32, 33)]
+    return [*items, TestingSource.ABORT(), ("a", T0 + timedelta(seconds=34))]
+
+
+def _window_flow(
+    items: list[Any], out: list[Any], window: WindowConfig, step_id: str = "win"
+) -> Dataflow:
+    flow = Dataflow()
+    flow.input("inp", TestingSource(items))
+    flow.collect_window(step_id, EventClockConfig(lambda t: t, timedelta(0)), window)
+    flow.map("seconds", lambda kv: [t.second for t in kv[1][1]])
+    flow.output("out", TestingSink(out))
+    return flow
+
+
+TEN_S = TumblingWindow(timedelta(seconds=10), T0)
+
+
+@pytest.mark.parametrize(
+    ("now", "said"),
+    [
+        (TumblingWindow(timedelta(seconds=60), T0), "60 s windows every 60 s aligned to"),
+        (TumblingWindow(timedelta(seconds=10), T0 + timedelta(seconds=5)), "aligned to 2024-01"),
+        (SlidingWindow(timedelta(seconds=20), timedelta(seconds=10), T0), "20 s windows every 10"),
+        (SessionWindow(timedelta(seconds=10)), "sessions with a 10 s gap"),
+    ],
+    ids=["longer", "realigned", "sliding", "session"],
+)
+def test_a_window_step_resumed_with_another_windower_is_refused(
+    db_dir: Path, now: WindowConfig, said: str
+) -> None:
+    # The saved windows are indices (sessions, bounds): under another
+    # windower they went in the wrong windows, or were dropped, silently
+    # (the helper session's repro; Bytewax 0.17.2 fails with a KeyError or
+    # a TypeError). A clear refusal instead, naming the step and both.
+    config = RecoveryConfig(db_dir)
+    out: list[Any] = []
+    items = _crashing_items()
+    run_main(_window_flow(items, out, TEN_S), epoch_interval=timedelta(0), recovery_config=config)
+    assert out == []  # the abort came before the window closed
+    with pytest.raises(UnmatchedSnapshotsError) as info:
+        run_main(_window_flow(items, out, now), epoch_interval=timedelta(0), recovery_config=config)
+    message = str(info.value)
+    assert "window step 'win'" in message and "('a')" in message
+    assert "10 s windows every 10 s aligned to 2024-01-01T00:00:00+00:00" in message
+    assert said in message
+    assert "discard_unmatched=True" in message
+    # The windower put back: the resume goes on with the open window.
+    run_main(_window_flow(items, out, TEN_S), epoch_interval=timedelta(0), recovery_config=config)
+    assert out == [[31, 32, 33, 34]]
+
+
+def test_a_window_step_under_a_new_id_drops_the_old_windows_on_purpose(db_dir: Path) -> None:
+    # What the refusal advises: a new step id, and discard_unmatched once.
+    out: list[Any] = []
+    items = _crashing_items()
+    zero = timedelta(0)
+    run_main(
+        _window_flow(items, out, TEN_S), epoch_interval=zero, recovery_config=RecoveryConfig(db_dir)
+    )
+    session = SessionWindow(timedelta(seconds=10))
+    discard = RecoveryConfig(db_dir, discard_unmatched=True)
+    run_main(
+        _window_flow(items, out, session, "win2"), epoch_interval=zero, recovery_config=discard
+    )
+    assert out == [[34]]
 
 
 def test_discarding_a_renamed_partition_reads_it_from_the_start(files: Path, db_dir: Path) -> None:

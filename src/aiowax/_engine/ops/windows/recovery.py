@@ -13,14 +13,75 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiowax._engine.ops.windows.state import KeyState, Session, loop_us, session_entries
+from aiowax._engine.timeutil import from_us
+from aiowax._errors import UnmatchedSnapshotsError
 from aiowax._recovery.runtime import DELETED
 
 if TYPE_CHECKING:
     from aiowax._engine.ops.windows.op import WindowOp
 
 
+#: Keys listed in the error about snapshots of another windower.
+_LISTED_KEYS = 5
+
+
+def windower_of(op: WindowOp) -> tuple[Any, ...]:
+    """What a key's saved windows mean: the windower, in µs (saved with each key)."""
+    if op.session:
+        return ("session", op.gap_us)
+    return ("windows", op.length_us, op.offset_us, op.align_us)
+
+
+def _described(windower: tuple[Any, ...]) -> str:
+    if windower[0] == "session":
+        return f"sessions with a {windower[1] / 1e6:g} s gap"
+    _, length, offset, align = windower
+    return (
+        f"{length / 1e6:g} s windows every {offset / 1e6:g} s "
+        f"aligned to {from_us(align).isoformat()}"
+    )
+
+
+def _check_windower(op: WindowOp, restored: dict[str, Any]) -> None:
+    """Refuse snapshots of open windows taken with another windower.
+
+    A window is saved by its index (or a session by its bounds): under
+    other lengths, offsets or alignments, or sessions instead of windows,
+    the same numbers would put the values in the wrong windows, or drop
+    them. Snapshots of an earlier release, saved without their windower,
+    are taken as they are.
+    """
+    expected = windower_of(op)
+    other: dict[tuple[Any, ...], list[str]] = {}
+    for key, saved in restored.items():
+        taken = saved.get("windower")
+        if taken is None or tuple(taken) == expected:
+            continue
+        if saved["windows"] or saved["sessions"]:
+            other.setdefault(tuple(taken), []).append(key)
+    if not other:
+        return
+    taken, keys = next(iter(other.items()))
+    listed = ", ".join(repr(k) for k in sorted(keys)[:_LISTED_KEYS])
+    more = f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else ""
+    msg = (
+        f"window step {op.step_id!r}: the snapshots of {len(keys)} key(s) ({listed}{more}) "
+        f"hold open {_described(taken)}, but the step now has "
+        f"{_described(expected)}; their windows cannot be carried over. Put the "
+        "windower back to resume, or give the step a new id and run once with "
+        "RecoveryConfig(..., discard_unmatched=True) to drop the old windows on purpose."
+    )
+    raise UnmatchedSnapshotsError(msg)
+
+
 def restore(op: WindowOp, restored: dict[str, Any]) -> None:
-    """Bring back the keys of a snapshot: their watermarks, windows and sessions."""
+    """Bring back the keys of a snapshot: their watermarks, windows and sessions.
+
+    Raises:
+        UnmatchedSnapshotsError: Keys were saved with open windows of another
+            windower (see `_check_windower`).
+    """
+    _check_windower(op, restored)
     anchor = op.anchor()
     for key, saved in restored.items():
         if op.event_time and "wm" in saved:
@@ -56,6 +117,7 @@ def restore(op: WindowOp, restored: dict[str, Any]) -> None:
 def saved_states(op: WindowOp, keys: set[str]) -> dict[str, Any]:
     """What to save of ``keys``: their state, a watermark alone, or `DELETED`."""
     anchor = op.anchor()
+    windower = windower_of(op)
     out: dict[str, Any] = {}
     for key in keys:
         state = op.keys.get(key)
@@ -79,6 +141,9 @@ def saved_states(op: WindowOp, keys: set[str]) -> dict[str, Any]:
                 if op.session
                 else []
             ),
+            # What the windows' indices (or the sessions) mean, for a resume
+            # to check (`_check_windower`); about 40 bytes a key pickled.
+            "windower": windower,
         }
     return out
 
