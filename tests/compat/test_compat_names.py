@@ -310,3 +310,43 @@ def test_testing_output_appends_to_its_list() -> None:
     part = TestingOutput(out).build(0, 1)
     part.write_batch([1, 2])
     assert out == [1, 2]
+
+
+def test_a_source_or_sink_with_the_others_build_is_refused_when_defined() -> None:
+    # A DynamicSource written with a sink's build (no `now`), or the mirror,
+    # failed only when the flow ran, with Python's bare "takes 3 positional
+    # arguments but 4 were given" (new-user helper session). Said when the
+    # class is made, with the shape it needs and the 0.17.2-shaped class.
+    with pytest.raises(TypeError, match=r"build\(worker_index, worker_count\) cannot take \(now, "):
+
+        class Dyn(DynamicSource[Any]):
+            def build(self, worker_index: int, worker_count: int) -> Any:  # type: ignore[override]
+                return None
+
+    with pytest.raises(TypeError, match=r"aiowax.inputs.PartitionedInput"):
+
+        class Fixed(FixedPartitionedSource[Any, Any]):
+            def list_parts(self) -> list[str]:
+                return ["a"]
+
+            def build_part(self, for_part: str, resume_state: Any) -> Any:  # type: ignore[override]
+                return None
+
+    with pytest.raises(TypeError, match=r"a sink's build takes no `now`"):
+
+        class WrongSink(DynamicSink[Any]):
+            def build(self, now: datetime, worker_index: int, worker_count: int) -> Any:  # type: ignore[override]
+                return None
+
+    # What may vary is left alone: defaults, *args, and the 0.17.2 classes.
+    class WithDefault(DynamicSource[Any]):
+        def build(self, now: datetime, worker_index: int, worker_count: int, x: int = 0) -> Any:
+            return None
+
+    class Varargs(DynamicSource[Any]):
+        def build(self, *args: Any) -> Any:  # type: ignore[override]
+            return None
+
+    class Legacy(DynamicInput):
+        def build(self, worker_index: int, worker_count: int) -> Any:
+            return None

@@ -38,6 +38,39 @@ def positional_params(fn: Callable[..., Any]) -> int | None:
     return sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
 
 
+def refuse_other_shape(cls: type, name: str, shape: str, hint: str) -> None:
+    """Refuse, when ``cls`` is created, its own method ``name`` if it cannot take ``shape``.
+
+    A source written with a sink's ``build`` (no ``now``), or a sink with a
+    source's, fails only when the flow runs, with Python's bare "takes 3
+    positional arguments but 4 were given". Said at once instead, with the
+    shape the method needs and ``hint``.
+
+    Args:
+        cls: A class being created (from ``__init_subclass__``).
+        name: The method.
+        shape: Its parameters after ``self``, comma-separated.
+        hint: What to do instead (a sentence).
+
+    Raises:
+        TypeError: ``cls.name`` cannot be called with ``shape``'s arguments.
+    """
+    fn = cls.__dict__.get(name)
+    if not inspect.isfunction(fn):
+        return
+    wanted = len(shape.split(", "))
+    params = list(inspect.signature(fn).parameters.values())[1:]
+    if any(p.kind is p.VAR_POSITIONAL for p in params):
+        return
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    required = sum(p.default is p.empty for p in positional)
+    if required <= wanted <= len(positional):
+        return
+    taken = ", ".join(p.name for p in positional)
+    msg = f"{cls.__qualname__}.{name}({taken}) cannot take ({shape}): {hint}"
+    raise TypeError(msg)
+
+
 def accept_engine_now(cls: type, name: str, legacy_params: int) -> None:
     """Let ``cls``'s own method ``name``, if written without ``now``, take the engine's call.
 

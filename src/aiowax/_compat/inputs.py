@@ -91,6 +91,9 @@ class PartitionedInput(Input, FixedPartitionedSource[Any, Any]):
     ``build_part(now, for_part, resume_state)`` is called as it is.
     """
 
+    #: Its subclasses take 0.17.2's shape (adapted), not the method API's only.
+    _aiowax_legacy_shape = True
+
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         accept_engine_now(cls, "build_part", legacy_params=2)
@@ -119,6 +122,9 @@ class DynamicInput(Input, DynamicSource[Any]):
     argument of `aiowax.inputs.DynamicSource.build`; it is adapted as
     `PartitionedInput.build_part` is.
     """
+
+    #: Its subclasses take 0.17.2's shape (adapted), not the method API's only.
+    _aiowax_legacy_shape = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

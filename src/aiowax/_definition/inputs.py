@@ -9,7 +9,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
+
+from aiowax._compat.adapt import refuse_other_shape
 
 X = TypeVar("X")
 S = TypeVar("S")
@@ -54,6 +56,17 @@ class StatefulSourcePartition(ABC, Generic[X, S]):
 class FixedPartitionedSource(Source, Generic[X, S]):
     """An input made of named partitions, each read by exactly one worker."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "_aiowax_legacy_shape", False):
+            refuse_other_shape(
+                cls,
+                "build_part",
+                "now, for_part, resume_state",
+                "add `now` first, or subclass aiowax.inputs.PartitionedInput, "
+                "which takes Bytewax 0.17.2's build_part(for_part, resume_state)",
+            )
+
     @abstractmethod
     def list_parts(self) -> list[str]:
         """Return the names of every partition of this input."""
@@ -89,6 +102,18 @@ class StatelessSourcePartition(ABC, Generic[X]):
 
 class DynamicSource(Source, Generic[X]):
     """An input built once on every worker."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not getattr(cls, "_aiowax_legacy_shape", False):
+            refuse_other_shape(
+                cls,
+                "build",
+                "now, worker_index, worker_count",
+                "add `now` first (a sink's build has none; a source's has), or subclass "
+                "aiowax.inputs.DynamicInput, which takes Bytewax 0.17.2's "
+                "build(worker_index, worker_count)",
+            )
 
     @abstractmethod
     def build(

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 from zlib import crc32
+
+from aiowax._compat.adapt import refuse_other_shape
 
 X = TypeVar("X")
 V = TypeVar("V")
@@ -41,6 +43,15 @@ class FixedPartitionedSink(Sink, Generic[V, S]):
     what that partition writes.
     """
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        refuse_other_shape(
+            cls,
+            "build_part",
+            "for_part, resume_state",
+            "a sink's build_part takes no `now` (a source's does)",
+        )
+
     @abstractmethod
     def list_parts(self) -> list[str]:
         """Return the names of every partition of this output."""
@@ -71,6 +82,15 @@ class StatelessSinkPartition(ABC, Generic[X]):
 
 class DynamicSink(Sink, Generic[X]):
     """An output built once on every worker."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        refuse_other_shape(
+            cls,
+            "build",
+            "worker_index, worker_count",
+            "a sink's build takes no `now` (a source's does)",
+        )
 
     @abstractmethod
     def build(self, worker_index: int, worker_count: int) -> StatelessSinkPartition[X]:
