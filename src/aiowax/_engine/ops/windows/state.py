@@ -45,6 +45,11 @@ NO_WINDOWS: dict[int, Any] = {}
 NO_SESSIONS: list[Session] = []
 
 
+def due_keys(entry: list[str] | str) -> list[str]:
+    """The keys of a timer entry of a window step: a list of them, or one key alone."""
+    return [entry] if isinstance(entry, str) else entry
+
+
 def loop_us(now: float) -> int:
     """Loop time ``now`` in whole microseconds."""
     return round(now * 1e6)

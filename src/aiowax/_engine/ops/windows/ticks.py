@@ -19,7 +19,7 @@ from types import GeneratorType
 from typing import TYPE_CHECKING, Any
 
 from aiowax._definition.window import WindowMetadata
-from aiowax._engine.ops.windows.state import MISSING, KeyState, Session
+from aiowax._engine.ops.windows.state import MISSING, KeyState, Session, due_keys
 from aiowax._engine.timeutil import from_us, to_us
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ def due_states(
             op.timer.rearm()
             break
         deadline = heappop(heap)
-        due = timers.pop(deadline)
+        due = due_keys(timers.pop(deadline))
         if len(due) > budget - len(keys):
             # Those left keep their entry: due at the same deadline.
             cut = budget - len(keys)
