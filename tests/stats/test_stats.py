@@ -254,10 +254,11 @@ async def test_a_failure_is_in_the_final_stats_and_still_raised() -> None:
             raise ValueError("three")
         return x
 
+    out: list[int] = []
     flow = Dataflow()
-    flow.input("inp", TestingSource(range(10)))
+    flow.input("inp", TestingSource(range(10), batch_size=10))
     flow.map("boom", boom)
-    flow.output("out", TestingSink([]))
+    flow.output("out", TestingSink(out))
     seen: list[FlowStats] = []
     with pytest.raises(ValueError, match="three"):
         await aiowax.run(flow, on_stats=seen.append)
@@ -265,6 +266,9 @@ async def test_a_failure_is_in_the_final_stats_and_still_raised() -> None:
     assert final.status == "failed"
     assert final.error == "ValueError: three"
     assert final.step("boom").errors == 1
+    # What it made of the items before the bad one went on, and counts.
+    assert out == [0, 1, 2]
+    assert (final.step("boom").items_in, final.step("boom").items_out) == (10, 3)
 
 
 @pytest.mark.asyncio

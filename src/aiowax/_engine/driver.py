@@ -212,6 +212,8 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
             await _step_loop(ctx, task)
     except StepFailed as failed:
         op.errors += 1
+        # What it produced before the failure goes on too (`report`).
+        op.items_out += len(failed.partial)
         await ctx.report(task.outlet, failed, task.downstream)
     except DownstreamGone:
         pass
