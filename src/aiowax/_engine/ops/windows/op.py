@@ -595,6 +595,7 @@ class WindowOp(KeyedOp, TimedOp):
     async def end_of_input(self) -> list[Any]:
         """End of input: the watermark is maximal, every window closes."""
         out: list[Any] = []
+        metas: dict[int, WindowMetadata] = {}
         keys = self.keys
         if self.dirty is not None:
             self.dirty.update(keys)
@@ -618,7 +619,13 @@ class WindowOp(KeyedOp, TimedOp):
                     value = self.finish(table[index])
                     if isawaitable(value):
                         raise self.awaitable_result(value, out)
-                    out.append(self.emitted(key, self.window_meta(index), value))
+                    # The keys' windows of one index share its metadata (a
+                    # frozen value), as in a tick: a million keys closing at
+                    # the end hold one, not a million.
+                    meta = metas.get(index)
+                    if meta is None:
+                        meta = metas[index] = self.window_meta(index)
+                    out.append(self.emitted(key, meta, value))
             # Its windows are in ``out``: the state goes now, not with the
             # last key (the output and the states are not held all at once).
             del keys[key]
