@@ -304,7 +304,7 @@ class Recovery:
             elif type(state) is Frozen:
                 pending[(step_id, key)] = state.data
             else:
-                pending[(step_id, key)] = self.freeze(step_id, key, state).data
+                pending[(step_id, key)] = self._ser(step_id, key, state)
 
     def freeze(self, step_id: str, key: str, state: Any) -> Frozen:
         """Serialise a snapshot now, for a `record` later.
@@ -317,8 +317,12 @@ class Recovery:
             StepFailed: The serde failed on the state; the error names the
                 step and the key.
         """
+        return Frozen(self._ser(step_id, key, state))
+
+    def _ser(self, step_id: str, key: str, state: Any) -> bytes:
+        """``serde.ser(state)``, naming the step and the key if it fails."""
         try:
-            return Frozen(self.serde.ser(state))
+            return self.serde.ser(state)
         except Exception as error:
             error.add_note(
                 f"while serialising the snapshot of key {key!r} of step {step_id!r} for "
