@@ -93,6 +93,26 @@ def test_clock_fixture_refuses_a_real_loop(pytester: pytest.Pytester) -> None:
     result.assert_outcomes(passed=1)
 
 
+def test_a_virtual_clock_test_without_the_asyncio_marker_says_what_is_missing(
+    pytester: pytest.Pytester,
+) -> None:
+    # It did not run, with pytest's generic "async def functions are not
+    # natively supported" (new-user helper session).
+    pytester.makeini(INI)
+    pytester.makepyfile(
+        """
+        import pytest
+
+        @pytest.mark.aiowax_virtual_clock
+        async def test_forgot_asyncio(aiowax_clock):
+            pass
+        """
+    )
+    result = pytester.runpytest("-p", "aiowax.pytest_plugin", "-p", "no:cacheprovider")
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*aiowax_virtual_clock needs @pytest.mark.asyncio beside it*"])
+
+
 # -- a user's own pytest_asyncio_loop_factories hook ------------------------
 
 USER_HOOK = """

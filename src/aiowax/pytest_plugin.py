@@ -26,6 +26,7 @@ was imported too early to be rewritten.
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any
@@ -59,6 +60,36 @@ def pytest_asyncio_loop_factories(
     if item.get_closest_marker(MARKER) is not None:
         return {"aiowax-virtual": VirtualClockEventLoop}
     return {"asyncio": asyncio.new_event_loop}
+
+
+def _asyncio_mode(config: pytest.Config) -> str:
+    """pytest-asyncio's mode, as it reads it: the option, else the ini value."""
+    try:
+        mode = config.getoption("asyncio_mode") or config.getini("asyncio_mode")
+    except ValueError:  # pytest-asyncio is not enabled
+        return "strict"
+    return str(mode)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """An async test marked for the virtual clock but not for asyncio: say what is missing.
+
+    In pytest-asyncio's strict mode such a test does not run at all, and
+    pytest's own message ("async def functions are not natively
+    supported") does not say which marker is missing.
+    """
+    if item.get_closest_marker(MARKER) is None or item.get_closest_marker("asyncio"):
+        return
+    if not inspect.iscoroutinefunction(getattr(item, "obj", None)):
+        return
+    if _asyncio_mode(item.config) != "strict":
+        return  # auto mode runs every async test
+    msg = (
+        f"{item.nodeid}: @pytest.mark.{MARKER} needs @pytest.mark.asyncio beside it: "
+        "in pytest-asyncio's strict mode an async test runs only when marked asyncio"
+    )
+    pytest.fail(msg, pytrace=False)
 
 
 class VirtualClock:
