@@ -85,7 +85,7 @@ class KeyState:
         # The watermark is ``wm_base`` at loop time ``wm_loop`` (µs).
         self.wm_base = wm_base
         self.wm_loop = wm_loop
-        # Sliding windows: window index -> accumulator.
+        # Tumbling and sliding windows: index -> accumulator (see the class).
         self.windows = NO_WINDOWS
         # A lone session or window (see the class).
         self.one_at: int | None = None
@@ -115,11 +115,11 @@ class KeyState:
         """Loop time at which the watermark reaches ``close_us``."""
         return (close_us - self.wm_base + self.wm_loop) / 1e6
 
-    # -- tumbling and sliding windows (see the class) ----------------------------
-
     def open_count(self) -> int:
         """How many windows or sessions are open."""
         return len(self.windows) + len(self.sessions) + (self.one_at is not None)
+
+    # -- tumbling and sliding windows (see the class) ----------------------------
 
     def window_table(self) -> dict[int, Any]:
         """Every open window, index -> accumulator (a new dict for a lone window)."""
