@@ -1089,27 +1089,9 @@ class _Batch(list[int]):
     """A list subclass, as a user's source may return."""
 
 
-class _SubclassPart(StatelessSourcePartition[int]):
-    def __init__(self) -> None:
-        self.batches: list[Any] = [_Batch([1, 2]), (3,), _Batch([4, 5])]
-
-    def next_batch(self) -> list[int]:
-        if not self.batches:
-            raise StopIteration
-        return self.batches.pop(0)  # type: ignore[no-any-return]
-
-
-class _SubclassSource(DynamicSource[int]):
-    def build(self, now: datetime, worker_index: int, worker_count: int) -> _SubclassPart:
-        return _SubclassPart()
-
-
 @pytest.mark.asyncio
 async def test_next_batch_may_return_a_list_subclass_or_a_tuple() -> None:
     # As in the reference (Bytewax 0.17.2 delivers [1, 2, 3, 4, 5] too).
     out: list[int] = []
-    flow = Dataflow()
-    flow.input("inp", _SubclassSource())
-    flow.output("out", TestingSink(out))
-    await run(flow)
+    await run(_scripted_flow([_Batch([1, 2]), (3,), _Batch([4, 5])], out))
     assert out == [1, 2, 3, 4, 5]
