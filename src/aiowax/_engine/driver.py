@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import multiprocessing
 from collections.abc import Callable
 from datetime import timedelta
 from time import perf_counter
@@ -44,6 +45,7 @@ def check_run_args(
     workers: object, epoch_interval: object, recovery_config: object, where: str = "run"
 ) -> float:
     """Check the arguments of a run; return the epoch interval in seconds."""
+    refuse_while_spawning(where)
     positive_int(where, "workers", workers)
     if epoch_interval is None:
         epoch_interval = DEFAULT_EPOCH_INTERVAL
@@ -55,6 +57,29 @@ def check_run_args(
         )
         raise TypeError(msg)
     return interval.total_seconds()
+
+
+def refuse_while_spawning(where: str) -> None:
+    """Refuse a run in a process that ``spawn`` is still starting.
+
+    Such a process (a worker of a step's ``processes=``, or any the user's
+    code starts with ``spawn``) imports the script's ``__main__`` module
+    again: a script that runs its flow outside an ``if __name__ ==
+    "__main__":`` block would run the whole flow once more in every such
+    process, writing to its sinks, before the process could do its job.
+    ``multiprocessing`` refuses to start processes there for the same reason.
+
+    Raises:
+        RuntimeError: This process is being started by ``spawn``.
+    """
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        msg = (
+            f"{where}: called while this process, started with 'spawn' (a worker "
+            "process of a step's processes=, say), imports the script's __main__ "
+            "module again: the script runs its flow at the top level. Run it under "
+            "'if __name__ == \"__main__\":' (see docs/parallel.md)"
+        )
+        raise RuntimeError(msg)
 
 
 def flow_name(flow: object) -> str:

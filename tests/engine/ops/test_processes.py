@@ -12,6 +12,9 @@ from __future__ import annotations
 import functools
 import gc
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -299,6 +302,71 @@ async def test_cancelling_the_run_stops_a_chunk_still_running(tmp_path: Path) ->
             tg.cancel_scope.cancel()
     assert out == []
     assert no_children_left()
+
+
+# -- a script without a __main__ guard ------------------------------------------------
+
+NO_GUARD_SCRIPT = """
+import sys
+from pathlib import Path
+
+from process_funcs import scramble
+
+from aiowax.dataflow import Dataflow
+from aiowax.testing import TestingSink, TestingSource, run_main
+
+# Each process that runs this file says so: the worker processes import it again.
+with Path(sys.argv[1]).open("a") as log:
+    print("imported", file=log)
+out = []
+flow = Dataflow()
+flow.input("inp", TestingSource([1, 2, 3]))
+flow.map("m", scramble, processes=2)
+flow.output("out", TestingSink(out))
+run_main(flow)  # no `if __name__ == "__main__":`
+"""
+
+
+def test_a_script_without_a_main_guard_is_told_why_its_processes_end(tmp_path: Path) -> None:
+    script = tmp_path / "no_guard.py"
+    script.write_text(NO_GUARD_SCRIPT)
+    log = tmp_path / "log"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    done = subprocess.run(
+        [sys.executable, str(script), str(log)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WATCHDOG,
+        check=False,
+    )
+    assert done.returncode == 1
+    # The parent names the step and the likely cause, not the mapper.
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("RuntimeError: map step 'm': a worker process of processes=2 ended")
+    assert "'if __name__ == \"__main__\":' block" in last
+    # Each worker process refused to run the flow again, and says why.
+    assert "RuntimeError: run: called while this process, started with 'spawn'" in done.stderr
+    # The script ran in the parent and in at least one worker process.
+    assert log.read_text().count("imported") >= 2
+
+
+def test_a_process_that_spawn_is_starting_refuses_to_run_a_flow(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What multiprocessing sets while a spawned process imports __main__.
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    flow, out = simple_flow([1], lambda f: f.map("m", scramble))
+    with pytest.raises(RuntimeError, match=r"^run: called while this process, started with 'sp"):
+        run_main(flow)
+
+    async def embedded() -> None:
+        async with aiowax.open_flow(flow):
+            pass
+
+    with pytest.raises(RuntimeError, match=r"^run: called while this process, started with 'sp"):
+        anyio.run(embedded)
+    assert out == []
 
 
 # -- refused when the step is added ----------------------------------------------------

@@ -107,7 +107,17 @@ class ProcessPool:
         probes = await anyio.to_thread.run_sync(self._launch, fn_bytes)
         self.in_flight = list(probes)
         for probe in probes:
-            failure: Failure | None = await wait_future(probe)
+            try:
+                failure: Failure | None = await wait_future(probe)
+            except BrokenProcessPool as error:
+                msg = (
+                    f"{self.where}: a worker process of processes={self.processes} ended "
+                    f"while starting, before it loaded the {self.name} (its traceback, if "
+                    "any, is on stderr). The usual cause: the script runs its flow outside "
+                    "an 'if __name__ == \"__main__\":' block, and each worker process "
+                    "imports the script's __main__ module again"
+                )
+                raise StepFailed(_caused(RuntimeError(msg), error)) from None
             if failure is not None:
                 cause = _with_child_traceback(failure)
                 msg = (
