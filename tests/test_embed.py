@@ -9,6 +9,7 @@ in-process connectors that feed and read such a flow (`PushSource`,
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import traceback
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ import aiowax
 from aiowax import FlowStatus
 from aiowax.connectors.inproc import PushSource, SourceClosedError
 from aiowax.dataflow import Dataflow
-from aiowax.testing import TestingSink
+from aiowax.testing import TestingSink, TestingSource
 from aiowax.window import EventClockConfig, SystemClockConfig, TumblingWindow
 from embed_helpers import WATCHDOG, GatedSink, Seen, push_flow
 
@@ -440,3 +441,31 @@ async def test_a_propagated_failure_is_not_logged(caplog: pytest.LogCaptureFixtu
             await source.send(datetime(2024, 1, 1))
             await anyio.sleep_forever()
     assert aiowax_errors(caplog) == []
+
+
+# -- finding a step that blocks the loop ------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_asyncio_debug_mode_names_the_step_that_held_the_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # docs/web-services.md: each step runs in a task named after it, which
+    # debug mode's slow-callback warning shows (on asyncio and on uvloop).
+    loop = asyncio.get_running_loop()
+    debug, slow = loop.get_debug(), loop.slow_callback_duration
+    loop.set_debug(True)
+    loop.slow_callback_duration = 0.0  # every callback counts as slow: no real wait
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2]))
+    flow.map("enrich", lambda x: x + 1)
+    out: list[int] = []
+    flow.output("out", TestingSink(out))
+    try:
+        with caplog.at_level(logging.WARNING, logger="asyncio"):
+            await aiowax.run(flow)
+    finally:
+        loop.set_debug(debug)
+        loop.slow_callback_duration = slow
+    assert out == [2, 3]
+    assert "name='aiowax step enrich@0'" in caplog.text
