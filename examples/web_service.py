@@ -42,6 +42,8 @@ How it works:
   its own bounded buffer; one that falls further behind gets an
   ``event: overflow`` and is disconnected, so a slow reader never slows down
   the flow or the other readers. A client that goes away is unsubscribed.
+  If the flow fails, each stream ends with an ``event: failed`` naming the
+  error.
 - ``GET /health`` reports the flow's status (200 while it runs, else 503).
 - ``/live/`` is the flow's live page (`aiowax.asgi.live_app`): per-step
   counts and rates, queue fill, keys, windows, late readings, the error if
@@ -89,6 +91,7 @@ from aiowax.asgi import live_app
 from aiowax.cluster import KafkaCluster
 from aiowax.connectors.inproc import (
     BroadcastSink,
+    FlowFailedError,
     PushSource,
     SourceClosedError,
     SourceFullError,
@@ -362,7 +365,7 @@ async def stream(request: Request) -> Response:
     return EventStream(service.sink.subscribe(), service.heartbeat)
 
 
-Next = tuple[Literal["result", "idle", "end", "overflow"], Any]
+Next = tuple[Literal["result", "idle", "end", "overflow", "failed"], Any]
 
 
 async def _next_result(subscription: Subscription[dict[str, Any]], timeout: float) -> Next:
@@ -374,6 +377,8 @@ async def _next_result(subscription: Subscription[dict[str, Any]], timeout: floa
             return "end", None
         except SubscriberOverflowError as error:
             return "overflow", error
+        except FlowFailedError as error:
+            return "failed", error
     return "idle", None
 
 
@@ -393,8 +398,10 @@ class EventStream(StreamingResponse):
                 yield f"data: {json.dumps(value, separators=(',', ':'))}\n\n"
             elif kind == "idle":
                 yield ": keep-alive\n\n"  # also finds out about dead clients
-            elif kind == "overflow":
-                yield f"event: overflow\ndata: {json.dumps({'error': str(value)})}\n\n"
+            elif kind in ("overflow", "failed"):
+                # A reader told to go, or a flow that failed: the client
+                # learns why the stream ends, rather than a clean end.
+                yield f"event: {kind}\ndata: {json.dumps({'error': str(value)})}\n\n"
                 return
             else:
                 return  # the flow ended: so does the stream

@@ -16,6 +16,7 @@ from starlette.routing import Route
 import aiowax
 from aiowax.connectors.inproc import (
     BroadcastSink,
+    FlowFailedError,
     PushSource,
     SourceClosedError,
     SourceFullError,
@@ -68,8 +69,13 @@ def create_app() -> Starlette:
 
         async def events():
             async with subscription:  # unsubscribes when the client goes
-                async for total in subscription:
-                    yield f"data: {json.dumps(total)}\n\n"
+                try:
+                    async for total in subscription:
+                        yield f"data: {json.dumps(total)}\n\n"
+                except FlowFailedError:
+                    # The stream says the flow failed rather than end as if
+                    # it had finished; /health has the error.
+                    yield "event: failed\ndata: {}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream")
 

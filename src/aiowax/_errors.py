@@ -114,6 +114,14 @@ class SubscriberOverflowError(AiowaxError):
     """A subscriber fell further behind than its buffer and was disconnected."""
 
 
+class FlowFailedError(AiowaxError):
+    """The flow writing to a `BroadcastSink` failed.
+
+    A reader gets it after every item the sink was given before the failure;
+    the flow's own error is its ``__cause__``.
+    """
+
+
 # -- file connectors (exported by aiowax.connectors.files) --------------------
 
 

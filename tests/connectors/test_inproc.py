@@ -21,6 +21,7 @@ import aiowax
 from aiowax import FlowStatus
 from aiowax.connectors.inproc import (
     BroadcastSink,
+    FlowFailedError,
     IterableSource,
     PushSource,
     SourceClosedError,
@@ -251,6 +252,77 @@ async def test_slow_reader_is_disconnected_while_the_flow_and_others_go_on() -> 
             async for item in slow:  # what it had buffered, then the error
                 kept.append(item)
     assert kept == [0, 1, 2, 3]
+
+
+def failing_flow(items: list[int], sink: BroadcastSink[int]) -> Dataflow:
+    """items -> a map that raises on 3 -> sink."""
+
+    def boom(x: int) -> int:
+        if x == 3:
+            raise ValueError("bad item 3")
+        return x
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource(items))
+    flow.map("boom", boom)
+    flow.output("out", sink)
+    return flow
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.asyncio
+async def test_readers_of_a_failed_flow_get_its_output_then_the_failure(workers: int) -> None:
+    sink: BroadcastSink[int] = BroadcastSink()
+    subs = [sink.subscribe(), sink.subscribe()]
+    with anyio.fail_after(WATCHDOG), pytest.raises(ValueError, match="bad item 3"):
+        await aiowax.run(failing_flow([0, 1, 2, 3, 4], sink), workers=workers)
+    for sub in subs:
+        got: list[int] = []
+        with pytest.raises(FlowFailedError, match=r"failed \(ValueError: bad item 3\)") as info:
+            async for item in sub:
+                got.append(item)
+        # What the sink was given before the failure, then the error, not a
+        # clean end that would look like a finished flow.
+        assert sorted(got) == [0, 1, 2]
+        assert isinstance(info.value.__cause__, ValueError)
+        assert [x async for x in sub] == []  # unsubscribed: it ends now
+    assert sink.subscriber_count == 0
+    # A reader that comes after the failure is told too.
+    late = sink.subscribe()
+    with pytest.raises(FlowFailedError):
+        async for _ in late:
+            pass
+
+
+@pytest.mark.asyncio
+async def test_a_run_after_a_failed_one_finishes_its_readers_cleanly() -> None:
+    sink: BroadcastSink[int] = BroadcastSink()
+    with pytest.raises(ValueError, match="bad item 3"):
+        await aiowax.run(failing_flow([3], sink))
+    sub = sink.subscribe()
+    with anyio.fail_after(WATCHDOG):
+        await aiowax.run(failing_flow([1, 2], sink))
+    assert [x async for x in sub] == [1, 2]
+
+
+@pytest.mark.asyncio
+async def test_readers_finish_cleanly_after_a_graceful_stop_or_a_cancel() -> None:
+    for how in ("stop", "cancel"):
+        source: PushSource[int] = PushSource()
+        sink: BroadcastSink[int] = BroadcastSink()
+        sub = sink.subscribe()
+        with anyio.fail_after(WATCHDOG):
+            async with anyio.create_task_group() as tg:
+                handle = await aiowax.start_flow(tg, push_flow(source, sink))
+                await source.send(1)
+                if how == "stop":
+                    await handle.stop()
+                else:
+                    tg.cancel_scope.cancel()
+            got = [x async for x in sub]  # ends: no FlowFailedError
+        if how == "stop":
+            assert got == [1]  # a graceful stop delivers what was sent
+        assert handle.error is None, how
 
 
 @pytest.mark.asyncio

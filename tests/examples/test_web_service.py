@@ -114,6 +114,17 @@ class Stream:
                 return data
         return None
 
+    async def last_event(self) -> tuple[str, dict[str, Any]] | None:
+        """The event (name, data) the server ended the stream with, if any."""
+        event, last = "message", None
+        async for line in self._lines:
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:"):
+                last = (event, json.loads(line.removeprefix("data:")))
+                event = "message"
+        return last
+
     async def take(self, n: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for _ in range(n):
@@ -395,3 +406,23 @@ async def test_a_failed_flow_is_reported_and_refuses_readings() -> None:
             assert response.status_code == 503
             assert "failed" in response.json()["error"]
             assert (await live.client.get("/stream")).status_code == 503
+
+
+@pytest.mark.asyncio
+async def test_a_stream_open_when_the_flow_fails_ends_with_the_error() -> None:
+    def enrich(event: Any) -> Any:
+        if event.sensor == "boom":
+            raise RuntimeError("lookup failed")
+        return event
+
+    app = web_service.create_app(window=WINDOW, enrich=enrich)
+    with anyio.fail_after(WATCHDOG):
+        async with serving(app) as live, subscribed(live.client) as stream:
+            response = await post(live.client, "boom", 1)
+            assert response.status_code == 202
+            ended = await stream.last_event()
+    # Not a clean end, as if the flow had finished: the client is told.
+    assert ended is not None
+    name, data = ended
+    assert name == "failed"
+    assert "RuntimeError: lookup failed" in data["error"]

@@ -255,7 +255,7 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
         task.outlet.close()
         if not ctx.abort:
             try:
-                await op.aclose()
+                await op.aclose(ctx.failure)
             except StepFailed as failed:
                 # Downstream may still hold output: let it drain first.
                 ctx.record(failed.error, task.downstream)

@@ -15,11 +15,17 @@ once.
 """
 
 from aiowax._connectors.inproc import BroadcastSink, IterableSource, PushSource, Subscription
-from aiowax._errors import SourceClosedError, SourceFullError, SubscriberOverflowError
+from aiowax._errors import (
+    FlowFailedError,
+    SourceClosedError,
+    SourceFullError,
+    SubscriberOverflowError,
+)
 from aiowax._util import fixup_module_metadata
 
 __all__ = [
     "BroadcastSink",
+    "FlowFailedError",
     "IterableSource",
     "PushSource",
     "SourceClosedError",

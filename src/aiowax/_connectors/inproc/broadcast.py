@@ -13,7 +13,7 @@ from aiowax._checks import positive_int
 from aiowax._connectors.inproc.timing import REWAKE_SECONDS
 from aiowax._definition.outputs import DynamicSink, StatelessSinkPartition
 from aiowax._engine.aio import running_loop, yield_now
-from aiowax._errors import SubscriberOverflowError
+from aiowax._errors import FlowFailedError, SubscriberOverflowError
 
 X = TypeVar("X")
 
@@ -60,8 +60,19 @@ class Subscription(Generic[X]):
                     "the flow and was disconnected"
                 )
                 raise SubscriberOverflowError(msg)
-            if self._closed or self._sink._ended:
+            if self._closed:
                 raise StopAsyncIteration
+            if self._sink._ended:
+                failure = self._sink._failure
+                if failure is None:
+                    raise StopAsyncIteration
+                self.close()
+                msg = (
+                    f"the flow writing to this BroadcastSink failed "
+                    f"({type(failure).__name__}: {failure}); this reader got every item "
+                    "the sink was given before the failure"
+                )
+                raise FlowFailedError(msg) from failure
             self._event = anyio.Event()
             await self._event.wait()
         item = items.popleft()
@@ -170,8 +181,11 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
       Choose it when every consumer must see everything.
 
     Items written while nobody is subscribed are not kept. When the flow
-    ends, readers finish after draining their buffers. The sink may serve
-    one run after another.
+    ends, readers finish after draining their buffers; when it fails, their
+    iteration then raises `FlowFailedError` (the flow's error is its
+    ``__cause__``), so a reader can tell a failed flow from a finished one.
+    A graceful stop or a cancellation of the flow finishes them. The sink may
+    serve one run after another.
 
     Args:
         buffer: Items each subscriber may hold; a positive int.
@@ -195,6 +209,8 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
         self.overflow: Overflow = overflow
         self._subscribers: set[Subscription[X]] = set()
         self._ended = False
+        # The error of the run that ended, if it failed.
+        self._failure: BaseException | None = None
         self._open_parts = 0
         # Blocked writes wait on these; a reader that made room sets them.
         self._writers: list[anyio.Event] = []
@@ -225,6 +241,7 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
     def build(self, worker_index: int, worker_count: int) -> _BroadcastPartition[X]:
         """One partition per worker, all writing to the same subscribers."""
         self._ended = False
+        self._failure = None
         self._open_parts += 1
         return _BroadcastPartition(self)
 
@@ -325,6 +342,10 @@ class _BroadcastPartition(StatelessSinkPartition[X]):
 
     async def write_batch(self, items: list[X]) -> None:
         await self._sink._write(items)
+
+    def _aiowax_run_failed(self, error: BaseException) -> None:
+        # Called by the engine before `close` when the run failed.
+        self._sink._failure = error
 
     def close(self) -> None:
         self._sink._part_closed()
