@@ -65,6 +65,8 @@ def sink_stream(sink: BroadcastSink[X], buffer: int | None = None) -> Stream[X]:
 
     Subscribes at once, so nothing written from now on is missed; compose the
     result with aiostream operators (``sink_stream(sink) | pipe.map(...)``).
+    It ends as a `Subscription` does: when the flow ends, or with
+    `SubscriberOverflowError` or `FlowFailedError`.
 
     Args:
         sink: The sink the flow writes to.
