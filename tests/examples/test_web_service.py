@@ -387,14 +387,16 @@ async def test_a_client_that_leaves_is_unsubscribed_and_others_keep_receiving() 
     assert received == [expected("a", [1, 2]), expected("b", [7])]
 
 
+def fail_on_boom(event: Any) -> Any:
+    """An ``enrich`` that fails the flow on a reading of sensor "boom"."""
+    if event.sensor == "boom":
+        raise RuntimeError("lookup failed")
+    return event
+
+
 @pytest.mark.asyncio
 async def test_a_failed_flow_is_reported_and_refuses_readings() -> None:
-    def enrich(event: Any) -> Any:
-        if event.sensor == "boom":
-            raise RuntimeError("lookup failed")
-        return event
-
-    app = web_service.create_app(window=WINDOW, enrich=enrich)
+    app = web_service.create_app(window=WINDOW, enrich=fail_on_boom)
     with anyio.fail_after(WATCHDOG):
         async with serving(app) as live:
             response = await post(live.client, "boom", 1)
@@ -410,12 +412,7 @@ async def test_a_failed_flow_is_reported_and_refuses_readings() -> None:
 
 @pytest.mark.asyncio
 async def test_a_stream_open_when_the_flow_fails_ends_with_the_error() -> None:
-    def enrich(event: Any) -> Any:
-        if event.sensor == "boom":
-            raise RuntimeError("lookup failed")
-        return event
-
-    app = web_service.create_app(window=WINDOW, enrich=enrich)
+    app = web_service.create_app(window=WINDOW, enrich=fail_on_boom)
     with anyio.fail_after(WATCHDOG):
         async with serving(app) as live, subscribed(live.client) as stream:
             response = await post(live.client, "boom", 1)
