@@ -294,6 +294,43 @@ async def test_on_stats_may_be_async_and_is_called_while_running() -> None:
 
 
 @pytest.mark.asyncio
+async def test_an_on_stats_that_raises_never_stops_the_flow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    source: PushSource[int] = PushSource()
+    out: list[int] = []
+    flow = Dataflow("watched")
+    flow.input("inp", source)
+    flow.output("out", TestingSink(out))
+    calls: list[str] = []
+    failed_thrice = anyio.Event()
+
+    def on_stats(stats: FlowStats) -> None:
+        calls.append(stats.status)
+        if stats.status == "running":
+            if len(calls) == 3:
+                failed_thrice.set()
+            raise KeyError("broken dashboard")
+
+    with anyio.fail_after(WATCHDOG), caplog.at_level("ERROR", logger="aiowax"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: aiowax.run(flow, on_stats=on_stats, stats_interval=0.001))
+            await source.send(1)
+            await failed_thrice.wait()
+            await source.send(2)
+            source.close()
+    # The run finished (no exception, no ExceptionGroup) with every item.
+    assert out == [1, 2]
+    assert calls[-1] == "finished"
+    assert calls.count("running") >= 3
+    errors = [r for r in caplog.records if "on_stats raised" in r.getMessage()]
+    assert errors[0].exc_info is not None  # the first one with its traceback
+    assert "'watched'" in errors[0].getMessage()
+    assert all(r.exc_info is None for r in errors[1:])
+    assert len(errors) == calls.count("running")
+
+
+@pytest.mark.asyncio
 async def test_bad_on_stats_arguments_are_named() -> None:
     flow = _unnamed()
     with pytest.raises(TypeError, match="on_stats must be callable"):

@@ -196,13 +196,29 @@ async def run_reporting(
             tg.cancel_scope.cancel()
 
     status = "cancelled"
+    failed_calls = 0
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(main)
             now = clock.timer()
             while True:
                 await clock.sleep_until(now() + interval)
-                await _deliver(on_stats, flow_stats(name, "running", runs))
+                try:
+                    await _deliver(on_stats, flow_stats(name, "running", runs))
+                except Exception:
+                    # Watching a flow must never stop it: the error is
+                    # logged (its traceback once) and the next call made.
+                    failed_calls += 1
+                    if failed_calls == 1:
+                        logger.exception(
+                            "flow %r: on_stats raised; the flow goes on, and on_stats is "
+                            "still called (later failures are logged without traceback)",
+                            name,
+                        )
+                    else:
+                        logger.error(
+                            "flow %r: on_stats raised again (%d times)", name, failed_calls
+                        )
         status = "failed" if failure else "finished"
     finally:
         final = flow_stats(name, status, runs, error=failure[0] if failure else None)
