@@ -33,6 +33,7 @@ import aiowax
 from aiowax import visualize
 from aiowax.asgi import flow_handle, flow_lifespan, live_app
 from aiowax.connectors.inproc import PushSource
+from aiowax.recovery import RecoveryConfig
 from aiowax.stats import FlowStats
 from embed_helpers import GatedSink, push_flow, settle
 from live_helpers import STEP_IDS, WATCHDOG, DemoFlow, running
@@ -518,6 +519,15 @@ async def test_flow_handle_as_a_fastapi_dependency() -> None:
         ({"state_name": "my flow"}, ValueError, "identifier"),
         ({"stop_timeout": -1}, ValueError, ">= 0"),
         ({"stop_timeout": "soon"}, TypeError, "seconds or a timedelta"),
+        # The run options' values too, named after flow_lifespan, not run.
+        ({"workers": "2"}, TypeError, "^flow_lifespan: workers must be an int"),
+        ({"epoch_interval": -1}, TypeError, "^flow_lifespan: epoch_interval"),
+        ({"recovery_config": "dir"}, TypeError, "^flow_lifespan: recovery_config must be"),
+        (
+            {"recovery_config": RecoveryConfig("d"), "cluster": object()},
+            ValueError,
+            "^flow_lifespan: cluster mode keeps its state in Kafka",
+        ),
     ],
 )
 def test_flow_lifespan_checks_its_arguments_at_once(

@@ -22,6 +22,7 @@ import aiowax
 from aiowax import FlowStatus
 from aiowax.connectors.inproc import PushSource, SourceClosedError
 from aiowax.dataflow import Dataflow
+from aiowax.recovery import RecoveryConfig
 from aiowax.testing import TestingSink, TestingSource
 from aiowax.window import EventClockConfig, SystemClockConfig, TumblingWindow
 from embed_helpers import WATCHDOG, GatedSink, Seen, push_flow
@@ -226,6 +227,20 @@ async def test_open_flow_raises_errors_as_they_are() -> None:
             async with aiowax.open_flow(flow) as handle:
                 source.send_nowait(0)
                 await handle.wait()
+
+
+@pytest.mark.asyncio
+async def test_bad_run_options_are_named_after_the_call_that_took_them() -> None:
+    flow = push_flow(PushSource(), TestingSink([]))
+    with pytest.raises(ValueError, match=r"^open_flow: workers must be positive"):
+        async with aiowax.open_flow(flow, workers=0):
+            pass
+    async with anyio.create_task_group() as tg:
+        with pytest.raises(TypeError, match=r"^start_flow: epoch_interval must be"):
+            await aiowax.start_flow(tg, flow, epoch_interval=5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"^open_flow: cluster mode keeps its state in Kafka"):
+        async with aiowax.open_flow(flow, recovery_config=RecoveryConfig("d"), cluster=object()):
+            pass
 
 
 # -- stop(timeout) -----------------------------------------------------------------------

@@ -75,16 +75,13 @@ class FlowHandle:
     ) -> None:
         # Definition and argument errors belong to the caller, now.
         compile_flow(flow)
-        check_run_args(workers, epoch_interval, recovery_config)
+        check_options("FlowHandle", workers, epoch_interval, recovery_config, cluster)
         self._flow = flow
         self._options: dict[str, Any] = {
             "workers": workers,
             "epoch_interval": epoch_interval,
             "recovery_config": recovery_config,
         }
-        if cluster is not None and recovery_config is not None:
-            msg = "cluster mode keeps its state in Kafka; recovery_config must be None"
-            raise ValueError(msg)
         self._cluster = cluster
         self._propagate = propagate
         self._ctx: RunContext | ClusterRun | None = None
@@ -305,6 +302,22 @@ def _timeout_seconds(timeout: object) -> float | None:
     return seconds
 
 
+def check_options(
+    where: str, workers: object, epoch_interval: object, recovery_config: object, cluster: object
+) -> None:
+    """Check the run options of a flow started in the background, naming ``where``.
+
+    Raises:
+        TypeError: An option of the wrong type.
+        ValueError: An option out of range, or both ``cluster`` and
+            ``recovery_config``.
+    """
+    check_run_args(workers, epoch_interval, recovery_config, where)
+    if cluster is not None and recovery_config is not None:
+        msg = f"{where}: cluster mode keeps its state in Kafka; recovery_config must be None"
+        raise ValueError(msg)
+
+
 async def start_flow(
     task_group: TaskGroup,
     flow: Dataflow,
@@ -330,6 +343,7 @@ async def start_flow(
             (and logged at once on the ``aiowax`` logger if neither is
             waiting for it then).
     """
+    check_options("start_flow", workers, epoch_interval, recovery_config, cluster)
     handle = FlowHandle(
         flow,
         workers=workers,
@@ -373,6 +387,7 @@ async def open_flow(
     >>> anyio.run(main)
     ([1, 2, 3], <FlowStatus.FINISHED: 'finished'>)
     """
+    check_options("open_flow", workers, epoch_interval, recovery_config, cluster)
     handle = FlowHandle(
         flow,
         workers=workers,

@@ -18,7 +18,7 @@ from typing import Any
 import anyio
 
 from aiowax._definition.flow import Dataflow
-from aiowax._embed import FlowHandle, FlowStatus, _timeout_seconds, start_flow
+from aiowax._embed import FlowHandle, FlowStatus, _timeout_seconds, check_options, start_flow
 
 logger = logging.getLogger("aiowax")
 
@@ -87,7 +87,15 @@ def flow_lifespan(
             f"it takes {', '.join(sorted(_RUN_OPTIONS))}"
         )
         raise TypeError(msg)
-    # Checked now, at import time of the app, rather than at its shutdown.
+    # Checked now, at import time of the app, rather than at its startup
+    # (the options) or its shutdown (the timeout).
+    check_options(
+        "flow_lifespan",
+        run_options.get("workers", 1),
+        run_options.get("epoch_interval"),
+        run_options.get("recovery_config"),
+        run_options.get("cluster"),
+    )
     timeout = _timeout_seconds(stop_timeout)
 
     @asynccontextmanager
