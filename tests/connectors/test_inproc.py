@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,6 +31,8 @@ from aiowax.connectors.inproc import (
     Subscription,
 )
 from aiowax.dataflow import Dataflow
+from aiowax.inputs import FixedPartitionedSource
+from aiowax.recovery import NoPartitionsError, RecoveryConfig
 from aiowax.testing import TestingSink, TestingSource
 from aiowax.window import SystemClockConfig, TumblingWindow
 from embed_helpers import WATCHDOG, GatedSink, Seen, push_flow, settle, stop_after_yielding
@@ -323,6 +326,95 @@ async def test_readers_finish_cleanly_after_a_graceful_stop_or_a_cancel() -> Non
         if how == "stop":
             assert got == [1]  # a graceful stop delivers what was sent
         assert handle.error is None, how
+
+
+class _NoPartitions(FixedPartitionedSource[int, None]):
+    """A source whose brokers do not answer: the run fails before any sink is built."""
+
+    def list_parts(self) -> list[str]:
+        raise ConnectionError("brokers did not answer")
+
+    def build_part(self, now: datetime, for_part: str, resume_state: None) -> Any:
+        raise AssertionError("never built")
+
+
+@pytest.mark.parametrize("fails_in", ["list_parts", "recovery"])
+@pytest.mark.asyncio
+async def test_readers_end_when_the_run_fails_before_the_sink_is_built(
+    fails_in: str, tmp_path: Path
+) -> None:
+    sink: BroadcastSink[int] = BroadcastSink()
+    flow = Dataflow()
+    if fails_in == "list_parts":
+        flow.input("inp", _NoPartitions())
+        options: dict[str, Any] = {}
+        error: type[Exception] = ConnectionError
+    else:
+        flow.input("inp", TestingSource([1]))
+        options = {"recovery_config": RecoveryConfig(tmp_path / "missing")}
+        error = NoPartitionsError
+    flow.output("out", sink)
+    early = sink.subscribe()
+    ended: list[BaseException] = []
+
+    async def read(sub: Subscription[int]) -> None:
+        with pytest.raises(FlowFailedError) as info:
+            async for _ in sub:
+                pass
+        ended.append(info.value)
+
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read, early)
+            await settle()
+            with pytest.raises(error):
+                await aiowax.run(flow, **options)
+        await read(sink.subscribe())  # and one that comes after the failure
+    assert [type(e.__cause__) for e in ended] == [error, error]
+
+
+@pytest.mark.asyncio
+async def test_a_reader_waits_for_the_next_run_once_it_has_started() -> None:
+    source: PushSource[int] = PushSource()
+    sink: BroadcastSink[int] = BroadcastSink()
+    flow = push_flow(source, sink)
+    with anyio.fail_after(WATCHDOG):
+        async with aiowax.open_flow(flow):
+            pass
+        between = sink.subscribe()
+        # Between runs a reader ends at once: no run may ever come.
+        assert [x async for x in between] == []
+        reader = sink.subscribe()  # made between runs, read during the next
+        async with aiowax.open_flow(flow) as handle:
+            await source.send_many([3, 4])
+            source.close()
+            got = [x async for x in reader]
+        assert handle.status is FlowStatus.FINISHED
+    assert got == [3, 4]
+
+
+@pytest.mark.asyncio
+async def test_readers_end_after_an_aborted_run_and_the_next_run_serves_them() -> None:
+    sink: BroadcastSink[int] = BroadcastSink()
+    first = sink.subscribe()
+    with anyio.fail_after(WATCHDOG):
+        # ABORT ends the run as a crash would: the sink is never closed.
+        await aiowax.run(_testing_flow([1, TestingSource.ABORT(), 2], sink))
+        got = [x async for x in first]
+        second = sink.subscribe()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(aiowax.run, _testing_flow([5, 6], sink))
+            await settle()
+            again = [x async for x in second]
+    assert got == [1]
+    assert again == [5, 6]
+
+
+def _testing_flow(items: list[Any], sink: BroadcastSink[int]) -> Dataflow:
+    flow = Dataflow()
+    flow.input("inp", TestingSource(items))
+    flow.output("out", sink)
+    return flow
 
 
 @pytest.mark.asyncio
@@ -728,10 +820,11 @@ async def test_a_push_source_feeds_a_flow_started_again_after_a_stop() -> None:
         with pytest.raises(SourceClosedError):
             source.send_nowait("between runs")
         async with aiowax.open_flow(flow) as second:
-            await settle()
+            # At once, not only once the input task has run: the handle says
+            # RUNNING, so a request handler may send now.
             assert second.status is FlowStatus.RUNNING
             assert not source.closed
-            await source.send("second run")
+            source.send_nowait("second run")
             source.close()
             await second.wait()
     assert out == ["first run", "second run"]

@@ -27,6 +27,7 @@ from aiowax._cluster.topology import Topology
 from aiowax._engine.clock import run_in_thread
 from aiowax._engine.context import RunContext
 from aiowax._engine.driver import check_run_args, flow_name, run_pipelines
+from aiowax._engine.edges import run_edges
 from aiowax._engine.plan import compile_flow
 from aiowax._errors import ClusterError
 from aiowax._observe import span
@@ -67,13 +68,23 @@ async def run_cluster(
         msg = f"run: cluster must be an aiowax.cluster.KafkaCluster, got {cluster!r}"
         raise TypeError(msg)
     interval = check_run_args(workers, epoch_interval, None)
-    compile_flow(flow)
+    pipelines = compile_flow(flow)
     if workers != 1:
         msg = (
             f"cluster mode runs one worker per copy (got workers={workers}); start more "
             "copies instead (python -m aiowax FLOW --kafka-cluster ... -p N)"
         )
         raise ClusterError(msg)
+    with run_edges(pipelines):
+        await _run_copy(flow, cluster, interval, on_start)
+
+
+async def _run_copy(
+    flow: Any,
+    cluster: KafkaCluster,
+    interval: float,
+    on_start: Callable[[ClusterRun], None] | None,
+) -> None:
     topology = await run_in_thread(prepare_topics, flow, cluster)
     member = GroupMember(topology)
     control = ClusterRun()

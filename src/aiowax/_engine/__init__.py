@@ -20,7 +20,8 @@ A map of the core, following one item from source to sink::
 
 Around the data path: ``driver`` runs the graph in one task group and owns the
 failure path (``context.RunContext`` records the first error; ``errors``
-holds the engine's internal signals); ``usercode`` calls async user code;
+holds the engine's internal signals); ``edges`` tells in-process sources
+and sinks when a run starts and ends; ``usercode`` calls async user code;
 ``clock`` is the one source of time; ``aio`` holds every asyncio-specific
 primitive; ``aiowax._recovery.runtime`` snapshots and commits epochs.
 

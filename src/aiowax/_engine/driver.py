@@ -23,6 +23,7 @@ from aiowax._definition.steps import OutputStep
 from aiowax._engine.channels import Inlet
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail
+from aiowax._engine.edges import run_edges
 from aiowax._engine.errors import DownstreamGone, StepFailed, with_side_task
 from aiowax._engine.lanes import Lane
 from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
@@ -112,17 +113,18 @@ async def run_flow(
                 "processed and dropped",
                 pipeline.input.step_id,
             )
-    recovery = None
-    if recovery_config is not None:
-        recovery = await Recovery.open(recovery_config, interval, workers)
-    await run_pipelines(
-        pipelines,
-        workers=workers,
-        interval=interval,
-        recovery=recovery,
-        on_start=on_start,
-        name=flow_name(flow),
-    )
+    with run_edges(pipelines):
+        recovery = None
+        if recovery_config is not None:
+            recovery = await Recovery.open(recovery_config, interval, workers)
+        await run_pipelines(
+            pipelines,
+            workers=workers,
+            interval=interval,
+            recovery=recovery,
+            on_start=on_start,
+            name=flow_name(flow),
+        )
 
 
 async def run_pipelines(
@@ -255,7 +257,7 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
         task.outlet.close()
         if not ctx.abort:
             try:
-                await op.aclose(ctx.failure)
+                await op.aclose()
             except StepFailed as failed:
                 # Downstream may still hold output: let it drain first.
                 ctx.record(failed.error, task.downstream)

@@ -180,12 +180,15 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
       back-pressure), all at once: it goes at the pace of the slowest one.
       Choose it when every consumer must see everything.
 
-    Items written while nobody is subscribed are not kept. When the flow
-    ends, readers finish after draining their buffers; when it fails, their
-    iteration then raises `FlowFailedError` (the flow's error is its
-    ``__cause__``), so a reader can tell a failed flow from a finished one.
-    A graceful stop or a cancellation of the flow finishes them. The sink may
-    serve one run after another.
+    Items written while nobody is subscribed are not kept. When the run
+    ends, readers finish after draining their buffers; when it fails (even
+    before the sink was built), their iteration then raises
+    `FlowFailedError` (the flow's error is its ``__cause__``), so a reader
+    can tell a failed flow from a finished one. A graceful stop or a
+    cancellation of the run finishes them. The sink may serve one run after
+    another: a reader waits for the first run, and for the next one once it
+    has started; one that reads while no run is going, after one ended,
+    ends at once rather than wait for a run that may never come.
 
     Args:
         buffer: Items each subscriber may hold; a positive int.
@@ -208,10 +211,11 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
         self.buffer = buffer
         self.overflow: Overflow = overflow
         self._subscribers: set[Subscription[X]] = set()
+        # No run is going: one ended (readers end after their buffers).
+        # Before the first run, readers wait for it.
         self._ended = False
         # The error of the run that ended, if it failed.
         self._failure: BaseException | None = None
-        self._open_parts = 0
         # Blocked writes wait on these; a reader that made room sets them.
         self._writers: list[anyio.Event] = []
 
@@ -240,10 +244,22 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
 
     def build(self, worker_index: int, worker_count: int) -> _BroadcastPartition[X]:
         """One partition per worker, all writing to the same subscribers."""
+        return _BroadcastPartition(self)
+
+    def _aiowax_run_starting(self) -> None:
+        # The engine's run-level call (`aiowax._engine.edges`): readers of
+        # this run wait for its items, even before the sink is built.
         self._ended = False
         self._failure = None
-        self._open_parts += 1
-        return _BroadcastPartition(self)
+
+    def _aiowax_run_ended(self, failure: Exception | None) -> None:
+        # Not when the partitions close: in cluster mode they close and are
+        # built again at each rebalance, within one run; and a run that
+        # failed before building them must end its readers too.
+        self._failure = failure
+        self._ended = True
+        for sub in list(self._subscribers):
+            sub._event.set()
 
     async def _write(self, items: list[X]) -> None:
         if not items or not self._subscribers:
@@ -328,13 +344,6 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
         for event in writers:
             event.set()
 
-    def _part_closed(self) -> None:
-        self._open_parts -= 1
-        if self._open_parts <= 0:
-            self._ended = True
-            for sub in list(self._subscribers):
-                sub._event.set()
-
 
 class _BroadcastPartition(StatelessSinkPartition[X]):
     def __init__(self, sink: BroadcastSink[X]) -> None:
@@ -342,10 +351,3 @@ class _BroadcastPartition(StatelessSinkPartition[X]):
 
     async def write_batch(self, items: list[X]) -> None:
         await self._sink._write(items)
-
-    def _aiowax_run_failed(self, error: BaseException) -> None:
-        # Called by the engine before `close` when the run failed.
-        self._sink._failure = error
-
-    def close(self) -> None:
-        self._sink._part_closed()

@@ -26,7 +26,8 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
     again, after a configuration reload say). A run that ends without the
     input ending (stopped, failed, aborted) closes the source, so that
     senders get `SourceClosedError` rather than wait for a flow that is gone;
-    the next run reopens it, and reads what the last one left buffered.
+    the next run reopens it as it starts (before `aiowax.open_flow` or
+    `aiowax.start_flow` returns), and reads what the last one left buffered.
     `close` instead ends the input for good: the run reading it finishes with
     what is buffered, and once a run has read it to its end, a later run on
     this source fails at once with `SourceClosedError`.
@@ -130,6 +131,19 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
         self._wake_reader()
         if self._space is not None:
             self._space.set()
+
+    def _aiowax_run_starting(self) -> None:
+        # The engine's run-level call (`aiowax._engine.edges`): sends are
+        # taken from the start of the run, not only once its input task has
+        # built the partition. An ended input stays closed (build_part then
+        # fails the run, naming the step).
+        if not self._ended:
+            self._closed = False
+
+    def _aiowax_run_ended(self, failure: Exception | None) -> None:
+        # Also when the run failed before building the partition: senders
+        # must not wait for a flow that is gone.
+        self._shut()
 
     def _open_for_run(self) -> None:
         """A run starts reading: reopen the source a previous run closed."""

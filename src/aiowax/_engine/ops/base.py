@@ -202,13 +202,8 @@ class Operator:
         """Return what is left to emit at the end of input."""
         return []
 
-    async def aclose(self, failure: BaseException | None = None) -> None:
-        """Release what the operator holds; called once, whatever happened.
-
-        Args:
-            failure: The run's error when it failed (in this step or any
-                other), else ``None``.
-        """
+    async def aclose(self) -> None:
+        """Release what the operator holds; called once, whatever happened."""
 
 
 class NeedsAwait(Exception):

@@ -183,17 +183,11 @@ class OutputOp(Operator):
                     raise fail(error, self.step_id, "output snapshot") from None
         return out
 
-    async def aclose(self, failure: BaseException | None = None) -> None:
+    async def aclose(self) -> None:
         first: BaseException | None = None
         with anyio.CancelScope(shield=True), anyio.move_on_after(5):
             for part in self.parts.values():
                 try:
-                    if failure is not None:
-                        # aiowax's own partitions may tell their readers
-                        # the flow failed, not finished (BroadcastSink).
-                        told = getattr(part, "_aiowax_run_failed", None)
-                        if told is not None:
-                            told(failure)
                     # aiowax's own partitions may close off the loop (a
                     # producer waiting for its last deliveries).
                     aclose = getattr(part, "_aiowax_aclose", None)

@@ -96,7 +96,7 @@ class PoolableOp(Operator):
         if self.pool is not None:
             await self.pool.start()
 
-    async def aclose(self, failure: BaseException | None = None) -> None:
+    async def aclose(self) -> None:
         if self.pool is not None:
             await self.pool.aclose()
 
