@@ -20,6 +20,7 @@ import pytest
 import aiowax
 from aiowax.connectors.inproc import PushSource
 from aiowax.dataflow import Dataflow
+from aiowax.inputs import DynamicSource, StatelessSourcePartition
 from aiowax.recovery import RecoveryConfig, init_db_dir
 from aiowax.stats import FlowStats, StepStats
 from aiowax.testing import TestingSink, TestingSource
@@ -412,6 +413,53 @@ async def test_busy_time_stands_still_while_a_step_waits_for_input() -> None:
                 await anyio.sleep(0.01)  # wall time passes; the map waits
                 assert handle.stats().step("work").busy_s == pytest.approx(before, abs=1e-3)
             await handle.stop()
+
+
+class _SleepyPartition(StatelessSourcePartition[int]):
+    """One item, then asleep for an hour (``next_awake``): a sync source waiting."""
+
+    def __init__(self) -> None:
+        self.given = False
+
+    def next_batch(self, sched: Any) -> list[int]:
+        if self.given:
+            return []
+        self.given = True
+        return [1]
+
+    def next_awake(self) -> datetime | None:
+        return datetime.now(UTC) + timedelta(hours=1) if self.given else None
+
+
+class _SleepySource(DynamicSource[int]):
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _SleepyPartition:
+        return _SleepyPartition()
+
+
+@pytest.mark.parametrize("waits", ["async read", "asleep"])
+@pytest.mark.asyncio
+async def test_an_input_waiting_for_its_source_is_not_busy(waits: str) -> None:
+    # An idle PushSource (awaiting its async read) reported busy_s equal to
+    # the run's wall time, and so did a source asleep until its next_awake.
+    push: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", push if waits == "async read" else _SleepySource())
+    flow.output("out", TestingSink([]))
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow)
+            if waits == "async read":
+                await push.send(1)
+            while handle.stats().step("out").items_out < 1:
+                await settle()
+            await settle()
+            before = handle.stats().step("inp").busy_s
+            for _ in range(5):
+                await anyio.sleep(0.01)  # wall time passes; the input waits
+                assert handle.stats().step("inp").busy_s == pytest.approx(before, abs=2e-3)
+            stats = handle.stats()
+            await handle.stop()
+    assert stats.step("inp").busy_s < stats.uptime_s / 2
 
 
 @pytest.mark.asyncio(loop_factories=["virtual"])

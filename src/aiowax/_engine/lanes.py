@@ -13,6 +13,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from time import perf_counter
 from typing import Any
 
 import anyio
@@ -170,6 +171,25 @@ class Lane:
         self._abandoned = False
         #: Items sent downstream (read by `aiowax._stats`).
         self.items_read = 0
+        #: Seconds spent waiting for the source: asleep until it may have
+        #: items, or awaiting an async read. Not busy, in the stats.
+        self.waited_s = 0.0
+        #: When the wait in progress began (``perf_counter``), 0.0 if none.
+        self.waiting_since = 0.0
+
+    def waited_total(self) -> float:
+        """Seconds waiting for the source so far, the wait in progress included."""
+        since = self.waiting_since
+        return self.waited_s + (perf_counter() - since if since else 0.0)
+
+    async def _wait_for_source(self, awaitable: Awaitable[Any]) -> Any:
+        """Await ``awaitable``, counting the time as waiting for the source."""
+        started = self.waiting_since = perf_counter()
+        try:
+            return await awaitable
+        finally:
+            self.waited_s += perf_counter() - started
+            self.waiting_since = 0.0
 
     async def _build(self) -> Partition:
         source: Any = self.step.source
@@ -282,7 +302,7 @@ class Lane:
         batch: Any = _ABANDONED
         try:
             with scope:
-                batch = await user_await(next_batch(sched))
+                batch = await self._wait_for_source(user_await(next_batch(sched)))
         finally:
             self.in_read = False
             if self.closing is not None:
@@ -364,12 +384,14 @@ class Lane:
         deadline = clock.deadline_for(awake)
         pace = self.ctx.epoch_interval or BACKOFF_MAX
         while deadline > self.epoch_deadline and not self.ctx.stopping:
-            _, interrupted = await self._interruptible(clock.sleep_until(self.epoch_deadline))
+            _, interrupted = await self._wait_for_source(
+                self._interruptible(clock.sleep_until(self.epoch_deadline))
+            )
             if interrupted:
                 return
             if clock.monotonic() >= self.epoch_deadline:  # else the watcher did
                 await self._close_epoch(_NOW, pace)
-        await self._interruptible(clock.sleep_until(deadline))
+        await self._wait_for_source(self._interruptible(clock.sleep_until(deadline)))
 
     async def _loop(self) -> None:
         assert self.part is not None
@@ -486,7 +508,9 @@ class Lane:
                 sched = awake
                 backoff = BACKOFF_MIN
             elif not batch and not sent:
-                await self._interruptible(clock.sleep_until(monotonic() + backoff))
+                await self._wait_for_source(
+                    self._interruptible(clock.sleep_until(monotonic() + backoff))
+                )
                 backoff = min(backoff * 2, BACKOFF_MAX)
             else:
                 # Items came this round (even if the last call had none): the

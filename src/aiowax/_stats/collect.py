@@ -35,23 +35,27 @@ def _busy(started: float | None, ended: float | None, idle: float, blocked: floa
 
 def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
     """One row per input step and worker: its lanes (partitions) summed."""
+    elapsed = 0.0
+    if ctx.started is not None:
+        elapsed = (ctx.ended if ctx.ended is not None else perf_counter()) - ctx.started
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for task in lanes:
         lane = task.lane
         row = rows.setdefault(
             (lane.step.step_id, lane.worker_index),
-            {"items": 0, "blocked": 0.0, "partitions": 0, "lag": None},
+            {"items": 0, "busy": 0.0, "blocked": 0.0, "partitions": 0, "lag": None},
         )
+        blocked = lane.outlet.blocked_s
         row["items"] += lane.items_read
-        row["blocked"] += lane.outlet.blocked_s
+        # Busy reading: neither waiting for the source (asleep until it may
+        # have items, awaiting an async read) nor for room downstream.
+        row["busy"] += max(0.0, elapsed - blocked - lane.waited_total())
+        row["blocked"] += blocked
         row["partitions"] += 1
         probe = getattr(lane.part, "_aiowax_lag", None)
         lag = probe() if probe is not None else None
         if lag is not None:
             row["lag"] = (row["lag"] or 0) + lag
-    elapsed = 0.0
-    if ctx.started is not None:
-        elapsed = (ctx.ended if ctx.ended is not None else perf_counter()) - ctx.started
     return [
         StepStats(
             step_id=step_id,
@@ -60,9 +64,7 @@ def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
             worker_index=worker,
             items_in=row["items"],
             items_out=row["items"],
-            # A lane reads or waits for its source; only back-pressure is
-            # told apart from that (reading and waiting look alike here).
-            busy_s=max(0.0, elapsed - row["blocked"]),
+            busy_s=row["busy"],
             blocked_s=row["blocked"],
             partitions=row["partitions"],
             lag=row["lag"],
