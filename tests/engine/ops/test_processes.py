@@ -364,7 +364,7 @@ def test_a_process_that_spawn_is_starting_refuses_to_run_a_flow(
         async with aiowax.open_flow(flow):
             pass
 
-    with pytest.raises(RuntimeError, match=r"^run: called while this process, started with 'sp"):
+    with pytest.raises(RuntimeError, match=r"^open_flow: called while this process, started wi"):
         anyio.run(embedded)
     assert out == []
 
