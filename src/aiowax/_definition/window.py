@@ -23,7 +23,11 @@ class ClockConfig:
 
 @dataclass(frozen=True, slots=True)
 class SystemClockConfig(ClockConfig):
-    """Item time and watermark are both the current time of the event loop."""
+    """Item time and watermark are both the current time: no item is ever late.
+
+    The wall clock, but never behind the time the step has reached (a clock
+    stepped back gives items the step's time instead).
+    """
 
 
 @dataclass(frozen=True, slots=True)

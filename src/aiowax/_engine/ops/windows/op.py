@@ -249,7 +249,15 @@ class WindowOp(KeyedOp, TimedOp):
         return state
 
     def system_time(self, now: float) -> int:
-        """The wall time of a batch (system clock), advancing the step's watermark."""
+        """The wall time of a batch (system clock), advancing the step's watermark.
+
+        An item's time on the system clock is this, or its key's watermark
+        when that is ahead: a watermark moves with the event loop's clock
+        while its key is idle, and the wall clock may read behind it (the two
+        clocks drift apart by microseconds to milliseconds; the wall clock
+        may step back). Never behind the watermark, an item is never late:
+        it goes in the window open now, none is emitted twice, none dropped.
+        """
         sys_us = to_us(self.clock.now())
         if self.system_wm is None:
             self.system_wm = KeyState(sys_us, self.now_us(now))
@@ -355,10 +363,9 @@ class WindowOp(KeyedOp, TimedOp):
             key, value = self._pair(item)
             t_us = self.time_of(value, self._dt(value)) if self.event_time else sys_us
             state = self.key_state(key, now, t_us)
-            # On the system clock too: an item's time is behind the watermark
-            # only after the wall clock stepped back, and then the windows
-            # it falls in may have been emitted.
             wm = state.watermark(now)
+            if t_us < wm and not self.event_time:
+                t_us = wm  # see `system_time`
             try:
                 missed = self._place(state, value, t_us, wm)
             except StepFailed:
@@ -385,6 +392,8 @@ class WindowOp(KeyedOp, TimedOp):
                 t_us = self.time_of(value, dt)
             state = self.key_state(key, now, t_us)
             wm = state.watermark(now)
+            if t_us < wm and not self.event_time:
+                t_us = wm  # see `system_time`
             if self.session:
                 missed = 1 if t_us < wm else 0
                 if not missed:
