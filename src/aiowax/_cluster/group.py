@@ -38,6 +38,26 @@ T = TypeVar("T")
 #: How long one poll of the group consumer waits.
 _POLL_S = 0.2
 
+#: Commit errors saying the group no longer counts this copy's generation.
+_NOT_OWNER = frozenset(
+    {
+        KafkaError.UNKNOWN_MEMBER_ID,
+        KafkaError.ILLEGAL_GENERATION,
+        KafkaError.REBALANCE_IN_PROGRESS,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
+
+
+class PartitionsLost(ClusterError):
+    """The group gave this copy's partitions to another (a stall past the session timeout).
+
+    Raised by a commit of source offsets: the generation ends without
+    another commit, and the copy goes on in the group, with whatever it is
+    assigned next. What it committed meanwhile is fenced off (see
+    `aiowax._cluster.store`).
+    """
+
 
 class GroupMember:
     """The group consumer of one copy, seen from the event loop."""
@@ -65,6 +85,8 @@ class GroupMember:
         self.assignment_ready = anyio.Event()
         #: Set by a revocation while a generation runs; the loop answers with `revoked`.
         self.revoke_asked = anyio.Event()
+        #: The last revocation was a loss: no final commit.
+        self.partitions_lost = False
         self._running = False
         self._acked = threading.Event()
         self._requests: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
@@ -85,10 +107,19 @@ class GroupMember:
         with contextlib.suppress(RuntimeError):  # raised once the event loop is gone
             anyio.from_thread.run_sync(self._assigned, assigned)
 
-    def _on_revoke(self, consumer: confluent_kafka.Consumer, parts: list[TopicPartition]) -> None:
+    def _on_lost(self, consumer: confluent_kafka.Consumer, parts: list[TopicPartition]) -> None:
+        # The group gave the partitions to another copy while this one could
+        # not answer (a stall past the session timeout): the generation stops
+        # without its final commit. What it may have committed meanwhile is
+        # ignored by every restore (the store's fencing).
+        self._on_revoke(consumer, parts, lost=True)
+
+    def _on_revoke(
+        self, consumer: confluent_kafka.Consumer, parts: list[TopicPartition], lost: bool = False
+    ) -> None:
         self._acked.clear()
         try:
-            must_wait = anyio.from_thread.run_sync(self._revoking)
+            must_wait = anyio.from_thread.run_sync(self._revoking, lost)
         except RuntimeError:
             return  # the event loop is gone: nothing runs any more
         deadline = time.monotonic() + self._revoke_s + 5.0
@@ -122,7 +153,7 @@ class GroupMember:
                 self._topology.group_topics(),
                 on_assign=self._on_assign,
                 on_revoke=self._on_revoke,
-                on_lost=self._on_revoke,
+                on_lost=self._on_lost,
             )
             while not self._closing and self._fatal is None:
                 msg = consumer.poll(_POLL_S if self._requests.empty() else 0)
@@ -145,9 +176,19 @@ class GroupMember:
         self._pending = assigned
         self.assignment_ready.set()
 
-    def _revoking(self) -> bool:
+    def _revoking(self, lost: bool) -> bool:
         """A revocation: True if a generation must stop first (then `revoked` answers)."""
-        logger.info("cluster %r: partitions revoked (a rebalance)", self._topology.cluster.app_id)
+        if lost:
+            logger.warning(
+                "cluster %r: partitions lost (this copy did not answer the group within "
+                "its session timeout): the work on them stops without a final commit",
+                self._topology.cluster.app_id,
+            )
+        else:
+            logger.info(
+                "cluster %r: partitions revoked (a rebalance)", self._topology.cluster.app_id
+            )
+        self.partitions_lost = lost
         self._pending = None
         self.assignment_ready = anyio.Event()
         if self._running:
@@ -208,6 +249,12 @@ class GroupMember:
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
             except KafkaException as exc:
+                if exc.args[0].code() in _NOT_OWNER:
+                    msg = (
+                        f"cluster {self._topology.cluster.app_id!r}: this copy no longer owns "
+                        f"its partitions ({describe_error(exc.args[0])})"
+                    )
+                    raise PartitionsLost(msg) from None
                 msg = (
                     f"cluster {self._topology.cluster.app_id!r}: committing source offsets "
                     f"failed: {describe_error(exc.args[0])}"

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from aiowax._cluster.config import KafkaCluster
-from aiowax._cluster.group import GroupMember
+from aiowax._cluster.group import GroupMember, PartitionsLost
 from aiowax._cluster.store import KafkaStore
 from aiowax._cluster.topics import prepare_topics
 from aiowax._cluster.topology import Topology
@@ -197,6 +197,10 @@ async def _run_generation(
 
         async def stop_on_revoke() -> None:
             await member.revoke_asked.wait()
+            if member.partitions_lost:
+                # Another copy owns them now: stop at once, commit nothing.
+                run_scope.cancel()
+                return
             if ctx_box:
                 ctx_box[0].request_stop()
             await anyio.sleep(deadline)
@@ -209,6 +213,7 @@ async def _run_generation(
             run_scope.cancel()
 
         tg.start_soon(stop_on_revoke)
+        lost = False
         with anyio.CancelScope() as run_scope:
             try:
                 await run_pipelines(
@@ -219,10 +224,15 @@ async def _run_generation(
                     on_start=attach,
                     name=flow_name(flow),
                 )
+            except PartitionsLost as error:
+                # Not this copy's any more: the generation ends, the copy
+                # stays in the group and waits for its next assignment.
+                logger.warning("%s; the work on them stops, uncommitted", error)
+                lost = True
             finally:
                 if ctx_box:
                     control.runs.remove(ctx_box[0])
-        if not control.stopping and not member.revoke_asked.is_set():
+        if not lost and not control.stopping and not member.revoke_asked.is_set():
             # Every input of this generation ended by itself: wait for the
             # next rebalance (or a stop) before leaving it.
             await _wait_or_stop(member.revoke_asked, control)

@@ -22,12 +22,26 @@ writes those keys again with their committed state, under a new epoch and
 marker, so the newest record of every key is always a committed one: what
 a compacted topic keeps. Epoch numbers only grow: a copy starts above every
 epoch found in what it restores.
+
+**Fencing.** A copy that stalls longer than the group's session timeout (a
+long GC pause, a stopped VM) loses its partitions to another copy without
+knowing it, and may still commit an epoch when it wakes up: a *zombie*.
+Each assignment a copy restores has an owner token of its own, written as a
+claim record (key ``b"c" + token``) to every partition it takes, *before*
+it reads the changelogs. Every state record and marker carries its
+writer's token, and a restore counts a marker only if its writer made the
+latest claim before it in the log, and a state record only if its epoch is
+no newer than the last marker its writer got counted. So what a zombie
+writes after another copy's claim is ignored, by that copy's own restore as
+by every later one. (Markers are keyed ``b"m" + token``: compaction keeps
+each owner's last one, not only the zombie's.)
 """
 
 from __future__ import annotations
 
 import contextlib
 import pickle
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 
@@ -42,6 +56,7 @@ from aiowax._recovery.config import SnapshotSerde
 
 _STATE = b"s"
 _MARKER = b"m"
+_CLAIM = b"c"
 
 #: Commits offsets of source partitions to the group (`GroupMember.commit`).
 CommitOffsets = Callable[[list[TopicPartition]], None]
@@ -71,6 +86,38 @@ def read_partition(topology: Topology, topic: str, partition: int) -> list[tuple
         part.close()
 
 
+def _markers(primary: list[tuple[bytes, bytes]]) -> tuple[dict[str | None, int], bytes | None, int]:
+    """What the markers of a partition's primary changelog commit, read in log order.
+
+    Returns:
+        Each owner's newest counted marker epoch, the repartition reader's
+        snapshot of the newest counted marker, and the highest epoch seen.
+    """
+    owner: str | None = None  # no claim yet: records of before fencing
+    counted: dict[str | None, int] = {}
+    reader: bytes | None = None
+    top = 0
+    for key, value in primary:
+        kind = key[:1]
+        if kind == _CLAIM:
+            owner = key[1:].decode()
+        elif kind == _MARKER:
+            marker = pickle.loads(value)
+            epoch, snapshot = marker[0], marker[1]
+            writer = marker[2] if len(marker) > 2 else None
+            top = max(top, epoch)
+            if writer == owner:
+                counted[writer] = epoch
+                reader = snapshot
+    return counted, reader, top
+
+
+def _state_record(value: bytes) -> tuple[int, bytes | None, str | None]:
+    """``(epoch, state, owner)`` of a state record (owner None: written before fencing)."""
+    record = pickle.loads(value)
+    return record[0], record[1], record[2] if len(record) > 2 else None
+
+
 class KafkaStore:
     """What `Recovery` commits to and restores from, for one assignment of one copy."""
 
@@ -87,6 +134,8 @@ class KafkaStore:
         self._read_offsets = read_offsets
         self._serde = serde
         self.committed = 0
+        #: This assignment's owner token (see "Fencing" above).
+        self.owner = uuid.uuid4().hex
         #: The assigned partitions of each cut.
         self._parts: list[tuple[Cut, int]] = [
             (cut, p)
@@ -128,13 +177,20 @@ class KafkaStore:
     def load(self) -> dict[tuple[str, str], bytes]:
         """The snapshots to resume this assignment from (blocking: call it in a thread).
 
-        A partition's committed epoch is its newest marker's; a state record
-        counts if its epoch is not newer. Records of a newer epoch come from
-        a copy that died while committing: their keys are written again,
-        with their committed state, before anything runs, so that the
-        newest record of every key is a committed one (what compaction
-        keeps).
+        First claims each assigned partition (see "Fencing" above), then
+        reads it. A partition's committed epoch is its newest counted
+        marker's; a state record counts if its writer's last counted marker
+        is not older. Keys whose newest record does not count (a copy that
+        died while committing, a zombie) are written again, with their
+        committed state, before anything runs, so that the newest record of
+        every key is a committed one (what compaction keeps).
         """
+        claims: dict[str, list[tuple[bytes, bytes, int]]] = {}
+        claim = _CLAIM + self.owner.encode()
+        for cut, p in self._parts:
+            primary_topic = next(iter(cut.changelogs.values()))
+            claims.setdefault(primary_topic, []).append((claim, pickle.dumps(None), p))
+        self._write("ownership claims", claims)
         restored: dict[tuple[str, str], bytes] = {}
         repairs: list[tuple[str, str, bytes | None]] = []
         top = 0
@@ -144,28 +200,28 @@ class KafkaStore:
                 for step_id, topic in cut.changelogs.items()
             }
             primary = logs[next(iter(cut.changelogs))]
-            last = -1
-            reader: bytes | None = None
-            for key, value in primary:
-                if key == _MARKER:
-                    last, reader = pickle.loads(value)
+            counted, reader, epoch_seen = _markers(primary)
+            top = max(top, epoch_seen)
             for step_id, log in logs.items():
                 states: dict[str, bytes | None] = {}
-                unfinished: set[str] = set()
+                newest_counts: dict[str, bool] = {}
                 for key, value in log:
-                    epoch, data = pickle.loads(value)
-                    top = max(top, epoch)
                     if key[:1] != _STATE:
                         continue
+                    epoch, data, owner = _state_record(value)
+                    top = max(top, epoch)
                     state_key = key[1:].decode("utf-8", "surrogatepass")
-                    if epoch <= last:
+                    counts = epoch <= counted.get(owner, -1)
+                    if counts:
                         states[state_key] = data
-                    else:
-                        unfinished.add(state_key)
+                    newest_counts[state_key] = counts
                 for state_key, data in states.items():
                     if data is not None:
                         restored[(step_id, state_key)] = data
-                repairs.extend((step_id, k, states.get(k)) for k in sorted(unfinished))
+                repairs.extend(
+                    (step_id, k, states.get(k))
+                    for k in sorted(k for k, counts in newest_counts.items() if not counts)
+                )
             self._reader_state[(cut.reader_id, p)] = reader
             if reader is not None:
                 restored[(cut.reader_id, f"{p}-{cut.repartition_topic}")] = reader
@@ -229,7 +285,7 @@ class KafkaStore:
         for (step_id, key), data in changes.items():
             topic = self._changelog.get(step_id)
             if topic is not None:
-                record = dumps((epoch, data), protocol)
+                record = dumps((epoch, data, self.owner), protocol)
                 state_key = _STATE + key.encode("utf-8", "surrogatepass")
                 states.setdefault(topic, []).append(
                     (state_key, record, partition_of(key, partitions))
@@ -242,10 +298,13 @@ class KafkaStore:
                 offsets.append(TopicPartition(topic, int(index), self._serde.de(data)))
         self._write("changelog", states)
         markers: dict[str, list[tuple[bytes, bytes, int]]] = {}
+        marker_key = _MARKER + self.owner.encode()
         for cut, p in self._parts:
             primary = next(iter(cut.changelogs.values()))
-            marker = dumps((epoch, self._reader_state.get((cut.reader_id, p))), protocol)
-            markers.setdefault(primary, []).append((_MARKER, marker, p))
+            marker = dumps(
+                (epoch, self._reader_state.get((cut.reader_id, p)), self.owner), protocol
+            )
+            markers.setdefault(primary, []).append((marker_key, marker, p))
         self._write("commit markers", markers)
         if offsets:
             self._commit_offsets(offsets)

@@ -1,0 +1,132 @@
+"""Cluster mode's store on a real broker: what a restore counts (`aiowax._cluster.store`).
+
+Several `KafkaStore` objects on one assignment stand for the copies that
+owned it one after the other; the test drives their restores and commits
+in the order a rebalance, a crash or a stall would, and checks what the
+next restore brings back.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+from confluent_kafka import TopicPartition
+from kafka_helpers import KafkaHelper
+
+from aiowax._cluster.store import KafkaStore
+from aiowax._cluster.topics import prepare_topics
+from aiowax._cluster.topology import Topology
+from aiowax.cluster import KafkaCluster
+from aiowax.connectors.kafka import KafkaSink, KafkaSource
+from aiowax.dataflow import Dataflow
+from aiowax.recovery import RecoveryConfig
+
+STEP = "count"
+SERDE = RecoveryConfig("unused").serde
+
+
+def _count(seen: int, _value: Any) -> tuple[int, int]:
+    return seen + 1, seen + 1
+
+
+def _topology(kafka: KafkaHelper) -> Topology:
+    src = kafka.create_topic(2, "src")
+    flow = Dataflow()
+    flow.input("in", KafkaSource([kafka.bootstrap], [src]))
+    flow.stateful_map(STEP, lambda: 0, _count)
+    flow.output("out", KafkaSink([kafka.bootstrap], kafka.create_topic(1, "out")))
+    cluster = KafkaCluster(brokers=[kafka.bootstrap], app_id=kafka.topic_name("app"), partitions=2)
+    return prepare_topics(flow, cluster)
+
+
+def _store(topology: Topology) -> KafkaStore:
+    """A copy's store for every partition (no source offsets: they are the group's)."""
+    assigned = {topic: [0, 1] for topic in topology.group_topics()}
+
+    def no_offsets(parts: list[TopicPartition]) -> list[TopicPartition]:
+        return [TopicPartition(tp.topic, tp.partition, -1) for tp in parts]
+
+    return KafkaStore(topology, assigned, lambda _offsets: None, no_offsets, SERDE)
+
+
+def _commit(store: KafkaStore, counts: dict[str, int]) -> None:
+    changes = {(STEP, key): SERDE.ser(n) for key, n in counts.items()}
+    store.commit(store.committed + 1, changes, 1, 0)
+
+
+def _counts(restored: dict[tuple[str, str], bytes]) -> dict[str, int]:
+    return {key: SERDE.de(data) for (step, key), data in restored.items() if step == STEP}
+
+
+def test_a_zombie_commit_after_another_copy_took_over_is_ignored(kafka: KafkaHelper) -> None:
+    # Copy A owns the partitions and commits; it stalls past the session
+    # timeout and copy B takes over (restores, commits); then A wakes up and
+    # makes the commit it was about to make (a helper session saw this with
+    # SIGSTOP: A's final commit came after B's, and the next restore took
+    # A's stale counts, for good). The next restore must see B's.
+    topology = _topology(kafka)
+    a = _store(topology)
+    assert _counts(a.load()) == {}
+    _commit(a, {"k1": 5, "k2": 3})
+    b = _store(topology)
+    assert _counts(b.load()) == {"k1": 5, "k2": 3}
+    _commit(b, {"k1": 7})
+    _commit(a, {"k1": 100, "k2": 100, "k3": 100})  # the zombie's
+    _commit(b, {"k2": 4})
+    c = _store(topology)
+    try:
+        assert _counts(c.load()) == {"k1": 7, "k2": 4}
+    finally:
+        for store in (a, b, c):
+            store.close()
+
+
+def test_a_zombie_commit_before_the_new_owner_commits_is_ignored_too(
+    kafka: KafkaHelper,
+) -> None:
+    # The zombie wakes up between B's restore and B's first commit: B's own
+    # state is what it restored, so every later restore must agree with it.
+    topology = _topology(kafka)
+    a = _store(topology)
+    a.load()
+    _commit(a, {"k1": 5})
+    b = _store(topology)
+    assert _counts(b.load()) == {"k1": 5}
+    _commit(a, {"k1": 100})  # the zombie's
+    c = _store(topology)
+    try:
+        assert _counts(c.load()) == {"k1": 5}
+        # And the zombie's newer record was written over with the committed
+        # state (what a compacted topic keeps is a committed record).
+        d = _store(topology)
+        assert _counts(d.load()) == {"k1": 5}
+        d.close()
+    finally:
+        for store in (a, b, c):
+            store.close()
+
+
+def test_an_unfinished_commit_is_ignored_and_changelogs_of_before_fencing_still_load(
+    kafka: KafkaHelper,
+) -> None:
+    topology = _topology(kafka)
+    cut = next(iter(topology.cuts.values()))
+    changelog = cut.changelogs[STEP]
+    # Records as aiowax wrote them before owner tokens: (epoch, state) and
+    # one b"m" marker per partition.
+    old = [
+        (b"s" + b"k1", pickle.dumps((1, SERDE.ser(2))), 0),
+        (b"m", pickle.dumps((1, None)), 0),
+        (b"m", pickle.dumps((1, None)), 1),
+        (b"s" + b"k1", pickle.dumps((2, SERDE.ser(9))), 0),  # epoch 2 never committed
+    ]
+    a = _store(topology)
+    a._write("test records", {changelog: old})
+    try:
+        assert _counts(a.load()) == {"k1": 2}
+        b = _store(topology)
+        assert _counts(b.load()) == {"k1": 2}
+        b.close()
+    finally:
+        a.close()
