@@ -1,4 +1,4 @@
-"""Cluster mode's store on a real broker: what a restore counts (`aiowax._cluster.store`).
+"""Cluster mode on a real broker: what a restore counts (`aiowax._cluster.store`), and errors.
 
 Several `KafkaStore` objects on one assignment stand for the copies that
 owned it one after the other; the test drives their restores and commits
@@ -11,9 +11,12 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
+import anyio
+import pytest
 from confluent_kafka import TopicPartition
 from kafka_helpers import KafkaHelper
 
+import aiowax
 from aiowax._cluster.store import KafkaStore
 from aiowax._cluster.topics import prepare_topics
 from aiowax._cluster.topology import Topology
@@ -130,3 +133,31 @@ def test_an_unfinished_commit_is_ignored_and_changelogs_of_before_fencing_still_
         b.close()
     finally:
         a.close()
+
+
+def _parse(kv: tuple[bytes, bytes]) -> tuple[str, bytes]:
+    if kv[1] == b"bad":
+        raise ValueError("bad message")
+    return kv[0].decode(), kv[1]
+
+
+def test_a_step_error_in_cluster_mode_comes_out_as_it_was_raised(kafka: KafkaHelper) -> None:
+    # It came out inside three nested ExceptionGroups (the copy's task
+    # groups), so `except ValueError` missed it and the CLI printed about
+    # a hundred lines of internal frames.
+    src = kafka.create_topic(2, "src")
+    kafka.produce(src, [(b"a", b"1"), (b"a", b"bad")])
+    flow = Dataflow()
+    flow.input("in", KafkaSource([kafka.bootstrap], [src]))
+    flow.map("parse", _parse)
+    flow.stateful_map(STEP, lambda: 0, _count)
+    flow.output("out", KafkaSink([kafka.bootstrap], kafka.create_topic(1, "out")))
+    cluster = KafkaCluster(brokers=[kafka.bootstrap], app_id=kafka.topic_name("app"))
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            await aiowax.run(flow, cluster=cluster)
+
+    with pytest.raises(ValueError, match="bad message") as info:
+        anyio.run(main)
+    assert any("step 'parse'" in note for note in info.value.__notes__)

@@ -28,6 +28,7 @@ from aiowax._engine.clock import run_in_thread
 from aiowax._engine.context import RunContext
 from aiowax._engine.driver import check_run_args, flow_name, run_pipelines
 from aiowax._engine.edges import run_edges
+from aiowax._engine.errors import lone_error
 from aiowax._engine.plan import compile_flow
 from aiowax._errors import ClusterError
 from aiowax._observe import span
@@ -76,7 +77,15 @@ async def run_cluster(
         )
         raise ClusterError(msg)
     with run_edges(pipelines):
-        await _run_copy(flow, cluster, interval, on_start)
+        try:
+            await _run_copy(flow, cluster, interval, on_start)
+        except BaseExceptionGroup as group:
+            # The copy's task groups nest (membership, front flow,
+            # generations): its caller gets the error, as without cluster mode.
+            lone = lone_error(group)
+            if lone is group:
+                raise
+            raise lone from None
 
 
 async def _run_copy(

@@ -24,7 +24,7 @@ from aiowax._engine.channels import Inlet
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail
 from aiowax._engine.edges import run_edges
-from aiowax._engine.errors import DownstreamGone, StepFailed, with_side_task
+from aiowax._engine.errors import DownstreamGone, StepFailed, lone_error, with_side_task
 from aiowax._engine.lanes import Lane
 from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
 from aiowax._engine.ops.base import NeedsAwait
@@ -184,13 +184,9 @@ async def _run(
             return
         if ctx.failure is not None:
             raise ctx.failure from None
-        leaves = [
-            leaf.error if isinstance(leaf, StepFailed) else leaf
-            for leaf in _leaves(group)
-            if not isinstance(leaf, DownstreamGone)
-        ]
-        if len(leaves) == 1:
-            raise leaves[0] from None
+        lone = lone_error(group)
+        if lone is not group:
+            raise lone from None
         raise
     finally:
         ctx.ended = perf_counter()
@@ -205,16 +201,6 @@ async def _run(
             # told: it is how tests rehearse a crash.
             return
         raise ctx.failure
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    out: list[BaseException] = []
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            out.extend(_leaves(exc))
-        else:
-            out.append(exc)
-    return out
 
 
 async def _run_lane(lane: Lane, downstream: set[Tail]) -> None:

@@ -103,3 +103,28 @@ async def with_side_task(
         tg.cancel_scope.cancel()
     if stopped is not None:
         raise stopped
+
+
+def lone_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The one error a task group's ``group`` holds, else the group itself.
+
+    The engine's own signals are not errors (`DownstreamGone`), and a
+    `StepFailed` stands for the user's error it carries: a run never leaks
+    a group of one, nor nested groups of one, to its caller.
+    """
+    leaves = [
+        leaf.error if isinstance(leaf, StepFailed) else leaf
+        for leaf in _leaves(group)
+        if not isinstance(leaf, DownstreamGone)
+    ]
+    return leaves[0] if len(leaves) == 1 else group
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            out.extend(_leaves(exc))
+        else:
+            out.append(exc)
+    return out
