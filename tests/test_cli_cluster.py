@@ -127,6 +127,7 @@ def test_the_cluster_settings_come_from_the_environment_too(tmp_path: Path) -> N
     [
         (["--cluster-partitions", "3"], "--cluster-partitions needs --kafka-cluster"),
         (["--kafka-config", "a=b"], "--kafka-config needs --kafka-cluster"),
+        (["--app-id", "orders"], "--app-id needs --kafka-cluster"),
         (
             ["--kafka-cluster", "h:1", "--app-id", "a", "--kafka-config", "novalue"],
             "expected KEY=VALUE",

@@ -139,6 +139,9 @@ def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) ->
 
 #: Options that mean something only in cluster mode (set from the command line).
 _CLUSTER_ONLY = (
+    # A run given an app id on its command line but no cluster (its
+    # AIOWAX_KAFKA_CLUSTER unset, say) would run alone, reading everything.
+    ("app_id", "--app-id"),
     ("cluster_partitions", "--cluster-partitions"),
     ("replication_factor", "--replication-factor"),
     ("kafka_config", "--kafka-config"),
