@@ -262,3 +262,17 @@ def test_a_0172_flow_with_derived_ids_resumes_its_state(tmp_path: Path) -> None:
     # stateful_map's sums (under its derived id) come back from the first.
     more = [*words, "b", "a", "a", "a"]
     assert _run(more, tmp_path, _counting_flow) == [("b", 3), ("a", 6)]
+
+
+def test_inspect_worker_calls_as_0172_does_in_a_0172_pipeline() -> None:
+    # 0.17.2 calls inspector(worker_index, item); the method API (API.md)
+    # inspector(item, worker_index). A 0.17.2 pipeline keeps 0.17.2's call,
+    # as it keeps 0.17.2's window output (a helper session's parity diff).
+    seen: dict[str, list[tuple[Any, Any]]] = {"0.17.2": [], "method": []}
+    for name, source in (("0.17.2", TestingInput(["a"])), ("method", TestingSource(["a"]))):
+        flow = Dataflow()
+        flow.input("inp", source)
+        flow.inspect_worker(lambda first, second, into=seen[name]: into.append((first, second)))
+        flow.output("out", TestingOutput([]))
+        run_main(flow)
+    assert seen == {"0.17.2": [(0, "a")], "method": [("a", 0)]}

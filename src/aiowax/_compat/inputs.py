@@ -31,7 +31,8 @@ class Input(Source):
 
     A pipeline that starts with an `Input` is run with 0.17.2's semantics
     where they differ from the method API's: its window steps emit
-    ``(key, value)``, without the `aiowax.window.WindowMetadata`.
+    ``(key, value)``, without the `aiowax.window.WindowMetadata`, and its
+    ``inspect_worker`` calls ``inspector(worker_index, item)``.
     """
 
 

@@ -445,11 +445,16 @@ class Dataflow:
     ) -> None:
         """Call ``inspector(item, worker_index)`` on each item, pass it on.
 
+        In a pipeline that reads a Bytewax 0.17.2 input (`aiowax.inputs.PartitionedInput`,
+        ``TestingInput``...), ``inspector(worker_index, item)``, as 0.17.2 calls it.
+
         Args:
             inspector: Plain or ``async def`` function; its result is ignored.
             max_concurrency: Most async calls in flight at once; see `Dataflow`.
         """
         callable_arg("inspect_worker", "inspector", inspector)
+        if self._reads_0172_input():
+            inspector = _worker_first(inspector)
         self._add(InspectWorkerStep, _NO_ID, inspector=inspector, max_concurrency=max_concurrency)
 
     @step_id_checked
@@ -652,3 +657,15 @@ class Dataflow:
             emit_metadata=not self._reads_0172_input(),
             max_concurrency=max_concurrency,
         )
+
+
+def _worker_first(inspector: Callable[[int, Any], Any]) -> Callable[[Any, int], Any]:
+    """``inspector`` of 0.17.2 code, called as the method API calls its inspectors."""
+
+    def worker_first(item: Any, worker_index: int) -> Any:
+        return inspector(worker_index, item)
+
+    # The step shows (visualize, stats) the user's function, not this one.
+    worker_first.__name__ = getattr(inspector, "__name__", "inspector")
+    worker_first.__qualname__ = getattr(inspector, "__qualname__", worker_first.__name__)
+    return worker_first
