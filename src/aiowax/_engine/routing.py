@@ -97,9 +97,17 @@ def split_by_sink_part(
             )
             return grouped, StepFailed(TypeError(msg), batch[:position])
         try:
-            index = part_fn(item[0]) % part_count
+            picked = part_fn(item[0])
         except BaseException as error:
             return grouped, fail(error, step_id, "output part_fn", batch[:position])
+        if type(picked) is not int and not isinstance(picked, int):
+            msg = (
+                f"output step {step_id!r}: the sink's part_fn (DirSink's assign_file) must "
+                f"return an int, the partition's index; for key {item[0]!r} it returned "
+                f"{describe(picked)} ({type(picked).__name__})"
+            )
+            return grouped, StepFailed(TypeError(msg), batch[:position])
+        index = picked % part_count
         if buckets is not None:
             index %= buckets
         grouped.setdefault(index, []).append(item)

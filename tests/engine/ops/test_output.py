@@ -63,6 +63,8 @@ class KVSink(FixedPartitionedSink[Any, int]):
             return super().part_fn(item_key)
         if item_key == "explode":
             raise LookupError("no route")
+        if item_key == "as text":
+            return "1"  # type: ignore[return-value]
         return int(item_key.removeprefix("k"))
 
     def build_part(self, for_part: str, resume_state: int | None) -> _KVPart:
@@ -152,6 +154,21 @@ async def test_fixed_partitioned_sink_part_fn_raises() -> None:
     assert any("'kv_out'" in n and "part_fn" in n for n in info.value.__notes__)
     assert sink.written == {"p0": [1]}
     assert sorted(sink.closed) == ["p0", "p1"]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_fixed_partitioned_sink_part_fn_must_return_an_int(workers: int) -> None:
+    # A str result failed with Python's "not all arguments converted during
+    # string formatting" (the `%` of the partition count on a str).
+    sink = KVSink(["p0", "p1"])
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("k0", 1), ("as text", 2), ("k1", 3)], 4))
+    flow.output("kv_out", sink)
+    with pytest.raises(TypeError, match=r"^output step 'kv_out': the sink's part_fn") as info:
+        await run(flow, workers=workers)
+    assert "for key 'as text' it returned '1' (str)" in str(info.value)
+    assert sink.written == {"p0": [1]}
 
 
 # -- an output passes items on ---------------------------------------------------------
