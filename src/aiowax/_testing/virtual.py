@@ -3,8 +3,14 @@
 When every task is blocked and the next thing to happen is a timer, the
 loop moves its clock straight to that timer instead of waiting: an hour of
 batch timeouts and window closes runs in milliseconds, at exact times.
-Threads are not waited for (time may jump while one runs), so code under a
-virtual clock should not depend on thread timing.
+
+While a worker thread works for the flow, the clock does not jump: real
+time passes until the thread answers. That covers aiowax's own threads,
+``loop.run_in_executor`` (so ``asyncio.to_thread``) and
+``anyio.to_thread.run_sync`` with anyio's default thread limiter. Threads
+started any other way (a ``threading.Thread`` of your own, an executor
+called directly, a limiter of your own) are not waited for: time may jump
+while one runs.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import selectors
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+
+import anyio.to_thread
 
 from aiowax._engine.clock import LoopClock, register_loop_clock
 
@@ -49,19 +57,27 @@ class _JumpingSelector:
         self._loop = loop
 
     def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
-        clock = self._loop.clock
-        if clock.threads:
-            # aiowax waits on a worker thread (disk I/O): let real time pass
-            # until it answers (its result wakes the selector) before
-            # jumping to the next timer.
+        if self._threads_busy():
+            # The flow waits on a worker thread (disk I/O, a blocking call):
+            # let real time pass until it answers (its result wakes the
+            # selector) before jumping to the next timer.
             events = self._real.select(timeout)
-            if events or not clock.threads:
+            if events or not self._threads_busy():
                 return events
         events = self._real.select(0)
         if events or timeout is None or timeout <= 0:
             return events if events or timeout is not None else self._real.select(None)
         self._loop.advance(timeout)
         return []
+
+    def _threads_busy(self) -> bool:
+        if self._loop.clock.threads or self._loop.executor_calls:
+            return True
+        try:
+            limiter = anyio.to_thread.current_default_thread_limiter()
+        except Exception:  # pragma: no cover - no anyio context on this loop yet
+            return False
+        return limiter.borrowed_tokens > 0
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._real, name)
@@ -82,6 +98,8 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     def __init__(self, start: datetime = VIRTUAL_EPOCH) -> None:
         super().__init__()
         self._virtual_time = 0.0
+        #: Calls of `run_in_executor` in flight (``asyncio.to_thread`` too).
+        self.executor_calls = 0
         #: The clock of every aiowax run on this loop.
         self.clock = VirtualClock(start)
         register_loop_clock(self, self.clock)
@@ -94,3 +112,16 @@ class VirtualClockEventLoop(asyncio.SelectorEventLoop):
     def advance(self, seconds: float) -> None:
         """Move the clock forward by ``seconds``."""
         self._virtual_time += seconds
+
+    def run_in_executor(  # type: ignore[override]
+        self, executor: Any, func: Callable[..., T], *args: Any
+    ) -> asyncio.Future[T]:
+        """As asyncio's, but the clock does not jump while the call runs."""
+        future = super().run_in_executor(executor, func, *args)
+        self.executor_calls += 1
+
+        def done(_: asyncio.Future[T]) -> None:
+            self.executor_calls -= 1
+
+        future.add_done_callback(done)
+        return future
