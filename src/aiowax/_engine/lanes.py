@@ -430,9 +430,9 @@ class Lane:
                 if ended:
                     batch = _drain_on_stop(self.part)
                 elif is_async:
-                    # No cancel scope per read (it would cost more than the
-                    # rest of a hop): the watcher closes epochs and handles
-                    # a graceful stop while a read is in flight.
+                    # The read has a cancel scope of its own, which only a
+                    # graceful stop cancels; the watcher closes the epochs
+                    # that end while it is in flight.
                     batch = await self._read(next_batch, sched)
                 else:
                     batch = next_batch(sched)
