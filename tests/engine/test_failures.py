@@ -1350,3 +1350,33 @@ def _raising_on_three(error: BaseException) -> Callable[[Any], Any]:
         return x
 
     return fn
+
+
+def test_a_step_failure_stays_the_error_when_the_commit_after_it_fails_too(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a step fails, the epochs done before it are committed; a commit
+    # that failed then replaced the step's error (in cluster mode, a lost-
+    # partitions error was even taken for a rebalance, and the step's error
+    # dropped). The step's error is raised, the commit's is a note on it.
+    from aiowax._recovery.runtime import Recovery
+    from aiowax.recovery import RecoveryConfig, init_db_dir
+
+    async def commit_fails(self: Any, tails: Any) -> None:
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(Recovery, "commit_done", commit_fails)
+    init_db_dir(tmp_path, 1)
+
+    def boom(x: int) -> int:
+        if x == 2:
+            raise ValueError("bad item")
+        return x
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource([1, 2, 3]))
+    flow.map("boom", boom)
+    flow.output("out", TestingSink([]))
+    with pytest.raises(ValueError, match="bad item") as info:
+        run_main(flow, recovery_config=RecoveryConfig(tmp_path))
+    assert any("OSError: disk gone" in note for note in info.value.__notes__)

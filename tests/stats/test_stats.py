@@ -479,3 +479,28 @@ async def test_the_watermark_lag_of_an_ended_run_is_as_of_its_end() -> None:
     ended = handle.stats().step("win").watermark_lag_s
     await anyio.sleep(3600)  # an hour later (virtual time), nothing moved
     assert handle.stats().step("win").watermark_lag_s == ended
+
+
+@pytest.mark.asyncio
+async def test_an_input_that_ended_is_not_busy_while_the_run_goes_on() -> None:
+    # busy_s was measured over the whole run: an input that ended at once
+    # read as busy for as long as another input kept the run going.
+    live: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("done", TestingSource([1]))
+    flow.output("out_done", TestingSink([]))
+    flow.input("live", live)
+    flow.output("out_live", TestingSink([]))
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow)
+            while handle.stats().step("out_done").items_out < 1:
+                await settle()
+            await settle()
+            before = handle.stats().step("done").busy_s
+            for _ in range(5):
+                await anyio.sleep(0.01)  # wall time passes; "done" has ended
+                assert handle.stats().step("done").busy_s == pytest.approx(before, abs=1e-3)
+            stats = handle.stats()
+            await handle.stop()
+    assert stats.step("done").busy_s < stats.uptime_s / 2

@@ -194,7 +194,18 @@ async def _run(
         ctx.ended_at = ctx.clock.now()
     if ctx.failure is not None:
         if ctx.recovery is not None:
-            await ctx.recovery.commit_done(set(graph.tails))
+            try:
+                await ctx.recovery.commit_done(set(graph.tails))
+            except Exception as error:
+                # The step's failure is what the caller must get (cluster
+                # mode would take a lost-partitions error for a rebalance):
+                # the commit's error goes with it as a note.
+                if ctx.abort:
+                    raise
+                ctx.failure.add_note(
+                    f"and committing the epochs done before it failed: "
+                    f"{type(error).__name__}: {error}"
+                )
         if ctx.abort:
             # `AbortExecution` ends the run as a crash would (nothing closed,
             # no final snapshot), and, as in the reference, the caller is not

@@ -176,6 +176,8 @@ class Lane:
         self.waited_s = 0.0
         #: When the wait in progress began (``perf_counter``), 0.0 if none.
         self.waiting_since = 0.0
+        #: When the lane stopped reading (``perf_counter``), None while it reads.
+        self.ended_at: float | None = None
 
     def waited_total(self) -> float:
         """Seconds waiting for the source so far, the wait in progress included."""
@@ -232,6 +234,7 @@ class Lane:
             self.pending = []
             await self.ctx.report(self.outlet, failed, downstream)
         finally:
+            self.ended_at = perf_counter()
             self.barrier.leave()
             self.outlet.close()
             await self._close(downstream)

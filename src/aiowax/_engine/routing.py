@@ -8,6 +8,7 @@ the output step uses `split_by_sink_part` to pick the partition each
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -100,13 +101,17 @@ def split_by_sink_part(
             picked = part_fn(item[0])
         except BaseException as error:
             return grouped, fail(error, step_id, "output part_fn", batch[:position])
-        if type(picked) is not int and not isinstance(picked, int):
-            msg = (
-                f"output step {step_id!r}: the sink's part_fn (DirSink's assign_file) must "
-                f"return an int, the partition's index; for key {item[0]!r} it returned "
-                f"{describe(picked)} ({type(picked).__name__})"
-            )
-            return grouped, StepFailed(TypeError(msg), batch[:position])
+        if type(picked) is not int:
+            try:
+                # Anything with __index__ (numpy's integers) is an int here.
+                picked = operator.index(picked)
+            except TypeError:
+                msg = (
+                    f"output step {step_id!r}: the sink's part_fn (DirSink's assign_file) "
+                    f"must return an int, the partition's index; for key {item[0]!r} it "
+                    f"returned {describe(picked)} ({type(picked).__name__})"
+                )
+                return grouped, StepFailed(TypeError(msg), batch[:position])
         index = picked % part_count
         if buckets is not None:
             index %= buckets

@@ -35,12 +35,14 @@ def _busy(started: float | None, ended: float | None, idle: float, blocked: floa
 
 def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
     """One row per input step and worker: its lanes (partitions) summed."""
-    elapsed = 0.0
-    if ctx.started is not None:
-        elapsed = (ctx.ended if ctx.ended is not None else perf_counter()) - ctx.started
+    now = ctx.ended if ctx.ended is not None else perf_counter()
     rows: dict[tuple[str, int], dict[str, Any]] = {}
     for task in lanes:
         lane = task.lane
+        # A lane's own time: one whose input ended is not busy while the
+        # rest of the run goes on.
+        end = lane.ended_at if lane.ended_at is not None else now
+        elapsed = end - ctx.started if ctx.started is not None else 0.0
         row = rows.setdefault(
             (lane.step.step_id, lane.worker_index),
             {"items": 0, "busy": 0.0, "blocked": 0.0, "partitions": 0, "lag": None},

@@ -47,6 +47,16 @@ class _KVPart(StatefulSinkPartition[Any, int]):
         self.owner.closed.append(self.name)
 
 
+class _Index:
+    """An int-like of another type, as numpy's integers are: it has ``__index__``."""
+
+    def __init__(self, value: int) -> None:
+        self.value = value
+
+    def __index__(self) -> int:
+        return self.value
+
+
 class KVSink(FixedPartitionedSink[Any, int]):
     def __init__(self, names: list[str], *, route: bool = True) -> None:
         self.names = names
@@ -65,6 +75,8 @@ class KVSink(FixedPartitionedSink[Any, int]):
             raise LookupError("no route")
         if item_key == "as text":
             return "1"  # type: ignore[return-value]
+        if item_key.startswith("index"):
+            return _Index(int(item_key.removeprefix("index")))  # type: ignore[return-value]
         return int(item_key.removeprefix("k"))
 
     def build_part(self, for_part: str, resume_state: int | None) -> _KVPart:
@@ -169,6 +181,16 @@ async def test_fixed_partitioned_sink_part_fn_must_return_an_int(workers: int) -
         await run(flow, workers=workers)
     assert "for key 'as text' it returned '1' (str)" in str(info.value)
     assert sink.written == {"p0": [1]}
+
+
+@pytest.mark.asyncio
+async def test_fixed_partitioned_sink_part_fn_may_return_an_int_like() -> None:
+    sink = KVSink(["p0", "p1"])
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("index1", "a"), ("index2", "b")], 2))
+    flow.output("kv_out", sink)
+    await run(flow)
+    assert sink.written == {"p1": ["a"], "p0": ["b"]}
 
 
 # -- an output passes items on ---------------------------------------------------------
