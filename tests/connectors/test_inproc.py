@@ -374,6 +374,49 @@ async def test_readers_end_when_the_run_fails_before_the_sink_is_built(
 
 
 @pytest.mark.asyncio
+async def test_a_reader_of_a_failed_run_gets_the_failure_though_the_next_run_started() -> None:
+    # A supervisor starts the flow again at once; the reader has not read
+    # its buffer yet. Starting the next run cleared the failure, and the
+    # reader went on into the next run's items without hearing of it.
+    sink: BroadcastSink[int] = BroadcastSink()
+    reader = sink.subscribe()
+    with pytest.raises(ValueError, match="bad item 3"):
+        await aiowax.run(failing_flow([0, 1, 2, 3], sink))
+    source: PushSource[int] = PushSource()
+    got: list[int] = []
+    with anyio.fail_after(WATCHDOG):
+        async with aiowax.open_flow(push_flow(source, sink)):
+            await source.send(10)  # the next run's: not for this reader
+            with pytest.raises(FlowFailedError):
+                async for item in reader:
+                    got.append(item)
+            source.close()
+    assert got == [0, 1, 2]
+
+
+@pytest.mark.asyncio
+async def test_two_runs_writing_to_one_sink_end_its_readers_when_both_have_ended() -> None:
+    # The first run to end ended every reader while the other still wrote.
+    sink: BroadcastSink[str] = BroadcastSink()
+    a: PushSource[str] = PushSource()
+    b: PushSource[str] = PushSource()
+    reader = sink.subscribe()
+    got: list[str] = []
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read_all, reader, got)
+            async with aiowax.open_flow(push_flow(b, sink)):
+                async with aiowax.open_flow(push_flow(a, sink)):
+                    await a.send("a1")
+                    a.close()
+                await b.send("b1")  # run a has ended; the reader goes on
+                while got != ["a1", "b1"]:
+                    await settle()
+                b.close()
+    assert got == ["a1", "b1"]  # and the reader ended with run b
+
+
+@pytest.mark.asyncio
 async def test_a_reader_waits_for_the_next_run_once_it_has_started() -> None:
     source: PushSource[int] = PushSource()
     sink: BroadcastSink[int] = BroadcastSink()

@@ -44,6 +44,10 @@ class Subscription(Generic[X]):
         self._blocked = 0
         #: Items dropped for this subscriber under the ``drop_oldest`` policy.
         self.dropped = 0
+        # Set when the runs it read ended: ``(None,)`` finished, ``(error,)``
+        # failed. A run starting later does not clear it: a reader of a
+        # failed run still gets the failure after its buffer.
+        self._end: tuple[BaseException | None] | None = None
 
     def __aiter__(self) -> _SubscriptionIterator[X]:
         # A fresh iterator per loop: when the loop ends (break, return, an
@@ -62,8 +66,12 @@ class Subscription(Generic[X]):
                 raise SubscriberOverflowError(msg)
             if self._closed:
                 raise StopAsyncIteration
-            if self._sink._ended:
-                failure = self._sink._failure
+            end = self._end
+            if end is None and self._sink._ended:
+                # Subscribed while no run was going, after one had ended.
+                end = (self._sink._failure,)
+            if end is not None:
+                failure = end[0]
                 if failure is None:
                     raise StopAsyncIteration
                 self.close()
@@ -188,7 +196,10 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
     cancellation of the run finishes them. The sink may serve one run after
     another: a reader waits for the first run, and for the next one once it
     has started; one that reads while no run is going, after one ended,
-    ends at once rather than wait for a run that may never come.
+    ends at once rather than wait for a run that may never come. A reader
+    of a run that ended takes nothing of a later run (it ends, or gets the
+    failure, after its buffer). Two runs may write here at once: readers
+    end when both have ended.
 
     Args:
         buffer: Items each subscriber may hold; a positive int.
@@ -211,10 +222,12 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
         self.buffer = buffer
         self.overflow: Overflow = overflow
         self._subscribers: set[Subscription[X]] = set()
+        # Runs writing here now (two flows may share the sink).
+        self._runs = 0
         # No run is going: one ended (readers end after their buffers).
         # Before the first run, readers wait for it.
         self._ended = False
-        # The error of the run that ended, if it failed.
+        # The first error of the runs that ended last, if one failed.
         self._failure: BaseException | None = None
         # Blocked writes wait on these; a reader that made room sets them.
         self._writers: list[anyio.Event] = []
@@ -249,16 +262,26 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
     def _aiowax_run_starting(self) -> None:
         # The engine's run-level call (`aiowax._engine.edges`): readers of
         # this run wait for its items, even before the sink is built.
-        self._ended = False
-        self._failure = None
+        if self._runs == 0:
+            self._ended = False
+            self._failure = None
+        self._runs += 1
 
     def _aiowax_run_ended(self, failure: Exception | None) -> None:
         # Not when the partitions close: in cluster mode they close and are
         # built again at each rebalance, within one run; and a run that
-        # failed before building them must end its readers too.
-        self._failure = failure
+        # failed before building them must end its readers too. With two
+        # runs writing here, the readers end with the last one.
+        self._runs -= 1
+        if self._failure is None:
+            self._failure = failure
+        if self._runs > 0:
+            return
         self._ended = True
         for sub in list(self._subscribers):
+            # Done: it takes no item of a later run, and ends as this one did.
+            sub._end = (self._failure,)
+            self._subscribers.discard(sub)
             sub._event.set()
 
     async def _write(self, items: list[X]) -> None:
