@@ -17,6 +17,7 @@ from confluent_kafka import TopicPartition
 from kafka_helpers import KafkaHelper
 
 import aiowax
+from aiowax._cluster.group import PartitionsLost
 from aiowax._cluster.store import KafkaStore
 from aiowax._cluster.topics import prepare_topics
 from aiowax._cluster.topology import Topology
@@ -43,14 +44,24 @@ def _topology(kafka: KafkaHelper) -> Topology:
     return prepare_topics(flow, cluster)
 
 
-def _store(topology: Topology) -> KafkaStore:
-    """A copy's store for every partition (no source offsets: they are the group's)."""
+def _store(topology: Topology, group: list[str] | None = None) -> KafkaStore:
+    """A copy's store for every partition (no source offsets: they are the group's).
+
+    ``group`` says what the group answers this copy's offset commits: while
+    it holds ``"evicted"``, they are refused as a real group refuses a member
+    it gave up on.
+    """
     assigned = {topic: [0, 1] for topic in topology.group_topics()}
+    answer = group if group is not None else []
+
+    def commit_offsets(_offsets: list[TopicPartition]) -> None:
+        if "evicted" in answer:
+            raise PartitionsLost("UNKNOWN_MEMBER_ID")
 
     def no_offsets(parts: list[TopicPartition]) -> list[TopicPartition]:
         return [TopicPartition(tp.topic, tp.partition, -1) for tp in parts]
 
-    return KafkaStore(topology, assigned, lambda _offsets: None, no_offsets, SERDE)
+    return KafkaStore(topology, assigned, commit_offsets, no_offsets, SERDE)
 
 
 def _commit(store: KafkaStore, counts: dict[str, int]) -> None:
@@ -108,6 +119,28 @@ def test_a_zombie_commit_before_the_new_owner_commits_is_ignored_too(
     finally:
         for store in (a, b, c):
             store.close()
+
+
+def test_a_copy_the_group_gave_up_on_writes_nothing(kafka: KafkaHelper) -> None:
+    # The zombie wakes up after the group evicted it but before the new
+    # owner claimed the partitions: the claims cannot fence that commit
+    # off (its writer still held the latest claim), and its source offsets
+    # would not be committed (epoch N's state with epoch N-1's offsets: its
+    # input counted twice). The group is asked first; it writes nothing.
+    topology = _topology(kafka)
+    group: list[str] = []
+    a = _store(topology, group)
+    a.load()
+    _commit(a, {"k1": 5})
+    group.append("evicted")
+    with pytest.raises(PartitionsLost):
+        _commit(a, {"k1": 100})
+    b = _store(topology)
+    try:
+        assert _counts(b.load()) == {"k1": 5}
+    finally:
+        a.close()
+        b.close()
 
 
 def test_an_unfinished_commit_is_ignored_and_changelogs_of_before_fencing_still_load(

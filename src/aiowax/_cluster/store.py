@@ -296,6 +296,7 @@ class KafkaStore:
             elif step_id in self._inputs and data is not None:
                 index, _, topic = key.partition("-")
                 offsets.append(TopicPartition(topic, int(index), self._serde.de(data)))
+        self._check_owner()
         self._write("changelog", states)
         markers: dict[str, list[tuple[bytes, bytes, int]]] = {}
         marker_key = _MARKER + self.owner.encode()
@@ -309,6 +310,24 @@ class KafkaStore:
         if offsets:
             self._commit_offsets(offsets)
         self.committed = epoch
+
+    def _check_owner(self) -> None:
+        """Ask the group whether this copy still owns its partitions, before writing.
+
+        A commit of offsets is refused to a member the group has given up
+        on, so this copy commits its repartition partitions' read offsets
+        (which nothing restores from; they show its lag) first: a copy that
+        stalled past the session timeout learns it is a zombie here
+        (`PartitionsLost`) and writes nothing, rather than counting on the
+        fencing of restores alone.
+        """
+        probe: list[TopicPartition] = []
+        for cut, p in self._parts:
+            snapshot = self._reader_state.get((cut.reader_id, p))
+            offset = self._serde.de(snapshot)[0] if snapshot is not None else 0
+            probe.append(TopicPartition(cut.repartition_topic, p, offset))
+        if probe:
+            self._commit_offsets(probe)
 
     def close(self) -> None:
         for writer in self._writers.values():
