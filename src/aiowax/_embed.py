@@ -25,7 +25,7 @@ from aiowax._engine.context import RunContext
 
 if TYPE_CHECKING:
     from aiowax._cluster.runtime import ClusterRun
-from aiowax._engine.driver import check_run_args, flow_name, run_flow
+from aiowax._engine.driver import check_options, flow_name, run_flow
 from aiowax._engine.plan import compile_flow
 from aiowax._stats.collect import flow_stats
 from aiowax._stats.model import FlowStats
@@ -300,22 +300,6 @@ def _timeout_seconds(timeout: object) -> float | None:
         msg = f"FlowHandle.stop: timeout must be >= 0, got {timeout!r}"
         raise ValueError(msg)
     return seconds
-
-
-def check_options(
-    where: str, workers: object, epoch_interval: object, recovery_config: object, cluster: object
-) -> None:
-    """Check the run options of a flow started in the background, naming ``where``.
-
-    Raises:
-        TypeError: An option of the wrong type.
-        ValueError: An option out of range, or both ``cluster`` and
-            ``recovery_config``.
-    """
-    check_run_args(workers, epoch_interval, recovery_config, where)
-    if cluster is not None and recovery_config is not None:
-        msg = f"{where}: cluster mode keeps its state in Kafka; recovery_config must be None"
-        raise ValueError(msg)
 
 
 async def start_flow(

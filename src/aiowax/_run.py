@@ -9,7 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from aiowax._definition.flow import Dataflow
-from aiowax._engine.driver import flow_name, run_flow
+from aiowax._engine.driver import check_options, flow_name, run_flow
 from aiowax._stats.collect import StatsCallback, run_reporting
 
 
@@ -90,9 +90,7 @@ async def _run(
     on_start: Callable[[Any], None] | None,
 ) -> None:
     if cluster is not None:
-        if recovery_config is not None:
-            msg = "run: cluster mode keeps its state in Kafka; recovery_config must be None"
-            raise ValueError(msg)
+        check_options("run", workers, epoch_interval, recovery_config, cluster)
         from aiowax._cluster.runtime import run_cluster
 
         await run_cluster(

@@ -60,6 +60,22 @@ def check_run_args(
     return interval.total_seconds()
 
 
+def check_options(
+    where: str, workers: object, epoch_interval: object, recovery_config: object, cluster: object
+) -> None:
+    """Check the options of a run (with ``cluster`` too), naming ``where`` in errors.
+
+    Raises:
+        TypeError: An option of the wrong type.
+        ValueError: An option out of range, or both ``cluster`` and
+            ``recovery_config``.
+    """
+    check_run_args(workers, epoch_interval, recovery_config, where)
+    if cluster is not None and recovery_config is not None:
+        msg = f"{where}: cluster mode keeps its state in Kafka; recovery_config must be None"
+        raise ValueError(msg)
+
+
 def refuse_while_spawning(where: str) -> None:
     """Refuse a run in a process that ``spawn`` is still starting.
 

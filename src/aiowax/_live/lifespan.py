@@ -18,7 +18,8 @@ from typing import Any
 import anyio
 
 from aiowax._definition.flow import Dataflow
-from aiowax._embed import FlowHandle, FlowStatus, _timeout_seconds, check_options, start_flow
+from aiowax._embed import FlowHandle, FlowStatus, _timeout_seconds, start_flow
+from aiowax._engine.driver import check_options
 
 logger = logging.getLogger("aiowax")
 
