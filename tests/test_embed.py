@@ -241,6 +241,8 @@ async def test_bad_run_options_are_named_after_the_call_that_took_them() -> None
     with pytest.raises(ValueError, match=r"^open_flow: cluster mode keeps its state in Kafka"):
         async with aiowax.open_flow(flow, recovery_config=RecoveryConfig("d"), cluster=object()):
             pass
+    with pytest.raises(ValueError, match=r"^run: cluster mode keeps its state in Kafka"):
+        await aiowax.run(flow, recovery_config=RecoveryConfig("d"), cluster=object())
 
 
 # -- stop(timeout) -----------------------------------------------------------------------
