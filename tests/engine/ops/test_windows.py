@@ -795,6 +795,19 @@ async def test_system_clock_sessions(op: str) -> None:
     assert out == [(7.0, ("a", meta(0, 2), "abc")), (8.5, ("b", meta(3.5, 3.5), "x"))]
 
 
+def wall_clock_shift(monkeypatch: pytest.MonkeyPatch, shift: timedelta) -> Callable[[], None]:
+    """A script step that moves the virtual loop's wall clock by ``shift`` from then on."""
+    clock = asyncio.get_running_loop().clock  # type: ignore[attr-defined]
+    real_now = clock.now
+    offset = [timedelta(0)]
+    monkeypatch.setattr(clock, "now", lambda: real_now() + offset[0])
+
+    def apply() -> None:
+        offset[0] = shift
+
+    return apply
+
+
 @virtual
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("op", OPS)
@@ -809,14 +822,7 @@ async def test_system_clock_windows_are_not_emitted_again_after_the_clock_steps_
     # never seen (c); the system clock is one clock for every key. Nothing
     # is emitted twice and nothing dropped (the first fix of W4 dropped
     # them as late). [10, 20) still closes at loop time 20.
-    clock = asyncio.get_running_loop().clock  # type: ignore[attr-defined]
-    real_now = clock.now
-    offset = [timedelta(0)]
-    monkeypatch.setattr(clock, "now", lambda: real_now() + offset[0])
-
-    def step_back() -> None:
-        offset[0] = -secs(5)
-
+    step_back = wall_clock_shift(monkeypatch, -secs(5))
     script = Script(
         items("a", (0, "a")) + items("b", (0, "x")),
         10.5,
@@ -854,14 +860,7 @@ async def test_system_clock_items_are_never_late_when_the_wall_clock_lags_the_lo
     # 1 ms behind, it put the items that follow an idle moment behind their
     # key's watermark: dropped as late (a helper session's repro lost most
     # of 20,000 items of one session; Bytewax 0.17.2 kept all).
-    clock = asyncio.get_running_loop().clock  # type: ignore[attr-defined]
-    real_now = clock.now
-    offset = [timedelta(0)]
-    monkeypatch.setattr(clock, "now", lambda: real_now() + offset[0])
-
-    def lag() -> None:
-        offset[0] = -timedelta(milliseconds=1)
-
+    lag = wall_clock_shift(monkeypatch, -timedelta(milliseconds=1))
     script = Script(
         items("k", (0, "a")),
         lag,
