@@ -52,10 +52,11 @@ _NOT_OWNER = frozenset(
 class PartitionsLost(ClusterError):
     """The group gave this copy's partitions to another (a stall past the session timeout).
 
-    Raised by a commit of source offsets: the generation ends without
-    another commit, and the copy goes on in the group, with whatever it is
-    assigned next. What it committed meanwhile is fenced off (see
-    `aiowax._cluster.store`).
+    Raised by an offset commit the group refuses (the check before an
+    epoch's state is written, or the source offsets after it): the
+    generation ends without another commit, and the copy goes on in the
+    group, with whatever it is assigned next. What it wrote meanwhile is
+    fenced off (see `aiowax._cluster.store`).
     """
 
 

@@ -26,15 +26,22 @@ epoch found in what it restores.
 **Fencing.** A copy that stalls longer than the group's session timeout (a
 long GC pause, a stopped VM) loses its partitions to another copy without
 knowing it, and may still commit an epoch when it wakes up: a *zombie*.
-Each assignment a copy restores has an owner token of its own, written as a
-claim record (key ``b"c" + token``) to every partition it takes, *before*
-it reads the changelogs. Every state record and marker carries its
-writer's token, and a restore counts a marker only if its writer made the
-latest claim before it in the log, and a state record only if its epoch is
-no newer than the last marker its writer got counted. So what a zombie
-writes after another copy's claim is ignored, by that copy's own restore as
-by every later one. (Markers are keyed ``b"m" + token``: compaction keeps
-each owner's last one, not only the zombie's.)
+Two defences. Before writing an epoch's state, a commit asks the group
+(`_check_owner`): an evicted member's offset commit is refused, so a
+zombie writes nothing. And each assignment a copy restores has an owner
+token of its own, written as a claim record (key ``b"c" + token``) to every
+partition it takes, *before* it reads the changelogs; every state record
+and marker carries its writer's token, and a restore counts a marker only
+if its writer made the latest claim before it in the log, and a state
+record only if its epoch is no newer than the last marker its writer got
+counted. So what a zombie writes after another copy's claim (a stall inside
+a commit, past the group's check) is ignored, by that copy's own restore as
+by every later one. Markers are keyed ``b"m" + token``, so compaction keeps
+the last marker of each owner. It can still replace a zombie's own last
+counted marker or state records by the ones it wrote too late; that case
+(a stall within a commit, then compaction before the next restore) loses
+those keys' state, and only Kafka transactions would close it
+(docs/scale-out.md, Limits).
 """
 
 from __future__ import annotations
