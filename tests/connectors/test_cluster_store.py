@@ -9,6 +9,7 @@ next restore brings back.
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -64,6 +65,21 @@ def _store(topology: Topology, group: list[str] | None = None) -> KafkaStore:
     return KafkaStore(topology, assigned, commit_offsets, no_offsets, SERDE)
 
 
+@pytest.fixture
+def stores() -> Iterator[Callable[..., KafkaStore]]:
+    """Makes copies' stores as `_store` does; closes every one when the test ends."""
+    made: list[KafkaStore] = []
+
+    def make(topology: Topology, group: list[str] | None = None) -> KafkaStore:
+        store = _store(topology, group)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
 def _commit(store: KafkaStore, counts: dict[str, int]) -> None:
     changes = {(STEP, key): SERDE.ser(n) for key, n in counts.items()}
     store.commit(store.committed + 1, changes, 1, 0)
@@ -73,55 +89,47 @@ def _counts(restored: dict[tuple[str, str], bytes]) -> dict[str, int]:
     return {key: SERDE.de(data) for (step, key), data in restored.items() if step == STEP}
 
 
-def test_a_zombie_commit_after_another_copy_took_over_is_ignored(kafka: KafkaHelper) -> None:
+def test_a_zombie_commit_after_another_copy_took_over_is_ignored(
+    kafka: KafkaHelper, stores: Callable[..., KafkaStore]
+) -> None:
     # Copy A owns the partitions and commits; it stalls past the session
     # timeout and copy B takes over (restores, commits); then A wakes up and
     # makes the commit it was about to make (a helper session saw this with
     # SIGSTOP: A's final commit came after B's, and the next restore took
     # A's stale counts, for good). The next restore must see B's.
     topology = _topology(kafka)
-    a = _store(topology)
+    a = stores(topology)
     assert _counts(a.load()) == {}
     _commit(a, {"k1": 5, "k2": 3})
-    b = _store(topology)
+    b = stores(topology)
     assert _counts(b.load()) == {"k1": 5, "k2": 3}
     _commit(b, {"k1": 7})
     _commit(a, {"k1": 100, "k2": 100, "k3": 100})  # the zombie's
     _commit(b, {"k2": 4})
-    c = _store(topology)
-    try:
-        assert _counts(c.load()) == {"k1": 7, "k2": 4}
-    finally:
-        for store in (a, b, c):
-            store.close()
+    assert _counts(stores(topology).load()) == {"k1": 7, "k2": 4}
 
 
 def test_a_zombie_commit_before_the_new_owner_commits_is_ignored_too(
-    kafka: KafkaHelper,
+    kafka: KafkaHelper, stores: Callable[..., KafkaStore]
 ) -> None:
     # The zombie wakes up between B's restore and B's first commit: B's own
     # state is what it restored, so every later restore must agree with it.
     topology = _topology(kafka)
-    a = _store(topology)
+    a = stores(topology)
     a.load()
     _commit(a, {"k1": 5})
-    b = _store(topology)
+    b = stores(topology)
     assert _counts(b.load()) == {"k1": 5}
     _commit(a, {"k1": 100})  # the zombie's
-    c = _store(topology)
-    try:
-        assert _counts(c.load()) == {"k1": 5}
-        # And the zombie's newer record was written over with the committed
-        # state (what a compacted topic keeps is a committed record).
-        d = _store(topology)
-        assert _counts(d.load()) == {"k1": 5}
-        d.close()
-    finally:
-        for store in (a, b, c):
-            store.close()
+    assert _counts(stores(topology).load()) == {"k1": 5}
+    # And the zombie's newer record was written over with the committed
+    # state (what a compacted topic keeps is a committed record).
+    assert _counts(stores(topology).load()) == {"k1": 5}
 
 
-def test_a_copy_the_group_gave_up_on_writes_nothing(kafka: KafkaHelper) -> None:
+def test_a_copy_the_group_gave_up_on_writes_nothing(
+    kafka: KafkaHelper, stores: Callable[..., KafkaStore]
+) -> None:
     # The zombie wakes up after the group evicted it but before the new
     # owner claimed the partitions: the claims cannot fence that commit
     # off (its writer still held the latest claim), and its source offsets
@@ -129,22 +137,17 @@ def test_a_copy_the_group_gave_up_on_writes_nothing(kafka: KafkaHelper) -> None:
     # input counted twice). The group is asked first; it writes nothing.
     topology = _topology(kafka)
     group: list[str] = []
-    a = _store(topology, group)
+    a = stores(topology, group)
     a.load()
     _commit(a, {"k1": 5})
     group.append("evicted")
     with pytest.raises(PartitionsLost):
         _commit(a, {"k1": 100})
-    b = _store(topology)
-    try:
-        assert _counts(b.load()) == {"k1": 5}
-    finally:
-        a.close()
-        b.close()
+    assert _counts(stores(topology).load()) == {"k1": 5}
 
 
 def test_an_unfinished_commit_is_ignored_and_changelogs_of_before_fencing_still_load(
-    kafka: KafkaHelper,
+    kafka: KafkaHelper, stores: Callable[..., KafkaStore]
 ) -> None:
     topology = _topology(kafka)
     cut = next(iter(topology.cuts.values()))
@@ -157,15 +160,10 @@ def test_an_unfinished_commit_is_ignored_and_changelogs_of_before_fencing_still_
         (b"m", pickle.dumps((1, None)), 1),
         (b"s" + b"k1", pickle.dumps((2, SERDE.ser(9))), 0),  # epoch 2 never committed
     ]
-    a = _store(topology)
+    a = stores(topology)
     a._write("test records", {changelog: old})
-    try:
-        assert _counts(a.load()) == {"k1": 2}
-        b = _store(topology)
-        assert _counts(b.load()) == {"k1": 2}
-        b.close()
-    finally:
-        a.close()
+    assert _counts(a.load()) == {"k1": 2}
+    assert _counts(stores(topology).load()) == {"k1": 2}
 
 
 def _parse(kv: tuple[bytes, bytes]) -> tuple[str, bytes]:
