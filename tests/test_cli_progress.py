@@ -48,6 +48,7 @@ def test_the_line_says_what_was_read_and_written_and_how_fast() -> None:
         "| lag 12 | epoch 3"
     )
     assert "running 2m05s" in line.text(_stats(125.0, 5000, 2900))
+    assert "running 59s" in line.text(_stats(59.6, 5000, 2900))  # not "60s"
     assert "running 2h01m" in line.text(_stats(7260.0, 5000, 2900))
 
 

@@ -78,7 +78,7 @@ class ProgressLine:
 def _duration(seconds: float) -> str:
     whole = int(seconds)
     if whole < 60:
-        return f"{seconds:.0f}s"
+        return f"{whole}s"
     minutes, secs = divmod(whole, 60)
     if minutes < 60:
         return f"{minutes}m{secs:02d}s"

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from aiowax._cluster.runtime import ClusterRun
 from aiowax._engine.driver import check_options, flow_name, run_flow
 from aiowax._engine.plan import compile_flow
-from aiowax._stats.collect import flow_stats
+from aiowax._stats.collect import attached_runs, flow_stats
 from aiowax._stats.model import FlowStats
 
 #: The longest `FlowHandle.stats` from another thread waits for the flow's loop.
@@ -141,15 +141,7 @@ class FlowHandle:
         return self._read_stats()
 
     def _read_stats(self) -> FlowStats:
-        ctx = self._ctx
-        restoring = False
-        if ctx is None:
-            runs: list[RunContext] = []
-        elif isinstance(ctx, RunContext):
-            runs = [ctx]
-        else:
-            runs = list(ctx.runs)
-            restoring = ctx.restoring
+        runs, restoring = attached_runs([] if self._ctx is None else [self._ctx])
         return flow_stats(
             self.name, self._status.value, runs, error=self._error, restoring=restoring
         )

@@ -8,6 +8,7 @@ next restore brings back.
 
 from __future__ import annotations
 
+import io
 import pickle
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -18,6 +19,7 @@ from confluent_kafka import TopicPartition
 from kafka_helpers import KafkaHelper
 
 import aiowax
+from aiowax._cli_progress import ProgressLine
 from aiowax._cluster.group import PartitionsLost
 from aiowax._cluster.store import KafkaStore
 from aiowax._cluster.topics import prepare_topics
@@ -26,6 +28,8 @@ from aiowax.cluster import KafkaCluster
 from aiowax.connectors.kafka import KafkaSink, KafkaSource
 from aiowax.dataflow import Dataflow
 from aiowax.recovery import RecoveryConfig
+from aiowax.stats import FlowStats
+from aiowax.testing import TestingSink
 
 STEP = "count"
 SERDE = RecoveryConfig("unused").serde
@@ -192,3 +196,51 @@ def test_a_step_error_in_cluster_mode_comes_out_as_it_was_raised(kafka: KafkaHel
     with pytest.raises(ValueError, match="bad message") as info:
         anyio.run(main)
     assert any("step 'parse'" in note for note in info.value.__notes__)
+
+
+def test_on_stats_reports_a_cluster_copy_and_its_end(kafka: KafkaHelper) -> None:
+    # `on_stats` was never called in cluster mode (the copy hands the
+    # reporter its ClusterRun, which the reporter took for a RunContext:
+    # each call failed and was logged as the callback's error), and the run
+    # ended with that AttributeError instead of its cancellation. The
+    # repartition topic's writer and reader steps were counted as the
+    # flow's own input and output too: the progress line doubled both.
+    src = kafka.create_topic(2, "src")
+    kafka.produce(src, [(b"a", b"1"), (b"b", b"2"), (b"a", b"3")])
+    out: list[Any] = []
+    flow = Dataflow("orders")
+    flow.input("in", KafkaSource([kafka.bootstrap], [src]))
+    flow.map("parse", _parse)
+    flow.stateful_map(STEP, lambda: 0, _count)
+    flow.output("out", TestingSink(out))
+    cluster = KafkaCluster(brokers=[kafka.bootstrap], app_id=kafka.topic_name("app"))
+    seen: list[FlowStats] = []
+
+    def written(stats: FlowStats) -> int:
+        return sum(s.items_out for s in stats.steps if s.step_id == "out")
+
+    async def main() -> None:
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+
+                async def run() -> None:
+                    with pytest.raises(anyio.get_cancelled_exc_class()):
+                        await aiowax.run(
+                            flow, cluster=cluster, on_stats=seen.append, stats_interval=0.05
+                        )
+
+                tg.start_soon(run)
+                while not (seen and written(seen[-1]) == 3):
+                    await anyio.sleep(0.05)
+                tg.cancel_scope.cancel()
+
+    anyio.run(main)
+    assert sorted(out) == [("a", 1), ("a", 2), ("b", 1)]
+    final = seen[-1]
+    assert final.status == "cancelled"
+    kinds = {s.step_id: s.kind for s in final.steps}
+    assert kinds["in"] == "input" and kinds["out"] == "output"
+    assert sorted(kinds.values()).count("repartition_in") == 1
+    assert sorted(kinds.values()).count("repartition_out") == 1
+    line = ProgressLine(io.StringIO()).text(final)
+    assert line.startswith("aiowax: orders cancelled") and "| read 3 | written 3 |" in line

@@ -86,6 +86,9 @@ class _RepartitionPart(_KafkaSinkPartition):
 class RepartitionSink(DynamicSink[Any]):
     """Sends each item to the partition of ``topic`` its key hashes to."""
 
+    #: The kind its step has in the stats: not one of the flow's outputs.
+    _aiowax_stats_kind = "repartition_out"
+
     def __init__(
         self, cluster: KafkaCluster, topic: str, partitions: int, keyed_step_id: str, tagged: bool
     ) -> None:
@@ -134,6 +137,9 @@ class _RepartitionReader(StatefulSourcePartition[Any, ReaderState]):
 
 class RepartitionSource(FixedPartitionedSource[Any, ReaderState]):
     """The partitions of a repartition topic assigned to this copy."""
+
+    #: The kind its step has in the stats: not one of the flow's inputs.
+    _aiowax_stats_kind = "repartition_in"
 
     def __init__(self, cluster: KafkaCluster, topic: str, assigned: list[int]) -> None:
         self._topic = topic

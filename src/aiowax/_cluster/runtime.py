@@ -46,6 +46,8 @@ class ClusterRun:
     #: A new assignment's state is being read from the changelogs.
     restoring: bool = False
     runs: list[RunContext] = field(default_factory=list)
+    #: The run of the current generation (or the last one), among ``runs``.
+    generation: RunContext | None = None
     wake: anyio.Event = field(default_factory=anyio.Event)
 
     def request_stop(self) -> None:
@@ -200,6 +202,11 @@ async def _run_generation(
 
     def attach(ctx: RunContext) -> None:
         ctx_box.append(ctx)
+        # The previous generation's figures stay in the stats until this
+        # one starts (and at the end of the copy, the last one's do).
+        if control.generation is not None:
+            control.runs.remove(control.generation)
+        control.generation = ctx
         _attach(control, ctx)
 
     async with anyio.create_task_group() as tg:
@@ -238,9 +245,6 @@ async def _run_generation(
                 # stays in the group and waits for its next assignment.
                 logger.warning("%s; the work on them stops, uncommitted", error)
                 lost = True
-            finally:
-                if ctx_box:
-                    control.runs.remove(ctx_box[0])
         if not lost and not control.stopping and not member.revoke_asked.is_set():
             # Every input of this generation ended by itself: wait for the
             # next rebalance (or a stop) before leaving it.

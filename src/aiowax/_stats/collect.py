@@ -33,6 +33,12 @@ def _busy(started: float | None, ended: float | None, idle: float, blocked: floa
     return max(0.0, elapsed - idle - blocked)
 
 
+def _kind(connector: object, kind: str) -> str:
+    """A step's kind, or its connector's own (cluster mode's internal steps)."""
+    own: str = getattr(connector, "_aiowax_stats_kind", kind)
+    return own
+
+
 def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
     """One row per input step and worker: its lanes (partitions) summed."""
     now = ctx.ended if ctx.ended is not None else perf_counter()
@@ -58,10 +64,11 @@ def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
         lag = probe() if probe is not None else None
         if lag is not None:
             row["lag"] = (row["lag"] or 0) + lag
+    kinds = {task.lane.step.step_id: _kind(task.lane.step.source, "input") for task in lanes}
     return [
         StepStats(
             step_id=step_id,
-            kind="input",
+            kind=kinds[step_id],
             pipeline=step_id,
             worker_index=worker,
             items_in=row["items"],
@@ -87,6 +94,7 @@ def _step(task: StepTask, loop_now: float, wall_us: int) -> StepStats:
         items_out = getattr(op, "written", items_out)
         batches = getattr(op, "batches", 0)
         extra["write_latency_s"] = busy / batches if batches else None
+        kind = _kind(getattr(op.step, "sink", None), kind)
     return StepStats(
         step_id=op.step_id,
         kind=kind,
@@ -169,6 +177,23 @@ def flow_stats(
 StatsCallback = Callable[[FlowStats], Awaitable[None] | None]
 
 
+def attached_runs(attached: Iterable[Any]) -> tuple[list[RunContext], bool]:
+    """The runs behind what a run's ``on_start`` handed over, and whether one restores.
+
+    A plain run hands over its `RunContext`; a cluster copy its
+    ``ClusterRun``, whose runs (the front flow, each generation) come and go.
+    """
+    runs: list[RunContext] = []
+    restoring = False
+    for item in attached:
+        if isinstance(item, RunContext):
+            runs.append(item)
+        else:
+            runs.extend(item.runs)
+            restoring = restoring or bool(item.restoring)
+    return runs, restoring
+
+
 async def _deliver(on_stats: StatsCallback, stats: FlowStats) -> None:
     result = on_stats(stats)
     if result is not None:
@@ -188,12 +213,16 @@ async def run_reporting(
     or ``"cancelled"``); what the run raised is raised here as it was.
     """
     clock = clock or current_clock()
-    runs: list[RunContext] = []
+    attached: list[Any] = []
     failure: list[Exception] = []
+
+    def stats(status: str, error: BaseException | None = None) -> FlowStats:
+        runs, restoring = attached_runs(attached)
+        return flow_stats(name, status, runs, error=error, restoring=restoring)
 
     async def main() -> None:
         try:
-            await run(runs.append)
+            await run(attached.append)
         except Exception as error:
             failure.append(error)
         finally:
@@ -208,7 +237,7 @@ async def run_reporting(
             while True:
                 await clock.sleep_until(now() + interval)
                 try:
-                    await _deliver(on_stats, flow_stats(name, "running", runs))
+                    await _deliver(on_stats, stats("running"))
                 except Exception:
                     # Watching a flow must never stop it: the error is
                     # logged (its traceback once) and the next call made.
@@ -225,10 +254,9 @@ async def run_reporting(
                         )
         status = "failed" if failure else "finished"
     finally:
-        final = flow_stats(name, status, runs, error=failure[0] if failure else None)
         with anyio.CancelScope(shield=True):
             try:
-                await _deliver(on_stats, final)
+                await _deliver(on_stats, stats(status, failure[0] if failure else None))
             except Exception:
                 logger.exception("flow %r: on_stats failed on the final stats", name)
     if failure:
