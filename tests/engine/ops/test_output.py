@@ -324,3 +324,28 @@ def test_an_epoch_is_not_committed_before_its_writes_are_confirmed(tmp_path: Pat
     healthy = InFlightSink()
     run_main(flow_to(healthy), epoch_interval=timedelta(0), recovery_config=config)
     assert healthy.confirmed == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_sync_write_batch_returning_a_coroutine_is_awaited() -> None:
+    # A sync write_batch handing over to an async client (``return
+    # client.send(items)``): the coroutine was dropped, so nothing was
+    # written, and the run reported success. Awaited now, as a map's is.
+    written: list[int] = []
+
+    async def send(items: list[int]) -> None:
+        await asyncio.sleep(0)
+        written.extend(items)
+
+    class Part(StatelessSinkPartition[int]):
+        def write_batch(self, items: list[int]) -> Any:
+            return send(items)
+
+    class Sink(DynamicSink[int]):
+        def build(self, worker_index: int, worker_count: int) -> Part:
+            return Part()
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(5), 2))
+    flow.output("out", Sink())
+    run_main(flow)
+    assert written == [0, 1, 2, 3, 4]

@@ -8,10 +8,12 @@ keep their order is in ``tests/engine/test_usercode.py``.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from datetime import timedelta
 from typing import Any
 
 import anyio
@@ -422,6 +424,23 @@ async def _pairs(x: int) -> list[int]:
 
 async def _is_odd(x: int) -> bool:
     return x % 2 == 1
+
+
+def test_a_flat_map_returning_a_coroutine_for_some_items_only_is_served() -> None:
+    # Once the step has switched to its async path (a coroutine came), the
+    # mapper's plain lists went to `await` there: "object list can't be used
+    # in 'await' expression". One-item epochs put each item in a batch.
+    async def fetch(x: int) -> list[int]:
+        await asyncio.sleep(0)
+        return [x, x]
+
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(4)))
+    flow.flat_map("m", lambda x: fetch(x) if x % 2 else [x])
+    flow.output("out", TestingSink(out))
+    run_main(flow, epoch_interval=timedelta(0))
+    assert out == [0, 1, 1, 2, 3, 3]
 
 
 def test_a_sync_inspector_returning_a_coroutine_is_awaited() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from inspect import isawaitable
 from typing import Any
 
 import anyio
@@ -137,7 +138,11 @@ class OutputOp(Operator):
             if self.async_write[index]:
                 await user_await(_write_method(part)(values))
             else:
-                part.write_batch(values)
+                done = part.write_batch(values)
+                if done is not None and isawaitable(done):
+                    # A sync write_batch that returns a coroutine (a lambda
+                    # around an async client): awaited, as a map's would be.
+                    await user_await(done)
         except BaseException as error:
             raise self.fail(error) from None
         self.written += len(values)

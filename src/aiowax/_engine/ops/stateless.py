@@ -12,6 +12,7 @@ engine passes on before stopping.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from inspect import isawaitable
 from itertools import chain, compress, repeat
 from typing import Any
 
@@ -187,7 +188,12 @@ class FlatMapOp(PoolableOp):
     async def _collect(self, item: Any) -> list[Any]:
         if self.is_asyncgen:
             return [x async for x in self.fn(item)]
-        return list(await self.fn(item))
+        parts = self.fn(item)
+        if isawaitable(parts):
+            parts = await parts
+        # Else a sync mapper that returned a coroutine for some items only:
+        # once the step switched to this path, its lists come here too.
+        return list(parts)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         if self.pool is not None:
