@@ -13,7 +13,9 @@ from typing import Any
 import anyio
 import pytest
 
-from aiowax._engine.channels import EpochBarrier, Inlet, channel
+from aiowax._engine.channels import AHEAD_LIMIT, EpochBarrier, Inlet, channel
+from aiowax._engine.errors import DownstreamGone
+from aiowax._engine.exchange import InProcessExchange
 from aiowax._engine.messages import FAILURE, TICK, EndOfInput, EpochEnd, Message
 
 # -- Inlet alignment -------------------------------------------------------------------
@@ -297,3 +299,77 @@ async def test_a_cancelled_barrier_waiter_no_longer_counts_as_arrived() -> None:
             await anyio.wait_all_tasks_blocked()
             assert passed == []  # the third lane has not arrived yet
             tg.cancel_scope.cancel()
+
+
+@pytest.mark.asyncio
+async def test_a_sender_ahead_waits_once_the_inlet_holds_its_share() -> None:
+    # The inlet holds back what a sender ahead sends (it closed an epoch the
+    # others have not) outside the channel's bound. With a fast worker and a
+    # slow one, that held data grew with rate x epoch length (744,000 items,
+    # 112 MB, in the report): the sender ahead now waits after AHEAD_LIMIT
+    # messages until the epoch is aligned.
+    exchange = InProcessExchange(2, 1, lambda batch: [batch, []])
+    fast, slow = exchange.outlet(0), exchange.outlet(1)
+    inlets = [exchange.inlet(0), exchange.inlet(1)]
+    exchange.seal()
+    got: list[Any] = []
+    sent = 0
+
+    async def read() -> None:
+        async for msg in inlets[0]:
+            if isinstance(msg, EndOfInput):
+                break
+            got.append(msg if isinstance(msg, list) else ("epoch_end", msg.epoch))
+
+    async def send_ahead() -> None:
+        nonlocal sent
+        await fast.epoch_end(1)
+        for i in range(3 * AHEAD_LIMIT):
+            await fast.send([i])
+            sent += 1
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            tg.start_soon(send_ahead)
+            await anyio.wait_all_tasks_blocked()
+            assert sent == AHEAD_LIMIT  # waits: the inlet holds AHEAD_LIMIT of its batches
+            assert got == []
+            await slow.epoch_end(1)
+            await anyio.wait_all_tasks_blocked()
+            assert sent == 3 * AHEAD_LIMIT
+            for outlet in (fast, slow):
+                await outlet.end_of_input()
+                outlet.close()
+    for inlet in inlets:
+        inlet.close()
+    assert got == [("epoch_end", 1)] + [[i] for i in range(3 * AHEAD_LIMIT)]
+
+
+@pytest.mark.asyncio
+async def test_a_sender_ahead_is_let_go_when_the_inlet_closes() -> None:
+    exchange = InProcessExchange(1, 1, lambda batch: [batch])
+    fast, slow = exchange.outlet(0), exchange.outlet(0)
+    inlet = exchange.inlet(0)
+    exchange.seal()
+
+    async def read() -> None:
+        async for _ in inlet:
+            pass
+
+    async def send_ahead() -> None:
+        await fast.epoch_end(1)
+        with pytest.raises(DownstreamGone):  # told, not left waiting
+            for i in range(2 * AHEAD_LIMIT):
+                await fast.send([i])
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(send_ahead)
+            async with anyio.create_task_group() as reading:
+                reading.start_soon(read)
+                await anyio.wait_all_tasks_blocked()
+                reading.cancel_scope.cancel()
+            inlet.close()  # the step went away
+    fast.close()
+    slow.close()

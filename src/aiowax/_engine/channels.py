@@ -14,6 +14,7 @@ an event object per wake-up, which is most of a hop's latency.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import deque
 from time import perf_counter
 from typing import Any, Protocol
@@ -95,6 +96,47 @@ def channel(
     return Sender(send, bell), receive, bell
 
 
+#: Data messages a sender may send into an exchange channel whose receiver
+#: holds them back for alignment (the sender has closed an epoch the others
+#: have not) before it waits for the epoch to be aligned.
+AHEAD_LIMIT = CHANNEL_CAPACITY
+
+#: What a released gate says: aligned for good, nobody waits.
+_RELEASED = sys.maxsize
+
+
+class AlignmentGate:
+    """The epoch an exchange inlet has aligned, for its senders to wait on.
+
+    A sender that closed epoch ``e`` while the others have not is *ahead*:
+    the inlet holds what it sends next until ``e`` is aligned, outside the
+    channel's bound. So that held data stays bounded too, a sender ahead
+    waits after `AHEAD_LIMIT` messages until the inlet has aligned ``e``;
+    the fast worker's source then waits like any back-pressured one.
+    """
+
+    __slots__ = ("_advanced", "aligned")
+
+    def __init__(self, aligned: int) -> None:
+        self.aligned = aligned
+        self._advanced = anyio.Event()
+
+    def advance(self, aligned: int) -> None:
+        if aligned > self.aligned:
+            self.aligned = aligned
+            self._advanced.set()
+            self._advanced = anyio.Event()
+
+    def release(self) -> None:
+        """The inlet is done (ended, failed, closed): nobody waits any more."""
+        self.advance(_RELEASED)
+
+    async def wait_for(self, epoch: int) -> None:
+        """Wait until epoch ``epoch`` is aligned (or the gate released)."""
+        while self.aligned < epoch:
+            await self._advanced.wait()
+
+
 class AnyOutlet(Protocol):
     """What a step sends through: a plain `Outlet` or an exchange."""
 
@@ -162,6 +204,7 @@ class Inlet:
         "_bell",
         "_done",
         "_ended",
+        "_gate",
         "_receive",
         "_replay",
         "_senders",
@@ -178,12 +221,14 @@ class Inlet:
         bell: Doorbell,
         senders: int,
         start_epoch: int = 1,
+        gate: AlignmentGate | None = None,
     ) -> None:
         self._stream = stream
         self._bell = bell
         self._receive = stream.receive_nowait
         self._senders = senders
         self._aligned = start_epoch - 1
+        self._gate = gate
         self._done = [self._aligned] * senders
         self._ended: set[int] = set()
         self._stopped = False
@@ -266,21 +311,28 @@ class Inlet:
                 self._stopped = self._stopped or msg.stopped
                 if len(self._ended) == self._senders:
                     # A graceful stop of any sender makes the whole end one.
+                    self._release()
                     return EndOfInput(sender, self._stopped)
             else:
                 self._done[sender] = msg.epoch
                 if msg.epoch > self._aligned:
                     self._stash[sender] = deque()
             return self._advance()
-        if msg is FAILURE and self._stash:
-            # What senders sent before the failure still goes through: the
-            # data held back for alignment, then the failure.
-            for held in self._stash.values():
-                self._replay.extend(m for m in held if type(m) is tuple)
-            self._stash.clear()
-            self._replay.append(FAILURE)
-            return None
+        if msg is FAILURE:
+            self._release()
+            if self._stash:
+                # What senders sent before the failure still goes through:
+                # the data held back for alignment, then the failure.
+                for held in self._stash.values():
+                    self._replay.extend(m for m in held if type(m) is tuple)
+                self._stash.clear()
+                self._replay.append(FAILURE)
+                return None
         return msg
+
+    def _release(self) -> None:
+        if self._gate is not None:
+            self._gate.release()
 
     def _advance(self) -> EpochEnd | None:
         live = [e for s, e in enumerate(self._done) if s not in self._ended]
@@ -290,10 +342,13 @@ class Inlet:
         self._aligned = aligned
         for sender in [s for s in self._stash if self._done[s] <= aligned]:
             self._replay.extend(self._stash.pop(sender))
+        if self._gate is not None:
+            self._gate.advance(aligned)
         return EpochEnd(aligned, -1)
 
     def close(self) -> None:
         self._stream.close()
+        self._release()
 
     def idle_total(self) -> float:
         """Seconds idle so far, the wait in progress included."""

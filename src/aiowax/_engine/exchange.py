@@ -23,7 +23,15 @@ from typing import Any
 
 import anyio
 
-from aiowax._engine.channels import AnyOutlet, Inlet, Outlet, Sender, channel
+from aiowax._engine.channels import (
+    AHEAD_LIMIT,
+    AlignmentGate,
+    AnyOutlet,
+    Inlet,
+    Outlet,
+    Sender,
+    channel,
+)
 from aiowax._engine.errors import DownstreamGone, StepFailed
 from aiowax._engine.messages import FAILURE, EndOfInput, EpochEnd, Message
 from aiowax._engine.routing import Router
@@ -40,6 +48,7 @@ class Link(ABC):
         self.worker_count = worker_count
         self._start_epoch = start_epoch
         self._channels = [channel() for _ in range(worker_count)]
+        self._gates = [AlignmentGate(start_epoch - 1) for _ in range(worker_count)]
 
     @abstractmethod
     def outlet(self, worker: int) -> AnyOutlet:
@@ -58,7 +67,7 @@ class Link(ABC):
             # input ended.
             send.send_nowait(EndOfInput(0))
             senders = 1
-        return Inlet(receive, bell, senders, self._start_epoch)
+        return Inlet(receive, bell, senders, self._start_epoch, self._gates[worker])
 
     def loopback(self, worker: int) -> Sender:
         """A sender into the step's own channel on ``worker`` (for its timer)."""
@@ -98,7 +107,7 @@ class InProcessExchange(Link):
         sender = self._senders
         self._senders += 1
         streams = [send.clone() for send, _, _ in self._channels]
-        return ExchangeOutlet(streams, sender, self._route)
+        return ExchangeOutlet(streams, sender, self._route, self._gates, self._start_epoch)
 
     def senders_into(self, worker: int) -> int:
         return self._senders
@@ -107,10 +116,22 @@ class InProcessExchange(Link):
 class ExchangeOutlet:
     """Sends each item to its worker's channel, and markers to all of them."""
 
-    def __init__(self, streams: list[Sender], sender: int, route: Router) -> None:
+    def __init__(
+        self,
+        streams: list[Sender],
+        sender: int,
+        route: Router,
+        gates: list[AlignmentGate],
+        start_epoch: int,
+    ) -> None:
         self._streams = streams
         self.sender = sender
         self._route = route
+        self._gates = gates
+        # The last epoch this sender closed, and how many messages it sent
+        # each worker since that worker's inlet last caught up with it.
+        self._closed = start_epoch - 1
+        self._ahead = [0] * len(streams)
 
     async def send(self, batch: list[Any]) -> None:
         try:
@@ -123,8 +144,20 @@ class ExchangeOutlet:
 
     async def _send_parts(self, parts: list[list[Any]]) -> None:
         sender = self.sender
+        closed = self._closed
+        ahead = self._ahead
         for worker, part in enumerate(parts):
             if part:
+                gate = self._gates[worker]
+                if gate.aligned < closed:
+                    # That inlet holds this back until the epoch is aligned.
+                    if ahead[worker] >= AHEAD_LIMIT:
+                        await gate.wait_for(closed)
+                        ahead[worker] = 0
+                    else:
+                        ahead[worker] += 1
+                elif ahead[worker]:
+                    ahead[worker] = 0
                 await self._streams[worker].send((sender, part))
 
     async def _broadcast(self, msg: Message) -> None:
@@ -133,6 +166,7 @@ class ExchangeOutlet:
 
     async def epoch_end(self, epoch: int) -> None:
         await self._broadcast(EpochEnd(epoch, self.sender))
+        self._closed = epoch
 
     async def end_of_input(self, stopped: bool = False) -> None:
         await self._broadcast(EndOfInput(self.sender, stopped))
