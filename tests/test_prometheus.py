@@ -458,6 +458,23 @@ def test_busy_time_never_steps_back_within_a_run() -> None:
     assert values == [5.0, 5.0, 5.0, 6.0, 0.5]
 
 
+def test_busy_time_of_a_flow_run_again_under_its_name_starts_afresh() -> None:
+    # The second run of a flow with the same items in (a service restarting
+    # its flow) reported the first run's busy time, held as a floor, while
+    # its own stats said 0.02 s: the start time tells the runs apart.
+    def stats(started: datetime, busy: float) -> FlowStats:
+        row = StepStats(
+            step_id="s", kind="map", pipeline="i", worker_index=0, items_in=20, busy_s=busy
+        )
+        return FlowStats(name="f", status="finished", started_at=started, steps=(row,))
+
+    guard = Monotonic()
+    first = stats(datetime(2026, 1, 1, tzinfo=UTC), 0.6)
+    second = stats(datetime(2026, 1, 1, 0, 5, tzinfo=UTC), 0.02)
+    assert guard.value(first, first.steps[0], "busy", 0.6) == 0.6
+    assert guard.value(second, second.steps[0], "busy", 0.02) == 0.02
+
+
 def test_a_missing_prometheus_client_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -359,19 +359,26 @@ class Monotonic:
     progress too), computed from floats read at slightly different moments:
     it may step back by a rounding error, and a counter must not (a drop
     reads as a restart). Each series is held at the most it has reported,
-    until its row's items in drop, which is a new run.
+    until a new run: the flow's start time changes (a flow run again under
+    its name), or the row's items in drop (a cluster copy's new generation).
     """
 
     def __init__(self) -> None:
-        self._high: dict[tuple[str, str, int, str], tuple[int, float]] = {}
+        # By flow name: the run's start, and each series' (items in, most).
+        self._runs: dict[str, tuple[object, dict[tuple[str, int, str], tuple[int, float]]]] = {}
 
     def value(self, stats: FlowStats, row: StepStats, metric: str, raw: float) -> float:
         """What to report for ``metric`` of ``row`` now that it reads ``raw``."""
-        key = (stats.name, row.step_id, row.worker_index, metric)
-        seen = self._high.get(key)
+        run = self._runs.get(stats.name)
+        if run is None or run[0] != stats.started_at:
+            # A new run of this flow: what the last one reported is no floor.
+            run = self._runs[stats.name] = (stats.started_at, {})
+        high = run[1]
+        key = (row.step_id, row.worker_index, metric)
+        seen = high.get(key)
         if seen is not None and row.items_in >= seen[0] and raw < seen[1]:
             return seen[1]
-        self._high[key] = (row.items_in, raw)
+        high[key] = (row.items_in, raw)
         return raw
 
 
