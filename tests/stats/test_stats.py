@@ -10,6 +10,7 @@ pipeline full.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -504,3 +505,31 @@ async def test_an_input_that_ended_is_not_busy_while_the_run_goes_on() -> None:
             stats = handle.stats()
             await handle.stop()
     assert stats.step("done").busy_s < stats.uptime_s / 2
+
+
+@pytest.mark.parametrize("source", ["sync", "push"])
+@pytest.mark.asyncio
+async def test_an_input_is_not_charged_with_the_time_of_the_steps_after_it(source: str) -> None:
+    # Between two reads the lane lets the steps after it run; that time was
+    # counted as the input's busy time: an input doing nothing read as busy
+    # as the map doing all the work (busy summed over the steps was twice
+    # the run's wall time).
+    def work(x: int) -> int:
+        time.sleep(0.005)  # the work, measured: 20 x 5 ms
+        return x
+
+    push: PushSource[int] = PushSource()
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(20)) if source == "sync" else push)
+    flow.map("work", work)
+    flow.output("out", TestingSink([]))
+    with anyio.fail_after(WATCHDOG):
+        async with aiowax.open_flow(flow) as handle:
+            if source == "push":
+                for i in range(20):
+                    await push.send(i)
+                push.close()
+            await handle.wait()
+    stats = handle.stats()
+    assert stats.step("work").busy_s >= 0.1
+    assert stats.step("inp").busy_s < stats.step("work").busy_s / 4

@@ -171,8 +171,9 @@ class Lane:
         self._abandoned = False
         #: Items sent downstream (read by `aiowax._stats`).
         self.items_read = 0
-        #: Seconds spent waiting for the source: asleep until it may have
-        #: items, or awaiting an async read. Not busy, in the stats.
+        #: Seconds spent waiting for the source (asleep until it may have
+        #: items, awaiting an async read) or for the steps after it to run
+        #: between two reads. Not busy, in the stats.
         self.waited_s = 0.0
         #: When the wait in progress began (``perf_counter``), 0.0 if none.
         self.waiting_since = 0.0
@@ -525,4 +526,5 @@ class Lane:
                 # source is live, so it is called again once the steps ran,
                 # and a wait after it starts short again.
                 backoff = BACKOFF_MIN
-                await yield_now()  # let the steps run
+                # Let the steps run: their time is not the input's work.
+                await self._wait_for_source(yield_now())
