@@ -22,6 +22,7 @@ import aiowax
 from aiowax.connectors.inproc import PushSource
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import DynamicSource, StatelessSourcePartition
+from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.recovery import RecoveryConfig, init_db_dir
 from aiowax.stats import FlowStats, StepStats
 from aiowax.testing import TestingSink, TestingSource
@@ -533,3 +534,79 @@ async def test_an_input_is_not_charged_with_the_time_of_the_steps_after_it(sourc
     stats = handle.stats()
     assert stats.step("work").busy_s >= 0.1
     assert stats.step("inp").busy_s < stats.step("work").busy_s / 4
+
+
+class _FailingPartition(StatelessSourcePartition[int]):
+    """1, 2, 3, then raises."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    def next_batch(self, sched: Any) -> list[int]:
+        self.i += 1
+        if self.i > 3:
+            raise ValueError("source boom")
+        return [self.i]
+
+
+class _FailingSource(DynamicSource[int]):
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _FailingPartition:
+        return _FailingPartition()
+
+
+class _CloseFails(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        raise ValueError("close boom")
+
+
+class _CloseFailsSink(DynamicSink[Any]):
+    def build(self, worker_index: int, worker_count: int) -> _CloseFails:
+        return _CloseFails()
+
+
+async def _final_stats(flow: Dataflow, workers: int = 1) -> FlowStats:
+    seen: list[FlowStats] = []
+    with pytest.raises((ValueError, TypeError)), anyio.fail_after(WATCHDOG):
+        await aiowax.run(flow, workers=workers, on_stats=seen.append, stats_interval=3600)
+    return seen[-1]
+
+
+@pytest.mark.asyncio
+async def test_a_failing_source_counts_its_error_and_what_it_read() -> None:
+    # An input's errors were never counted, and the items read before its
+    # failure (which go downstream) were not counted as read: inp in=0 while
+    # the map after it had 3.
+    flow = Dataflow()
+    flow.input("inp", _FailingSource())
+    flow.map("m", lambda x: x)
+    flow.output("out", TestingSink([]))
+    stats = await _final_stats(flow)
+    assert (stats.step("inp").items_out, stats.step("inp").errors) == (3, 1)
+    assert (stats.step("m").items_in, stats.step("m").errors) == (3, 0)
+
+
+@pytest.mark.asyncio
+async def test_a_sink_failing_to_close_counts_an_error() -> None:
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(3)))
+    flow.output("out", _CloseFailsSink())
+    stats = await _final_stats(flow)
+    assert stats.step("out").errors == 1
+
+
+@pytest.mark.asyncio
+async def test_an_item_refused_on_its_way_to_a_keyed_step_is_that_steps_error() -> None:
+    # With workers, the (key, value) check runs in the exchange, in the task
+    # of the step before: the error was counted on that step, and all its
+    # output as passed on, though the items after the bad one never were.
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("a", 1), ("b", 2), 3, ("c", 4)]))
+    flow.map("m", lambda x: x)
+    flow.stateful_map("sm", lambda: 0, lambda s, v: (s + v, s + v))
+    flow.output("out", TestingSink([]))
+    stats = await _final_stats(flow, workers=2)
+    assert (stats.step("m").errors, stats.step("m").items_out) == (0, 2)
+    assert (stats.step("sm").errors, stats.step("sm").items_in) == (1, 2)

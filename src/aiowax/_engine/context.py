@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from aiowax._engine.clock import Clock
-from aiowax._engine.errors import DownstreamGone, StepFailed
+from aiowax._engine.errors import DownstreamGone, RoutingFailed, StepFailed
 from aiowax._errors import AbortExecution
 
 if TYPE_CHECKING:
@@ -65,6 +65,10 @@ class RunContext:
     ended_loop: float | None = None
     ended_at: datetime | None = None
 
+    #: Items an exchange refused, by the step they were going to and the
+    #: sender's worker: that step's errors, in the stats.
+    routing_errors: dict[tuple[str, int], int] = field(default_factory=dict)
+
     #: A graceful stop was asked for: sources end as if their input ended.
     stopping: bool = False
     #: Cancel scopes around what sources wait on (async reads, sleeps).
@@ -75,6 +79,11 @@ class RunContext:
         self.stopping = True
         for scope in list(self.wait_scopes):
             scope.cancel()
+
+    def count_routing_error(self, failed: RoutingFailed, worker_index: int) -> None:
+        """Count a refused item as an error of the step it was going to."""
+        key = (failed.step_id, worker_index)
+        self.routing_errors[key] = self.routing_errors.get(key, 0) + 1
 
     def record(self, error: BaseException, downstream: set[Tail] | None = None) -> None:
         """Keep ``error`` if it is the run's first, and start the shutdown.

@@ -24,7 +24,13 @@ from aiowax._engine.channels import Inlet
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail
 from aiowax._engine.edges import run_edges
-from aiowax._engine.errors import DownstreamGone, StepFailed, lone_error, with_side_task
+from aiowax._engine.errors import (
+    DownstreamGone,
+    RoutingFailed,
+    StepFailed,
+    lone_error,
+    with_side_task,
+)
 from aiowax._engine.lanes import Lane
 from aiowax._engine.messages import TICK, EndOfInput, EpochEnd
 from aiowax._engine.ops.base import NeedsAwait
@@ -250,6 +256,11 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
             await with_side_task(lambda: _step_loop(ctx, task), lambda: timer.run(send_tick))
         else:
             await _step_loop(ctx, task)
+    except RoutingFailed as failed:
+        # Its output was refused on the way to the next step: that step's error.
+        ctx.count_routing_error(failed, op.worker_index)
+        op.items_out += failed.passed
+        await ctx.report(task.outlet, failed, task.downstream)
     except StepFailed as failed:
         op.errors += 1
         # What it produced before the failure goes on too (`report`).
@@ -272,6 +283,7 @@ async def _drive(ctx: RunContext, task: StepTask) -> None:
             try:
                 await op.aclose()
             except StepFailed as failed:
+                op.errors += 1
                 # Downstream may still hold output: let it drain first.
                 ctx.record(failed.error, task.downstream)
         if task.tail is not None:
@@ -305,8 +317,8 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
                     is_async = op.is_async
                     gather = is_async and op.gathers
             if out:
-                op.items_out += len(out)
                 await outlet.send(out)
+                op.items_out += len(out)
         elif isinstance(msg, EpochEnd):
             if op.flushes:
                 await op.flush()
@@ -323,8 +335,8 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
             if not (msg.stopped and recovery is not None):
                 rest = await op.end_of_input()
                 if rest:
-                    op.items_out += len(rest)
                     await outlet.send(rest)
+                    op.items_out += len(rest)
             if op.flushes:
                 await op.flush()
             if recovery is not None:
@@ -341,8 +353,8 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
                 op.timer.tick_handled()
             if out:
                 # Windows and batches emit on timers mostly: counted as any.
-                op.items_out += len(out)
                 await outlet.send(out)
+                op.items_out += len(out)
         else:
             await outlet.failure()
             return

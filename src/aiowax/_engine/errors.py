@@ -32,6 +32,23 @@ class StepFailed(Exception):
         self.partial = partial or []
 
 
+class RoutingFailed(StepFailed):
+    """An exchange refused an item on its way to ``step_id`` (not a (key, value) pair...).
+
+    Raised in the task that sends the item, but the error is the receiving
+    step's: it is counted there in the stats, not on the sender.
+
+    Attributes:
+        step_id: The step the items were going to.
+        passed: Items of the batch handed on before the refused one.
+    """
+
+    def __init__(self, error: BaseException, step_id: str, passed: int) -> None:
+        super().__init__(error)
+        self.step_id = step_id
+        self.passed = passed
+
+
 class DownstreamGone(Exception):
     """The receiving step has stopped; the sender should stop quietly too."""
 

@@ -32,7 +32,7 @@ from aiowax._engine.channels import (
     Sender,
     channel,
 )
-from aiowax._engine.errors import DownstreamGone, StepFailed
+from aiowax._engine.errors import DownstreamGone, RoutingFailed, StepFailed
 from aiowax._engine.messages import FAILURE, EndOfInput, EpochEnd, Message
 from aiowax._engine.routing import Router
 
@@ -139,7 +139,9 @@ class ExchangeOutlet:
         except StepFailed as bad:
             # Items before the bad one still reach their workers.
             await self._send_parts(bad.partial)
-            raise StepFailed(bad.error) from None
+            step_id: str = getattr(self._route, "step_id", "")
+            passed = sum(map(len, bad.partial))
+            raise RoutingFailed(bad.error, step_id, passed) from None
         await self._send_parts(parts)
 
     async def _send_parts(self, parts: list[list[Any]]) -> None:

@@ -29,7 +29,7 @@ from aiowax._definition.steps import InputStep
 from aiowax._engine.aio import Doorbell, user_await, yield_now
 from aiowax._engine.channels import AnyOutlet, EpochBarrier
 from aiowax._engine.context import RunContext
-from aiowax._engine.errors import StepFailed, fail, with_side_task
+from aiowax._engine.errors import RoutingFailed, StepFailed, fail, with_side_task
 from aiowax._engine.usercode import maybe_await
 from aiowax._util import is_async_callable
 
@@ -171,6 +171,8 @@ class Lane:
         self._abandoned = False
         #: Items sent downstream (read by `aiowax._stats`).
         self.items_read = 0
+        #: Times the source's code raised (the run stops at the first).
+        self.errors = 0
         #: Seconds spent waiting for the source (asleep until it may have
         #: items, awaiting an async read) or for the steps after it to run
         #: between two reads. Not busy, in the stats.
@@ -232,7 +234,12 @@ class Lane:
         except StepFailed as failed:
             # What was read before the failure still goes downstream.
             failed.partial = self.pending + failed.partial
+            self.items_read += len(failed.partial)
             self.pending = []
+            if isinstance(failed, RoutingFailed):
+                self.ctx.count_routing_error(failed, self.worker_index)
+            else:
+                self.errors += 1
             await self.ctx.report(self.outlet, failed, downstream)
         finally:
             self.ended_at = perf_counter()

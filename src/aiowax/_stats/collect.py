@@ -51,7 +51,7 @@ def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
         elapsed = end - ctx.started if ctx.started is not None else 0.0
         row = rows.setdefault(
             (lane.step.step_id, lane.worker_index),
-            {"items": 0, "busy": 0.0, "blocked": 0.0, "partitions": 0, "lag": None},
+            {"items": 0, "busy": 0.0, "blocked": 0.0, "partitions": 0, "lag": None, "errors": 0},
         )
         blocked = lane.outlet.blocked_s
         row["items"] += lane.items_read
@@ -60,6 +60,7 @@ def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
         row["busy"] += max(0.0, elapsed - blocked - lane.waited_total())
         row["blocked"] += blocked
         row["partitions"] += 1
+        row["errors"] += lane.errors
         probe = getattr(lane.part, "_aiowax_lag", None)
         lag = probe() if probe is not None else None
         if lag is not None:
@@ -73,6 +74,7 @@ def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
             worker_index=worker,
             items_in=row["items"],
             items_out=row["items"],
+            errors=row["errors"] + ctx.routing_errors.get((step_id, worker), 0),
             busy_s=row["busy"],
             blocked_s=row["blocked"],
             partitions=row["partitions"],
@@ -82,7 +84,7 @@ def _lanes(ctx: RunContext, lanes: list[LaneTask]) -> list[StepStats]:
     ]
 
 
-def _step(task: StepTask, loop_now: float, wall_us: int) -> StepStats:
+def _step(ctx: RunContext, task: StepTask, loop_now: float, wall_us: int) -> StepStats:
     op = task.op
     queued, capacity = task.inlet.fill()
     blocked = task.outlet.blocked_s
@@ -102,7 +104,7 @@ def _step(task: StepTask, loop_now: float, wall_us: int) -> StepStats:
         worker_index=op.worker_index,
         items_in=op.items_in,
         items_out=items_out,
-        errors=op.errors,
+        errors=op.errors + ctx.routing_errors.get((op.step_id, op.worker_index), 0),
         busy_s=busy,
         blocked_s=blocked,
         queued=queued,
@@ -119,7 +121,7 @@ def graph_steps(ctx: RunContext, graph: Graph) -> list[StepStats]:
         loop_now, wall_us = ctx.ended_loop, to_us(ctx.ended_at)
     else:
         loop_now, wall_us = clock.timer()(), to_us(clock.now())
-    return _lanes(ctx, graph.lanes) + [_step(task, loop_now, wall_us) for task in graph.steps]
+    return _lanes(ctx, graph.lanes) + [_step(ctx, task, loop_now, wall_us) for task in graph.steps]
 
 
 def flow_stats(
