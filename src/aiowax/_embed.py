@@ -230,6 +230,11 @@ class FlowHandle:
             # otherwise add its frames to the last one's.
             raise self._error.with_traceback(self._error_tb)
 
+    def _aborted(self) -> bool:
+        """Whether the run ended by an `AbortExecution` (a crash on purpose)."""
+        runs, _ = attached_runs([] if self._ctx is None else [self._ctx])
+        return any(ctx.abort for ctx in runs)
+
     def _attach(self, ctx: RunContext | ClusterRun) -> None:
         self._ctx = ctx
         self._status = FlowStatus.RUNNING
@@ -251,7 +256,7 @@ class FlowHandle:
                     await run_cluster(self._flow, self._cluster, on_start=self._attach, **options)
                 else:
                     await run_flow(self._flow, on_start=self._attach, **self._options)
-            if scope.cancelled_caught:
+            if scope.cancelled_caught or self._aborted():
                 self._status = FlowStatus.CANCELLED
             else:
                 self._status = FlowStatus.FINISHED

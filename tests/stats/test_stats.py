@@ -610,3 +610,25 @@ async def test_an_item_refused_on_its_way_to_a_keyed_step_is_that_steps_error() 
     stats = await _final_stats(flow, workers=2)
     assert (stats.step("m").errors, stats.step("m").items_out) == (0, 2)
     assert (stats.step("sm").errors, stats.step("sm").items_in) == (1, 2)
+
+
+@pytest.mark.asyncio
+async def test_a_run_ended_by_abort_execution_reports_cancelled() -> None:
+    # TestingSource.ABORT() (or AbortExecution from user code) ends a run as
+    # a crash would, and run() returns as Bytewax's does; its stats and its
+    # handle said "finished" though items were never processed.
+    def aborting() -> Dataflow:
+        # A new source each time: ABORT fires on a source's first run only.
+        flow = Dataflow()
+        flow.input("inp", TestingSource([1, 2, TestingSource.ABORT(), 3]))
+        flow.output("out", TestingSink([]))
+        return flow
+
+    seen: list[FlowStats] = []
+    with anyio.fail_after(WATCHDOG):
+        await aiowax.run(aborting(), on_stats=seen.append, stats_interval=3600)
+        async with aiowax.open_flow(aborting()) as handle:
+            await handle.wait()
+    assert seen[-1].status == "cancelled"
+    assert handle.status is aiowax.FlowStatus.CANCELLED
+    assert handle.stats().status == "cancelled"

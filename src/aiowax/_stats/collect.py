@@ -254,7 +254,9 @@ async def run_reporting(
                         logger.error(
                             "flow %r: on_stats raised again (%d times)", name, failed_calls
                         )
-        status = "failed" if failure else "finished"
+        # An AbortExecution (a crash on purpose) returns like a finished run.
+        aborted = any(ctx.abort for ctx in attached_runs(attached)[0])
+        status = "failed" if failure else "cancelled" if aborted else "finished"
     finally:
         with anyio.CancelScope(shield=True):
             try:
