@@ -187,6 +187,33 @@ def test_tail_false_ends_where_the_partition_first_ended(kafka: KafkaHelper) -> 
         part.close()
 
 
+@pytest.mark.parametrize("isolation", ["read_uncommitted", "read_committed"])
+def test_tail_false_ends_a_topic_written_in_transactions(
+    kafka: KafkaHelper, isolation: str
+) -> None:
+    # A transaction's commit marker takes the partition's last offset and is
+    # never handed over: the source stayed below the end for good and the
+    # run never ended (Bytewax 0.17.2 ends: its partition EOF sees past it).
+    from confluent_kafka import Producer
+
+    topic = kafka.create_topic(1)
+    producer = Producer({"bootstrap.servers": kafka.bootstrap, "transactional.id": topic})
+    producer.init_transactions(15)
+    producer.begin_transaction()
+    for i in range(5):
+        producer.produce(topic, b"v%d" % i, b"k", partition=0)
+    producer.commit_transaction(15)
+    source = KafkaSource(
+        [kafka.bootstrap], [topic], tail=False, add_config={"isolation.level": isolation}
+    )
+    result: list[list[Any]] = []
+    runner = threading.Thread(target=lambda: result.append(_run_collect(source)), daemon=True)
+    runner.start()
+    runner.join(30)
+    assert not runner.is_alive(), "tail=False did not end"
+    assert result == [[(b"k", b"v%d" % i) for i in range(5)]]
+
+
 def test_tail_true_keeps_reading_new_messages(kafka: KafkaHelper) -> None:
     topic = kafka.create_topic(1)
     kafka.produce(topic, [(None, b"a")], partition=0)

@@ -194,11 +194,27 @@ class _KafkaSourcePartition(StatefulSourcePartition[Any, int]):
                 # No fetch answered yet. What a fetch brings is below the
                 # high-water mark it reports (cached before its messages are
                 # handed over), so it can go out before the end is known.
-                return self._take(self._consume())
+                return self._take(self._consume_past_markers())
         if self._end is not None and self._offset >= self._end:
             self._done = True
             return None
-        return self._take(self._consume())
+        return self._take(self._consume_past_markers())
+
+    def _consume_past_markers(self) -> list[confluent_kafka.Message[Any, Any]]:
+        """`_consume`; when nothing came, move past what the client skipped.
+
+        A transaction's commit or abort marker takes an offset but is never
+        handed over: a topic written in transactions ends with one, so the
+        offset of the last message read stays below the end for good
+        (``tail=False`` never ended). The consumer's position, a local
+        read, has moved past the markers.
+        """
+        msgs = self._consume()
+        if not msgs and self._pending_error is None:
+            (position,) = self._consumer.position([self._tp])
+            if position.offset > self._offset:
+                self._offset = position.offset
+        return msgs
 
     def _take(self, msgs: list[confluent_kafka.Message[Any, Any]]) -> list[Any]:
         items: list[Any] = []
