@@ -358,7 +358,11 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
-        (["-w", "0", "flows"], {}, "argument -w/--workers: must be an integer >= 1, got '0'"),
+        (
+            ["-w", "0", "flows"],
+            {},
+            "argument -w/--workers/--workers-per-process: must be an integer >= 1, got '0'",
+        ),
         (["--workers", "two", "flows"], {}, "must be an integer >= 1, got 'two'"),
         (
             ["-s", "-1", "flows"],
@@ -502,6 +506,26 @@ def test_options_reach_run(
     assert call["epoch_interval"] == interval
     assert call["recovery_config"] is None
     assert call["stop_timeout"] == timedelta(seconds=stop_timeout)
+
+
+def test_bytewax_0172s_long_workers_flag_is_taken_and_its_variables_are_named(
+    inproc: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A migrated script's --workers-per-process was "unrecognized", and
+    # BYTEWAX_* variables (or AIOWAX_WORKERS_PER_PROCESS, after a search and
+    # replace) were ignored without a word: the flow ran with one worker.
+    monkeypatch.setenv("BYTEWAX_WORKERS_PER_PROCESS", "2")
+    monkeypatch.setenv("AIOWAX_WORKERS_PER_PROCESS", "2")
+    monkeypatch.setenv("BYTEWAX_ADDRESSES", "a:1;b:2")
+    spy = _RunSpy()
+    monkeypatch.setattr(_cli, "_run_until_stopped", spy)
+    assert main(["--workers-per-process", "3", "flows"]) == 0
+    (call,) = spy.calls
+    assert call["workers"] == 3
+    err = capsys.readouterr().err
+    assert "BYTEWAX_WORKERS_PER_PROCESS is set but not read; set AIOWAX_WORKERS instead" in err
+    assert "AIOWAX_WORKERS_PER_PROCESS is set but not read; set AIOWAX_WORKERS instead" in err
+    assert "BYTEWAX_ADDRESSES is set but not read; a cluster of processes runs on Kafka" in err
 
 
 def test_the_status_of_an_aborted_stop_is_the_exit_status(

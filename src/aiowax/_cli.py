@@ -211,6 +211,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "-w",
         "--workers",
+        # Bytewax 0.17.2's long name, for migrated scripts.
+        "--workers-per-process",
         metavar="N",
         type=_workers,
         help=f"workers to run in this process, at least 1 (env {ENV_WORKERS}; default: 1)",
@@ -264,6 +266,35 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     _cluster_cli.add_options(parser, _workers)
     parser.add_argument("--version", action="version", version=f"aiowax {__version__}")
     return parser
+
+
+#: What Bytewax 0.17.2's environment variables are here (None: nothing).
+_BYTEWAX_ENV = {
+    "BYTEWAX_WORKERS_PER_PROCESS": ENV_WORKERS,
+    "BYTEWAX_SNAPSHOT_INTERVAL": ENV_SNAPSHOT_INTERVAL,
+    "BYTEWAX_RECOVERY_DIRECTORY": ENV_RECOVERY_DIRECTORY,
+    "BYTEWAX_RECOVERY_BACKUP_INTERVAL": ENV_BACKUP_INTERVAL,
+    "BYTEWAX_PROCESSES": None,
+    "BYTEWAX_PROCESS_ID": None,
+    "BYTEWAX_ADDRESSES": None,
+    # Renamed by a search and replace, they look right and are not read.
+    "AIOWAX_WORKERS_PER_PROCESS": ENV_WORKERS,
+    "AIOWAX_RECOVERY_BACKUP_INTERVAL": ENV_BACKUP_INTERVAL,
+}
+
+
+def _unread_env_warnings(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for Bytewax's variables (and their renamed look-alikes) that are set."""
+    warnings = []
+    for variable, ours in _BYTEWAX_ENV.items():
+        if not environ.get(variable):
+            continue
+        if ours is None:
+            instead = "a cluster of processes runs on Kafka here (see --kafka-cluster)"
+        else:
+            instead = f"set {ours} instead"
+        warnings.append(f"warning: {variable} is set but not read; {instead}")
+    return warnings
 
 
 def _apply_env_defaults(
@@ -434,6 +465,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
     try:
         options = parser.parse_args(argv)
         from_env = _apply_env_defaults(parser, options, os.environ)
+        for warning in _unread_env_warnings(os.environ):
+            print(f"{parser.prog}: {warning}", file=sys.stderr)
         recovery_config = _recovery_config(parser, options, from_env)
         cluster = _cluster_cli.cluster_of(parser, options, from_env)
         http = _http_cli.listener_of(parser, options)

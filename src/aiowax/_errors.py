@@ -60,16 +60,19 @@ class RecoveryError(AiowaxError):
     """Base of the errors about a recovery directory."""
 
 
-class NoPartitionsError(RecoveryError):
-    """The recovery directory holds no partition files."""
+class NoPartitionsError(RecoveryError, FileNotFoundError):
+    """The recovery directory holds no partition files (or does not exist).
+
+    A `FileNotFoundError` too, as in Bytewax: code written for it catches it.
+    """
 
 
-class MissingPartitionsError(RecoveryError):
-    """Some partition files of the recovery directory are missing."""
+class MissingPartitionsError(RecoveryError, FileNotFoundError):
+    """Some partition files of the recovery directory are missing (a `FileNotFoundError`)."""
 
 
-class InconsistentPartitionsError(RecoveryError):
-    """The partition files come from different points in time or setups."""
+class InconsistentPartitionsError(RecoveryError, ValueError):
+    """The partition files come from different points in time or setups (a `ValueError`)."""
 
 
 class RecoveryLockedError(RecoveryError):

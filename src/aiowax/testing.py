@@ -23,6 +23,10 @@ from aiowax._run import run, run_sync
 from aiowax._testing.sources import TestingSink, TestingSource
 from aiowax._util import fixup_module_metadata
 
+# Bytewax 0.17.2's ``bytewax.testing`` has ``batch`` too (imported there from
+# its inputs): ``from bytewax.testing import batch`` keeps working migrated.
+from aiowax.inputs import batch as batch
+
 __all__ = [
     "TestingInput",
     "TestingOutput",

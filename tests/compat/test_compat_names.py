@@ -350,3 +350,13 @@ def test_a_source_or_sink_with_the_others_build_is_refused_when_defined() -> Non
     class Legacy(DynamicInput):
         def build(self, worker_index: int, worker_count: int) -> Any:
             return None
+
+
+def test_batch_is_also_in_testing_as_in_0172() -> None:
+    # 0.17.2's bytewax.testing imports batch from its inputs (outside its
+    # __all__); migrated code importing it from there failed.
+    import aiowax.inputs
+    from aiowax.testing import batch
+
+    assert batch is aiowax.inputs.batch
+    assert list(batch(range(5), 2)) == [[0, 1], [2, 3], [4]]

@@ -237,7 +237,7 @@ FLOW_METRICS: tuple[MetricSpec, ...] = (
         "aiowax.flow.snapshots",
         True,
         "{snapshot}",
-        "Epochs this run committed to its recovery store.",
+        "Commits this run made to its recovery store (each: the epochs ended since the last).",
         lambda f: f.snapshots,
     ),
     MetricSpec(

@@ -36,8 +36,9 @@ class StepStats:
         capacity: The bound of that channel; ``queued == capacity`` means
             whatever feeds it is blocked.
         keys: Keys it holds state for (keyed steps), else ``None``.
-        watermark: Its watermark (window steps on event time: the oldest of
-            its keys'; on system time: the newest wall time seen).
+        watermark: Its watermark (window steps on event time: the newest of
+            its keys' on this worker, and `FlowStats.step` takes the oldest
+            of the workers'; on system time: the newest wall time seen).
         watermark_lag_s: How far that watermark is behind now, in seconds.
         windows_open: Windows open across its keys (window steps).
         late: Items it dropped as late, once per window missed (window steps).
@@ -81,7 +82,8 @@ class FlowStats:
         epoch: The epoch the run is in (the last one, once it ended).
         started_at: When the run started (UTC), ``None`` before.
         uptime_s: Seconds since it started (until it ended, once it has).
-        snapshots: Epochs committed to the recovery store by this run.
+        snapshots: Commits to the recovery store by this run (one commit
+            covers every epoch that ended since the one before).
         last_snapshot_at: When the last of those commits ended (UTC).
         last_snapshot_s: Seconds that commit took.
         restoring: The run is loading its state (cluster mode: a new
