@@ -368,6 +368,43 @@ async def test_naive_next_awake_is_a_type_error_naming_the_step() -> None:
     assert out == [1]
 
 
+class _WrongWakePart(_NaiveWakePart):
+    def __init__(self, awake: Any) -> None:
+        super().__init__()
+        self.awake = awake
+
+    def next_awake(self) -> Any:
+        return self.awake if self.called else None
+
+
+class _WrongWakeSource(DynamicSource[int]):
+    def __init__(self, awake: Any) -> None:
+        self.awake = awake
+
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _WrongWakePart:
+        return _WrongWakePart(self.awake)
+
+
+async def _wake_at_five() -> None:
+    return None
+
+
+@pytest.mark.parametrize("awake", ["int", "coroutine"])
+@pytest.mark.asyncio
+async def test_a_next_awake_that_is_no_datetime_is_a_type_error_naming_the_step(
+    awake: str,
+) -> None:
+    # It was a bare AttributeError ('int' object has no attribute 'tzinfo'),
+    # no step named; an async next_awake added a never-awaited warning.
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("in", _WrongWakeSource(5 if awake == "int" else _wake_at_five()))
+    flow.output("out", TestingSink(out))
+    with pytest.raises(TypeError, match="'in': next_awake must return an aware datetime or None"):
+        await run(flow)
+    assert out == [1]
+
+
 class _IdlePart(StatelessSourcePartition[Any]):
     def __init__(self, owner: IdleSource) -> None:
         self.owner = owner

@@ -30,6 +30,7 @@ from aiowax._engine.aio import Doorbell, user_await, yield_now
 from aiowax._engine.channels import AnyOutlet, EpochBarrier
 from aiowax._engine.context import RunContext
 from aiowax._engine.errors import RoutingFailed, StepFailed, fail, with_side_task
+from aiowax._engine.ops.base import close_coroutines
 from aiowax._engine.usercode import maybe_await
 from aiowax._util import is_async_callable
 
@@ -390,6 +391,13 @@ class Lane:
         end: a partition sleeping until a far ``next_awake`` must keep
         closing epochs on time.
         """
+        if not isinstance(awake, datetime):
+            close_coroutines(awake)  # an async def next_awake: never awaited, say so once
+            msg = (
+                f"input step {self.step.step_id!r}: next_awake must return an aware "
+                f"datetime or None, got {describe(awake)}"
+            )
+            raise StepFailed(TypeError(msg))
         if awake.tzinfo is None:
             msg = (
                 f"input step {self.step.step_id!r}: next_awake must return an aware "
