@@ -1132,3 +1132,48 @@ async def test_next_batch_may_return_a_list_subclass_or_a_tuple() -> None:
     out: list[int] = []
     await run(_scripted_flow([_Batch([1, 2]), (3,), _Batch([4, 5])], out))
     assert out == [1, 2, 3, 4, 5]
+
+
+class _ConvertingPart(StatelessSourcePartition[int]):
+    """1, 2, 3, then a read that turns its cancellation into a ConnectionError."""
+
+    def __init__(self, waiting: anyio.Event) -> None:
+        self.n = 0
+        self.waiting = waiting
+
+    async def next_batch(self, sched: datetime | None) -> list[int]:
+        self.n += 1
+        if self.n <= 3:
+            return [self.n]
+        self.waiting.set()
+        try:
+            await anyio.sleep_forever()
+        except anyio.get_cancelled_exc_class():
+            raise ConnectionError("read interrupted") from None
+        return []
+
+
+class _ConvertingSource(DynamicSource[int]):
+    def __init__(self) -> None:
+        self.waiting = anyio.Event()
+
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _ConvertingPart:
+        return _ConvertingPart(self.waiting)
+
+
+@pytest.mark.asyncio
+async def test_a_read_that_turns_the_stops_cancellation_into_an_error_still_stops() -> None:
+    # Client libraries raise their own error when a read is cancelled: the
+    # graceful stop came out as a failure of the input (ConnectionError,
+    # "raised in step 'in' by the input next_batch").
+    source = _ConvertingSource()
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("in", source)
+    flow.output("out", TestingSink(out))
+    with anyio.fail_after(10):
+        async with aiowax.open_flow(flow) as handle:
+            await source.waiting.wait()
+            await handle.stop()
+    assert handle.status is aiowax.FlowStatus.FINISHED
+    assert out == [1, 2, 3]

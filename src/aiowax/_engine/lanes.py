@@ -11,6 +11,7 @@ message.
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from time import perf_counter
@@ -42,6 +43,8 @@ COALESCE_SECONDS = 0.002
 BACKOFF_MIN = 0.001
 BACKOFF_MAX = 0.02
 #: The base classes' ``next_awake``, which always answers None.
+logger = logging.getLogger("aiowax")
+
 _NEVER_AWAKE = (StatefulSourcePartition.next_awake, StatelessSourcePartition.next_awake)
 
 Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]
@@ -318,6 +321,18 @@ class Lane:
         try:
             with scope:
                 batch = await user_await(next_batch(sched))
+        except Exception as error:
+            if not scope.cancel_called:
+                raise
+            # The stop's cancellation came out as another error (a client
+            # that turns it into ConnectionError, say): the read was
+            # abandoned all the same, and the stop is no failure.
+            logger.info(
+                "input step %r: its read, cancelled by the graceful stop, raised %s: %s",
+                self.step.step_id,
+                type(error).__name__,
+                error,
+            )
         finally:
             self.waited_s += perf_counter() - started
             self.waiting_since = 0.0
