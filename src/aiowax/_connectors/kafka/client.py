@@ -28,12 +28,26 @@ TRANSIENT_CODES = frozenset(
 
 
 def consumer_config(
-    brokers: list[str], add_config: dict[str, ConfigValue], on_error: Callable[[KafkaError], None]
+    brokers: list[str],
+    add_config: dict[str, ConfigValue],
+    on_error: Callable[[KafkaError], None],
+    timeout_s: float | None = None,
 ) -> dict[str, Any]:
-    """The settings of a source's consumer: defaults, brokers, then ``add_config``."""
+    """The settings of a source's consumer: defaults, brokers, then ``add_config``.
+
+    With the source's ``timeout_s``, requests time out after half of it
+    (at least 1.5 s, at most librdkafka's 60 s default): a network that
+    drops packets without a word (no refusal, no reset) reports no error
+    until a request times out, so with the 60 s default the source's
+    timeout never started.
+    """
+    socket_timeout = {}
+    if timeout_s is not None:
+        socket_timeout["socket.timeout.ms"] = int(min(60_000, max(1_500, timeout_s * 500)))
     return {
         **CONSUMER_DEFAULTS,
         "bootstrap.servers": ",".join(brokers),
+        **socket_timeout,
         **add_config,
         "error_cb": on_error,
     }

@@ -99,7 +99,9 @@ class _KafkaSourcePartition(StatefulSourcePartition[Any, int]):
         self._last_probe = 0.0
         self._started = time.monotonic()
         self._tp = TopicPartition(topic, index)
-        config = consumer_config(source._brokers, source._add_config, self._client_errors.append)
+        config = consumer_config(
+            source._brokers, source._add_config, self._client_errors.append, self._timeout_s
+        )
         self._consumer = confluent_kafka.Consumer(config)
         try:
             self._consumer.assign([TopicPartition(topic, index, start)])
