@@ -12,6 +12,7 @@ import anyio
 
 from aiowax._checks import positive_int, timedelta_arg
 from aiowax._engine.aio import END, PendingRead, next_or_end
+from aiowax._engine.context import stopping_gracefully
 
 X = TypeVar("X")
 
@@ -141,7 +142,9 @@ def batch_async(
 
     A list is yielded once it has ``batch_size`` items, or once ``timeout``
     has passed since its first item arrived, whichever comes first; the last,
-    shorter list is yielded when the iterable ends.
+    shorter list is yielded when the iterable ends. Awaited by a source's
+    ``next_batch``, an unfinished list is yielded too when a graceful stop
+    of the flow cancels the read, so the items it took are not lost.
 
     Args:
         aib: The async iterable to read.
@@ -179,7 +182,14 @@ async def _batch_async(
                 remaining = None if deadline is None else deadline - anyio.current_time()
                 if remaining is not None and remaining <= 0:
                     break
-                got, value = await next_item.get(remaining)
+                try:
+                    got, value = await next_item.get(remaining)
+                except anyio.get_cancelled_exc_class():
+                    if chunk and stopping_gracefully():
+                        # The stop cancels the source's read: the items this
+                        # list took from ``aib`` go out instead of being lost.
+                        break
+                    raise
                 if not got:
                     break  # timed out: the pending read stays for the next list
                 next_item = None

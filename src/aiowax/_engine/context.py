@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -123,3 +124,14 @@ class RunContext:
     def _maybe_cancel(self) -> None:
         if not self.awaited_tails and self.cancel_scope is not None:
             self.cancel_scope.cancel()
+
+
+#: The run whose source lane is the current task (set by each lane for its
+#: own task): user code a source awaits can tell a graceful stop.
+LANE_RUN: ContextVar[RunContext | None] = ContextVar("aiowax_lane_run", default=None)
+
+
+def stopping_gracefully() -> bool:
+    """Whether the current task is a source lane whose run is stopping gracefully."""
+    ctx = LANE_RUN.get()
+    return ctx is not None and ctx.stopping

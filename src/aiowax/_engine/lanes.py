@@ -29,7 +29,7 @@ from aiowax._definition.inputs import (
 from aiowax._definition.steps import InputStep
 from aiowax._engine.aio import Doorbell, user_await, yield_now
 from aiowax._engine.channels import AnyOutlet, EpochBarrier
-from aiowax._engine.context import RunContext
+from aiowax._engine.context import LANE_RUN, RunContext
 from aiowax._engine.errors import RoutingFailed, StepFailed, fail, with_side_task
 from aiowax._engine.ops.base import close_coroutines
 from aiowax._engine.usercode import maybe_await
@@ -229,6 +229,7 @@ class Lane:
         Args:
             downstream: The pipeline tails that drain what this lane sends.
         """
+        LANE_RUN.set(self.ctx)  # this task's own context
         try:
             self.part = await self._build()
             if is_async_callable(_next_batch_method(self.part)):
