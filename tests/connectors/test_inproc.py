@@ -876,12 +876,15 @@ async def test_a_push_source_feeds_a_flow_started_again_after_a_stop() -> None:
 
 @pytest.mark.asyncio
 async def test_what_an_aborted_run_left_in_a_push_source_goes_to_the_next_run() -> None:
-    source: PushSource[int] = PushSource(max_buffer=10_000, batch_size=10)
+    # More than the flow can hold: a channel of 8 messages, which the lane
+    # fills with up to 1024 items each (it gathers reads that do not wait).
+    sent = 30_000
+    source: PushSource[int] = PushSource(max_buffer=sent, batch_size=10)
     gated = GatedSink()  # never opened: the first run fills up, then is aborted
     with anyio.fail_after(WATCHDOG):
         async with anyio.create_task_group() as tg:
             handle = await aiowax.start_flow(tg, push_flow(source, gated))
-            for i in range(3000):
+            for i in range(sent):
                 source.send_nowait(i)
             await settle()
             await handle.abort()
@@ -891,7 +894,7 @@ async def test_what_an_aborted_run_left_in_a_push_source_goes_to_the_next_run() 
         async with aiowax.open_flow(push_flow(source, TestingSink(out))) as second:
             source.close()
             await second.wait()
-    assert out == list(range(3000 - left, 3000))
+    assert out == list(range(sent - left, sent))
 
 
 @pytest.mark.asyncio

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
 import anyio
@@ -98,6 +99,64 @@ def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T], timeout: 
     except concurrent.futures.TimeoutError:
         done.cancel()
         raise TimeoutError(f"the event loop did not answer within {timeout:g} s") from None
+
+
+class Suspended:
+    """A coroutine that `run_until_suspended` started and that now waits.
+
+    Awaiting this, in the task that started it, goes on where the coroutine
+    stopped: what it waits on goes to the task as if it had been awaited all
+    along, and what the loop sends or throws back (a cancellation) goes on to
+    it. A plain ``yield from`` cannot take over a coroutine already started.
+    """
+
+    __slots__ = ("coro", "yielded")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], yielded: Any) -> None:
+        self.coro = coro
+        self.yielded = yielded
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        coro, yielded = self.coro, self.yielded
+        while True:
+            try:
+                sent = yield yielded
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as error:
+                try:
+                    yielded = coro.throw(error)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    yielded = coro.send(sent)
+                except StopIteration as done:
+                    return done.value
+
+    def abandon(self) -> None:
+        """Close the coroutine without awaiting it (its task is going away)."""
+        with contextlib.suppress(RuntimeError):  # a cleanup that awaits is cut short
+            self.coro.close()
+
+
+def run_until_suspended(coro: Coroutine[Any, Any, T]) -> T | Suspended:
+    """Run ``coro`` in the calling task until it first waits.
+
+    Returns:
+        Its result if it finished without waiting (a queue with a backlog,
+        a buffered socket), else a `Suspended` to await for the rest.
+
+    Raises:
+        BaseException: What the coroutine raised before it first waited.
+    """
+    try:
+        yielded = coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    return Suspended(coro, yielded)
 
 
 def raise_if_cancelled(error: BaseException) -> None:

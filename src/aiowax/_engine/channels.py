@@ -52,6 +52,11 @@ class Sender:
         self._nowait(msg)
         self._bell.ring()
 
+    def has_room(self) -> bool:
+        """Whether a message can go in now without waiting."""
+        stats = self._stream.statistics()
+        return stats.current_buffer_used < stats.max_buffer_size
+
     async def send(self, msg: Message) -> None:
         """Send, waiting only while the channel is full.
 
@@ -141,6 +146,8 @@ class AnyOutlet(Protocol):
     """What a step sends through: a plain `Outlet` or an exchange."""
 
     async def send(self, msg: list[Any]) -> None: ...
+    def has_room(self) -> bool: ...
+    def send_nowait(self, msg: list[Any]) -> None: ...
     async def epoch_end(self, epoch: int) -> None: ...
     async def end_of_input(self, stopped: bool = False) -> None: ...
     async def failure(self) -> None: ...
@@ -162,6 +169,15 @@ class Outlet:
         """Send a batch or marker, waiting only if the channel is full."""
         if self._stream is not None:
             await self._stream.send(msg)
+
+    def has_room(self) -> bool:
+        """Whether `send_nowait` can send a batch now."""
+        return self._stream is None or self._stream.has_room()
+
+    def send_nowait(self, msg: list[Any]) -> None:
+        """Send a batch at once; only after `has_room` said yes."""
+        if self._stream is not None:
+            self._stream.send_nowait(msg)
 
     async def epoch_end(self, epoch: int) -> None:
         await self.send(EpochEnd(epoch, self.sender))

@@ -162,6 +162,34 @@ class ExchangeOutlet:
                     ahead[worker] = 0
                 await self._streams[worker].send((sender, part))
 
+    def has_room(self) -> bool:
+        """Whether `send_nowait` can send a batch now: room in every worker's channel."""
+        closed = self._closed
+        for worker, stream in enumerate(self._streams):
+            if not stream.has_room():
+                return False
+            if self._gates[worker].aligned < closed and self._ahead[worker] >= AHEAD_LIMIT:
+                return False
+        return True
+
+    def send_nowait(self, batch: list[Any]) -> None:
+        """Route and send a batch at once; only after `has_room` said yes."""
+        try:
+            parts = self._route(batch)
+        except StepFailed as bad:
+            self._send_parts_nowait(bad.partial)
+            step_id: str = getattr(self._route, "step_id", "")
+            raise RoutingFailed(bad.error, step_id, sum(map(len, bad.partial))) from None
+        self._send_parts_nowait(parts)
+
+    def _send_parts_nowait(self, parts: list[list[Any]]) -> None:
+        closed = self._closed
+        for worker, part in enumerate(parts):
+            if part:
+                if self._gates[worker].aligned < closed:
+                    self._ahead[worker] += 1
+                self._streams[worker].send_nowait((self.sender, part))
+
     async def _broadcast(self, msg: Message) -> None:
         for stream in self._streams:
             await stream.send(msg)

@@ -1,11 +1,13 @@
 """Source lanes: one task per source partition, feeding its pipeline.
 
 A lane calls ``next_batch``, sends what it got, and closes epochs. With a
-sync ``next_batch`` that keeps returning items at once, the lane coalesces
+``next_batch`` that keeps returning items at once, the lane coalesces
 several results into one message (it stops once it holds `COALESCE_ITEMS`
 items or has spent `COALESCE_SECONDS`), so a source of one-item batches does
 not pay a channel hop per item; it never waits for more items to fill a
-message.
+message. An ``async def next_batch`` is run until it first waits: one that
+returns without waiting (a queue with a backlog) is gathered like a sync
+one, and what was gathered goes on as soon as a read waits.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from time import perf_counter
+from types import CoroutineType
 from typing import Any
 
 import anyio
@@ -27,7 +30,13 @@ from aiowax._definition.inputs import (
     StatelessSourcePartition,
 )
 from aiowax._definition.steps import InputStep
-from aiowax._engine.aio import Doorbell, user_await, yield_now
+from aiowax._engine.aio import (
+    Doorbell,
+    Suspended,
+    run_until_suspended,
+    user_await,
+    yield_now,
+)
 from aiowax._engine.channels import AnyOutlet, EpochBarrier
 from aiowax._engine.context import LANE_RUN, RunContext
 from aiowax._engine.errors import RoutingFailed, StepFailed, fail, with_side_task
@@ -35,9 +44,9 @@ from aiowax._engine.ops.base import close_coroutines
 from aiowax._engine.usercode import maybe_await
 from aiowax._util import is_async_callable
 
-#: Largest number of items a lane gathers into one message from a sync source.
+#: Largest number of items a lane gathers into one message.
 COALESCE_ITEMS = 1024
-#: Longest a lane keeps calling a sync source before it sends what it has.
+#: Longest a lane keeps calling a source that answers at once before it sends what it has.
 COALESCE_SECONDS = 0.002
 #: Back-off after empty batches from a source that has no ``next_awake``.
 BACKOFF_MIN = 0.001
@@ -173,6 +182,9 @@ class Lane:
         # never cut short.
         self._read_scope = anyio.CancelScope()
         self._abandoned = False
+        #: Whether the last async read waited: one that did not may be
+        #: gathered with the next, as a sync source's batches are.
+        self.read_waited = True
         #: Items sent downstream (read by `aiowax._stats`).
         self.items_read = 0
         #: Times the source's code raised (the run stops at the first).
@@ -199,6 +211,27 @@ class Lane:
         finally:
             self.waited_s += perf_counter() - started
             self.waiting_since = 0.0
+
+    def _send_gathered(self, read: Suspended) -> None:
+        """Send what was gathered, now that the read after it waits.
+
+        Items do not wait for later ones, and an epoch the watcher closes
+        during the read (at the position before it) has them all before its
+        marker. Without awaiting: the suspended read may hold scopes of its
+        own open, whose deadlines must not land in the lane's send. The lane
+        gathers only while its outlet has room, and nothing ran since it
+        looked, so this cannot wait; were it full, the items would go with
+        the read's own.
+        """
+        if not self.outlet.has_room():
+            return
+        out, self.pending = self.pending, []
+        self.items_read += len(out)
+        try:
+            self.outlet.send_nowait(out)
+        except BaseException:
+            read.abandon()
+            raise
 
     async def _build(self) -> Partition:
         source: Any = self.step.source
@@ -247,7 +280,8 @@ class Lane:
                 self.errors += 1
             await self.ctx.report(self.outlet, failed, downstream)
         finally:
-            self.ended_at = perf_counter()
+            if self.ended_at is None:
+                self.ended_at = perf_counter()
             self.barrier.leave()
             self.outlet.close()
             await self._close(downstream)
@@ -296,9 +330,8 @@ class Lane:
         if self.in_read:
             self._read_scope.cancel()
 
-    async def _read(
-        self, next_batch: Callable[[datetime | None], Any], sched: datetime | None
-    ) -> Any:
+    def _mark_pre_read(self) -> None:
+        """Take the position before a read, recorded if an epoch ends or a stop comes during it."""
         recovery = self.ctx.recovery
         if recovery is not None and isinstance(self.part, StatefulSourcePartition):
             try:
@@ -306,22 +339,60 @@ class Lane:
             except BaseException as error:
                 raise fail(error, self.step.step_id, "input snapshot") from None
             # Serialised now: the read may change the object returned (a dict
-            # the partition keeps its position in), and this position is the
-            # one recorded if an epoch closes, or a stop comes, during the read.
+            # the partition keeps its position in).
             assert self.part_name is not None
             self.pre_read = recovery.freeze(self.step.step_id, self.part_name, position)
+
+    async def _read(
+        self,
+        next_batch: Callable[[datetime | None], Any],
+        sched: datetime | None,
+        gather_until: float = 0.0,
+        monotonic: Callable[[], float] = perf_counter,
+    ) -> Any:
+        """One async read, and with ``gather_until``, the ones after it that do not wait.
+
+        Those are gathered into `pending` in the same cancel scope (a scope
+        costs more than such a read) until ``monotonic()`` reaches
+        ``gather_until`` or `COALESCE_ITEMS` are held.
+        """
+        self._mark_pre_read()
         if self.ctx.stopping:
             raise _ReadAbandoned
         scope = self._read_scope = anyio.CancelScope()
-        self.in_read = True
-        self._read_bell.ring()
         batch: Any = _ABANDONED
-        # Timed here rather than through `_wait_for_source`: a coroutine
-        # frame less for every read.
-        started = self.waiting_since = perf_counter()
+        started = 0.0
         try:
             with scope:
-                batch = await user_await(next_batch(sched))
+                read: Any = next_batch(sched)
+                while type(read) is CoroutineType:
+                    # Run the read until it first waits (inside its scope:
+                    # it may open scopes of its own). One that returns at
+                    # once, a queue with a backlog, is done here.
+                    read = run_until_suspended(read)
+                    if type(read) is Suspended:
+                        if self.pending:
+                            self._send_gathered(read)
+                        break
+                    if not (
+                        gather_until
+                        and type(read) is list
+                        and read
+                        and len(self.pending) < COALESCE_ITEMS
+                        and monotonic() < gather_until
+                    ):
+                        self.read_waited = False
+                        return read
+                    self.pending += read
+                    self._mark_pre_read()
+                    read = next_batch(sched)
+                self.read_waited = True
+                self.in_read = True
+                self._read_bell.ring()
+                # Timed here rather than through `_wait_for_source`: a
+                # coroutine frame less for every read.
+                started = self.waiting_since = perf_counter()
+                batch = await user_await(read)
         except Exception as error:
             if not scope.cancel_called:
                 raise
@@ -335,8 +406,9 @@ class Lane:
                 error,
             )
         finally:
-            self.waited_s += perf_counter() - started
-            self.waiting_since = 0.0
+            if started:
+                self.waited_s += perf_counter() - started
+                self.waiting_since = 0.0
             self.in_read = False
             if self.closing is not None:
                 # The watcher is closing the epoch this read started in:
@@ -468,7 +540,11 @@ class Lane:
                     # The read has a cancel scope of its own, which only a
                     # graceful stop cancels; the watcher closes the epochs
                     # that end while it is in flight.
-                    batch = await self._read(next_batch, sched)
+                    gather_until = 0.0
+                    if not asks_awake and outlet.has_room():
+                        since = started if self.pending else monotonic()
+                        gather_until = min(self.epoch_deadline, since + COALESCE_SECONDS)
+                    batch = await self._read(next_batch, sched, gather_until, monotonic)
                 else:
                     batch = next_batch(sched)
             except (StopIteration, StopAsyncIteration):
@@ -494,13 +570,13 @@ class Lane:
             if (
                 batch
                 and not ended
-                and not is_async
+                and (not is_async or (not self.read_waited and outlet.has_room()))
                 and awake is None
                 and now < self.epoch_deadline
                 and len(self.pending) < COALESCE_ITEMS
                 and now - started < COALESCE_SECONDS
             ):
-                if asks_awake:
+                if asks_awake or is_async:
                     continue  # more may be ready right now: gather it first
                 # The same, in a tighter loop: a sync source that answers at
                 # once (one-item batches) pays only its own call and a clock
@@ -540,6 +616,9 @@ class Lane:
                 # continues after everything this one read.
                 self._snapshot()
                 await outlet.end_of_input(stopping)
+                # Ended now, not once the epoch watcher is wound down (the
+                # steps after it may run first, on their own time).
+                self.ended_at = perf_counter()
                 return
             if now >= self.epoch_deadline:
                 await self._close_epoch(_NOW, interval)

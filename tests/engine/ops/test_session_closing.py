@@ -158,7 +158,8 @@ async def test_a_failure_while_closing_keeps_what_the_tick_closed_before_it(
     config = (
         SessionWindow(secs(2)) if window == "session" else TumblingWindow(secs(10), align_to=at(0))
     )
-    # b comes in a batch of its own, after a and c at the same loop time:
+    # b comes in a batch of its own (the read of 0 s between waits, so the
+    # lane sends a and c first), after a and c at the same loop time:
     # the three are due at one deadline, where keys close in the order they
     # were scheduled (within a batch, in an order that varies with the
     # hash seed), so b closes last.
@@ -167,7 +168,7 @@ async def test_a_failure_while_closing_keeps_what_the_tick_closed_before_it(
     out: list[Any] = []
     folded: list[str] = []
     flow = Dataflow()
-    flow.input("inp", Script(first, then, 3600.0))
+    flow.input("inp", Script(first, 0, then, 3600.0))
     flow.fold_window("fold", event_clock(), config, list, _fold_failing_on(bad, folded))
     flow.map("values", lambda kv: (kv[0], kv[1][1]))
     flow.output("out", TestingSink(out))

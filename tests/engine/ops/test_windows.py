@@ -169,7 +169,9 @@ class Script(FixedPartitionedSource[Any, int]):
     """One async partition playing a script, one entry per call.
 
     A list is a batch of items; a number sleeps that many seconds of loop
-    time; a callable is called (to look at the flow while it runs).
+    time; a callable is called (to look at the flow while it runs). Lists
+    with no number between them may reach the steps as one message (the
+    lane gathers reads that return without waiting); a 0 keeps them apart.
     """
 
     def __init__(self, *script: Any) -> None:
@@ -863,6 +865,7 @@ async def test_system_clock_items_are_never_late_when_the_wall_clock_lags_the_lo
     lag = wall_clock_shift(monkeypatch, -timedelta(milliseconds=1))
     script = Script(
         items("k", (0, "a")),
+        0,  # a is placed before the clock moves
         lag,
         0.2,
         items("k", (0, "b")),
