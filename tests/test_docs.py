@@ -100,7 +100,10 @@ def test_the_web_service_example_says_a_graceful_stop_keeps_accepted_readings() 
 
 @pytest.mark.asyncio
 async def test_a_graceful_stop_hands_the_flow_what_a_push_source_accepted() -> None:
-    source: PushSource[int] = PushSource(max_buffer=100, batch_size=1)
+    # More than the flow holds (8 messages a channel, which the input fills
+    # with up to 1024 items each: it gathers reads that do not wait).
+    sent = 20_000
+    source: PushSource[int] = PushSource(max_buffer=sent, batch_size=1)
     gate = asyncio.Event()
     out: list[int] = []
 
@@ -113,12 +116,12 @@ async def test_a_graceful_stop_hands_the_flow_what_a_push_source_accepted() -> N
     flow.map("held", held)
     flow.output("out", TestingSink(out))
     async with aiowax.open_flow(flow) as handle:
-        await source.send_many(list(range(50)))
+        await source.send_many(list(range(sent)))
         await asyncio.sleep(0.01)
         assert source.qsize() > 0  # accepted, not yet taken by the flow
         stopping = asyncio.create_task(handle.stop())
         await asyncio.sleep(0.01)
         gate.set()
         await stopping
-    assert out == list(range(50))
+    assert out == list(range(sent))
     assert handle.status is aiowax.FlowStatus.FINISHED
