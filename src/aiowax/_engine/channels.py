@@ -54,8 +54,10 @@ class Sender:
 
     def has_room(self) -> bool:
         """Whether a message can go in now without waiting."""
-        stats = self._stream.statistics()
-        return stats.current_buffer_used < stats.max_buffer_size
+        # anyio's own state: statistics() builds an object at every call,
+        # and a lane asks before every async read.
+        state = self._stream._state
+        return len(state.buffer) < state.max_buffer_size
 
     async def send(self, msg: Message) -> None:
         """Send, waiting only while the channel is full.

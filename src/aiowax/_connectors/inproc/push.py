@@ -11,6 +11,7 @@ import anyio
 from aiowax._checks import positive_int
 from aiowax._connectors.inproc.timing import IDLE_RETURN_SECONDS
 from aiowax._definition.inputs import FixedPartitionedSource, StatefulSourcePartition
+from aiowax._engine.aio import yield_now
 from aiowax._errors import SourceClosedError, SourceFullError
 
 X = TypeVar("X")
@@ -157,6 +158,10 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
             self._closed = False
 
     async def _take(self) -> list[X]:
+        if not self._buffer and not self._closed:
+            # Senders usually have more on the way: one turn of the loop
+            # first, far cheaper than setting up the wait below.
+            await yield_now()
         if not self._buffer and not self._closed:
             self._data = anyio.Event()
             with anyio.move_on_after(IDLE_RETURN_SECONDS):
