@@ -727,3 +727,14 @@ def test_a_sources_requests_time_out_within_its_timeout(
 
     config = consumer_config(["b:9092"], add_config, lambda _e: None, timeout_s)
     assert config["socket.timeout.ms"] == expected
+
+
+def test_the_socket_timeout_stays_a_second_above_a_users_fetch_wait() -> None:
+    # librdkafka wants socket.timeout.ms above fetch.wait.max.ms by 1 s, or
+    # an idle partition's fetches (held by the broker that long) time out.
+    from aiowax._connectors.kafka.client import consumer_config
+
+    config = consumer_config(["b:9092"], {"fetch.wait.max.ms": 4000}, lambda _e: None, 10.0)
+    assert config["socket.timeout.ms"] == 5_000
+    config = consumer_config(["b:9092"], {"fetch.wait.max.ms": 4500}, lambda _e: None, 10.0)
+    assert config["socket.timeout.ms"] == 5_500

@@ -1295,3 +1295,87 @@ async def test_an_epoch_closed_while_a_read_waits_has_what_was_gathered_before_i
     with anyio.fail_after(10):
         await aiowax.run(flow, recovery_config=config)
     assert again == [6, 7]
+
+
+class _BadThenWaitPart(StatelessSourcePartition[Any]):
+    """Worker 0: ("k", 1), "bad" (no key), then a read that waits in a scope
+    whose cleanup awaits; the other workers end at once."""
+
+    def __init__(self, worker: int) -> None:
+        self.worker = worker
+        self.i = 0
+
+    async def next_batch(self, sched: datetime | None) -> list[Any]:
+        self.i += 1
+        if self.worker != 0 or self.i > 3:
+            raise StopAsyncIteration
+        if self.i == 3:
+            with anyio.move_on_after(3600):
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    await anyio.lowlevel.checkpoint()
+        return [("k", 1)] if self.i == 1 else ["bad"]
+
+
+class _BadThenWaitSource(DynamicSource[Any]):
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _BadThenWaitPart:
+        return _BadThenWaitPart(worker_index)
+
+
+@pytest.mark.asyncio
+async def test_a_bad_item_among_gathered_ones_fails_the_run_with_its_own_error() -> None:
+    # The gathered items go on when the next read waits; a bad one among
+    # them (refused on its way to a keyed step) closed that waiting read
+    # without unwinding its scopes: anyio's "exit a cancel scope that isn't
+    # the current task's" replaced the step's error, and a later version
+    # of the fix ended the run as if stopped, silently.
+    seen: list[aiowax.stats.FlowStats] = []
+    flow = Dataflow()
+    flow.input("inp", _BadThenWaitSource())
+    flow.stateful_map("sm", lambda: 0, lambda s, v: (s + 1, v))
+    flow.output("out", TestingSink([]))
+    with pytest.raises(TypeError, match="step 'sm' needs \\(key, value\\)"), anyio.fail_after(10):
+        await aiowax.run(flow, workers=2, on_stats=seen.append, stats_interval=3600)
+    inp, sm = seen[-1].step("inp"), seen[-1].step("sm")
+    assert (inp.errors, sm.errors) == (0, 1)
+    assert inp.items_out == 1  # ("k", 1), handed on before the bad one
+
+
+class _TickingPart(StatelessSourcePartition[int]):
+    """One item a read, each read waiting a loop turn first."""
+
+    def __init__(self) -> None:
+        self.i = 0
+
+    async def next_batch(self, sched: datetime | None) -> list[int]:
+        self.i += 1
+        if self.i % 2 == 0:
+            await anyio.lowlevel.checkpoint()
+        return [self.i]
+
+
+class _TickingSource(DynamicSource[int]):
+    def build(self, now: datetime, worker_index: int, worker_count: int) -> _TickingPart:
+        return _TickingPart()
+
+
+@pytest.mark.asyncio
+async def test_an_input_is_not_blamed_when_the_steps_after_it_fail() -> None:
+    # A map fails: the lane's next send finds the channel closed. Sent
+    # without waiting (gathered items before a read that waits), that was
+    # reported as the input's own next_batch error in its stats.
+    def boom(x: int) -> int:
+        if x == 30:
+            raise ValueError("boom")
+        return x
+
+    seen: list[aiowax.stats.FlowStats] = []
+    flow = Dataflow()
+    flow.input("inp", _TickingSource())
+    flow.map("m", boom)
+    flow.output("out", TestingSink([]))
+    with pytest.raises(ValueError, match="boom"), anyio.fail_after(10):
+        await aiowax.run(flow, on_stats=seen.append, stats_interval=3600)
+    assert seen[-1].step("inp").errors == 0
+    assert seen[-1].step("m").errors == 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator
 from typing import Any, TypeVar
 
@@ -134,11 +133,6 @@ class Suspended:
                     yielded = coro.send(sent)
                 except StopIteration as done:
                     return done.value
-
-    def abandon(self) -> None:
-        """Close the coroutine without awaiting it (its task is going away)."""
-        with contextlib.suppress(RuntimeError):  # a cleanup that awaits is cut short
-            self.coro.close()
 
 
 def run_until_suspended(coro: Coroutine[Any, Any, T]) -> T | Suspended:

@@ -177,9 +177,16 @@ class Outlet:
         return self._stream is None or self._stream.has_room()
 
     def send_nowait(self, msg: list[Any]) -> None:
-        """Send a batch at once; only after `has_room` said yes."""
+        """Send a batch at once; only after `has_room` said yes.
+
+        Raises:
+            DownstreamGone: The receiver has stopped.
+        """
         if self._stream is not None:
-            self._stream.send_nowait(msg)
+            try:
+                self._stream.send_nowait(msg)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                raise DownstreamGone from None
 
     async def epoch_end(self, epoch: int) -> None:
         await self.send(EpochEnd(epoch, self.sender))

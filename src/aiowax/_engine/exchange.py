@@ -188,7 +188,10 @@ class ExchangeOutlet:
             if part:
                 if self._gates[worker].aligned < closed:
                     self._ahead[worker] += 1
-                self._streams[worker].send_nowait((self.sender, part))
+                try:
+                    self._streams[worker].send_nowait((self.sender, part))
+                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                    raise DownstreamGone from None
 
     async def _broadcast(self, msg: Message) -> None:
         for stream in self._streams:

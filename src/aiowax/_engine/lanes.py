@@ -12,6 +12,7 @@ one, and what was gathered goes on as soon as a read waits.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -39,7 +40,13 @@ from aiowax._engine.aio import (
 )
 from aiowax._engine.channels import AnyOutlet, EpochBarrier
 from aiowax._engine.context import LANE_RUN, RunContext
-from aiowax._engine.errors import RoutingFailed, StepFailed, fail, with_side_task
+from aiowax._engine.errors import (
+    DownstreamGone,
+    RoutingFailed,
+    StepFailed,
+    fail,
+    with_side_task,
+)
 from aiowax._engine.ops.base import close_coroutines
 from aiowax._engine.usercode import maybe_await
 from aiowax._util import is_async_callable
@@ -212,7 +219,7 @@ class Lane:
             self.waited_s += perf_counter() - started
             self.waiting_since = 0.0
 
-    def _send_gathered(self, read: Suspended) -> None:
+    def _send_gathered(self) -> None:
         """Send what was gathered, now that the read after it waits.
 
         Items do not wait for later ones, and an epoch the watcher closes
@@ -220,18 +227,14 @@ class Lane:
         marker. Without awaiting: the suspended read may hold scopes of its
         own open, whose deadlines must not land in the lane's send. The lane
         gathers only while its outlet has room, and nothing ran since it
-        looked, so this cannot wait; were it full, the items would go with
-        the read's own.
+        looked, so this cannot wait.
         """
-        if not self.outlet.has_room():
-            return
+        # An engine invariant: gathered items must never wait for the read
+        # after them (an epoch could close past them).
+        assert self.outlet.has_room(), "gathered items with no room downstream"
         out, self.pending = self.pending, []
+        self.outlet.send_nowait(out)
         self.items_read += len(out)
-        try:
-            self.outlet.send_nowait(out)
-        except BaseException:
-            read.abandon()
-            raise
 
     async def _build(self) -> Partition:
         source: Any = self.step.source
@@ -275,6 +278,8 @@ class Lane:
             self.items_read += len(failed.partial)
             self.pending = []
             if isinstance(failed, RoutingFailed):
+                # Those handed on before the refused one were read and sent.
+                self.items_read += failed.passed
                 self.ctx.count_routing_error(failed, self.worker_index)
             else:
                 self.errors += 1
@@ -362,6 +367,7 @@ class Lane:
         scope = self._read_scope = anyio.CancelScope()
         batch: Any = _ABANDONED
         started = 0.0
+        send_error: BaseException | None = None
         try:
             with scope:
                 read: Any = next_batch(sched)
@@ -372,7 +378,18 @@ class Lane:
                     read = run_until_suspended(read)
                     if type(read) is Suspended:
                         if self.pending:
-                            self._send_gathered(read)
+                            try:
+                                self._send_gathered()
+                            except BaseException as error:
+                                # The read waits with scopes of its own open:
+                                # cancel it, and let it unwind them, before
+                                # the error goes on.
+                                send_error = error
+                                scope.cancel()
+                                cancelled = anyio.get_cancelled_exc_class()
+                                with contextlib.suppress(Exception, cancelled):
+                                    await read
+                                raise
                         break
                     if not (
                         gather_until
@@ -394,7 +411,7 @@ class Lane:
                 started = self.waiting_since = perf_counter()
                 batch = await user_await(read)
         except Exception as error:
-            if not scope.cancel_called:
+            if not scope.cancel_called or error is send_error:
                 raise
             # The stop's cancellation came out as another error (a client
             # that turns it into ConnectionError, say): the read was
@@ -550,8 +567,8 @@ class Lane:
             except (StopIteration, StopAsyncIteration):
                 ended = True
                 batch = []
-            except _ReadAbandoned:
-                raise
+            except (_ReadAbandoned, DownstreamGone):
+                raise  # a stop; or the steps after it stopped (their error is the run's)
             except BaseException as error:
                 raise fail(error, step_id, "input next_batch") from None
             if type(batch) is not list:
@@ -609,8 +626,8 @@ class Lane:
             sent = bool(self.pending)
             if sent:
                 out, self.pending = self.pending, []
-                self.items_read += len(out)
                 await outlet.send(out)
+                self.items_read += len(out)
             if ended:
                 # The final position belongs to the last epoch: a later run
                 # continues after everything this one read.

@@ -43,7 +43,12 @@ def consumer_config(
     """
     socket_timeout = {}
     if timeout_s is not None:
-        socket_timeout["socket.timeout.ms"] = int(min(60_000, max(1_500, timeout_s * 500)))
+        # librdkafka wants it above the longest fetch wait by a second.
+        fetch_wait = add_config.get("fetch.wait.max.ms", 500)
+        floor = int(fetch_wait) + 1_000 if isinstance(fetch_wait, int | str) else 1_500
+        socket_timeout["socket.timeout.ms"] = int(
+            min(max(60_000, floor), max(1_500, floor, timeout_s * 500))
+        )
     return {
         **CONSUMER_DEFAULTS,
         "bootstrap.servers": ",".join(brokers),
