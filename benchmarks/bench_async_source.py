@@ -24,12 +24,12 @@ from datetime import datetime
 from typing import Any
 
 import uvloop
+from bench_throughput import CountingSink
 from benchlib import add_one
 
 import aiowax
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import DynamicSource, StatelessSourcePartition
-from aiowax.outputs import DynamicSink, StatelessSinkPartition
 
 
 class _QueuePart(StatelessSourcePartition[int]):
@@ -63,24 +63,8 @@ class _Source(DynamicSource[int]):
         return self.part
 
 
-class _Counter(StatelessSinkPartition[int]):
-    def __init__(self) -> None:
-        self.count = 0
-
-    def write_batch(self, items: list[int]) -> None:
-        self.count += len(items)
-
-
-class _Sink(DynamicSink[int]):
-    def __init__(self) -> None:
-        self.part = _Counter()
-
-    def build(self, worker_index: int, worker_count: int) -> _Counter:
-        return self.part
-
-
 async def _run_once(source: str, n: int) -> tuple[float, int]:
-    sink = _Sink()
+    sink = CountingSink()
     flow = Dataflow()
     queue: asyncio.Queue[int | None] = asyncio.Queue()
     if source == "queue":
@@ -104,7 +88,7 @@ async def _run_once(source: str, n: int) -> tuple[float, int]:
         if source == "queue":
             tg.create_task(produce())
         tg.create_task(aiowax.run(flow))
-    return time.perf_counter() - started, sink.part.count
+    return time.perf_counter() - started, sink.partition.count
 
 
 def main() -> None:

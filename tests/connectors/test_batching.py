@@ -102,6 +102,26 @@ async def test_batch_async_closed_early_leaves_no_task(timed_out: bool) -> None:
     assert reads_after_close == []
 
 
+def _batched_flow(lists: Callable[[], AsyncIterator[list[int]]], out: list[object]) -> Dataflow:
+    """A flow whose source's ``next_batch`` awaits the next of ``lists()`` (per partition)."""
+
+    class Part(StatelessSourcePartition[int]):
+        def __init__(self) -> None:
+            self.it = lists()
+
+        async def next_batch(self, sched: datetime | None) -> list[int]:
+            return await self.it.__anext__()
+
+    class Source(DynamicSource[object]):
+        def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
+            return Part()
+
+    flow = Dataflow()
+    flow.input("inp", Source())
+    flow.output("out", TestingSink(out))
+    return flow
+
+
 @pytest.mark.asyncio
 async def test_batch_async_in_a_source() -> None:
     """``batch_async`` is how an async iterator becomes a partition's batches."""
@@ -111,21 +131,8 @@ async def test_batch_async_in_a_source() -> None:
             await anyio.lowlevel.checkpoint()
             yield i
 
-    class Part(StatelessSourcePartition[int]):
-        def __init__(self) -> None:
-            self.it = batch_async(numbers(), timedelta(seconds=1), 4)
-
-        async def next_batch(self, sched: datetime | None) -> list[int]:
-            return await self.it.__anext__()
-
-    class Source(DynamicSource[object]):
-        def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
-            return Part()
-
     out: list[object] = []
-    flow = Dataflow()
-    flow.input("inp", Source())
-    flow.output("out", TestingSink(out))
+    flow = _batched_flow(lambda: batch_async(numbers(), timedelta(seconds=1), 4), out)
     await run(flow)
     assert out == list(range(10))
 
@@ -148,21 +155,8 @@ async def test_a_graceful_stop_keeps_what_batch_async_took_for_an_unfinished_lis
             yield i
             i += 1
 
-    class Part(StatelessSourcePartition[int]):
-        def __init__(self) -> None:
-            self.it = batch_async(numbers(), timedelta(hours=1), 100)
-
-        async def next_batch(self, sched: datetime | None) -> list[int]:
-            return await self.it.__anext__()
-
-    class Source(DynamicSource[object]):
-        def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
-            return Part()
-
     out: list[object] = []
-    flow = Dataflow()
-    flow.input("inp", Source())
-    flow.output("out", TestingSink(out))
+    flow = _batched_flow(lambda: batch_async(numbers(), timedelta(hours=1), 100), out)
     with anyio.fail_after(WATCHDOG):
         async with aiowax.open_flow(flow) as handle:
             await three_taken.wait()
