@@ -358,10 +358,11 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
+        (["-w", "0", "flows"], {}, "argument -w/--workers: must be an integer >= 1, got '0'"),
         (
-            ["-w", "0", "flows"],
+            ["--workers-per-process", "0", "flows"],
             {},
-            "argument -w/--workers/--workers-per-process: must be an integer >= 1, got '0'",
+            "argument --workers-per-process: must be an integer >= 1, got '0'",
         ),
         (["--workers", "two", "flows"], {}, "must be an integer >= 1, got 'two'"),
         (

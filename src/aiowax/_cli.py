@@ -211,11 +211,13 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument(
         "-w",
         "--workers",
-        # Bytewax 0.17.2's long name, for migrated scripts.
-        "--workers-per-process",
         metavar="N",
         type=_workers,
         help=f"workers to run in this process, at least 1 (env {ENV_WORKERS}; default: 1)",
+    )
+    # Bytewax 0.17.2's long name of -w, for migrated scripts (not in --help).
+    parser.add_argument(
+        "--workers-per-process", dest="workers", type=_workers, help=argparse.SUPPRESS
     )
     parser.add_argument(
         "-s",
