@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from aiowax._cluster.runtime import ClusterRun
 from aiowax._engine.driver import check_options, flow_name, run_flow
 from aiowax._engine.plan import compile_flow
-from aiowax._stats.collect import attached_runs, flow_stats
+from aiowax._stats.collect import attached_runs, ended_by_abort, flow_stats
 from aiowax._stats.model import FlowStats
 
 #: The longest `FlowHandle.stats` from another thread waits for the flow's loop.
@@ -230,11 +230,6 @@ class FlowHandle:
             # otherwise add its frames to the last one's.
             raise self._error.with_traceback(self._error_tb)
 
-    def _aborted(self) -> bool:
-        """Whether the run ended by an `AbortExecution` (a crash on purpose)."""
-        runs, _ = attached_runs([] if self._ctx is None else [self._ctx])
-        return any(ctx.abort for ctx in runs)
-
     def _attach(self, ctx: RunContext | ClusterRun) -> None:
         self._ctx = ctx
         self._status = FlowStatus.RUNNING
@@ -256,7 +251,7 @@ class FlowHandle:
                     await run_cluster(self._flow, self._cluster, on_start=self._attach, **options)
                 else:
                     await run_flow(self._flow, on_start=self._attach, **self._options)
-            if scope.cancelled_caught or self._aborted():
+            if scope.cancelled_caught or ended_by_abort([] if self._ctx is None else [self._ctx]):
                 self._status = FlowStatus.CANCELLED
             else:
                 self._status = FlowStatus.FINISHED

@@ -49,7 +49,15 @@ class Sender:
         return Sender(self._stream.clone(), self._bell)
 
     def send_nowait(self, msg: Message) -> None:
-        self._nowait(msg)
+        """Send without waiting (the channel must have room).
+
+        Raises:
+            DownstreamGone: The receiver has stopped.
+        """
+        try:
+            self._nowait(msg)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            raise DownstreamGone from None
         self._bell.ring()
 
     def has_room(self) -> bool:
@@ -183,10 +191,7 @@ class Outlet:
             DownstreamGone: The receiver has stopped.
         """
         if self._stream is not None:
-            try:
-                self._stream.send_nowait(msg)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                raise DownstreamGone from None
+            self._stream.send_nowait(msg)
 
     async def epoch_end(self, epoch: int) -> None:
         await self.send(EpochEnd(epoch, self.sender))

@@ -139,38 +139,40 @@ class ExchangeOutlet:
         except StepFailed as bad:
             # Items before the bad one still reach their workers.
             await self._send_parts(bad.partial)
-            step_id: str = getattr(self._route, "step_id", "")
-            passed = sum(map(len, bad.partial))
-            raise RoutingFailed(bad.error, step_id, passed) from None
+            raise self._refused(bad) from None
         await self._send_parts(parts)
+
+    def _refused(self, bad: StepFailed) -> RoutingFailed:
+        """The router's failure, as the receiving step's, with the items sent before it."""
+        step_id: str = getattr(self._route, "step_id", "")
+        return RoutingFailed(bad.error, step_id, sum(map(len, bad.partial)))
+
+    def _held_back(self, worker: int) -> bool:
+        """Whether a message to ``worker`` must wait for the epoch to be aligned there."""
+        return self._gates[worker].aligned < self._closed and self._ahead[worker] >= AHEAD_LIMIT
+
+    def _count_sent(self, worker: int) -> None:
+        """Count a message to ``worker``: one more held back there, or none while aligned."""
+        if self._gates[worker].aligned < self._closed:
+            self._ahead[worker] += 1
+        else:
+            self._ahead[worker] = 0
 
     async def _send_parts(self, parts: list[list[Any]]) -> None:
         sender = self.sender
-        closed = self._closed
-        ahead = self._ahead
         for worker, part in enumerate(parts):
             if part:
-                gate = self._gates[worker]
-                if gate.aligned < closed:
-                    # That inlet holds this back until the epoch is aligned.
-                    if ahead[worker] >= AHEAD_LIMIT:
-                        await gate.wait_for(closed)
-                        ahead[worker] = 0
-                    else:
-                        ahead[worker] += 1
-                elif ahead[worker]:
-                    ahead[worker] = 0
+                if self._held_back(worker):
+                    await self._gates[worker].wait_for(self._closed)
+                self._count_sent(worker)
                 await self._streams[worker].send((sender, part))
 
     def has_room(self) -> bool:
         """Whether `send_nowait` can send a batch now: room in every worker's channel."""
-        closed = self._closed
-        for worker, stream in enumerate(self._streams):
-            if not stream.has_room():
-                return False
-            if self._gates[worker].aligned < closed and self._ahead[worker] >= AHEAD_LIMIT:
-                return False
-        return True
+        return all(
+            stream.has_room() and not self._held_back(worker)
+            for worker, stream in enumerate(self._streams)
+        )
 
     def send_nowait(self, batch: list[Any]) -> None:
         """Route and send a batch at once; only after `has_room` said yes."""
@@ -178,20 +180,14 @@ class ExchangeOutlet:
             parts = self._route(batch)
         except StepFailed as bad:
             self._send_parts_nowait(bad.partial)
-            step_id: str = getattr(self._route, "step_id", "")
-            raise RoutingFailed(bad.error, step_id, sum(map(len, bad.partial))) from None
+            raise self._refused(bad) from None
         self._send_parts_nowait(parts)
 
     def _send_parts_nowait(self, parts: list[list[Any]]) -> None:
-        closed = self._closed
         for worker, part in enumerate(parts):
             if part:
-                if self._gates[worker].aligned < closed:
-                    self._ahead[worker] += 1
-                try:
-                    self._streams[worker].send_nowait((self.sender, part))
-                except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    raise DownstreamGone from None
+                self._count_sent(worker)
+                self._streams[worker].send_nowait((self.sender, part))
 
     async def _broadcast(self, msg: Message) -> None:
         for stream in self._streams:

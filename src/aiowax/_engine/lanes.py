@@ -58,9 +58,9 @@ COALESCE_SECONDS = 0.002
 #: Back-off after empty batches from a source that has no ``next_awake``.
 BACKOFF_MIN = 0.001
 BACKOFF_MAX = 0.02
-#: The base classes' ``next_awake``, which always answers None.
 logger = logging.getLogger("aiowax")
 
+#: The base classes' ``next_awake``, which always answers None.
 _NEVER_AWAKE = (StatefulSourcePartition.next_awake, StatelessSourcePartition.next_awake)
 
 Partition = StatefulSourcePartition[Any, Any] | StatelessSourcePartition[Any]

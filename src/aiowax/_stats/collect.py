@@ -179,6 +179,11 @@ def flow_stats(
 StatsCallback = Callable[[FlowStats], Awaitable[None] | None]
 
 
+def ended_by_abort(attached: Iterable[Any]) -> bool:
+    """Whether a run ended by `AbortExecution`: a crash on purpose, returning as if finished."""
+    return any(ctx.abort for ctx in attached_runs(attached)[0])
+
+
 def attached_runs(attached: Iterable[Any]) -> tuple[list[RunContext], bool]:
     """The runs behind what a run's ``on_start`` handed over, and whether one restores.
 
@@ -254,9 +259,7 @@ async def run_reporting(
                         logger.error(
                             "flow %r: on_stats raised again (%d times)", name, failed_calls
                         )
-        # An AbortExecution (a crash on purpose) returns like a finished run.
-        aborted = any(ctx.abort for ctx in attached_runs(attached)[0])
-        status = "failed" if failure else "cancelled" if aborted else "finished"
+        status = "failed" if failure else "cancelled" if ended_by_abort(attached) else "finished"
     finally:
         with anyio.CancelScope(shield=True):
             try:

@@ -46,9 +46,8 @@ def consumer_config(
         # librdkafka wants it above the longest fetch wait by a second.
         fetch_wait = add_config.get("fetch.wait.max.ms", 500)
         floor = int(fetch_wait) + 1_000 if isinstance(fetch_wait, int | str) else 1_500
-        socket_timeout["socket.timeout.ms"] = int(
-            min(max(60_000, floor), max(1_500, floor, timeout_s * 500))
-        )
+        half = int(min(60_000, timeout_s * 500))
+        socket_timeout["socket.timeout.ms"] = max(1_500, floor, half)
     return {
         **CONSUMER_DEFAULTS,
         "bootstrap.servers": ",".join(brokers),
