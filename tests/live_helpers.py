@@ -137,11 +137,54 @@ class DemoFlow:
                 await anyio.sleep(0.002)
 
 
+class HotKeyFlow:
+    """Two workers, one key: the worker that owns it is jammed, the other idle.
+
+    Every item gets the key ``"hot"``, and ``count`` waits at ``gate`` for
+    each, so the channel into ``count`` on the key's worker fills up while
+    the other worker's stays empty. Build it on the loop that runs it.
+    """
+
+    workers = 2
+
+    def __init__(self) -> None:
+        self.items: PushSource[int] = PushSource(max_buffer=64)
+        self.gate = anyio.Event()
+        self.out: list[Any] = []
+        self.handle: aiowax.FlowHandle | None = None
+        self.hot_worker: int | None = None
+        flow = Dataflow(name="hot")
+        flow.input("items", self.items)
+        flow.map("key", lambda item: ("hot", item))
+        flow.stateful_map("count", lambda: 0, self.count)
+        flow.output("out", TestingSink(self.out))
+        self.flow = flow
+
+    async def count(self, seen: int, item: int) -> tuple[int, int]:
+        await self.gate.wait()
+        return seen + 1, seen + 1
+
+    async def jam(self) -> None:
+        """Send items one at a time until a worker's channel into ``count`` is full."""
+        assert self.handle is not None
+        with anyio.fail_after(WATCHDOG):
+            while True:
+                rows = [r for r in self.handle.stats().steps if r.step_id == "count"]
+                full = [r.worker_index for r in rows if r.capacity and r.queued >= r.capacity]
+                if full:
+                    self.hot_worker = full[0]
+                    return
+                if self.items.qsize() == 0:
+                    self.items.send_nowait(1)
+                await anyio.sleep(0.002)
+
+
 @asynccontextmanager
-async def running(demo: DemoFlow) -> AsyncIterator[aiowax.FlowHandle]:
+async def running(demo: DemoFlow | HotKeyFlow) -> AsyncIterator[aiowax.FlowHandle]:
     """Run ``demo``'s flow (its failure stays on the handle); abort it at the end."""
+    workers = demo.workers if isinstance(demo, HotKeyFlow) else 1
     async with anyio.create_task_group() as tg:
-        demo.handle = await aiowax.start_flow(tg, demo.flow, propagate=False)
+        demo.handle = await aiowax.start_flow(tg, demo.flow, workers=workers, propagate=False)
         try:
             yield demo.handle
         finally:

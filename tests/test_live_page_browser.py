@@ -21,7 +21,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 import browser_helpers
 from aiowax.asgi import live_app
 from browser_helpers import CHROMIUM, CHROMIUM_ARGS, screenshot, sync_api
-from live_helpers import STEP_IDS, DemoFlow, running, serving
+from live_helpers import STEP_IDS, DemoFlow, HotKeyFlow, running, serving
 
 #: Milliseconds Playwright waits for a condition of the page.
 DEADLINE_MS = 15_000
@@ -117,6 +117,9 @@ def _drive(
     assert _wait_field(page, "parse", "items_in", "==", 12) == 12
     # Rates need two polls; the page computes them itself.
     _wait_field(page, "orders", "rate", ">=", 0)
+    # On one worker, "busiest worker" would repeat "busy": no such row.
+    _wait_field(page, "parse", "busy", ">=", 0)
+    assert page.is_hidden('[data-step-id="parse"] [data-field="busy_max"]')
 
     # Clicks in a window, one of them late; then a jam at "enrich".
     clicks = [demo.click(f"user-{i % 3}", 10 + i) for i in range(9)]
@@ -154,6 +157,53 @@ def _drive(
     assert background == "rgb(19, 21, 26)"  # the dark theme's
     screenshot(page, "live-page-dark.png", record_property, capsys)
     assert errors == []  # no script error on the page
+
+
+@pytest.mark.timeout(120)
+def test_the_live_page_shows_the_one_worker_that_holds_a_step_back(
+    record_property: Any, capsys: Any
+) -> None:
+    # Summed over two workers, one jammed and one idle, the step looked half
+    # busy with a half-full queue: nothing said that it held the flow back.
+    api = sync_api()
+    with start_blocking_portal() as portal:
+        hot: HotKeyFlow = portal.call(_build_hot)
+        with (
+            portal.wrap_async_context_manager(running(hot)) as handle,
+            portal.wrap_async_context_manager(serving(live_app(handle))) as url,
+            api.sync_playwright() as playwright,
+        ):
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+            )
+            try:
+                page = browser.new_page(viewport={"width": 1280, "height": 800})
+                page.set_default_timeout(DEADLINE_MS)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(url)
+                portal.call(hot.jam)
+                fill = '[data-step-id="count"] [data-field="fill"]'
+                page.wait_for_selector(fill + '[data-full="true"]')
+                label = page.inner_text(fill + " .label")
+                assert f"worker {hot.hot_worker} full" in label, label
+                width = page.eval_on_selector(fill + " .track > span", "el => el.style.width")
+                assert width == "100%"  # the fullest worker's channel, not the sum's
+                assert _wait_field(page, "count", "busy_max", ">", 90) <= 100
+                # The mean over the two workers is about half of that.
+                assert _field(page, "count", "busy") < 60
+                assert page.inner_text('[data-step-id="count"] [data-field="workers"]') == (
+                    "2 workers"
+                )
+                screenshot(page, "live-page-hot-worker.png", record_property, capsys)
+                assert errors == []
+            finally:
+                portal.call(hot.gate.set)
+                browser.close()
+
+
+async def _build_hot() -> HotKeyFlow:
+    return HotKeyFlow()
 
 
 @pytest.mark.parametrize(("require", "outcome"), [("", "skip"), ("1", "fail")])

@@ -507,6 +507,60 @@ def test_a_part_file_that_is_not_a_database_is_inconsistent(db_dir: Path) -> Non
     assert out == []
 
 
+#: The tables of a Bytewax 0.17.2 recovery partition, as ``python -m
+#: bytewax.recovery DIR 2`` makes them (read from its files' sqlite_master).
+BYTEWAX_0172_SCHEMA = """
+CREATE TABLE parts (created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    part_index INTEGER PRIMARY KEY NOT NULL CHECK (part_index >= 0),
+    part_count INTEGER NOT NULL CHECK (part_count > 0), CHECK (part_index < part_count)) STRICT;
+CREATE TABLE exs (created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    ex_num INTEGER NOT NULL PRIMARY KEY, worker_count INTEGER NOT NULL CHECK (worker_count > 0),
+    resume_epoch INTEGER NOT NULL) STRICT;
+CREATE TABLE fronts (created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    ex_num INTEGER NOT NULL, worker_index INTEGER NOT NULL CHECK (worker_index >= 0),
+    worker_frontier INTEGER NOT NULL, PRIMARY KEY (ex_num, worker_index)) STRICT;
+CREATE TABLE commits (created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP,
+    part_index INTEGER PRIMARY KEY NOT NULL, commit_epoch INTEGER NOT NULL) STRICT;
+CREATE TABLE snaps (created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, step_id TEXT NOT NULL,
+    state_key TEXT NOT NULL, snap_epoch INTEGER NOT NULL, ser_change TEXT,
+    PRIMARY KEY (step_id, state_key, snap_epoch)) STRICT;
+"""
+
+
+def _foreign_dir(path: Path, schema: str) -> dict[str, bytes]:
+    """Two SQLite files named like partitions, made with ``schema``; their bytes by name."""
+    path.mkdir()
+    for index in range(2):
+        conn = sqlite3.connect(path / f"part-{index}.sqlite3")
+        conn.executescript(schema)
+        conn.close()
+    return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
+
+
+def test_a_bytewax_recovery_directory_is_refused_as_bytewax_and_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # Bytewax 0.17.2 cannot read an aiowax directory either; the point here is
+    # the message, and that aiowax leaves Bytewax's directory untouched: no
+    # aiowax.lock in it (it was left there before), no file changed.
+    path = tmp_path / "bytewax"
+    before = _foreign_dir(path, BYTEWAX_0172_SCHEMA)
+    out: list[Any] = []
+    with pytest.raises(InconsistentPartitionsError, match="a Bytewax recovery partition") as info:
+        run(_tiny_flow(out), path)
+    assert "python -m aiowax.recovery" in str(info.value)
+    assert out == []
+    assert {p.name: p.read_bytes() for p in sorted(path.iterdir())} == before
+
+
+def test_an_sqlite_file_of_another_program_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
+    path = tmp_path / "other"
+    before = _foreign_dir(path, "CREATE TABLE users (name TEXT);")
+    with pytest.raises(InconsistentPartitionsError, match=r"no meta table \(tables: users\)"):
+        run(_tiny_flow([]), path)
+    assert {p.name: p.read_bytes() for p in sorted(path.iterdir())} == before
+
+
 def test_init_db_dir_creates_the_directory_and_files(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b"
     init_db_dir(str(path), 2)

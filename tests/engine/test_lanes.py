@@ -954,6 +954,22 @@ async def test_one_item_batches_read_back_to_back_all_arrive_in_order() -> None:
     assert out == list(range(3000))
 
 
+async def _fetch() -> list[int]:
+    return [1]
+
+
+@pytest.mark.asyncio
+async def test_a_plain_next_batch_returning_a_coroutine_is_told_to_be_async_def() -> None:
+    # The coroutine is closed, not left to warn "never awaited" at exit.
+    out: list[Any] = []
+    with pytest.raises(TypeError) as info:
+        await run(_scripted_flow([[0], _fetch()], out))
+    said = str(info.value)
+    assert "input step 'reads': next_batch must return a list, got" in said
+    assert "must be declared 'async def next_batch'" in said
+    assert out == [0]
+
+
 @pytest.mark.asyncio
 @pytest.mark.parametrize("at", [0, 1, 5])
 async def test_next_batch_returning_no_list_names_the_step_on_any_call(at: int) -> None:
@@ -1052,8 +1068,6 @@ async def test_gathering_from_a_slow_source_stops_on_time() -> None:
     await run(flow, watchdog=VIRTUAL_WATCHDOG)
     assert [i for message in sink.messages for i in message] == list(range(50))
     assert max(map(len, sink.messages)) <= 1 + round(COALESCE_SECONDS / slow)
-
-
 
 
 class _TricklePart(StatelessSourcePartition[float]):

@@ -141,6 +141,12 @@ def _as_list(batch: Any, step_id: str) -> list[Any]:
     if issubclass(type(batch), list | tuple):
         return list(batch)
     msg = f"input step {step_id!r}: next_batch must return a list, got {describe(batch)}"
+    if inspect.isawaitable(batch):
+        # A read the run cannot stop (no cancel scope around a sync call) is
+        # not awaited on the user's behalf; closed, it warns of nothing.
+        if inspect.iscoroutine(batch):
+            batch.close()
+        msg += "; a next_batch that awaits must be declared 'async def next_batch'"
     raise StepFailed(TypeError(msg))
 
 

@@ -152,6 +152,10 @@ class Store:
             )
             raise NoPartitionsError(msg)
         _check_access(db_dir, found)
+        # Before the lock, which would leave aiowax.lock in a directory that
+        # is not aiowax's (a Bytewax one, say).
+        for path in sorted(found.values()):
+            _check_written_by_aiowax(path)
         self.paths: dict[int, Path] = {}
         self.conns: dict[int, sqlite3.Connection] = {}
         # Taken before any file is opened, and held until all are closed.
@@ -400,6 +404,39 @@ def _check_access(db_dir: Path, found: Mapping[int, Path]) -> None:
             "this says nothing about the files' contents"
         )
         raise RecoveryPermissionError(msg)
+
+
+#: Tables of a Bytewax recovery partition that aiowax's files do not have.
+_BYTEWAX_TABLES = frozenset({"parts", "exs", "fronts"})
+
+
+def _check_written_by_aiowax(path: Path) -> None:
+    """Refuse ``path`` unless it is an aiowax partition file; change nothing in it.
+
+    A plain connection without `_connect`'s PRAGMAs reads the table names
+    only, so a foreign SQLite file keeps its journal mode.
+    """
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        try:
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as error:
+        raise _open_error(path, error) from None
+    tables = {row[0] for row in rows}
+    if "meta" in tables:
+        return
+    if _BYTEWAX_TABLES.issubset(tables):
+        msg = (
+            f"{path} is a Bytewax recovery partition, not an aiowax one: aiowax cannot resume "
+            "Bytewax's snapshots; give the flow a new directory made with "
+            "'python -m aiowax.recovery DIR COUNT' (nothing in this one was changed)"
+        )
+    else:
+        found = ", ".join(sorted(tables)) or "none"
+        msg = f"{path} is not an aiowax partition file: it has no meta table (tables: {found})"
+    raise InconsistentPartitionsError(msg)
 
 
 def _open_error(path: Path, error: sqlite3.DatabaseError) -> Exception:
