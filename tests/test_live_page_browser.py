@@ -12,6 +12,8 @@ when the test skips: `browser_helpers`.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +53,18 @@ def _wait_field(page: Any, step_id: str, field: str, op: str, than: float) -> fl
     return _field(page, step_id, field)
 
 
-@pytest.mark.timeout(120)
-def test_the_live_page_shows_a_running_flow(record_property: Any, capsys: Any) -> None:
+@contextmanager
+def _live_page(
+    build: Callable[[], Awaitable[Any]],
+) -> Iterator[tuple[BlockingPortal, Any, Any, list[str]]]:
+    """A flow made by ``build`` (on the portal's loop), running and served, and a page on it.
+
+    Yields the portal, the flow's object, the page and the list of the
+    page's script errors; the flow is aborted at the end.
+    """
     api = sync_api()
     with start_blocking_portal() as portal:
-        demo: DemoFlow = portal.call(_build)
+        demo = portal.call(build)
         with (
             portal.wrap_async_context_manager(running(demo)) as handle,
             portal.wrap_async_context_manager(serving(live_app(handle))) as url,
@@ -67,9 +76,19 @@ def test_the_live_page_shows_a_running_flow(record_property: Any, capsys: Any) -
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 800})
                 page.set_default_timeout(DEADLINE_MS)
-                _drive(page, url, portal, demo, record_property, capsys)
+                errors: list[str] = []
+                page.on("pageerror", lambda error: errors.append(str(error)))
+                page.goto(url)
+                yield portal, demo, page, errors
             finally:
                 browser.close()
+
+
+@pytest.mark.timeout(120)
+def test_the_live_page_shows_a_running_flow(record_property: Any, capsys: Any) -> None:
+    with _live_page(_build) as (portal, demo, page, errors):
+        _drive(page, portal, demo, record_property, capsys)
+        assert errors == []  # no script error on the page
 
 
 async def _build() -> DemoFlow:
@@ -78,15 +97,11 @@ async def _build() -> DemoFlow:
 
 def _drive(
     page: Any,
-    url: str,
     portal: BlockingPortal,
     demo: DemoFlow,
     record_property: Any,
     capsys: Any,
 ) -> None:
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(url)
     # Every step, as a card in its pipeline's column, in flow order.
     page.wait_for_function(
         "n => document.querySelectorAll('[data-step-id]').length === n", arg=len(STEP_IDS)
@@ -156,7 +171,6 @@ def _drive(
     background = page.eval_on_selector("body", "el => getComputedStyle(el).backgroundColor")
     assert background == "rgb(19, 21, 26)"  # the dark theme's
     screenshot(page, "live-page-dark.png", record_property, capsys)
-    assert errors == []  # no script error on the page
 
 
 @pytest.mark.timeout(120)
@@ -165,41 +179,21 @@ def test_the_live_page_shows_the_one_worker_that_holds_a_step_back(
 ) -> None:
     # Summed over two workers, one jammed and one idle, the step looked half
     # busy with a half-full queue: nothing said that it held the flow back.
-    api = sync_api()
-    with start_blocking_portal() as portal:
-        hot: HotKeyFlow = portal.call(_build_hot)
-        with (
-            portal.wrap_async_context_manager(running(hot)) as handle,
-            portal.wrap_async_context_manager(serving(live_app(handle))) as url,
-            api.sync_playwright() as playwright,
-        ):
-            browser = playwright.chromium.launch(
-                executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
-            )
-            try:
-                page = browser.new_page(viewport={"width": 1280, "height": 800})
-                page.set_default_timeout(DEADLINE_MS)
-                errors: list[str] = []
-                page.on("pageerror", lambda error: errors.append(str(error)))
-                page.goto(url)
-                portal.call(hot.jam)
-                fill = '[data-step-id="count"] [data-field="fill"]'
-                page.wait_for_selector(fill + '[data-full="true"]')
-                label = page.inner_text(fill + " .label")
-                assert f"worker {hot.hot_worker} full" in label, label
-                width = page.eval_on_selector(fill + " .track > span", "el => el.style.width")
-                assert width == "100%"  # the fullest worker's channel, not the sum's
-                assert _wait_field(page, "count", "busy_max", ">", 90) <= 100
-                # The mean over the two workers is about half of that.
-                assert _field(page, "count", "busy") < 60
-                assert page.inner_text('[data-step-id="count"] [data-field="workers"]') == (
-                    "2 workers"
-                )
-                screenshot(page, "live-page-hot-worker.png", record_property, capsys)
-                assert errors == []
-            finally:
-                portal.call(hot.gate.set)
-                browser.close()
+    with _live_page(_build_hot) as (portal, hot, page, errors):
+        portal.call(hot.jam)
+        fill = '[data-step-id="count"] [data-field="fill"]'
+        page.wait_for_selector(fill + '[data-full="true"]')
+        label = page.inner_text(fill + " .label")
+        assert f"worker {hot.hot_worker} full" in label, label
+        width = page.eval_on_selector(fill + " .track > span", "el => el.style.width")
+        assert width == "100%"  # the fullest worker's channel, not the sum's
+        assert _wait_field(page, "count", "busy_max", ">", 90) <= 100
+        # The mean over the two workers is about half of that.
+        assert _field(page, "count", "busy") < 60
+        workers = page.inner_text('[data-step-id="count"] [data-field="workers"]')
+        assert workers == "2 workers"
+        screenshot(page, "live-page-hot-worker.png", record_property, capsys)
+        assert errors == []
 
 
 async def _build_hot() -> HotKeyFlow:
