@@ -67,6 +67,36 @@ async def test_batch_timeout_counts_from_the_first_item_of_the_list() -> None:
 
 
 @pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_list_that_went_out_full_does_not_time_out_the_keys_next_list() -> None:
+    # The step's queue of deadlines keeps the entry of a list that went out
+    # full (a list of "a" at 0 s); when it comes up at 300 s, the key's
+    # newer list (from 100 s) is not due until 400 s. Two lists that start
+    # in one batch (at 500 s, "b" fills one and starts the next) have the
+    # same deadline: the second goes out once, at 800 s.
+    source = TimedSource(
+        [
+            (0, [("a", 1), ("a", 2)]),
+            (100, [("a", 3)]),
+            (500, [("b", 1), ("b", 2), ("b", 3)]),
+        ],
+        end=1000,
+    )
+    seen: list[tuple[float, Any]] = []
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.batch("b", 2, timedelta(seconds=300))
+    record_times(flow, seen)
+    flow.output("out", TestingSink([]))
+    await run(flow, workers=1, watchdog=VIRTUAL_WATCHDOG)
+    assert seen == [
+        (0.0, ("a", [1, 2])),
+        (400.0, ("a", [3])),
+        (500.0, ("b", [1, 2])),
+        (800.0, ("b", [3])),
+    ]
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
 @pytest.mark.parametrize("workers", [1, 3])
 async def test_batch_keys_are_independent(workers: int) -> None:
     source = TimedSource(

@@ -25,6 +25,7 @@ import pytest
 from test_windows import Script
 
 import aiowax
+from aiowax._engine.ops import batch as batch_op
 from aiowax._engine.ops.keyed import COMPACT_FROM, compacted
 from aiowax._engine.ops.windows import op as window_op
 from aiowax._engine.ops.windows.state import NO_SESSIONS, NO_WINDOWS
@@ -213,13 +214,17 @@ def keep_once(state: int, value: Any) -> tuple[int | None, Any]:
 
 
 @virtual
-@pytest.mark.parametrize("step", ["stateful_map", "reduce"])
+@pytest.mark.parametrize("step", ["stateful_map", "reduce", "batch"])
 async def test_a_keyed_step_gives_back_the_memory_of_keys_that_ended(step: str) -> None:
+    # batch: each list goes out full at the second item, long before its
+    # timeout; its deadline and its entry in the step's queue go too.
     def flow_of(source: Script) -> Dataflow:
         flow = Dataflow()
         flow.input("inp", source)
         if step == "stateful_map":
             flow.stateful_map("keyed", lambda: 0, keep_once)
+        elif step == "batch":
+            flow.batch("keyed", 2, timedelta(hours=1))
         else:
             flow.reduce("keyed", lambda a, b: a + b, lambda acc: acc >= 2)
         flow.output("out", CountingSink())
@@ -231,10 +236,15 @@ async def test_a_keyed_step_gives_back_the_memory_of_keys_that_ended(step: str) 
     first = [(f"k{i}", 1) for i in range(KEYS)]
     second = [(f"k{i}", 1) for i in range(KEYS)]
     script = ("look", first, 0.1, "look", second, 0.1, [("end", 1), ("end", 1)], 0.1, "look")
-    seen, _ = await traced_run(flow_of, "keyed", ("state",), *script)
+    tables = ("state", "deadlines", "queue") if step == "batch" else ("state",)
+    seen, [op] = await traced_run(flow_of, "keyed", tables, *script)
     before, peak, after = seen
     assert (peak["count"], after["count"]) == (KEYS, 0)
     assert after["state"] <= SMALL < peak["state"] / 10
+    if step == "batch":
+        assert after["deadlines"] <= SMALL < peak["deadlines"] / 10
+        # The entries of lists gone out full are swept (see BatchOp.__init__).
+        assert len(op.queue) <= batch_op.STALE_SLACK < KEYS
     assert after["traced"] - before["traced"] < (peak["traced"] - before["traced"]) / 10
 
 
