@@ -41,6 +41,11 @@ from aiowax._recovery.lock import (
 
 _NAME = re.compile(r"^part-(\d+)\.sqlite3$")
 
+#: Keys written since their file's last garbage collection that the store
+#: remembers, so that the next one looks at their rows only; past it, the
+#: next looks at every row (see `_collect_garbage`).
+REMEMBERED_KEYS = 100_000
+
 # The newest epoch every file has committed (one row, in file 0 only); made
 # on demand in directories created before it existed.
 _COMPLETE_TABLE = "CREATE TABLE IF NOT EXISTS complete (epoch INTEGER NOT NULL);"
@@ -158,6 +163,16 @@ class Store:
             _check_written_by_aiowax(path)
         self.paths: dict[int, Path] = {}
         self.conns: dict[int, sqlite3.Connection] = {}
+        # Per file, for `_collect_garbage`: the keys each epoch wrote since
+        # the last collection (the only ones whose older rows the next may
+        # delete), from the first epoch remembered on; and the ``keep_from``
+        # of the last collection. A collection looks at every row unless
+        # every epoch after the last one is remembered (the first of a run;
+        # after too many keys to remember).
+        self._written: dict[int, dict[int, set[tuple[str, bytes]]]] = {}
+        self._remembered_from: dict[int, int] = {}
+        self._collected_to: dict[int, int] = {}
+        self._remembered = 0
         # Taken before any file is opened, and held until all are closed.
         self._lock: DirLock | None = lock_dir(db_dir)
         try:
@@ -198,6 +213,11 @@ class Store:
         }
         self._check_tops(db_dir, tops)
         self.committed = min(tops.values())
+        # Rows per file, kept up to date by the commits (see `_keys_to_collect`).
+        self._rows = {
+            i: conn.execute("SELECT COUNT(*) FROM snaps").fetchone()[0]
+            for i, conn in self.conns.items()
+        }
 
     def _check_tops(self, db_dir: Path, tops: dict[int, int]) -> None:
         """Refuse files whose last commits cannot come from one store.
@@ -306,8 +326,9 @@ class Store:
     def _discard_file(self, index: int) -> None:
         conn = self.conns[index]
         with _transaction(conn, self.paths[index], "discarding uncommitted rows in"):
-            conn.execute("DELETE FROM snaps WHERE epoch > ?", (self.committed,))
+            dropped = conn.execute("DELETE FROM snaps WHERE epoch > ?", (self.committed,))
             conn.execute("DELETE FROM commits WHERE epoch > ?", (self.committed,))
+        self._rows[index] -= dropped.rowcount
 
     def commit(
         self, epoch: int, changes: Changes, worker_count: int, keep_from: int | None
@@ -336,7 +357,9 @@ class Store:
             by_part.setdefault(self.part_of(step_id, key), []).append(row)
         stamp = datetime.now(UTC).isoformat()
         for index in range(self.count):
-            self._commit_file(index, epoch, by_part.get(index, []), worker_count, stamp, keep_from)
+            rows = by_part.get(index, [])
+            self._commit_file(index, epoch, rows, worker_count, stamp, keep_from)
+            self._remember(index, epoch, rows)
         self.committed = epoch
         first = self.conns[0]
         with _transaction(first, self.paths[0], f"marking epoch {epoch} complete in"):
@@ -363,8 +386,54 @@ class Store:
             conn.execute(
                 "INSERT OR REPLACE INTO commits VALUES (?, ?, ?)", (epoch, worker_count, stamp)
             )
+            deleted = 0
             if keep_from is not None:
-                _collect_garbage(conn, keep_from)
+                keys = self._keys_to_collect(index, keep_from)
+                deleted = _collect_garbage(conn, keep_from, keys)
+        # A row per key and epoch: each inserted row is a new one.
+        self._rows[index] += len(rows) - deleted
+        if keep_from is not None:
+            # Collected, and committed: the keys up to it are done with.
+            self._collected_to[index] = keep_from
+            written = self._written.get(index, {})
+            for done in [e for e in written if e <= keep_from]:
+                self._remembered -= len(written.pop(done))
+
+    def _keys_to_collect(self, index: int, keep_from: int) -> set[tuple[str, bytes]] | None:
+        """The keys file ``index`` wrote up to ``keep_from`` since its last collection.
+
+        None when they are not all known: the collection looks at every row.
+        """
+        since = self._remembered_from.get(index)
+        last = self._collected_to.get(index)
+        if since is None or last is None or last < since - 1:
+            return None
+        due: set[tuple[str, bytes]] = set()
+        for epoch, keys in self._written[index].items():
+            if epoch <= keep_from:
+                due |= keys
+        # A key's rows cost about twice a row of the look at every row:
+        # when most keys changed, that is cheaper.
+        return due if 2 * len(due) < self._rows[index] else None
+
+    def _remember(
+        self, index: int, epoch: int, rows: list[tuple[str, bytes, int, bytes | None]]
+    ) -> None:
+        """Note the keys ``epoch`` wrote to file ``index``, for its next collections."""
+        if index not in self._remembered_from:
+            self._remembered_from[index] = epoch
+            self._written[index] = {}
+        if not rows:
+            return
+        if self._remembered + len(rows) > REMEMBERED_KEYS:
+            # Too many to keep in memory: every file starts again from its
+            # next epoch, and looks at every row until then.
+            self._remembered_from.clear()
+            self._written.clear()
+            self._remembered = 0
+            return
+        self._written[index].setdefault(epoch, set()).update((row[0], row[1]) for row in rows)
+        self._remembered += len(rows)
 
     def close(self) -> None:
         """Close every file, then give up the lock of the directory."""
@@ -486,10 +555,44 @@ def _key_text(blob: bytes) -> str:
     return blob.decode("utf-8", "surrogatepass")
 
 
-def _collect_garbage(conn: sqlite3.Connection, keep_from: int) -> None:
+def _collect_garbage(
+    conn: sqlite3.Connection, keep_from: int, keys: set[tuple[str, bytes]] | None
+) -> int:
+    """Delete the rows no resume from ``keep_from`` or later needs; return how many."""
     # Keep, per key, the newest row before ``keep_from`` (what a resume from
     # that epoch needs) and everything after it; drop older rows, and drop
-    # deletions once nothing older than them is left to hide.
+    # deletions once nothing older than them is left to hide. Only a key
+    # written since the last collection (``keys``) can have a new newest
+    # row before ``keep_from``: looking at every row instead cost each
+    # commit as much as the whole store (135 ms at 300,000 rows).
+    before = conn.total_changes
+    if keys is not None:
+        params = [(step_id, key, keep_from) for step_id, key in keys]
+        conn.executemany(
+            """
+            DELETE FROM snaps WHERE step_id = ?1 AND state_key = ?2 AND epoch < (
+                SELECT MAX(epoch) FROM snaps
+                WHERE step_id = ?1 AND state_key = ?2 AND epoch <= ?3
+            )
+            """,
+            params,
+        )
+        conn.executemany(
+            "DELETE FROM snaps WHERE step_id = ?1 AND state_key = ?2 AND epoch <= ?3 "
+            "AND ser IS NULL",
+            params,
+        )
+    else:
+        _collect_every_row(conn, keep_from)
+    deleted = conn.total_changes - before
+    conn.execute(
+        "DELETE FROM commits WHERE epoch < (SELECT MAX(epoch) FROM commits WHERE epoch <= ?)",
+        (keep_from,),
+    )
+    return deleted
+
+
+def _collect_every_row(conn: sqlite3.Connection, keep_from: int) -> None:
     conn.execute(
         """
         DELETE FROM snaps WHERE epoch < (
@@ -501,7 +604,3 @@ def _collect_garbage(conn: sqlite3.Connection, keep_from: int) -> None:
         (keep_from,),
     )
     conn.execute("DELETE FROM snaps WHERE ser IS NULL AND epoch <= ?", (keep_from,))
-    conn.execute(
-        "DELETE FROM commits WHERE epoch < (SELECT MAX(epoch) FROM commits WHERE epoch <= ?)",
-        (keep_from,),
-    )
