@@ -35,7 +35,7 @@ from aiowax.connectors.inproc import PushSource
 from aiowax.dataflow import Dataflow
 from aiowax.otel import StatsInstruments, instrument_metrics
 from aiowax.recovery import RecoveryConfig, init_db_dir
-from aiowax.stats import FlowStats
+from aiowax.stats import FlowStats, StepStats
 from aiowax.testing import TestingSink, TestingSource
 from embed_helpers import WATCHDOG, settle
 
@@ -386,3 +386,23 @@ def test_a_missing_api_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delitem(sys.modules, "aiowax._stats.otel")
     with pytest.raises(ImportError, match=r"pip install '\.\[otel\]' in the aiowax checkout"):
         importlib.import_module("aiowax.otel")
+
+
+def test_instruments_forget_the_flows_their_sources_no_longer_report(
+    reader: tuple[InMemoryMetricReader, MeterProvider],
+) -> None:
+    # A source that reports the latest job, named by its id: the busy-time
+    # guard kept a floor for every name ever seen.
+    metric_reader, provider = reader
+    latest: list[FlowStats] = []
+
+    def job(n: int) -> FlowStats:
+        row = StepStats(step_id="s", kind="map", pipeline="i", worker_index=0, busy_s=1.0)
+        return FlowStats(name=f"job-{n}", status="running", steps=(row,))
+
+    instruments = instrument_metrics(lambda: latest[-1], meter=provider.get_meter("test"))
+    for n in range(50):
+        latest.append(job(n))
+        busy = points(collected(metric_reader)["aiowax.step.busy_time"])
+        assert busy[row_key(f"job-{n}", "s", 0)] == 1.0
+    assert list(instruments._monotonic._runs) == ["job-49"]

@@ -475,6 +475,23 @@ def test_busy_time_of_a_flow_run_again_under_its_name_starts_afresh() -> None:
     assert guard.value(second, second.steps[0], "busy", 0.02) == 0.02
 
 
+def test_a_collector_forgets_the_flows_its_sources_no_longer_report() -> None:
+    # A source that reports the latest job, named by its id: the guard kept
+    # a floor for every name ever seen (1.4 KB a name, for ever).
+    latest: list[FlowStats] = []
+
+    def job(n: int) -> FlowStats:
+        row = StepStats(step_id="s", kind="map", pipeline="i", worker_index=0, busy_s=1.0)
+        return FlowStats(name=f"job-{n}", status="running", steps=(row,))
+
+    collector = StatsCollector(lambda: latest[-1])
+    for n in range(200):
+        latest.append(job(n))
+        busy = [m for m in collector.collect() if m.name == "aiowax_step_busy_seconds"]
+        assert [s.labels["flow"] for s in busy[0].samples] == [f"job-{n}"]
+    assert list(collector._monotonic._runs) == ["job-199"]
+
+
 def test_a_missing_prometheus_client_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

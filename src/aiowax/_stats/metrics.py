@@ -367,6 +367,16 @@ class Monotonic:
         # By flow name: the run's start, and each series' (items in, most).
         self._runs: dict[str, tuple[object, dict[tuple[str, int, str], tuple[int, float]]]] = {}
 
+    def keep(self, flows: list[FlowStats]) -> None:
+        """Forget the flows not in this reading of the sources.
+
+        A source that names each run anew (a job id) would otherwise leave
+        a floor behind for every name it ever reported.
+        """
+        names = {stats.name for stats in flows}
+        for name in [name for name in self._runs if name not in names]:
+            del self._runs[name]
+
     def value(self, stats: FlowStats, row: StepStats, metric: str, raw: float) -> float:
         """What to report for ``metric`` of ``row`` now that it reads ``raw``."""
         run = self._runs.get(stats.name)

@@ -98,6 +98,7 @@ class StatsInstruments:
         with self._lock:
             if self._closed:
                 return []
+            self._monotonic.keep(reading)
             self._reading = reading
             self._taken = {instrument}
             return reading

@@ -95,6 +95,7 @@ class StatsCollector:
     def collect(self) -> Iterator[Metric]:
         """Every metric of every source's stats now."""
         flows = self._sources.read()
+        self._monotonic.keep(flows)
         families = _families()
         for stats in flows:
             _add_flow(families, stats, self._monotonic)
