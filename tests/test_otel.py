@@ -406,3 +406,43 @@ def test_instruments_forget_the_flows_their_sources_no_longer_report(
         busy = points(collected(metric_reader)["aiowax.step.busy_time"])
         assert busy[row_key(f"job-{n}", "s", 0)] == 1.0
     assert list(instruments._monotonic._runs) == ["job-49"]
+
+
+def test_the_instruments_of_a_meter_report_each_run_in_turn_and_let_go_of_the_last(
+    reader: tuple[InMemoryMetricReader, MeterProvider],
+) -> None:
+    # A service that restarts its flow, following the docs' `with
+    # instrument_metrics(handle)` for each run: the second call made
+    # instruments an SDK ignores (runs after the first reported nothing),
+    # and the closed first ones kept the first run alive for good.
+    import gc
+    import weakref
+
+    metric_reader, provider = reader
+    meter = provider.get_meter("test")
+
+    class Run:
+        def __init__(self, name: str) -> None:
+            row = StepStats(step_id="s", kind="map", pipeline="i", worker_index=0, items_in=7)
+            self.stats = FlowStats(name=name, status="running", steps=(row,))
+
+        def __call__(self) -> FlowStats:
+            return self.stats
+
+    first = Run("run-1")
+    with instrument_metrics(first, meter=meter) as instruments:
+        assert points(collected(metric_reader)["aiowax.step.items_in"]) == {
+            row_key("run-1", "s", 0): 7
+        }
+        # While they are open, a second call on the meter is refused.
+        with pytest.raises(ValueError, match="close them first"):
+            instrument_metrics(Run("other"), meter=meter)
+    gone = weakref.ref(first)
+    del first
+    gc.collect()
+    assert gone() is None  # closed instruments keep no flow alive
+    second = Run("run-2")
+    with instrument_metrics(second, meter=meter) as again:
+        assert again is instruments
+        items_in = points(collected(metric_reader)["aiowax.step.items_in"])
+        assert items_in[row_key("run-2", "s", 0)] == 7

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from types import TracebackType
 
@@ -69,10 +70,22 @@ class StatsInstruments:
         return self._closed
 
     def close(self) -> None:
-        """Stop reporting: the callbacks observe nothing from now on. Idempotent."""
+        """Stop reporting: the callbacks observe nothing from now on. Idempotent.
+
+        The flows are let go of too: a closed `StatsInstruments` keeps no
+        handle (nor the run's state behind it) alive.
+        """
         with self._lock:
             self._closed = True
             self._reading = None
+            self._sources = Sources("instrument_metrics", ())
+
+    def _reopen(self, sources: Sources) -> None:
+        """Report ``sources`` with these instruments (closed ones of the same meter)."""
+        with self._lock:
+            self._sources = sources
+            self._monotonic = Monotonic()
+            self._closed = False
 
     def __enter__(self) -> StatsInstruments:
         return self
@@ -168,9 +181,11 @@ def instrument_metrics(*sources: StatsSource, meter: Meter | None = None) -> Sta
     without one (``opentelemetry.metrics.set_meter_provider``, or a
     ``meter`` of your own provider) the API's no-op meter observes nothing.
 
-    Call it once per meter, with every flow: a second call on the same
-    meter would create instruments of the same names, which an SDK keeps
-    only once (the first call's callbacks).
+    Call it once per meter at a time, with every flow. A call on a meter
+    whose instruments were closed reuses them (a service that restarts its
+    flow instruments each run in turn); a call on a meter whose instruments
+    are open is refused: an SDK keeps a meter's first instruments of a name,
+    so new ones would never report.
 
     Args:
         *sources: The flows: `aiowax.FlowHandle` objects, or functions taking
@@ -184,9 +199,30 @@ def instrument_metrics(*sources: StatsSource, meter: Meter | None = None) -> Sta
 
     Raises:
         TypeError: A source is neither a handle nor a function.
-        ValueError: Two handles have the same flow name.
+        ValueError: Two handles have the same flow name, or the meter's
+            instruments are open.
     """
     checked = Sources("instrument_metrics", sources)
     if meter is None:
         meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__)
-    return StatsInstruments(checked, meter)
+    with _made_guard:
+        made = _made.get(meter)
+        if made is not None:
+            if not made.closed:
+                msg = (
+                    "instrument_metrics: this meter already reports flows, with instruments "
+                    "that are not closed; close them first (leave their with block), or pass "
+                    "every flow to one call"
+                )
+                raise ValueError(msg)
+            # An SDK keeps a meter's first instruments of a name: new ones
+            # would never report. The closed ones take the new flows.
+            made._reopen(checked)
+            return made
+        made = _made[meter] = StatsInstruments(checked, meter)
+        return made
+
+
+# The instruments made on each meter (see `instrument_metrics`).
+_made: weakref.WeakKeyDictionary[Meter, StatsInstruments] = weakref.WeakKeyDictionary()
+_made_guard = threading.Lock()
