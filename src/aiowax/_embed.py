@@ -85,6 +85,8 @@ class FlowHandle:
         self._cluster = cluster
         self._propagate = propagate
         self._ctx: RunContext | ClusterRun | None = None
+        # The final figures, once the run ended (see `_let_go`).
+        self._final: FlowStats | None = None
         self._stop_asked = False
         self._abort_asked = False
         self._scope: anyio.CancelScope | None = None
@@ -141,6 +143,8 @@ class FlowHandle:
         return self._read_stats()
 
     def _read_stats(self) -> FlowStats:
+        if self._final is not None:
+            return self._final
         runs, restoring = attached_runs([] if self._ctx is None else [self._ctx])
         return flow_stats(
             self.name, self._status.value, runs, error=self._error, restoring=restoring
@@ -274,7 +278,21 @@ class FlowHandle:
                     exc_info=error,
                 )
         finally:
+            self._let_go()
             self._done.set()
+
+    def _let_go(self) -> None:
+        """Keep the run's final figures, and let go of the run itself.
+
+        A handle outlives its run (a job list, a metrics source, the live
+        page): holding the run would keep every step's state alive with it.
+        """
+        try:
+            self._final = self._read_stats()
+        except Exception:  # a step's figures could not be read: keep the run
+            logger.exception("reading the final stats of flow %r failed", self.name)
+        else:
+            self._ctx = None
 
 
 def _timeout_seconds(timeout: object) -> float | None:

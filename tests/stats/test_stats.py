@@ -632,3 +632,34 @@ async def test_a_run_ended_by_abort_execution_reports_cancelled() -> None:
     assert seen[-1].status == "cancelled"
     assert handle.status is aiowax.FlowStatus.CANCELLED
     assert handle.stats().status == "cancelled"
+
+
+@pytest.mark.asyncio
+async def test_a_finished_handle_keeps_the_final_figures_and_lets_go_of_the_run() -> None:
+    # A handle outlives its run (a job list, a metrics source, the live
+    # page); it held the run, and every step's state with it (about 160
+    # bytes a key of a stateful_map, for as long as the handle lived).
+    import gc
+    import weakref
+
+    from observing import observe_runs
+
+    keys = 2_000
+    flow = Dataflow(name="jobs")
+    flow.input("inp", TestingSource([(f"k{i}", 1) for i in range(keys)]))
+    flow.stateful_map("count", lambda: 0, lambda n, one: (n + one, n + one))
+    flow.output("out", TestingSink([]))
+    runs: list[weakref.ref[Any]] = []
+    with observe_runs(lambda ctx: runs.append(weakref.ref(ctx))) as seen:
+        with anyio.fail_after(WATCHDOG):
+            async with anyio.create_task_group() as tg:
+                handle = await aiowax.start_flow(tg, flow)
+                await handle.wait()
+        seen.clear()
+    final = handle.stats()
+    assert final.status == "finished"
+    assert final.step("count").keys == keys
+    assert final.step("out").items_out == keys
+    assert handle.stats() == final
+    gc.collect()
+    assert [run() for run in runs] == [None]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -127,11 +128,15 @@ class RunContext:
 
 
 #: The run whose source lane is the current task (set by each lane for its
-#: own task): user code a source awaits can tell a graceful stop.
-LANE_RUN: ContextVar[RunContext | None] = ContextVar("aiowax_lane_run", default=None)
+#: own task): user code a source awaits can tell a graceful stop. A weak
+#: reference: copies of the lane's context outlive the run (in asyncio's
+#: cancelled timers, dropped lazily at their deadline), and must not keep it
+#: and every step's state alive.
+LANE_RUN: ContextVar[weakref.ref[RunContext] | None] = ContextVar("aiowax_lane_run", default=None)
 
 
 def stopping_gracefully() -> bool:
     """Whether the current task is a source lane whose run is stopping gracefully."""
-    ctx = LANE_RUN.get()
+    ref = LANE_RUN.get()
+    ctx = None if ref is None else ref()
     return ctx is not None and ctx.stopping

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import logging
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from time import perf_counter
@@ -271,7 +272,7 @@ class Lane:
         Args:
             downstream: The pipeline tails that drain what this lane sends.
         """
-        LANE_RUN.set(self.ctx)  # this task's own context
+        LANE_RUN.set(weakref.ref(self.ctx))  # this task's own context
         try:
             self.part = await self._build()
             if is_async_callable(_next_batch_method(self.part)):
