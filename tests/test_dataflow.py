@@ -463,6 +463,15 @@ def test_a_step_id_left_out_of_keyword_arguments_is_asked_for() -> None:
         flow.stateful_map(builder=list, mapper=identity)  # type: ignore[call-arg]
 
 
+def test_a_lone_argument_that_is_no_function_is_named_too() -> None:
+    # flow.map(5) said only that the step id was missing (Bytewax 0.17.2:
+    # "'int' object is not callable"): both are wrong, and both are said.
+    flow = Dataflow()
+    with pytest.raises(TypeError, match="map needs a step id") as raised:
+        flow.map(5)  # type: ignore[call-arg]
+    assert str(raised.value).endswith("; and 5 (as its mapper) is not callable")
+
+
 @pytest.mark.parametrize("method", ["map", "filter", "filter_map", "flat_map"])
 def test_a_function_where_the_step_id_goes_is_named(method: str) -> None:
     flow = Dataflow()

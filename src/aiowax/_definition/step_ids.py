@@ -54,10 +54,15 @@ def _misplaced_step_id(
         if len(rest) == 1:  # name the step after its one function
             step_id = _shown(given.get(rest[0]), step_id)
         what = " and ".join(rest) if len(rest) <= 2 else ", ".join(rest)
-        return (
+        msg = (
             f"{kind} needs a step id: a str, unique in the flow, given first, "
             f"before its {what}; for example {_example(kind, rest, given, step_id)}"
         )
+        # flow.map(5): the value given is no function either; say so too.
+        odd = [f"{value!r} (as its {name})" for name, value in given.items() if not callable(value)]
+        if odd and len(given) == 1:
+            msg += f"; and {odd[0]} is not callable"
+        return msg
     # An operator without a step id: inspect*, redistribute.
     if "step_id" in kwargs or (args and isinstance(args[0], str) and len(args) > len(params)):
         positional = args if "step_id" in kwargs else args[1:]
