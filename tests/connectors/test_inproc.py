@@ -552,6 +552,30 @@ async def test_break_out_of_async_for_unsubscribes() -> None:
                 await handle.abort()
 
 
+@pytest.mark.asyncio
+async def test_a_subscription_dropped_before_it_was_read_unsubscribes() -> None:
+    # A handler failing between subscribe() and its `async for` left the
+    # subscription in the sink for good: it took every item written (up to
+    # its buffer, under drop_oldest) and each write looped over it.
+    import gc
+
+    source: PushSource[int] = PushSource()
+    sink: BroadcastSink[int] = BroadcastSink(buffer=4, overflow="drop_oldest")
+    kept = sink.subscribe()
+    for _ in range(3):
+        sink.subscribe()  # dropped at once
+    gc.collect()
+    assert sink.subscriber_count == 1
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, push_flow(source, sink))
+            await source.send_many([1, 2, 3])
+            reading = aiter(kept)
+            got = [await anext(reading) for _ in range(3)]
+            await handle.stop()
+    assert got == [1, 2, 3]
+
+
 # -- issue 11: overflow judged item by item (D3), block waits for all at once (H1) -----
 
 

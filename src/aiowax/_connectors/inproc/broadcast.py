@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any, Generic, Literal, TypeVar
@@ -167,6 +168,35 @@ class _SubscriptionIterator(Generic[X]):
         self._sub._close(wake=running_loop() is not None)
 
 
+class _Readers(Generic[X]):
+    """A sink's subscriptions, held weakly (see `BroadcastSink.__init__`).
+
+    Not a `weakref.WeakSet`: its iteration costs a write of small batches
+    a few percent.
+    """
+
+    __slots__ = ("_refs",)
+
+    def __init__(self) -> None:
+        self._refs: dict[int, weakref.ref[Subscription[X]]] = {}
+
+    def add(self, sub: Subscription[X]) -> None:
+        refs, key = self._refs, id(sub)
+        # The callback runs as the subscription is freed, before its id can
+        # be another's; a discarded entry's reference is gone, and its too.
+        refs[key] = weakref.ref(sub, lambda _ref: refs.pop(key, None))
+
+    def discard(self, sub: Subscription[X]) -> None:
+        self._refs.pop(id(sub), None)
+
+    def now(self) -> list[Subscription[X]]:
+        """The subscriptions now, as a list (they may unsubscribe meanwhile)."""
+        return [sub for ref in list(self._refs.values()) if (sub := ref()) is not None]
+
+    def __len__(self) -> int:
+        return len(self._refs)
+
+
 class BroadcastSink(DynamicSink[X], Generic[X]):
     """A sink whose items application code reads as async iterators.
 
@@ -221,7 +251,10 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
             raise ValueError(msg)
         self.buffer = buffer
         self.overflow: Overflow = overflow
-        self._subscribers: set[Subscription[X]] = set()
+        # Weakly: a subscription dropped before it was ever read (a handler
+        # that failed between subscribe() and its loop) unsubscribes itself,
+        # instead of taking every item written, for ever.
+        self._subscribers: _Readers[X] = _Readers()
         # Runs writing here now (two flows may share the sink).
         self._runs = 0
         # No run is going: one ended (readers end after their buffers).
@@ -278,7 +311,7 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
         if self._runs > 0:
             return
         self._ended = True
-        for sub in list(self._subscribers):
+        for sub in self._subscribers.now():
             # Done: it takes no item of a later run, and ends as this one did.
             sub._end = (self._failure,)
             self._subscribers.discard(sub)
@@ -289,7 +322,7 @@ class BroadcastSink(DynamicSink[X], Generic[X]):
             return
         end = len(items)
         behind: list[tuple[Subscription[X], int]] = []
-        for sub in list(self._subscribers):
+        for sub in self._subscribers.now():
             done = sub._put(items, 0)
             if done < end:
                 behind.append((sub, done))
