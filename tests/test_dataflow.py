@@ -470,6 +470,11 @@ def test_a_lone_argument_that_is_no_function_is_named_too() -> None:
     with pytest.raises(TypeError, match="map needs a step id") as raised:
         flow.map(5)  # type: ignore[call-arg]
     assert str(raised.value).endswith("; and 5 (as its mapper) is not callable")
+    # A source or a sink is no function: nothing more is said of it.
+    for method, connector in (("input", TestingSource([1])), ("output", TestingSink([]))):
+        with pytest.raises(TypeError, match=f"{method} needs a step id") as raised:
+            getattr(flow, method)(connector)
+        assert "callable" not in str(raised.value)
 
 
 @pytest.mark.parametrize("method", ["map", "filter", "filter_map", "flat_map"])

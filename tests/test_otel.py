@@ -221,6 +221,13 @@ def test_the_default_meter_and_checked_sources() -> None:
     # The global meter provider: the API's (no SDK set), which observes nothing.
     with instrument_metrics(lambda: None) as instruments:
         assert len(instruments.instruments) == 24
+        # Its meter is one object for every call (the API's proxy meters
+        # are new on each), so a second open set is refused here too, not
+        # left unreported by the SDK set later.
+        with pytest.raises(ValueError, match="close them first"):
+            instrument_metrics(lambda: None)
+    with instrument_metrics(lambda: None) as again:
+        assert again is instruments
     with pytest.raises(TypeError, match="a source must be"):
         instrument_metrics("flow")  # type: ignore[arg-type]
 
@@ -405,7 +412,8 @@ def test_instruments_forget_the_flows_their_sources_no_longer_report(
         latest.append(job(n))
         busy = points(collected(metric_reader)["aiowax.step.busy_time"])
         assert busy[row_key(f"job-{n}", "s", 0)] == 1.0
-    assert list(instruments._monotonic._runs) == ["job-49"]
+    # The last few, each until it has been missing from FORGET_AFTER readings.
+    assert list(instruments._monotonic._runs) == [f"job-{n}" for n in range(45, 50)]
 
 
 def test_the_instruments_of_a_meter_report_each_run_in_turn_and_let_go_of_the_last(

@@ -7,6 +7,7 @@ each sample is compared with the `FlowStats` row it comes from.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import sys
@@ -489,7 +490,69 @@ def test_a_collector_forgets_the_flows_its_sources_no_longer_report() -> None:
         latest.append(job(n))
         busy = [m for m in collector.collect() if m.name == "aiowax_step_busy_seconds"]
         assert [s.labels["flow"] for s in busy[0].samples] == [f"job-{n}"]
-    assert list(collector._monotonic._runs) == ["job-199"]
+    # The last few, each until it has been missing from FORGET_AFTER readings.
+    assert list(collector._monotonic._runs) == [f"job-{n}" for n in range(195, 200)]
+
+
+def test_a_failed_read_of_a_source_does_not_drop_its_floor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # One read that failed (stats() timing out) left the flow out of a
+    # reading; forgetting its floor then let the next, lower reading step
+    # the counter back: a reset, to Prometheus.
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    busy = iter([1.000000002, None, 1.000000001])  # an idle step's rounding jitter
+
+    def source() -> FlowStats:
+        value = next(busy)
+        if value is None:
+            raise TimeoutError("the flow's event loop did not answer in 5 s")
+        row = StepStats(
+            step_id="s", kind="map", pipeline="i", worker_index=0, items_in=10, busy_s=value
+        )
+        return FlowStats(name="f", status="running", started_at=start, steps=(row,))
+
+    registry = CollectorRegistry()
+    registry.register(StatsCollector(source))
+    labels = {"flow": "f", "step_id": "s", "worker_index": "0"}
+    values = [registry.get_sample_value("aiowax_step_busy_seconds_total", labels) for _ in range(3)]
+    assert values == [1.000000002, None, 1.000000002]
+
+
+def test_concurrent_scrapes_of_flows_named_anew_each_read_do_not_fail() -> None:
+    # prometheus-client's threaded server scrapes concurrently; forgetting a
+    # flow while another scrape added one failed with "dictionary changed
+    # size during iteration" (helper-50's repro, made smaller).
+    import itertools
+    import threading
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: the race shows at once
+    counter = itertools.count()
+    row = StepStats(step_id="s", kind="map", pipeline="i", worker_index=0, busy_s=1.0)
+
+    def source(i: int) -> FlowStats:
+        return FlowStats(name=f"job-{next(counter)}-{i}", status="running", steps=(row,))
+
+    collector = StatsCollector(*(functools.partial(source, i) for i in range(20)))
+    errors: list[BaseException] = []
+
+    def scrape() -> None:
+        for _ in range(100):
+            try:
+                list(collector.collect())
+            except Exception as error:  # any error is the failure
+                errors.append(error)
+
+    threads = [threading.Thread(target=scrape) for _ in range(4)]
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
 
 
 def test_a_missing_prometheus_client_says_what_to_install(

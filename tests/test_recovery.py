@@ -553,6 +553,40 @@ def test_a_bytewax_recovery_directory_is_refused_as_bytewax_and_left_as_it_was(
     assert {p.name: p.read_bytes() for p in sorted(path.iterdir())} == before
 
 
+def test_a_bytewax_directory_a_crashed_run_left_a_wal_in_is_left_as_it_was(
+    tmp_path: Path,
+) -> None:
+    # Bytewax's files are in WAL mode: a crashed Bytewax run leaves rows in
+    # each -wal. A read-write probe moved them into the file on closing;
+    # read-only, the files and their -wal stay byte for byte.
+    live = tmp_path / "live"
+    live.mkdir()
+    crashed = tmp_path / "crashed"
+    crashed.mkdir()
+    conns = []
+    for index in range(2):
+        conn = sqlite3.connect(live / f"part-{index}.sqlite3")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.executescript(BYTEWAX_0172_SCHEMA)
+        conn.execute("INSERT INTO parts (part_index, part_count) VALUES (?, 2)", (index,))
+        conn.commit()
+        conns.append(conn)
+    # Copied while the writers are open: the image a crash leaves.
+    for path in live.iterdir():
+        if not path.name.endswith("-shm"):
+            shutil.copy(path, crashed / path.name)
+    for conn in conns:
+        conn.close()
+    before = {p.name: p.read_bytes() for p in sorted(crashed.iterdir())}
+    assert "part-0.sqlite3-wal" in before and len(before["part-0.sqlite3-wal"]) > 0
+    with pytest.raises(InconsistentPartitionsError, match="a Bytewax recovery partition"):
+        run(_tiny_flow([]), crashed)
+    after = {p.name: p.read_bytes() for p in sorted(crashed.iterdir())}
+    # SQLite's -shm (an index of the -wal it rebuilds) may appear; nothing else.
+    assert {name: data for name, data in after.items() if not name.endswith("-shm")} == before
+
+
 def test_an_sqlite_file_of_another_program_is_refused_and_left_as_it_was(tmp_path: Path) -> None:
     path = tmp_path / "other"
     before = _foreign_dir(path, "CREATE TABLE users (name TEXT);")

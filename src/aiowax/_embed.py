@@ -278,8 +278,10 @@ class FlowHandle:
                     exc_info=error,
                 )
         finally:
-            self._let_go()
-            self._done.set()
+            try:
+                self._let_go()
+            finally:
+                self._done.set()
 
     def _let_go(self) -> None:
         """Keep the run's final figures, and let go of the run itself.

@@ -58,10 +58,11 @@ def _misplaced_step_id(
             f"{kind} needs a step id: a str, unique in the flow, given first, "
             f"before its {what}; for example {_example(kind, rest, given, step_id)}"
         )
-        # flow.map(5): the value given is no function either; say so too.
-        odd = [f"{value!r} (as its {name})" for name, value in given.items() if not callable(value)]
-        if odd and len(given) == 1:
-            msg += f"; and {odd[0]} is not callable"
+        # flow.map(5): the value given is no function either; say so too
+        # (a source or a sink is no function).
+        [(name, value), *more] = given.items() or [("", None)]
+        if not more and name not in ("", "source", "sink") and not callable(value):
+            msg += f"; and {value!r} (as its {name}) is not callable"
         return msg
     # An operator without a step id: inspect*, redistribute.
     if "step_id" in kwargs or (args and isinstance(args[0], str) and len(args) > len(params)):

@@ -482,11 +482,12 @@ _BYTEWAX_TABLES = frozenset({"parts", "exs", "fronts"})
 def _check_written_by_aiowax(path: Path) -> None:
     """Refuse ``path`` unless it is an aiowax partition file; change nothing in it.
 
-    A plain connection without `_connect`'s PRAGMAs reads the table names
-    only, so a foreign SQLite file keeps its journal mode.
+    Read-only: a read-write connection would, on closing, move what a
+    crashed writer left in the file's ``-wal`` into the file (SQLite may add
+    a ``-shm`` beside it, its index of the ``-wal``, never content).
     """
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True)
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
             rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
         finally:
@@ -500,7 +501,7 @@ def _check_written_by_aiowax(path: Path) -> None:
         msg = (
             f"{path} is a Bytewax recovery partition, not an aiowax one: aiowax cannot resume "
             "Bytewax's snapshots; give the flow a new directory made with "
-            "'python -m aiowax.recovery DIR COUNT' (nothing in this one was changed)"
+            "'python -m aiowax.recovery DIR COUNT' (this one was only read)"
         )
     else:
         found = ", ".join(sorted(tables)) or "none"

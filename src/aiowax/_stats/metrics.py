@@ -10,6 +10,7 @@ was given; `Monotonic` keeps the time counters from stepping back.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -366,30 +367,46 @@ class Monotonic:
     def __init__(self) -> None:
         # By flow name: the run's start, and each series' (items in, most).
         self._runs: dict[str, tuple[object, dict[tuple[str, int, str], tuple[int, float]]]] = {}
+        # By flow name: readings in a row that did not report it.
+        self._missed: dict[str, int] = {}
+        # Scrapes may run at once (prometheus-client's threaded server).
+        self._lock = threading.Lock()
 
     def keep(self, flows: list[FlowStats]) -> None:
-        """Forget the flows not in this reading of the sources.
+        """Forget the flows missing from `FORGET_AFTER` readings of the sources in a row.
 
         A source that names each run anew (a job id) would otherwise leave
-        a floor behind for every name it ever reported.
+        a floor behind for every name it ever reported; one reading that
+        missed a flow (its read failed or timed out) must not drop its floor.
         """
         names = {stats.name for stats in flows}
-        for name in [name for name in self._runs if name not in names]:
-            del self._runs[name]
+        with self._lock:
+            for name in list(self._runs):
+                if name in names:
+                    self._missed.pop(name, None)
+                    continue
+                missed = self._missed[name] = self._missed.get(name, 0) + 1
+                if missed >= FORGET_AFTER:
+                    del self._runs[name], self._missed[name]
 
     def value(self, stats: FlowStats, row: StepStats, metric: str, raw: float) -> float:
         """What to report for ``metric`` of ``row`` now that it reads ``raw``."""
-        run = self._runs.get(stats.name)
-        if run is None or run[0] != stats.started_at:
-            # A new run of this flow: what the last one reported is no floor.
-            run = self._runs[stats.name] = (stats.started_at, {})
-        high = run[1]
-        key = (row.step_id, row.worker_index, metric)
-        seen = high.get(key)
-        if seen is not None and row.items_in >= seen[0] and raw < seen[1]:
-            return seen[1]
-        high[key] = (row.items_in, raw)
-        return raw
+        with self._lock:
+            run = self._runs.get(stats.name)
+            if run is None or run[0] != stats.started_at:
+                # A new run of this flow: what the last one reported is no floor.
+                run = self._runs[stats.name] = (stats.started_at, {})
+            high = run[1]
+            key = (row.step_id, row.worker_index, metric)
+            seen = high.get(key)
+            if seen is not None and row.items_in >= seen[0] and raw < seen[1]:
+                return seen[1]
+            high[key] = (row.items_in, raw)
+            return raw
+
+
+#: Readings in a row without a flow after which `Monotonic` forgets it.
+FORGET_AFTER = 5
 
 
 #: The counters `Monotonic` guards (the others only ever add).

@@ -105,12 +105,13 @@ class StatsInstruments:
             if self._reading is not None and instrument not in self._taken:
                 self._taken.add(instrument)
                 return self._reading
+            sources = self._sources
         # Read unlocked: the read may wait for the flows' event loop, which
         # may be collecting too.
-        reading = self._sources.read()
+        reading = sources.read()
         with self._lock:
-            if self._closed:
-                return []
+            if self._closed or self._sources is not sources:
+                return []  # closed, or reopened for other flows, meanwhile
             self._monotonic.keep(reading)
             self._reading = reading
             self._taken = {instrument}
@@ -203,9 +204,9 @@ def instrument_metrics(*sources: StatsSource, meter: Meter | None = None) -> Sta
             instruments are open.
     """
     checked = Sources("instrument_metrics", sources)
-    if meter is None:
-        meter = metrics.get_meter(INSTRUMENTATION_NAME, __version__)
     with _made_guard:
+        if meter is None:
+            meter = _default_meter()
         made = _made.get(meter)
         if made is not None:
             if not made.closed:
@@ -222,6 +223,21 @@ def instrument_metrics(*sources: StatsSource, meter: Meter | None = None) -> Sta
         made = _made[meter] = StatsInstruments(checked, meter)
         return made
 
+
+def _default_meter() -> Meter:
+    """The global provider's meter "aiowax", the same object on every call.
+
+    Before an SDK is set, the API hands out a new proxy meter on each call
+    (each forwards to the SDK once it is set): a second set of instruments
+    would then go unnoticed here, and unreported by the SDK.
+    """
+    global _default
+    if _default is None:
+        _default = metrics.get_meter(INSTRUMENTATION_NAME, __version__)
+    return _default
+
+
+_default: Meter | None = None
 
 # The instruments made on each meter (see `instrument_metrics`).
 _made: weakref.WeakKeyDictionary[Meter, StatsInstruments] = weakref.WeakKeyDictionary()
