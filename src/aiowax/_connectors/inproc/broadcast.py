@@ -183,7 +183,8 @@ class _Readers(Generic[X]):
     def add(self, sub: Subscription[X]) -> None:
         refs, key = self._refs, id(sub)
         # The callback runs as the subscription is freed, before its id can
-        # be another's; a discarded entry's reference is gone, and its too.
+        # be another's; a discarded entry's reference, and with it its
+        # callback, is gone already.
         refs[key] = weakref.ref(sub, lambda _ref: refs.pop(key, None))
 
     def discard(self, sub: Subscription[X]) -> None:
