@@ -568,20 +568,20 @@ def _collect_garbage(
     # commit as much as the whole store (135 ms at 300,000 rows).
     before = conn.total_changes
     if keys is not None:
-        params = [(step_id, key, keep_from) for step_id, key in keys]
+        # Plain "?" placeholders: numbered ones with a sequence are deprecated
+        # from Python 3.12.
         conn.executemany(
             """
-            DELETE FROM snaps WHERE step_id = ?1 AND state_key = ?2 AND epoch < (
+            DELETE FROM snaps WHERE step_id = ? AND state_key = ? AND epoch < (
                 SELECT MAX(epoch) FROM snaps
-                WHERE step_id = ?1 AND state_key = ?2 AND epoch <= ?3
+                WHERE step_id = ? AND state_key = ? AND epoch <= ?
             )
             """,
-            params,
+            [(step_id, key, step_id, key, keep_from) for step_id, key in keys],
         )
         conn.executemany(
-            "DELETE FROM snaps WHERE step_id = ?1 AND state_key = ?2 AND epoch <= ?3 "
-            "AND ser IS NULL",
-            params,
+            "DELETE FROM snaps WHERE step_id = ? AND state_key = ? AND epoch <= ? AND ser IS NULL",
+            [(step_id, key, keep_from) for step_id, key in keys],
         )
     else:
         _collect_every_row(conn, keep_from)
