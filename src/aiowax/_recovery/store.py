@@ -412,8 +412,8 @@ class Store:
         for epoch, keys in self._written[index].items():
             if epoch <= keep_from:
                 due |= keys
-        # A key's rows cost about twice a row of the look at every row:
-        # when most keys changed, that is cheaper.
+        # Looking up one key's rows costs about as much as two rows of a look
+        # at every row: when over half the rows are due, that is cheaper.
         return due if 2 * len(due) < self._rows[index] else None
 
     def _remember(
