@@ -20,11 +20,11 @@ from datetime import timedelta
 from typing import Any
 
 import anyio
+from bench_throughput import CountingSink
 
 import aiowax
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.pytest_plugin import VirtualClockEventLoop
 
 
@@ -53,27 +53,11 @@ class Source(FixedPartitionedSource[Any, None]):
         return NewKeys(self.per_second)
 
 
-class Counting(StatelessSinkPartition[Any]):
-    def __init__(self) -> None:
-        self.count = 0
-
-    def write_batch(self, items: list[Any]) -> None:
-        self.count += len(items)
-
-
-class Sink(DynamicSink[Any]):
-    def __init__(self) -> None:
-        self.part = Counting()
-
-    def build(self, worker_index: int, worker_count: int) -> Counting:
-        return self.part
-
-
 async def main(per_second: int, timeout_s: float, seconds: float) -> None:
     flow = Dataflow("batch_timeouts")
     flow.input("in", Source(per_second))
     flow.batch("batch", 10, timedelta(seconds=timeout_s))
-    sink = Sink()
+    sink = CountingSink()
     flow.output("out", sink)
     loop = asyncio.get_running_loop()
     async with anyio.create_task_group() as tg:
@@ -81,7 +65,7 @@ async def main(per_second: int, timeout_s: float, seconds: float) -> None:
         cpu, out = time.process_time(), 0
         while loop.time() < seconds:
             await asyncio.sleep(seconds / 5)
-            now_cpu, now_out = time.process_time(), sink.part.count
+            now_cpu, now_out = time.process_time(), sink.partition.count
             lists = now_out - out
             waiting = handle.stats().step("batch").keys
             per_list = (now_cpu - cpu) / max(lists, 1) * 1e6
