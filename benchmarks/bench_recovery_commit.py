@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--all-keys", action="store_true", help="also commits of every key")
     args = parser.parse_args()
     for keys in (1_000, 10_000, 100_000, 300_000):
-        print(f"rows={keys:>7}  commit of 10 changed keys: median {few_changes(keys) * 1e3:6.1f} ms")
+        median_ms = few_changes(keys) * 1e3
+        print(f"rows={keys:>7}  commit of 10 changed keys: median {median_ms:6.1f} ms")
     if args.all_keys:
         for keys in (20_000, 90_000):
             shown = " ".join(f"{t * 1e3:.0f}" for t in all_changed(keys))
