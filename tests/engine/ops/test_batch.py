@@ -51,18 +51,28 @@ async def test_batch_timeout_on_the_virtual_clock(workers: int) -> None:
     assert asyncio.get_running_loop().time() == 600.0
 
 
-@pytest.mark.asyncio(loop_factories=["virtual"])
-async def test_batch_timeout_counts_from_the_first_item_of_the_list() -> None:
-    source = TimedSource(
-        [(0, [("a", 1)]), (200, [("a", 2)]), (350, [("a", 3)]), (400, [("a", 4)])], end=1000
-    )
+async def batch_times(
+    script: list[tuple[float, list[Any]]],
+    end: float,
+    max_size: int,
+    timeout: timedelta,
+    workers: int = 1,
+) -> list[tuple[float, Any]]:
+    """Run ``script`` (a `TimedSource`'s) through a batch step; its output, with loop times."""
     seen: list[tuple[float, Any]] = []
     flow = Dataflow()
-    flow.input("inp", source)
-    flow.batch("b", 100, timedelta(seconds=300))
+    flow.input("inp", TimedSource(script, end=end))
+    flow.batch("b", max_size, timeout)
     record_times(flow, seen)
     flow.output("out", TestingSink([]))
-    await run(flow, workers=1, watchdog=VIRTUAL_WATCHDOG)
+    await run(flow, workers=workers, watchdog=VIRTUAL_WATCHDOG)
+    return seen
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_batch_timeout_counts_from_the_first_item_of_the_list() -> None:
+    script = [(0, [("a", 1)]), (200, [("a", 2)]), (350, [("a", 3)]), (400, [("a", 4)])]
+    seen = await batch_times(script, 1000, 100, timedelta(seconds=300))
     assert seen == [(300.0, ("a", [1, 2])), (650.0, ("a", [3, 4]))]
 
 
@@ -73,21 +83,8 @@ async def test_a_list_that_went_out_full_does_not_time_out_the_keys_next_list() 
     # newer list (from 100 s) is not due until 400 s. Two lists that start
     # in one batch (at 500 s, "b" fills one and starts the next) have the
     # same deadline: the second goes out once, at 800 s.
-    source = TimedSource(
-        [
-            (0, [("a", 1), ("a", 2)]),
-            (100, [("a", 3)]),
-            (500, [("b", 1), ("b", 2), ("b", 3)]),
-        ],
-        end=1000,
-    )
-    seen: list[tuple[float, Any]] = []
-    flow = Dataflow()
-    flow.input("inp", source)
-    flow.batch("b", 2, timedelta(seconds=300))
-    record_times(flow, seen)
-    flow.output("out", TestingSink([]))
-    await run(flow, workers=1, watchdog=VIRTUAL_WATCHDOG)
+    script = [(0, [("a", 1), ("a", 2)]), (100, [("a", 3)]), (500, [("b", 1), ("b", 2), ("b", 3)])]
+    seen = await batch_times(script, 1000, 2, timedelta(seconds=300))
     assert seen == [
         (0.0, ("a", [1, 2])),
         (400.0, ("a", [3])),
@@ -99,46 +96,25 @@ async def test_a_list_that_went_out_full_does_not_time_out_the_keys_next_list() 
 @pytest.mark.asyncio(loop_factories=["virtual"])
 @pytest.mark.parametrize("workers", [1, 3])
 async def test_batch_keys_are_independent(workers: int) -> None:
-    source = TimedSource(
-        [
-            (0, [("a", 1)]),
-            (100, [("b", 1)]),
-            (150, [("a", 2)]),  # a is full: out at once; b keeps waiting
-            (200, [("a", 3)]),  # a new list for a, due at 500
-        ],
-        end=1000,
-    )
-    seen: list[tuple[float, Any]] = []
-    flow = Dataflow()
-    flow.input("inp", source)
-    flow.batch("b", 2, timedelta(seconds=300))
-    record_times(flow, seen)
-    flow.output("out", TestingSink([]))
-    await run(flow, workers=workers, watchdog=VIRTUAL_WATCHDOG)
+    script = [
+        (0, [("a", 1)]),
+        (100, [("b", 1)]),
+        (150, [("a", 2)]),  # a is full: out at once; b keeps waiting
+        (200, [("a", 3)]),  # a new list for a, due at 500
+    ]
+    seen = await batch_times(script, 1000, 2, timedelta(seconds=300), workers)
     assert seen == [(150.0, ("a", [1, 2])), (400.0, ("b", [1])), (500.0, ("a", [3]))]
 
 
 @pytest.mark.asyncio(loop_factories=["virtual"])
 async def test_batch_end_of_input_flushes_before_timeout() -> None:
-    source = TimedSource([(0, [("a", 1), ("b", 2)]), (10, [("a", 3)])], end=60)
-    seen: list[tuple[float, Any]] = []
-    flow = Dataflow()
-    flow.input("inp", source)
-    flow.batch("b", 100, timedelta(minutes=5))
-    record_times(flow, seen)
-    flow.output("out", TestingSink([]))
-    await run(flow, workers=1, watchdog=VIRTUAL_WATCHDOG)
+    script = [(0, [("a", 1), ("b", 2)]), (10, [("a", 3)])]
+    seen = await batch_times(script, 60, 100, timedelta(minutes=5))
     assert sorted(seen) == [(60.0, ("a", [1, 3])), (60.0, ("b", [2]))]
 
 
 @pytest.mark.asyncio(loop_factories=["virtual"])
 async def test_batch_zero_timeout_emits_each_input_batch() -> None:
-    source = TimedSource([(0, [("a", 1), ("a", 2)]), (5, [("a", 3)])], end=10)
-    seen: list[tuple[float, Any]] = []
-    flow = Dataflow()
-    flow.input("inp", source)
-    flow.batch("b", 100, timedelta(0))
-    record_times(flow, seen)
-    flow.output("out", TestingSink([]))
-    await run(flow, workers=1, watchdog=VIRTUAL_WATCHDOG)
+    script = [(0, [("a", 1), ("a", 2)]), (5, [("a", 3)])]
+    seen = await batch_times(script, 10, 100, timedelta(0))
     assert seen == [(0.0, ("a", [1, 2])), (5.0, ("a", [3]))]
