@@ -145,7 +145,7 @@ class FlowHandle:
     def _read_stats(self) -> FlowStats:
         if self._final is not None:
             return self._final
-        runs, restoring = attached_runs([] if self._ctx is None else [self._ctx])
+        runs, restoring = attached_runs(self._attached())
         return flow_stats(
             self.name, self._status.value, runs, error=self._error, restoring=restoring
         )
@@ -234,6 +234,10 @@ class FlowHandle:
             # otherwise add its frames to the last one's.
             raise self._error.with_traceback(self._error_tb)
 
+    def _attached(self) -> list[RunContext | ClusterRun]:
+        """What the run handed over at its start (`attached_runs` reads the runs in it)."""
+        return [] if self._ctx is None else [self._ctx]
+
     def _attach(self, ctx: RunContext | ClusterRun) -> None:
         self._ctx = ctx
         self._status = FlowStatus.RUNNING
@@ -255,7 +259,7 @@ class FlowHandle:
                     await run_cluster(self._flow, self._cluster, on_start=self._attach, **options)
                 else:
                     await run_flow(self._flow, on_start=self._attach, **self._options)
-            if scope.cancelled_caught or ended_by_abort([] if self._ctx is None else [self._ctx]):
+            if scope.cancelled_caught or ended_by_abort(self._attached()):
                 self._status = FlowStatus.CANCELLED
             else:
                 self._status = FlowStatus.FINISHED
