@@ -797,6 +797,56 @@ def test_cli_runs_flow(project: Path, args: list[str], env: dict[str, str], out:
     assert sorted(result.stdout.splitlines()) == sorted(out.splitlines())
 
 
+def test_python_m_aiowax_run_is_the_command_line(project: Path) -> None:
+    # Bytewax's ``python -m bytewax.run``, migrated by its import root, was
+    # "No module named aiowax.run" (exit 1): Dockerfiles and unit files
+    # changed more than the import root.
+    result = subprocess.run(
+        [sys.executable, "-m", "aiowax.run", "-s", "0", "flows:make('r', n=3)"],
+        cwd=project,
+        env=_env(AIOWAX_WORKERS="2"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stderr) == (0, "")
+    assert sorted(result.stdout.splitlines()) == ["r0", "r1", "r2"]
+    usage = subprocess.run(
+        [sys.executable, "-m", "aiowax.run", "flows", "-i", "1"],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert usage.returncode == 2
+    assert "python -m aiowax.run: error: -i/--process-id is Bytewax's" in usage.stderr
+
+
+def test_importing_aiowax_run_by_name_keeps_the_run_function() -> None:
+    # A tool walking the package (``import aiowax.run``) would otherwise
+    # bind the command's module over the function ``aiowax.run``.
+    code = (
+        "import importlib, aiowax, aiowax._run\n"
+        "module = importlib.import_module('aiowax.run')\n"
+        "import aiowax.run\n"
+        "from aiowax import run\n"
+        "assert module is aiowax.run is run is aiowax._run.run, (module, aiowax.run, run)\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "ok\n", "")
+
+
 def test_cli_flow_error_prints_traceback_and_exits_1(project: Path) -> None:
     result = aiowax_cli(project, "flows:failing")
     assert result.returncode == 1

@@ -21,7 +21,15 @@ FLOW = "examples/log_alerts.py"
     ("args", "message"),
     [
         (["--kafka-cluster", "h:1"], "--kafka-cluster needs --app-id NAME"),
-        (["-p", "2"], "-p/--processes needs --kafka-cluster"),
+        (["-p", "2"], "-p/--processes needs --kafka-cluster. Start every copy with"),
+        # Bytewax 0.17.2's cluster of processes was "unrecognized arguments"
+        # (improved on purpose: the error says what scales out instead).
+        (["-i", "0"], "-i/--process-id is Bytewax's cluster of processes"),
+        (
+            ["--addresses", "a:1;b:2", "--kafka-cluster", "h:1", "--app-id", "a"],
+            "-a/--addresses is Bytewax's cluster of processes",
+        ),
+        (["-a", "a:1"], "--kafka-cluster HOST:PORT --app-id NAME (-p N starts N of them"),
         (["--kafka-cluster", "h:1", "--app-id", "a", "-w", "2"], "use -p N for N copies"),
         (["--kafka-cluster", "nohostport", "--app-id", "a"], "expected HOST:PORT"),
         (["--kafka-cluster", "h:1", "--app-id", "a", "-p", "0"], "must be an integer >= 1"),

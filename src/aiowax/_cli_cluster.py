@@ -128,6 +128,14 @@ def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) ->
         help="a librdkafka setting for every client of the cluster (security, SASL...); "
         "repeat for more; settings here win over --kafka-config-file",
     )
+    # Bytewax 0.17.2's cluster of processes, for migrated scripts (not in
+    # --help): taken so the error can say what replaces them, rather than
+    # argparse's "unrecognized arguments".
+    for flags, dest in (
+        (("-i", "--process-id"), "bytewax_process_id"),
+        (("-a", "--addresses"), "bytewax_addresses"),
+    ):
+        group.add_argument(*flags, dest=dest, help=argparse.SUPPRESS)
     group.add_argument(
         "--kafka-config-file",
         metavar="PATH",
@@ -136,6 +144,12 @@ def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) ->
         f"(not on the command line, where 'ps' shows them) (env {ENV_KAFKA_CONFIG_FILE})",
     )
 
+
+#: How to scale out instead, for the errors of Bytewax's options.
+_SCALE_OUT = (
+    "Start every copy with --kafka-cluster HOST:PORT --app-id NAME (-p N starts N "
+    "of them here), or use -w N for N workers in one process (docs/scale-out.md)"
+)
 
 #: Options that mean something only in cluster mode (set from the command line).
 _CLUSTER_ONLY = (
@@ -155,9 +169,18 @@ def cluster_of(
     from_env: AbstractSet[str] = frozenset(),
 ) -> Any:
     """The `KafkaCluster` the options ask for, or None; usage errors for bad combinations."""
+    for dest, flag in (
+        ("bytewax_process_id", "-i/--process-id"),
+        ("bytewax_addresses", "-a/--addresses"),
+    ):
+        if getattr(options, dest) is not None:
+            parser.error(
+                f"{flag} is Bytewax's cluster of processes, which aiowax does not have: "
+                f"copies of a flow share its work through Kafka here. {_SCALE_OUT}"
+            )
     if options.kafka_cluster is None:
         if options.processes not in (None, 1):
-            parser.error("-p/--processes needs --kafka-cluster")
+            parser.error(f"-p/--processes needs --kafka-cluster. {_SCALE_OUT}")
         for dest, flag in _CLUSTER_ONLY:
             # From the environment alone they are only checked: a shell may
             # export them for the runs that are copies of a cluster.
