@@ -212,7 +212,7 @@ def test_a_window_step_resumed_with_another_windower_is_refused(
     with pytest.raises(UnmatchedSnapshotsError) as info:
         run_main(_window_flow(items, out, now), epoch_interval=timedelta(0), recovery_config=config)
     message = str(info.value)
-    assert "window step 'win'" in message and "('a')" in message
+    assert message.startswith("collect_window step 'win': ") and "('a')" in message
     assert "10 s windows every 10 s aligned to 2024-01-01T00:00:00+00:00" in message
     assert said in message
     assert "discard_unmatched=True" in message

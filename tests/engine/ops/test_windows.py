@@ -1039,6 +1039,8 @@ async def test_a_bad_dt_getter_result_is_a_type_error_naming_the_step(
     with pytest.raises(TypeError, match="'win'") as raised:
         await run(flow)
     assert words in str(raised.value)
+    # Every message of the step says its kind as the flow has it.
+    assert str(raised.value).startswith(f"{op}_window step 'win': ")
     assert out == []
 
 

@@ -212,7 +212,7 @@ class WindowOp(KeyedOp, TimedOp):
             raise self.type_error("dt_getter must return a datetime", dt, f" for {describe(value)}")
         if dt.tzinfo is None or dt.utcoffset() is None:
             msg = (
-                f"window step {self.step_id!r}: dt_getter returned the naive datetime "
+                f"{self.step.kind} step {self.step_id!r}: dt_getter returned the naive datetime "
                 f"{dt!r}; return a timezone-aware one (e.g. tzinfo=timezone.utc)"
             )
             raise StepFailed(TypeError(msg))

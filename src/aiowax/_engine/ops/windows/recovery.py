@@ -65,7 +65,7 @@ def _check_windower(op: WindowOp, restored: dict[str, Any]) -> None:
     listed = ", ".join(repr(k) for k in sorted(keys)[:_LISTED_KEYS])
     more = f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else ""
     msg = (
-        f"window step {op.step_id!r}: the snapshots of {len(keys)} key(s) ({listed}{more}) "
+        f"{op.step.kind} step {op.step_id!r}: the snapshots of {len(keys)} key(s) ({listed}{more}) "
         f"hold open {_described(taken)}, but the step now has "
         f"{_described(expected)}; their windows cannot be carried over. Put the "
         "windower back to resume, or give the step a new id and run once with "
