@@ -825,6 +825,28 @@ def test_python_m_aiowax_run_is_the_command_line(project: Path) -> None:
     assert "python -m aiowax.run: error: -i/--process-id is Bytewax's" in usage.stderr
 
 
+@pytest.mark.parametrize(
+    ("redirect", "out"),
+    [("<&-", "x0\nx1\nx2\n"), ("2>&-", "x0\nx1\nx2\n"), (">&-", "")],
+    ids=["stdin", "stderr", "stdout"],
+)
+def test_a_closed_standard_fd_is_taken_for_dev_null(project: Path, redirect: str, out: str) -> None:
+    # A parent that closed fd 0 or 1 (a daemon manager, `<&-`): the flow ran,
+    # then libuv aborted the process closing its handle on that fd (exit 134).
+    # With fd 2 closed, sys.stderr was None: the CLI crashed before the flow
+    # ran, with exit 1 and not a word.
+    result = subprocess.run(
+        ["sh", "-c", f'exec "$0" -m aiowax flows {redirect}', sys.executable],
+        cwd=project,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, out), result.stderr
+
+
 def test_importing_aiowax_run_by_name_keeps_the_run_function() -> None:
     # A tool walking the package (``import aiowax.run``) would otherwise
     # bind the command's module over the function ``aiowax.run``.

@@ -463,6 +463,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         SystemExit: For ``--help``, ``--version`` and usage errors, as
             `argparse` does (status 0 or 2).
     """
+    _reopen_closed_standard_fds()
     parser = build_parser(prog)
     try:
         options = parser.parse_args(argv)
@@ -534,6 +535,26 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         return status[0] if status else 0
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _reopen_closed_standard_fds() -> None:
+    """Put ``/dev/null`` on whichever of fds 0, 1 and 2 a parent left closed.
+
+    A closed one is taken by the next file the process opens, and libuv
+    (under uvloop) aborts the process when it closes a handle on fd 0-2
+    (exit 134 after a flow that ran fine); and with fd 2 closed Python sets
+    `sys.stderr` to None, so nothing, not even an error, could be said.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free fd: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if getattr(sys, name) is None:
+                setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115
 
 
 def _is_recovery_setup_error(exc: Exception, config: RecoveryConfig | None) -> bool:
