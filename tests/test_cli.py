@@ -6,12 +6,15 @@ run end to end in subprocesses for the main paths and each kind of error.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
+import select
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -139,6 +142,7 @@ import asyncio
 
 from aiowax.connectors.stdio import StdOutSink
 from aiowax.dataflow import Dataflow
+from aiowax.inputs import DynamicSource, StatelessSourcePartition
 from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.testing import TestingSource
 
@@ -218,6 +222,31 @@ def endless():
     flow = Dataflow()
     flow.input("inp", TestingSource(itertools.count()))
     flow.map("pause", _pause)
+    flow.output("out", StdOutSink())
+    return flow
+
+
+class _Tick(StatelessSourcePartition):
+    def __init__(self):
+        self.n = 0
+
+    async def next_batch(self, sched):
+        # A read that waits: nothing is gathered, each item goes alone.
+        await asyncio.sleep(0.02)
+        self.n += 1
+        return [self.n - 1]
+
+
+class Ticks(DynamicSource):
+    def build(self, now, worker_index, worker_count):
+        return _Tick()
+
+
+def ticking():
+    # One item a tick, each line a write of its own: copies sharing a pipe
+    # do not cut each other's lines.
+    flow = Dataflow()
+    flow.input("inp", Ticks())
     flow.output("out", StdOutSink())
     return flow
 
@@ -1196,3 +1225,79 @@ def test_cli_closed_stdout_pipe_is_quiet(project: Path) -> None:
         proc.stdout.close()
         _, err = proc.communicate(timeout=30)
     assert (proc.returncode, err) == (1, b"")
+
+
+# -- the -p supervisor (aiowax._cli_cluster.supervise), without a broker -------
+
+
+def _supervisor(project: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """`supervise` two copies of ``flows:ticking()``, each running; return it and their pids."""
+    code = (
+        "import sys\n"
+        "from aiowax._cli_cluster import supervise\n"
+        "sys.exit(supervise(['flows:ticking()'], 2, 'sup'))\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_default_sigint,
+        bufsize=0,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    started = proc.stderr.readline().decode()
+    assert started.startswith("sup: started 2 processes: "), started
+    pids = [int(pid) for pid in started.split(": ")[-1].split(", ")]
+    # Both copies are running once each has written its first item.
+    firsts, deadline = 0, time.monotonic() + 30
+    while firsts < 2:
+        ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            proc.kill()
+            _, err = proc.communicate(timeout=30)
+            pytest.fail(f"the copies did not both start in 30 s: {err.decode()}")
+        firsts += proc.stdout.readline() == b"0\n"
+    return proc, pids
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX signals, /proc")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGHUP], ids=["SIGKILL", "SIGHUP"])
+def test_the_copies_stop_gracefully_when_the_supervisor_dies_or_its_terminal_closes(
+    project: Path, sig: signal.Signals
+) -> None:
+    # They ran on, unsupervised, in sessions of their own: a closed
+    # terminal's SIGHUP killed the supervisor alone, as did a SIGKILL.
+    proc, pids = _supervisor(project)
+    try:
+        with proc:
+            proc.send_signal(sig)
+            # The pipes end once every process holding them has exited: the
+            # copies too, not only the supervisor.
+            _, err = proc.communicate(timeout=30)
+    finally:
+        for pid in pids:  # a copy left on would tick for ever
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    stopping = "python -m aiowax: SIGTERM received: stopping gracefully"
+    assert err.decode().count(stopping) == 2, err.decode()
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_copy_killed_by_a_signal_is_named_and_its_status_is_128_plus_the_signal(
+    project: Path,
+) -> None:
+    # It was "exited with status -9", and the supervisor's exit status 247
+    # (-9 as a byte), in no table.
+    proc, pids = _supervisor(project)
+    with proc:
+        assert proc.stderr is not None
+        os.kill(pids[0], signal.SIGKILL)
+        said = proc.stderr.readline().decode()
+        expected = f"process 0 (pid {pids[0]}) was killed by SIGKILL (status 137); 1 still"
+        assert said == f"sup: {expected} running\n"
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    assert proc.returncode == 128 + signal.SIGKILL

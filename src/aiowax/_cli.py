@@ -464,6 +464,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
             `argparse` does (status 0 or 2).
     """
     _reopen_closed_standard_fds()
+    _cluster_cli.follow_supervisor(os.environ)
     parser = build_parser(prog)
     try:
         options = parser.parse_args(argv)

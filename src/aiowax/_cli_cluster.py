@@ -15,8 +15,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ ENV_REPLICATION_FACTOR = "AIOWAX_REPLICATION_FACTOR"
 ENV_KAFKA_CONFIG_FILE = "AIOWAX_KAFKA_CONFIG_FILE"
 #: Set in each child of ``-p``: its index, for logs.
 ENV_PROCESS_INDEX = "AIOWAX_PROCESS_INDEX"
+#: Set in each child of ``-p``: the supervisor's pid (a child stops when it dies).
+ENV_SUPERVISOR_PID = "AIOWAX_SUPERVISOR_PID"
+#: linux/prctl.h: the signal a process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
 
 
 def brokers(text: str) -> list[str]:
@@ -230,6 +235,49 @@ def without_processes(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def follow_supervisor(environ: Mapping[str, str]) -> None:
+    """In a child of ``-p``: be sent SIGTERM, and so stop gracefully, if the supervisor dies.
+
+    A child runs in a session of its own (see `supervise`), so neither a
+    closed terminal's SIGHUP nor a SIGKILL of the supervisor reaches it:
+    without this it would go on, unsupervised, holding its partitions.
+    Linux's parent-death signal does it in the kernel; elsewhere a daemon
+    thread looks at the parent's pid once a second.
+    """
+    raw = environ.get(ENV_SUPERVISOR_PID, "")
+    if not raw.isdecimal():
+        return
+    supervisor = int(raw)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0:
+            # Set after the fork: the supervisor may have died before.
+            if os.getppid() != supervisor:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return
+
+    def watch() -> None:  # pragma: no cover - the fallback off Linux
+        while os.getppid() == supervisor:
+            time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="aiowax-supervisor-watch", daemon=True).start()
+
+
+def exit_status(returncode: int) -> int:
+    """A child's exit status as a shell reports it: 128 + N for a child killed by signal N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def supervise(argv: Sequence[str], count: int, prog: str) -> int:
     """Run ``count`` copies of ``python -m aiowax argv`` until all have ended.
 
@@ -244,12 +292,19 @@ def supervise(argv: Sequence[str], count: int, prog: str) -> int:
         stopping = True
         for child in children:
             if child.poll() is None:
-                child.send_signal(signum)
+                child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGTERM, signal.SIGINT)}
+    # SIGHUP (the terminal closed) stops the children gracefully too: by
+    # default it would kill the supervisor alone, leaving them on.
+    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, forward) for sig in forwarded}
     try:
         for index in range(count):
-            env = {**os.environ, ENV_PROCESS_INDEX: str(index)}
+            env = {
+                **os.environ,
+                ENV_PROCESS_INDEX: str(index),
+                ENV_SUPERVISOR_PID: str(os.getpid()),
+            }
             env.pop(ENV_PROCESSES, None)
             cmd = [sys.executable, "-m", "aiowax", *argv]
             # A session of its own: Ctrl-C reaches the supervisor only, which
@@ -265,15 +320,17 @@ def supervise(argv: Sequence[str], count: int, prog: str) -> int:
             for index, child in enumerate(children):
                 if index in statuses:
                     continue
-                code = child.poll()
-                if code is None:
+                raw = child.poll()
+                if raw is None:
                     continue
-                statuses[index] = code
+                code = statuses[index] = exit_status(raw)
                 if code != 0 or not stopping:
                     left = count - len(statuses)
+                    how = f"exited with status {code}"
+                    if raw < 0:
+                        how = f"was killed by {_signal_name(-raw)} (status {code})"
                     print(
-                        f"{prog}: process {index} (pid {child.pid}) exited with status "
-                        f"{code}; {left} still running",
+                        f"{prog}: process {index} (pid {child.pid}) {how}; {left} still running",
                         file=sys.stderr,
                         flush=True,
                     )
