@@ -20,8 +20,9 @@ import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.usercode import ASYNC_CONCURRENCY, call_ordered
+from aiowax._engine.usercode import ASYNC_CONCURRENCY, EARLY_EVERY_S, call_ordered
 from aiowax.dataflow import Dataflow
+from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.testing import TestingSink, TestingSource
 from flow_helpers import VIRTUAL_WATCHDOG, run, simple_flow
 
@@ -130,6 +131,104 @@ async def test_async_concurrency_limit_holds(kind: str) -> None:
     await run(flow)
     assert out == list(range(n))
     assert peak == ASYNC_CONCURRENCY
+
+
+# -- results go on from the start of a batch, not at its end -------------------------
+
+
+class _TimedSink(DynamicSink[Any]):
+    """Records ``(loop time, items)`` for every list it is handed."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[float, list[Any]]] = []
+
+    def build(self, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+        writes = self.writes
+
+        class _Part(StatelessSinkPartition[Any]):
+            def write_batch(self, items: list[Any]) -> None:
+                writes.append((anyio.current_time(), list(items)))
+
+        return _Part()
+
+
+async def _one_second(x: int) -> int:
+    await anyio.sleep(1)
+    if x == 6:
+        raise ValueError("six")
+    return x
+
+
+async def _kept(x: int) -> bool:
+    return await _one_second(x) % 2 == 0
+
+
+async def _twice(x: int) -> list[int]:
+    return [await _one_second(x)] * 2
+
+
+_EARLY_STEPS: dict[str, tuple[Any, Any]] = {
+    # kind: (function, the output of items 0..k-1)
+    "map": (_one_second, lambda k: list(range(k))),
+    "filter": (_kept, lambda k: [x for x in range(k) if x % 2 == 0]),
+    "flat_map": (_twice, lambda k: [x for x in range(k) for _ in range(2)]),
+}
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("kind", list(_EARLY_STEPS))
+async def test_an_async_step_hands_on_the_first_results_while_later_calls_run(kind: str) -> None:
+    # A batch of 6 calls of 1 s, 2 at a time: its first results went out
+    # with its last, at 3 s (1,024 calls of 20 ms one at a time: 20 s before
+    # the first item came out of a `map`).
+    fn, output = _EARLY_STEPS[kind]
+    sink = _TimedSink()
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(6), batch_size=6))
+    getattr(flow, kind)("step", fn, max_concurrency=2)
+    flow.output("out", sink)
+    start = anyio.current_time()
+    await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    # Each pair within EARLY_EVERY_S of its calls' end (the last with the batch).
+    times = [t - start for t, _ in sink.writes]
+    assert [round(t) for t in times] == [1, 2, 3]
+    assert all(-1e-9 <= t - round(t) <= EARLY_EVERY_S + 1e-9 for t in times), times
+    assert [x for _, items in sink.writes for x in items] == output(6)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("kind", list(_EARLY_STEPS))
+async def test_a_failure_after_results_went_on_early_writes_each_once(kind: str) -> None:
+    # Items 0-5 went out early (at 1, 2 and 3 s); the call of item 6 fails
+    # at 4 s: the output before it is written once, not again as the partial
+    # output of the failure.
+    fn, output = _EARLY_STEPS[kind]
+    sink = _TimedSink()
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(10), batch_size=10))
+    getattr(flow, kind)("step", fn, max_concurrency=2)
+    flow.output("out", sink)
+    with pytest.raises(ValueError, match="six"):
+        await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    assert [x for _, items in sink.writes for x in items] == output(6)
+
+
+@pytest.mark.asyncio
+async def test_call_ordered_raises_what_early_raised_and_cancels_the_calls() -> None:
+    started: list[int] = []
+
+    async def call(x: int) -> int:
+        started.append(x)
+        if x > 0:
+            await anyio.sleep(3600)
+        return x
+
+    async def early(results: list[Any], start: int) -> None:
+        raise ConnectionError(f"downstream gone at {start}: {results}")
+
+    with anyio.fail_after(10), pytest.raises(ConnectionError, match=r"at 0: \[0\]"):
+        await call_ordered(call, [0, 1, 2], 3, early)
+    assert started == [0, 1, 2]
 
 
 # -- a stray CancelledError is an error ------------------------------------------------

@@ -299,6 +299,12 @@ async def _step_loop(ctx: RunContext, task: StepTask) -> None:
     # Async steps pay per batch (a task group, awaits): let them take every
     # batch already waiting at once.
     gather = is_async and op.gathers
+
+    async def emit_early(out: list[Any]) -> None:
+        await outlet.send(out)
+        op.items_out += len(out)
+
+    op.emit_early = emit_early
     async for msg in inlet:
         if type(msg) is list:
             if gather:

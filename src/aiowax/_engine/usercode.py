@@ -37,10 +37,21 @@ async def maybe_await(value: Any) -> Any:
     return value
 
 
+#: How often `call_ordered` hands over the results in so far, while calls run.
+EARLY_EVERY_S = 0.005
+
+#: A result of `call_ordered` not in yet (no user function returns it).
+_PENDING: Any = object()
+
+#: ``early(results, start)``: results ``start`` to ``start + len(results)`` are ready.
+EarlyResults = Callable[[list[Any], int], Awaitable[None]]
+
+
 async def call_ordered(
     call: Callable[..., Awaitable[Any]],
     args: Sequence[Any],
     limit: int = ASYNC_CONCURRENCY,
+    early: EarlyResults | None = None,
 ) -> list[Any]:
     """Await ``call(a)`` for every ``a`` in ``args``, ``limit`` at a time.
 
@@ -50,6 +61,15 @@ async def call_ordered(
     call starts, the calls already started for earlier items finish, those
     for later items are cancelled, and the `StepFailed` raised carries the
     results of every call before the first failing one.
+
+    With ``early``, results do not wait for the whole batch: every
+    `EARLY_EVERY_S` while calls run, the results in from the start of the
+    batch that were not handed over yet are, by awaiting ``early`` (the
+    calls go on meanwhile).
+    A batch of 1000 calls of 50 ms, 8 at a time, would otherwise hold its
+    first result for over 6 s. A batch done within `EARLY_EVERY_S` costs
+    one timer more. The return value and the
+    `StepFailed` still hold every result, those handed to ``early`` too.
 
     Raises:
         StepFailed: A call raised; ``error`` is its exception (no note yet).
@@ -61,36 +81,72 @@ async def call_ordered(
         except BaseException as only_error:
             raise_if_cancelled(only_error)
             raise StepFailed(only_error, []) from only_error
-    results: list[Any] = [None] * n
+    # With ``early``, a result not in yet is `_PENDING`, so the handing
+    # over can see how far from the start they are in; the calls do
+    # nothing more for it.
+    results: list[Any] = [None if early is None else _PENDING] * n
     cursor = 0
     first_error: tuple[int, BaseException] | None = None
     # Calls in flight, by index: after a failure, the ones for later items
     # are cancelled (nothing needs their results); earlier ones finish.
     scopes: dict[int, anyio.CancelScope] = {}
+    running = min(limit, n)
+    finished = anyio.Event()
+    early_error: BaseException | None = None
 
     async def worker() -> None:
-        nonlocal cursor, first_error
-        while cursor < n and first_error is None:
-            i = cursor
-            cursor += 1
-            with anyio.CancelScope() as scope:
-                scopes[i] = scope
-                try:
-                    results[i] = await maybe_await(call(args[i]))
-                except BaseException as error:
-                    raise_if_cancelled(error)
-                    if first_error is None or i < first_error[0]:
-                        first_error = (i, error)
-                        for j, later in scopes.items():
-                            if j > i:
-                                later.cancel()
-                    return
-                finally:
-                    del scopes[i]
+        nonlocal cursor, first_error, running
+        try:
+            while cursor < n and first_error is None:
+                i = cursor
+                cursor += 1
+                with anyio.CancelScope() as scope:
+                    scopes[i] = scope
+                    try:
+                        results[i] = await maybe_await(call(args[i]))
+                    except BaseException as error:
+                        raise_if_cancelled(error)
+                        if first_error is None or i < first_error[0]:
+                            first_error = (i, error)
+                            for j, later in scopes.items():
+                                if j > i:
+                                    later.cancel()
+                        return
+                    finally:
+                        del scopes[i]
+        finally:
+            running -= 1
+            if not running:
+                finished.set()
 
     async with anyio.create_task_group() as tg:
-        for _ in range(min(limit, n)):
+        for _ in range(running):
             tg.start_soon(worker)
+        if early is not None:
+            # Looks every EARLY_EVERY_S while calls run: a batch done sooner
+            # goes on whole, and a long one in parts of that period at most
+            # (a hand-over per completion would cost a send per loop turn).
+            handed = 0
+            while True:
+                with anyio.move_on_after(EARLY_EVERY_S):
+                    await finished.wait()
+                if not running:
+                    break  # the caller hands on what is left
+                upto = handed
+                while upto < n and results[upto] is not _PENDING:
+                    upto += 1
+                if handed < upto:
+                    try:
+                        await early(results[handed:upto], handed)
+                    except BaseException as handing_failed:
+                        raise_if_cancelled(handing_failed)
+                        early_error = handing_failed
+                        tg.cancel_scope.cancel()
+                        break
+                    handed = upto
+    if early_error is not None:
+        # Raised here, not in the task group, which would wrap it in a group.
+        raise early_error
     if first_error is not None:
         index, error = first_error
         raise StepFailed(error, results[:index]) from error

@@ -77,6 +77,10 @@ class Operator:
     flushes = False
     #: The timer of a timed operator, run by the driver beside the step.
     timer: StepTimer | None = None
+    #: Set by the step task: sends output of a batch ahead of the rest of it
+    #: (an async function's results from the start of the batch, while the
+    #: calls for later items still run).
+    emit_early: Callable[[list[Any]], Awaitable[None]] | None = None
 
     def __init__(self, step: Step, env: StepEnv) -> None:
         self.step = step

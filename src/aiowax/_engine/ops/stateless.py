@@ -97,6 +97,37 @@ class PoolableOp(Operator):
         if self.pool is not None:
             await self.pool.start()
 
+    async def call_async(
+        self,
+        call: Callable[[Any], Any],
+        batch: list[Any],
+        finish: Callable[[list[Any], int], list[Any]],
+    ) -> list[Any]:
+        """``call`` on every item, concurrently, in order; output as results come.
+
+        ``finish(results, start)`` makes the output of the results of items
+        ``start`` on. The output of the first items goes out (`emit_early`)
+        while later calls still run; what this returns, or a failure
+        carries, is the output of the rest.
+        """
+        sent = 0
+        emit = self.emit_early
+        early = None
+        if emit is not None:
+
+            async def early(results: list[Any], start: int) -> None:
+                nonlocal sent
+                out = finish(results, start)
+                sent = start + len(results)
+                if out:
+                    await emit(out)
+
+        try:
+            results = await call_ordered(call, batch, self.limit, early)
+        except StepFailed as p:
+            raise self.fail(p.error, finish(p.partial[sent:], sent)) from None
+        return finish(results[sent:], sent)
+
     async def aclose(self) -> None:
         if self.pool is not None:
             await self.pool.aclose()
@@ -116,10 +147,7 @@ class MapOp(PoolableOp):
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         if self.pool is not None:
             return await self.pool.apply(batch, self._finish)
-        try:
-            return self._finish(await call_ordered(self.fn, batch, self.limit))
-        except StepFailed as p:
-            raise self.fail(p.error, self._finish(p.partial)) from None
+        return await self.call_async(self.fn, batch, lambda out, _: self._finish(out))
 
 
 class FilterOp(PoolableOp):
@@ -145,11 +173,11 @@ class FilterOp(PoolableOp):
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         if self.pool is not None:
             return await self.pool.apply(batch, lambda flags: self._keep(batch, flags))
-        try:
-            flags = await call_ordered(self.fn, batch, self.limit)
-        except StepFailed as p:
-            raise self.fail(p.error, self._keep(batch, p.partial)) from None
-        return self._keep(batch, flags)
+
+        def keep(flags: list[Any], start: int) -> list[Any]:
+            return self._keep(batch[start : start + len(flags)], flags)
+
+        return await self.call_async(self.fn, batch, keep)
 
 
 class FilterMapOp(MapOp):
@@ -198,11 +226,9 @@ class FlatMapOp(PoolableOp):
     async def aprocess(self, batch: list[Any]) -> list[Any]:
         if self.pool is not None:
             return await self.pool.apply(batch, list)
-        try:
-            parts = await call_ordered(self._collect, batch, self.limit)
-        except StepFailed as p:
-            raise self.fail(p.error, list(chain.from_iterable(p.partial))) from None
-        return list(chain.from_iterable(parts))
+        return await self.call_async(
+            self._collect, batch, lambda parts, _: list(chain.from_iterable(parts))
+        )
 
 
 class InspectOp(Operator):
