@@ -345,6 +345,10 @@ FILES = {
     "lazy.py": "def __getattr__(name):\n    raise LookupError(name)\n",
     # A file whose name is already taken by a module imported before it.
     "shadow/argparse.py": "flow = None\n",
+    # A dot in a file's stem: it cannot be a module name ('x' not found, it said).
+    "x.y.py": "flow = None\n",
+    # A dash is fine: importlib takes the name.
+    "my-flow.py": "from flows import make\nflow = make('d', 1)\n",
 }
 
 
@@ -394,6 +398,15 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
             "argument --workers-per-process: must be an integer >= 1, got '0'",
         ),
         (["--workers", "two", "flows"], {}, "must be an integer >= 1, got 'two'"),
+        # Ate memory until the OOM killer came, saying nothing.
+        (
+            ["-w", "99999999999", "flows"],
+            {},
+            "argument -w/--workers: must be at most 1024, got '99999999999'",
+        ),
+        (["flows"], {"AIOWAX_WORKERS": "5000"}, "AIOWAX_WORKERS: must be at most 1024"),
+        # int() takes other scripts' digits; a count here is ASCII.
+        (["-w", "\u0663", "flows"], {}, "must be an integer >= 1, got '\u0663'"),
         (
             ["-s", "-1", "flows"],
             {},
@@ -512,6 +525,8 @@ class _RunSpy:
             0,
         ),
         (["--stop-timeout", "0.25", "flows"], {"AIOWAX_STOP_TIMEOUT": ""}, 1, None, 0.25),
+        # Blank ones too (AIOWAX_HTTP=" " was a usage error).
+        (["flows"], {"AIOWAX_HTTP": " ", "AIOWAX_SNAPSHOT_INTERVAL": "\t"}, 1, None, 25),
         # Without -r, a backup interval from the environment is only checked.
         (["flows"], {"AIOWAX_BACKUP_INTERVAL": "30"}, 1, None, 25),
     ],
@@ -687,6 +702,7 @@ def test_recovery_error_of_user_code_is_a_flow_failure(
         ("pkg/mod.py", "p0\n"),
         ("flows:make_async('as')", "as0\nas1\n"),
         ("sub/script.py", "h0\nh1\n"),
+        ("my-flow.py", "d0\n"),
     ],
 )
 def test_runs_in_process(
@@ -752,6 +768,12 @@ def test_cwd_is_made_importable(inproc: Path, capsys: pytest.CaptureFixture[str]
         ("sub/", "neither a dotted module name nor a .py path", None),
         ("sub/helper.py/x.py", "file 'sub/helper.py/x.py' not found", None),
         ("pkg/__init__.py", "module 'pkg' has no attribute 'flow'", None),
+        (
+            "x.y.py",
+            "'x.y.py' cannot be imported as module 'x.y'; rename it (a dot in a name "
+            "reads as a package)",
+            None,
+        ),
     ],
 )
 def test_load_errors_in_process(
@@ -1252,13 +1274,19 @@ def _supervisor(project: Path) -> tuple[subprocess.Popen[bytes], list[int]]:
     pids = [int(pid) for pid in started.split(": ")[-1].split(", ")]
     # Both copies are running once each has written its first item.
     firsts, deadline = 0, time.monotonic() + 30
+    seen: list[bytes] = []  # said if they do not start
     while firsts < 2:
         ready, _, _ = select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
         if not ready:
             proc.kill()
             _, err = proc.communicate(timeout=30)
-            pytest.fail(f"the copies did not both start in 30 s: {err.decode()}")
-        firsts += proc.stdout.readline() == b"0\n"
+            pytest.fail(
+                f"the copies did not both start in 30 s ({len(seen)} lines, {seen[:8]}): "
+                f"{err.decode()}"
+            )
+        line = proc.stdout.readline()
+        seen.append(line)
+        firsts += line == b"0\n"
     return proc, pids
 
 

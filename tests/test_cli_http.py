@@ -107,6 +107,8 @@ def test_http_address(text: str, expected: HttpAddress) -> None:
         ("web", "from 0 to 65535"),
         ("70000", "from 0 to 65535"),
         ("-1", "from 0 to 65535"),
+        # int() reads other scripts' digits: this was port 3030.
+        ("\u0663\u0660\u0663\u0660", "from 0 to 65535"),
         ("host:", "from 0 to 65535"),
         (":3030", "a host before ':'"),
         ("::1:3030", "in brackets"),

@@ -6,6 +6,7 @@ import io
 import logging
 import os
 import pty
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -14,7 +15,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from aiowax._cli_progress import ProgressLine, configure_logging, report_progress
+from aiowax import _cli_progress
+from aiowax._cli_progress import ProgressLine, configure_logging, erasing, report_progress
 from aiowax.stats import FlowStats, StepStats
 
 CLEAR = "\r\x1b[K"
@@ -197,3 +199,77 @@ def test_a_bad_log_level_is_a_usage_error(capsys: pytest.CaptureFixture[str]) ->
     assert "--log-level: expected one of debug, info, warning, error, critical" in (
         capsys.readouterr().err
     )
+
+
+class _Terminal(io.StringIO):
+    """A StringIO that says it is fd 2 (for the terminal's width)."""
+
+    def fileno(self) -> int:
+        return 2
+
+
+def test_the_line_is_cut_to_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A line that wrapped left a copy of itself at every redraw: erasing
+    # reaches only its last row.
+    monkeypatch.setattr(
+        _cli_progress.os, "get_terminal_size", lambda fd: os.terminal_size((40, 24))
+    )
+    out = _Terminal()
+    line = ProgressLine(out)
+    line.show(_stats(3.0, 123456789, 123456789))
+    drawn = out.getvalue().removeprefix(CLEAR)
+    assert len(drawn) == 39 and drawn.endswith("…")
+    assert drawn.startswith("aiowax: orders running 3s | read 123,4")
+
+
+def test_writes_to_stderr_during_a_run_erase_the_line_first(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The command line's own "SIGTERM received" and uvicorn's warnings went
+    # on at the end of the line ("| epoch 1python -m aiowax: SIGTERM...").
+    terminal = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    line = ProgressLine(terminal)
+    with erasing(line):
+        line.show(_stats(3.0, 10, 10))
+        print("SIGTERM received", file=sys.stderr)
+        print("again, the line being erased already", file=sys.stderr)
+    assert sys.stderr is terminal
+    text = terminal.getvalue()
+    assert text.endswith(
+        f"| epoch 3{CLEAR}SIGTERM received\nagain, the line being erased already\n"
+    )
+
+
+def test_on_one_terminal_a_flows_printed_items_never_join_the_line(tmp_path: Path) -> None:
+    # stdout and stderr on the same terminal (the getting-started case): a
+    # StdOutSink's item went on at the end of the line ("| epoch 1item 4").
+    flow_file = tmp_path / "paced.py"
+    flow_file.write_text(PACED_FLOW)
+    main_fd, child_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aiowax", str(flow_file)],
+        stdout=child_fd,
+        stderr=child_fd,
+        cwd=tmp_path,
+    )
+    os.close(child_fd)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        screen += chunk
+    proc.wait(timeout=30)
+    os.close(main_fd)
+    assert proc.returncode == 0
+    text = screen.decode()
+    drawn = re.findall(r"aiowax: paced running [^\r\n]*", text)
+    assert drawn, text  # the line was shown
+    # Each drawing is erased before anything else is written.
+    assert all(text[text.index(d) + len(d) :].startswith(CLEAR) for d in drawn), text
+    items = [x for x in re.split(r"\r\n|\r\x1b\[K", text) if x.strip().isdigit()]
+    assert [int(x) for x in items] == list(range(40))

@@ -74,13 +74,29 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _workers(text: str) -> int:
+def _count(text: str) -> int:
     try:
-        value = int(text)
+        value = int(text) if text.strip().isascii() else 0
     except ValueError:
         value = 0
     if value < 1:
         msg = f"must be an integer >= 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
+#: The most workers one process takes: each is a set of tasks on one loop,
+#: so a typo's 99999999999 would eat memory until the OOM killer came.
+MAX_WORKERS = 1024
+
+
+def _workers(text: str) -> int:
+    value = _count(text)
+    if value > MAX_WORKERS:
+        msg = (
+            f"must be at most {MAX_WORKERS}, got {text!r} (workers share one event "
+            "loop; to use more cores, run more processes)"
+        )
         raise argparse.ArgumentTypeError(msg)
     return value
 
@@ -116,9 +132,9 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("stop_timeout", ENV_STOP_TIMEOUT, _seconds),
     ("kafka_cluster", _cluster_cli.ENV_KAFKA_CLUSTER, _cluster_cli.brokers),
     ("app_id", _cluster_cli.ENV_APP_ID, str),
-    ("processes", _cluster_cli.ENV_PROCESSES, _workers),
-    ("cluster_partitions", _cluster_cli.ENV_CLUSTER_PARTITIONS, _workers),
-    ("replication_factor", _cluster_cli.ENV_REPLICATION_FACTOR, _workers),
+    ("processes", _cluster_cli.ENV_PROCESSES, _count),
+    ("cluster_partitions", _cluster_cli.ENV_CLUSTER_PARTITIONS, _count),
+    ("replication_factor", _cluster_cli.ENV_REPLICATION_FACTOR, _count),
     ("kafka_config_file", _cluster_cli.ENV_KAFKA_CONFIG_FILE, _cluster_cli.config_file),
     ("http", _http_cli.ENV_HTTP, _http_cli.address),
     ("log_level", ENV_LOG_LEVEL, _log_level),
@@ -265,7 +281,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="seconds to keep superseded snapshots before garbage-collecting them; "
         f"needs -r (env {ENV_BACKUP_INTERVAL}; default: keep only what resuming needs)",
     )
-    _cluster_cli.add_options(parser, _workers)
+    _cluster_cli.add_options(parser, _count)
     parser.add_argument("--version", action="version", version=f"aiowax {__version__}")
     return parser
 
@@ -306,7 +322,8 @@ def _apply_env_defaults(
     from_env: set[str] = set()
     for dest, variable, convert in _ENV_DEFAULTS:
         raw = environ.get(variable, "")
-        if getattr(options, dest) is not None or not raw:
+        # Blank counts as unset too (`--help` says so): `VAR=" "` in a unit file.
+        if getattr(options, dest) is not None or not raw.strip():
             continue
         try:
             setattr(options, dest, convert(raw))
@@ -498,36 +515,37 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
         if sys.stderr.isatty() and _cluster_cli.ENV_PROCESS_INDEX not in os.environ:
             progress_line = _progress.ProgressLine(sys.stderr)
         _progress.configure_logging(options.log_level, sys.stderr, progress_line)
-        try:
-            run_sync(
-                _load_and_run(
-                    target,
-                    obj,
-                    load_errors,
-                    status,
-                    options.workers or 1,
-                    options.snapshot_interval,
-                    recovery_config,
-                    _or_default(options.stop_timeout, DEFAULT_STOP_TIMEOUT),
-                    parser.prog,
-                    cluster,
-                    http,
-                    progress_line,
+        with _progress.erasing(progress_line):
+            try:
+                run_sync(
+                    _load_and_run(
+                        target,
+                        obj,
+                        load_errors,
+                        status,
+                        options.workers or 1,
+                        options.snapshot_interval,
+                        recovery_config,
+                        _or_default(options.stop_timeout, DEFAULT_STOP_TIMEOUT),
+                        parser.prog,
+                        cluster,
+                        http,
+                        progress_line,
+                    )
                 )
-            )
-        except Exception as exc:
-            if _is_recovery_setup_error(exc, recovery_config):
-                # The directory cannot be resumed from: nothing of the flow ran.
-                assert recovery_config is not None
-                shown = repr(str(recovery_config.db_dir))
-                message = f"cannot resume from recovery directory {shown}: {exc}"
-                return _error(parser.prog, message)
-            if isinstance(exc, BrokenPipeError) and _stdout_is_broken_pipe():
-                _silence_stdout()
+            except Exception as exc:
+                if _is_recovery_setup_error(exc, recovery_config):
+                    # The directory cannot be resumed from: nothing of the flow ran.
+                    assert recovery_config is not None
+                    shown = repr(str(recovery_config.db_dir))
+                    message = f"cannot resume from recovery directory {shown}: {exc}"
+                    return _error(parser.prog, message)
+                if isinstance(exc, BrokenPipeError) and _stdout_is_broken_pipe():
+                    _silence_stdout()
+                    return EXIT_FLOW_FAILED
+                _flush_stdout()
+                print(format_flow_traceback(exc), end="", file=sys.stderr)
                 return EXIT_FLOW_FAILED
-            _flush_stdout()
-            print(format_flow_traceback(exc), end="", file=sys.stderr)
-            return EXIT_FLOW_FAILED
         if load_errors:
             error = load_errors[0]
             return _error(parser.prog, error.message, error.details)

@@ -72,7 +72,7 @@ def address(text: str) -> HttpAddress:
     elif not host:
         msg = f"a host before ':' (or no ':' for {DEFAULT_HOST}), got {text!r}"
         raise argparse.ArgumentTypeError(msg)
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         msg = f"expected [HOST:]PORT with a port from 0 to 65535, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return HttpAddress(host, int(port_text))

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+import os
+import sys
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from typing import Any, TextIO
 
 import anyio
@@ -45,8 +47,20 @@ class ProgressLine:
             self.shown = False
 
     def show(self, stats: FlowStats) -> None:
-        """Draw the line for ``stats``, with rates since the previous one."""
-        self._stream.write(_CLEAR + self.text(stats))
+        """Draw the line for ``stats``, with rates since the previous one.
+
+        Cut to the terminal's width: a line that wraps cannot be erased
+        (the erasing only reaches its last row), so every redraw would
+        leave a copy behind.
+        """
+        text = self.text(stats)
+        try:
+            width = os.get_terminal_size(self._stream.fileno()).columns
+        except (AttributeError, OSError, ValueError):
+            width = 0
+        if width > 1 and len(text) >= width:
+            text = text[: width - 2] + "…"
+        self._stream.write(_CLEAR + text)
         self._stream.flush()
         self.shown = True
 
@@ -114,6 +128,54 @@ async def report_progress(
             await anyio.sleep(every)
     finally:
         line.clear()
+
+
+class _Erasing:
+    """A text stream on the line's terminal that erases the line before it writes.
+
+    Stands for `sys.stderr` (and `sys.stdout` on the same terminal) during
+    a run: the command line's own messages, a `StdOutSink`'s items, warnings
+    and other libraries' output would otherwise go on at the end of the line.
+    """
+
+    def __init__(self, stream: TextIO, line: ProgressLine) -> None:
+        self._stream = stream
+        self._line = line
+
+    def write(self, text: str) -> int:
+        if text and self._line.shown:
+            self._line.clear()
+        return self._stream.write(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for text in lines:
+            self.write(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+def _same_terminal(a: TextIO, b: TextIO) -> bool:
+    try:
+        return a.isatty() and os.path.samestat(os.fstat(a.fileno()), os.fstat(b.fileno()))
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def erasing(line: ProgressLine | None) -> Iterator[None]:
+    """While inside, writes to stderr (and to stdout on its terminal) erase ``line`` first."""
+    if line is None:
+        yield
+        return
+    saved = sys.stdout, sys.stderr
+    sys.stderr = _Erasing(sys.stderr, line)
+    if _same_terminal(saved[0], saved[1]):
+        sys.stdout = _Erasing(sys.stdout, line)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 class _ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]

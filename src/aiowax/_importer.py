@@ -309,8 +309,8 @@ def _import_module(target: ImportTarget, name: str) -> ModuleType:
         raise FlowImportError(msg, details=format_user_traceback(exc)) from exc
 
 
-def _module_name_for_path(path: Path) -> tuple[str, Path]:
-    """The module name of a ``.py`` file, and the directory to import it from.
+def _module_name_for_path(path: Path) -> tuple[list[str], Path]:
+    """The module name of a ``.py`` file, by part, and the directory to import it from.
 
     Like Flask's CLI: walk up while the directory is a package (has an
     ``__init__.py``), so a file inside a package is imported as part of it and
@@ -324,7 +324,7 @@ def _module_name_for_path(path: Path) -> tuple[str, Path]:
     while (directory / "__init__.py").is_file() and directory.name:
         parts.append(directory.name)
         directory = directory.parent
-    return ".".join(reversed(parts)), directory
+    return parts[::-1], directory
 
 
 def _import_path(target: ImportTarget, path: Path) -> ModuleType:
@@ -333,11 +333,14 @@ def _import_path(target: ImportTarget, path: Path) -> ModuleType:
         what = "is not a file" if absolute.exists() else "not found"
         msg = f"cannot load {target.text!r}: file {str(path)!r} {what}"
         raise FlowImportError(msg)
-    name, directory = _module_name_for_path(absolute)
-    if any(not part or "." in part for part in name.split(".")):
+    parts, directory = _module_name_for_path(absolute)
+    name = ".".join(parts)
+    # By part: "x.y.py" would read as module y of a package x. (A dash is
+    # fine: importlib takes "my-flow", which no import statement could.)
+    if any(not part or "." in part for part in parts):
         msg = (
             f"cannot load {target.text!r}: {str(path)!r} cannot be imported as "
-            f"module {name!r}; rename it so that every name is a valid identifier"
+            f"module {name!r}; rename it (a dot in a name reads as a package)"
         )
         raise FlowImportError(msg)
     if sys.path[:1] != [str(directory)]:
