@@ -12,8 +12,11 @@ class _PrintPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         # Looked up per batch so doctest and pytest captures see the output.
         out = sys.stdout
-        for item in items:
-            print(item, file=out)
+        if items:
+            # One write a batch, not print's two an item (unbuffered, with
+            # PYTHONUNBUFFERED or -u): processes sharing the terminal or
+            # pipe (the copies of -p) would cut each other's lines.
+            out.write("\n".join(map(str, items)) + "\n")
         out.flush()
 
 
