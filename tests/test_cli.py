@@ -813,16 +813,14 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-def aiowax_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def _command(cwd: Path, cmd: list[str], **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "aiowax", *args],
-        cwd=cwd,
-        env=_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        cmd, cwd=cwd, env=_env(**env), capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def aiowax_cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    return _command(cwd, [sys.executable, "-m", "aiowax", *args], **env)
 
 
 @pytest.mark.parametrize(
@@ -852,26 +850,14 @@ def test_python_m_aiowax_run_is_the_command_line(project: Path) -> None:
     # Bytewax's ``python -m bytewax.run``, migrated by its import root, was
     # "No module named aiowax.run" (exit 1): Dockerfiles and unit files
     # changed more than the import root.
-    result = subprocess.run(
+    result = _command(
+        project,
         [sys.executable, "-m", "aiowax.run", "-s", "0", "flows:make('r', n=3)"],
-        cwd=project,
-        env=_env(AIOWAX_WORKERS="2"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+        AIOWAX_WORKERS="2",
     )
     assert (result.returncode, result.stderr) == (0, "")
     assert sorted(result.stdout.splitlines()) == ["r0", "r1", "r2"]
-    usage = subprocess.run(
-        [sys.executable, "-m", "aiowax.run", "flows", "-i", "1"],
-        cwd=project,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    usage = _command(project, [sys.executable, "-m", "aiowax.run", "flows", "-i", "1"])
     assert usage.returncode == 2
     assert "python -m aiowax.run: error: -i/--process-id is Bytewax's" in usage.stderr
 
@@ -886,14 +872,8 @@ def test_a_closed_standard_fd_is_taken_for_dev_null(project: Path, redirect: str
     # then libuv aborted the process closing its handle on that fd (exit 134).
     # With fd 2 closed, sys.stderr was None: the CLI crashed before the flow
     # ran, with exit 1 and not a word.
-    result = subprocess.run(
-        ["sh", "-c", f'exec "$0" -m aiowax flows {redirect}', sys.executable],
-        cwd=project,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    result = _command(
+        project, ["sh", "-c", f'exec "$0" -m aiowax flows {redirect}', sys.executable]
     )
     assert (result.returncode, result.stdout) == (0, out), result.stderr
 

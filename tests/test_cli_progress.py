@@ -117,6 +117,20 @@ def test_without_a_level_warnings_still_show_and_user_logging_is_kept(
     assert aiowax_logger.handlers == before
 
 
+def _read_terminal(main_fd: int) -> bytes:
+    """What the child wrote on a pty, until it closed the terminal."""
+    data = b""
+    while True:
+        try:
+            chunk = os.read(main_fd, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 PACED_FLOW = """
 import asyncio
 import logging
@@ -154,15 +168,7 @@ def test_on_a_terminal_the_run_shows_progress_on_stderr_and_leaves_stdout_alone(
         cwd=tmp_path,
     )
     os.close(child_fd)
-    err = b""
-    while True:
-        try:
-            chunk = os.read(main_fd, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        err += chunk
+    err = _read_terminal(main_fd)
     out, _ = proc.communicate(timeout=30)
     os.close(main_fd)
     assert proc.returncode == 0
@@ -254,15 +260,7 @@ def test_on_one_terminal_a_flows_printed_items_never_join_the_line(tmp_path: Pat
         cwd=tmp_path,
     )
     os.close(child_fd)
-    screen = b""
-    while True:
-        try:
-            chunk = os.read(main_fd, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not chunk:
-            break
-        screen += chunk
+    screen = _read_terminal(main_fd)
     proc.wait(timeout=30)
     os.close(main_fd)
     assert proc.returncode == 0

@@ -175,18 +175,24 @@ _EARLY_STEPS: dict[str, tuple[Any, Any]] = {
 }
 
 
+def _early_flow(kind: str, n: int) -> tuple[Dataflow, _TimedSink, Any]:
+    """One batch of ``n`` items through the ``kind`` step, 2 calls at once."""
+    fn, output = _EARLY_STEPS[kind]
+    sink = _TimedSink()
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(n), batch_size=n))
+    getattr(flow, kind)("step", fn, max_concurrency=2)
+    flow.output("out", sink)
+    return flow, sink, output
+
+
 @pytest.mark.asyncio(loop_factories=["virtual"])
 @pytest.mark.parametrize("kind", list(_EARLY_STEPS))
 async def test_an_async_step_hands_on_the_first_results_while_later_calls_run(kind: str) -> None:
     # A batch of 6 calls of 1 s, 2 at a time: its first results went out
     # with its last, at 3 s (1,024 calls of 20 ms one at a time: 20 s before
     # the first item came out of a `map`).
-    fn, output = _EARLY_STEPS[kind]
-    sink = _TimedSink()
-    flow = Dataflow()
-    flow.input("inp", TestingSource(range(6), batch_size=6))
-    getattr(flow, kind)("step", fn, max_concurrency=2)
-    flow.output("out", sink)
+    flow, sink, output = _early_flow(kind, 6)
     start = anyio.current_time()
     await run(flow, watchdog=VIRTUAL_WATCHDOG)
     # Each pair within EARLY_EVERY_S of its calls' end (the last with the batch).
@@ -202,12 +208,7 @@ async def test_a_failure_after_results_went_on_early_writes_each_once(kind: str)
     # Items 0-5 went out early (at 1, 2 and 3 s); the call of item 6 fails
     # at 4 s: the output before it is written once, not again as the partial
     # output of the failure.
-    fn, output = _EARLY_STEPS[kind]
-    sink = _TimedSink()
-    flow = Dataflow()
-    flow.input("inp", TestingSource(range(10), batch_size=10))
-    getattr(flow, kind)("step", fn, max_concurrency=2)
-    flow.output("out", sink)
+    flow, sink, output = _early_flow(kind, 10)
     with pytest.raises(ValueError, match="six"):
         await run(flow, watchdog=VIRTUAL_WATCHDOG)
     assert [x for _, items in sink.writes for x in items] == output(6)
