@@ -214,6 +214,26 @@ async def test_a_failure_after_results_went_on_early_writes_each_once(kind: str)
     assert [x for _, items in sink.writes for x in items] == output(6)
 
 
+async def _says_yes_for_3(x: int) -> Any:
+    await anyio.sleep(1)
+    return "yes" if x == 3 else x % 2 == 0
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_bad_predicate_result_met_while_handing_over_early_is_the_same_type_error() -> None:
+    # The hand-over's own refusal (not a bool) was taken for a failed call's
+    # and its output for flags: a second, wrong error.
+    sink = _TimedSink()
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(10), batch_size=10))
+    flow.filter("keep", _says_yes_for_3, max_concurrency=2)
+    flow.output("out", sink)
+    with pytest.raises(TypeError, match="filter step 'keep': the predicate must return a bool"):
+        await run(flow, watchdog=VIRTUAL_WATCHDOG)
+    # What came before item 3 is written, once: as without the hand-over.
+    assert [x for _, items in sink.writes for x in items] == [0, 2]
+
+
 @pytest.mark.asyncio
 async def test_call_ordered_raises_what_early_raised_and_cancels_the_calls() -> None:
     started: list[int] = []

@@ -113,18 +113,27 @@ class PoolableOp(Operator):
         sent = 0
         emit = self.emit_early
         early = None
+        # What the hand-over itself raised (``finish`` refusing a result, a
+        # send failing): out as it is, not taken for a failed call's.
+        handing: list[BaseException] = []
         if emit is not None:
 
             async def early(results: list[Any], start: int) -> None:
                 nonlocal sent
-                out = finish(results, start)
-                sent = start + len(results)
-                if out:
-                    await emit(out)
+                try:
+                    out = finish(results, start)
+                    sent = start + len(results)
+                    if out:
+                        await emit(out)
+                except BaseException as error:
+                    handing.append(error)
+                    raise
 
         try:
             results = await call_ordered(call, batch, self.limit, early)
         except StepFailed as p:
+            if handing and p is handing[0]:
+                raise
             raise self.fail(p.error, finish(p.partial[sent:], sent)) from None
         return finish(results[sent:], sent)
 
