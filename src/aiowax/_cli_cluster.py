@@ -36,6 +36,8 @@ ENV_PROCESS_INDEX = "AIOWAX_PROCESS_INDEX"
 ENV_SUPERVISOR_PID = "AIOWAX_SUPERVISOR_PID"
 #: linux/prctl.h: the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1
+#: Windows has no SIGHUP.
+_SIGHUP: signal.Signals | None = getattr(signal, "SIGHUP", None)
 
 
 def brokers(text: str) -> list[str]:
@@ -292,11 +294,11 @@ def supervise(argv: Sequence[str], count: int, prog: str) -> int:
         stopping = True
         for child in children:
             if child.poll() is None:
-                child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
+                child.send_signal(signal.SIGTERM if signum == _SIGHUP else signum)
 
     # SIGHUP (the terminal closed) stops the children gracefully too: by
     # default it would kill the supervisor alone, leaving them on.
-    forwarded = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    forwarded = [signal.SIGTERM, signal.SIGINT] + ([_SIGHUP] if _SIGHUP is not None else [])
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
     try:
         for index in range(count):
