@@ -178,19 +178,6 @@ def erasing(line: ProgressLine | None) -> Iterator[None]:
         sys.stdout, sys.stderr = saved
 
 
-class _ClearingHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A stderr handler that erases the progress line before each record."""
-
-    def __init__(self, stream: TextIO, line: ProgressLine | None) -> None:
-        super().__init__(stream)
-        self._line = line
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if self._line is not None:
-            self._line.clear()
-        super().emit(record)
-
-
 def configure_logging(level: str | None, stream: TextIO, line: ProgressLine | None) -> None:
     """Send the ``aiowax`` logger's records at ``level`` and above to ``stream``.
 
@@ -202,7 +189,8 @@ def configure_logging(level: str | None, stream: TextIO, line: ProgressLine | No
     if level is None and logging.getLogger().handlers:
         return  # the flow's module set logging up: leave it as it is
     logger = logging.getLogger("aiowax")
-    handler = _ClearingHandler(stream, line)
+    # Through the same erasing stream as the run's stderr.
+    handler = logging.StreamHandler(stream if line is None else _Erasing(stream, line))
     handler.setFormatter(
         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
         if level is not None
