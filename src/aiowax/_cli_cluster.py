@@ -84,6 +84,13 @@ def config_file(text: str) -> dict[str, str]:
     return settings
 
 
+#: Bytewax 0.17.2's options of its cluster of processes: (dest, short, long).
+_BYTEWAX_CLUSTER = (
+    ("bytewax_process_id", "-i", "--process-id"),
+    ("bytewax_addresses", "-a", "--addresses"),
+)
+
+
 def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
     """The cluster options of ``python -m aiowax``; ``count`` parses ``-p`` (as ``-w``)."""
     group = parser.add_argument_group(
@@ -138,11 +145,8 @@ def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) ->
     # Bytewax 0.17.2's cluster of processes, for migrated scripts (not in
     # --help): taken so the error can say what replaces them, rather than
     # argparse's "unrecognized arguments".
-    for flags, dest in (
-        (("-i", "--process-id"), "bytewax_process_id"),
-        (("-a", "--addresses"), "bytewax_addresses"),
-    ):
-        group.add_argument(*flags, dest=dest, help=argparse.SUPPRESS)
+    for dest, short, long in _BYTEWAX_CLUSTER:
+        group.add_argument(short, long, dest=dest, help=argparse.SUPPRESS)
     group.add_argument(
         "--kafka-config-file",
         metavar="PATH",
@@ -176,13 +180,10 @@ def cluster_of(
     from_env: AbstractSet[str] = frozenset(),
 ) -> Any:
     """The `KafkaCluster` the options ask for, or None; usage errors for bad combinations."""
-    for dest, flag in (
-        ("bytewax_process_id", "-i/--process-id"),
-        ("bytewax_addresses", "-a/--addresses"),
-    ):
+    for dest, short, long in _BYTEWAX_CLUSTER:
         if getattr(options, dest) is not None:
             parser.error(
-                f"{flag} is Bytewax's cluster of processes, which aiowax does not have: "
+                f"{short}/{long} is Bytewax's cluster of processes, which aiowax does not have: "
                 f"copies of a flow share its work through Kafka here. {_SCALE_OUT}"
             )
     if options.kafka_cluster is None:
