@@ -37,7 +37,12 @@ How it works:
 - The flow keys readings by sensor and folds them into tumbling windows on
   the readings' own time (`EventClockConfig`), so a window's result comes out
   when the window closes. Readings older than a window that already closed
-  are late: dropped, and counted in ``/health``.
+  are late: dropped, and counted in ``/health``. A sensor's watermark moves
+  on with the clock from when its newest reading was seen, so even a reading
+  stamped on arrival can miss a window that ends just after its stamp, if
+  it takes longer through the flow than the one before. The command line
+  therefore waits 0.5 s (``--lateness``) by default; `create_app` waits
+  none unless told.
 - ``GET /stream`` subscribes the client to a `BroadcastSink`. Each client has
   its own bounded buffer; one that falls further behind gets an
   ``event: overflow`` and is disconnected, so a slow reader never slows down
@@ -504,7 +509,8 @@ class DrainingServer(uvicorn.Server):
         await super().shutdown(sockets)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options (``sys.argv`` without ``argv``)."""
     parser = argparse.ArgumentParser(description="Per-sensor window statistics over HTTP.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
@@ -512,9 +518,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--lateness",
         type=float,
-        default=0.0,
-        help="seconds a window waits for out-of-order readings (replicas of a cluster "
-        "hand readings on through Kafka, so give them a second or more)",
+        default=0.5,
+        help="seconds a window waits for out-of-order readings (default 0.5: also for "
+        "readings stamped on arrival that take longer through the flow than the one "
+        "before; replicas of a cluster hand readings on through Kafka, so give them a "
+        "second or more)",
     )
     parser.add_argument(
         "--kafka-cluster",
@@ -533,15 +541,24 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="partitions of the cluster's internal topics (default 6)",
     )
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO)
+    return parser.parse_args(argv)
+
+
+def app_from_args(args: argparse.Namespace) -> Starlette:
+    """The app the command line serves."""
     cluster = None
     if args.kafka_cluster:
         brokers = [b.strip() for b in args.kafka_cluster.split(",") if b.strip()]
         cluster = KafkaCluster(brokers=brokers, app_id=args.app_id, partitions=args.partitions)
-    app = create_app(
+    return create_app(
         timedelta(seconds=args.window), lateness=timedelta(seconds=args.lateness), cluster=cluster
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    app = app_from_args(args)
     config = uvicorn.Config(
         app, host=args.host, port=args.port, lifespan="on", timeout_graceful_shutdown=5
     )
