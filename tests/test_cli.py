@@ -7,6 +7,7 @@ run end to end in subprocesses for the main paths and each kind of error.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import os
 import select
@@ -24,6 +25,7 @@ import pytest
 
 import aiowax
 from aiowax import _cli
+from aiowax import _cli_cluster as _cluster_cli
 from aiowax._cli import main
 from aiowax._importer import FlowImportError, ImportTarget, parse_import_str
 from aiowax.recovery import RecoveryConfig, init_db_dir
@@ -405,6 +407,14 @@ def _usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
             "argument -w/--workers: must be at most 1024, got '99999999999'",
         ),
         (["flows"], {"AIOWAX_WORKERS": "5000"}, "AIOWAX_WORKERS: must be at most 1024"),
+        # Would have forked 100000 copies.
+        (
+            ["--kafka-cluster", "k:9092", "--app-id", "a", "-p", "100000", "flows"],
+            {},
+            "argument -p/--processes: must be at most 256, got '100000' (for more copies, "
+            "start them on more machines",
+        ),
+        (["flows"], {"AIOWAX_PROCESSES": "257"}, "AIOWAX_PROCESSES: must be at most 256"),
         # int() takes other scripts' digits; a count here is ASCII.
         (["-w", "\u0663", "flows"], {}, "must be an integer >= 1, got '\u0663'"),
         (
@@ -1291,6 +1301,31 @@ def test_the_copies_stop_gracefully_when_the_supervisor_dies_or_its_terminal_clo
     stopping = "python -m aiowax: SIGTERM received: stopping gracefully"
     assert err.decode().count(stopping) == 2, err.decode()
     assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 0)
+
+
+def test_a_copy_that_cannot_start_stops_the_ones_started(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An OSError (out of processes) came out as a traceback, the copies
+    # started left to run on unsupervised.
+    started: list[subprocess.Popen[bytes]] = []
+    real_popen = subprocess.Popen
+
+    def popen(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
+        if started:
+            raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+        sleeper = real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **kwargs)
+        started.append(sleeper)
+        return sleeper
+
+    monkeypatch.setattr(_cluster_cli.subprocess, "Popen", popen)
+    assert _cluster_cli.supervise(["flows:ticking()"], 3, "sup") == 1
+    assert capsys.readouterr().err == (
+        "sup: could not start process 1 of 3: [Errno 11] Resource temporarily "
+        "unavailable; stopping the 1 started\n"
+    )
+    (sleeper,) = started
+    assert sleeper.returncode is not None  # stopped, and waited for
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

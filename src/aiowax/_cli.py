@@ -89,16 +89,30 @@ def _count(text: str) -> int:
 #: so a typo's 99999999999 would eat memory until the OOM killer came.
 MAX_WORKERS = 1024
 
+#: The most copies ``-p`` starts on one machine: a typo's 100000 would fork
+#: until the machine gave out (each copy is a Python process of its own).
+MAX_PROCESSES = 256
 
-def _workers(text: str) -> int:
-    value = _count(text)
-    if value > MAX_WORKERS:
-        msg = (
-            f"must be at most {MAX_WORKERS}, got {text!r} (workers share one event "
-            "loop; to use more cores, run more processes)"
-        )
-        raise argparse.ArgumentTypeError(msg)
-    return value
+
+def _count_at_most(limit: int, why: str) -> Callable[[str], int]:
+    """A `_count` that refuses more than ``limit``, saying ``why``."""
+
+    def parse(text: str) -> int:
+        value = _count(text)
+        if value > limit:
+            msg = f"must be at most {limit}, got {text!r} ({why})"
+            raise argparse.ArgumentTypeError(msg)
+        return value
+
+    return parse
+
+
+_workers = _count_at_most(
+    MAX_WORKERS, "workers share one event loop; to use more cores, run more processes"
+)
+_processes = _count_at_most(
+    MAX_PROCESSES, "for more copies, start them on more machines with the same --app-id"
+)
 
 
 def _seconds(text: str) -> timedelta:
@@ -132,7 +146,7 @@ _ENV_DEFAULTS: tuple[tuple[str, str, Callable[[str], Any]], ...] = (
     ("stop_timeout", ENV_STOP_TIMEOUT, _seconds),
     ("kafka_cluster", _cluster_cli.ENV_KAFKA_CLUSTER, _cluster_cli.brokers),
     ("app_id", _cluster_cli.ENV_APP_ID, str),
-    ("processes", _cluster_cli.ENV_PROCESSES, _count),
+    ("processes", _cluster_cli.ENV_PROCESSES, _processes),
     ("cluster_partitions", _cluster_cli.ENV_CLUSTER_PARTITIONS, _count),
     ("replication_factor", _cluster_cli.ENV_REPLICATION_FACTOR, _count),
     ("kafka_config_file", _cluster_cli.ENV_KAFKA_CONFIG_FILE, _cluster_cli.config_file),
@@ -281,7 +295,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         help="seconds to keep superseded snapshots before garbage-collecting them; "
         f"needs -r (env {ENV_BACKUP_INTERVAL}; default: keep only what resuming needs)",
     )
-    _cluster_cli.add_options(parser, _count)
+    _cluster_cli.add_options(parser, _processes)
     parser.add_argument("--version", action="version", version=f"aiowax {__version__}")
     return parser
 

@@ -92,7 +92,7 @@ _BYTEWAX_CLUSTER = (
 
 
 def add_options(parser: argparse.ArgumentParser, count: Callable[[str], int]) -> None:
-    """The cluster options of ``python -m aiowax``; ``count`` parses ``-p`` (as ``-w``)."""
+    """The cluster options of ``python -m aiowax``; ``count`` parses ``-p``."""
     group = parser.add_argument_group(
         "cluster mode",
         "Share the flow's work between copies of this application through Kafka "
@@ -312,7 +312,23 @@ def supervise(argv: Sequence[str], count: int, prog: str) -> int:
             cmd = [sys.executable, "-m", "aiowax", *argv]
             # A session of its own: Ctrl-C reaches the supervisor only, which
             # passes it on once (twice would abort each child's graceful stop).
-            children.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+            try:
+                children.append(subprocess.Popen(cmd, env=env, start_new_session=True))
+            except OSError as error:
+                # Out of processes or memory: the copies started stop
+                # gracefully, and are waited for (none is left unsupervised).
+                print(
+                    f"{prog}: could not start process {index} of {count}: {error}; "
+                    f"stopping the {len(children)} started",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                stopping = True
+                for child in children:
+                    child.terminate()
+                for child in children:
+                    child.wait()
+                return 1
         print(
             f"{prog}: started {count} processes: {', '.join(str(c.pid) for c in children)}",
             file=sys.stderr,

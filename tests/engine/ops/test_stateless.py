@@ -392,7 +392,8 @@ _CLIENT = {1: "ada", 2: "bob", 3: "cy", 4: "dee"}
         pytest.param(lambda f: f.map("m", lambda x: _enrich(x, _CLIENT)), id="map"),
         pytest.param(
             lambda f: f.filter_map(
-                "m", lambda x: _enrich(x, {**_CLIENT, 2: None})  # type: ignore[dict-item]
+                "m",
+                lambda x: _enrich(x, {**_CLIENT, 2: None}),  # type: ignore[dict-item]
             ),
             id="filter_map",
         ),
