@@ -145,11 +145,50 @@ async def _wait_or_stop(event: anyio.Event, control: ClusterRun) -> None:
         tg.cancel_scope.cancel()
 
 
+#: A copy waiting longer than this for the group's next assignment says so
+#: (and again each time as long), beyond the session and revoke timeouts,
+#: which a rebalance may take: the copy does no work meanwhile.
+ASSIGNMENT_PATIENCE_S = 60.0
+
+
+async def wait_for_assignment(
+    ready: Callable[[], anyio.Event], control: ClusterRun, cluster: KafkaCluster
+) -> None:
+    """Wait for ``ready()`` (the group's next assignment) or a stop, warning when long.
+
+    A rebalance takes seconds. A copy that hears nothing for longer is
+    either waiting for a member slow to give its partitions up, or in a
+    group its coordinator no longer assigns (Tansu 0.6 does so for good
+    once every member left during a rebalance): without a word, it would
+    look like an idle copy.
+    """
+    patience = max(
+        ASSIGNMENT_PATIENCE_S,
+        (cluster.session_timeout + cluster.revoke_timeout).total_seconds() + 20.0,
+    )
+    waited = 0.0
+    while not control.stopping:
+        with anyio.move_on_after(patience):
+            await _wait_or_stop(ready(), control)
+            return
+        waited += patience
+        logger.warning(
+            "cluster %r: no partitions assigned to this copy after %.0f s of waiting "
+            "for the consumer group: it does no work meanwhile (a rebalance waiting "
+            "for a slow member, or a broker that no longer assigns the group: see "
+            "docs/scale-out.md)",
+            cluster.app_id,
+            waited,
+        )
+
+
 async def _generations(
     topology: Topology, member: GroupMember, control: ClusterRun, interval: float
 ) -> None:
     while not control.stopping:
-        await _wait_or_stop(member.assignment_ready, control)
+        # The member replaces its event at each assignment taken and each
+        # revocation: the wait reads the current one whenever it looks.
+        await wait_for_assignment(lambda: member.assignment_ready, control, topology.cluster)
         if control.stopping:
             return
         assigned = member.take_assignment()
