@@ -2,7 +2,9 @@
 
 The async calls of a batch run at once, at most `ASYNC_CONCURRENCY` of them,
 and their results keep the input order whatever order they finish in
-(`call_ordered`, here through the stateless steps). A ``CancelledError`` that
+(`call_ordered`, here through the stateless steps). Both stateless and
+keyed steps hand on the output from the start of a batch while its later
+calls run. A ``CancelledError`` that
 user code raises without being cancelled is the user's error. The keyed
 steps' order per key (`run_per_key`) is tested with them, in
 ``tests/engine/ops/test_keyed.py``.
@@ -11,6 +13,7 @@ steps' order per key (`run_per_key`) is tested with them, in
 from __future__ import annotations
 
 import asyncio
+import operator
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -20,7 +23,12 @@ import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.usercode import ASYNC_CONCURRENCY, EARLY_EVERY_S, call_ordered
+from aiowax._engine.usercode import (
+    ASYNC_CONCURRENCY,
+    EARLY_EVERY_S,
+    call_ordered,
+    run_per_key,
+)
 from aiowax.dataflow import Dataflow
 from aiowax.outputs import DynamicSink, StatelessSinkPartition
 from aiowax.testing import TestingSink, TestingSource
@@ -167,21 +175,77 @@ async def _twice(x: int) -> list[int]:
     return [await _one_second(x)] * 2
 
 
-_EARLY_STEPS: dict[str, tuple[Any, Any]] = {
-    # kind: (function, the output of items 0..k-1)
-    "map": (_one_second, lambda k: list(range(k))),
-    "filter": (_kept, lambda k: [x for x in range(k) if x % 2 == 0]),
-    "flat_map": (_twice, lambda k: [x for x in range(k) for _ in range(2)]),
+async def _one_second_on_worker(x: int, _worker: int) -> int:
+    return await _one_second(x)
+
+
+async def _counted(count: int, x: int) -> tuple[int, int]:
+    return count + 1, await _one_second(x)
+
+
+async def _complete_when_odd(acc: int) -> bool:
+    return await _one_second(acc) % 2 == 1
+
+
+def _keyed(xs: Any) -> list[tuple[str, int]]:
+    return [(str(x // 2), x) for x in xs]  # keys of two items each
+
+
+_EARLY_STEPS: dict[str, tuple[Any, Any, list[int]]] = {
+    # kind: (adds the step, the output of items 0..k-1, the seconds at which
+    # the output of 6 items is written)
+    "map": (
+        lambda f: f.map("step", _one_second, max_concurrency=2),
+        lambda k: list(range(k)),
+        [1, 2, 3],
+    ),
+    "filter": (
+        lambda f: f.filter("step", _kept, max_concurrency=2),
+        lambda k: [x for x in range(k) if x % 2 == 0],
+        [1, 2, 3],
+    ),
+    "flat_map": (
+        lambda f: f.flat_map("step", _twice, max_concurrency=2),
+        lambda k: [x for x in range(k) for _ in range(2)],
+        [1, 2, 3],
+    ),
+    "inspect": (
+        lambda f: f.inspect(_one_second, max_concurrency=2),
+        lambda k: list(range(k)),
+        [1, 2, 3],
+    ),
+    "inspect_worker": (
+        lambda f: f.inspect_worker(_one_second_on_worker, max_concurrency=2),
+        lambda k: list(range(k)),
+        [1, 2, 3],
+    ),
+    # Keys of two items, one key's calls one after the other, two keys at
+    # once: items 0 and 2 are done at 1 s, 1 and 3 at 2 s, 4 at 3 s, 5 at
+    # 4 s. Item 2 waits for item 1, before it in the batch.
+    "stateful_map": (
+        lambda f: f.stateful_map("step", lambda: 0, _counted, max_concurrency=2),
+        lambda k: _keyed(range(k)),
+        [1, 2, 3, 4],
+    ),
+    # Each key's accumulator is its first value (even: not complete), then
+    # the sum of its two (odd: complete), at 2 s for keys 0 and 1, 4 s for 2.
+    "reduce": (
+        lambda f: f.reduce("step", operator.add, _complete_when_odd, max_concurrency=2),
+        lambda k: [(str(x // 2), 2 * x - 1) for x in range(1, k, 2)],
+        [2, 4],
+    ),
 }
 
 
 def _early_flow(kind: str, n: int) -> tuple[Dataflow, _TimedSink, Any]:
-    """One batch of ``n`` items through the ``kind`` step, 2 calls at once."""
-    fn, output = _EARLY_STEPS[kind]
+    """One batch of ``n`` items through the ``kind`` step, 2 calls (or keys) at once."""
+    add, output, _ = _EARLY_STEPS[kind]
     sink = _TimedSink()
     flow = Dataflow()
     flow.input("inp", TestingSource(range(n), batch_size=n))
-    getattr(flow, kind)("step", fn, max_concurrency=2)
+    if kind in ("stateful_map", "reduce"):
+        flow.map("key", lambda x: (str(x // 2), x))
+    add(flow)
     flow.output("out", sink)
     return flow, sink, output
 
@@ -191,13 +255,13 @@ def _early_flow(kind: str, n: int) -> tuple[Dataflow, _TimedSink, Any]:
 async def test_an_async_step_hands_on_the_first_results_while_later_calls_run(kind: str) -> None:
     # A batch of 6 calls of 1 s, 2 at a time: its first results went out
     # with its last, at 3 s (1,024 calls of 20 ms one at a time: 20 s before
-    # the first item came out of a `map`).
+    # the first item came out of a `map`); keyed steps' at 4 s.
     flow, sink, output = _early_flow(kind, 6)
     start = anyio.current_time()
     await run(flow, watchdog=VIRTUAL_WATCHDOG)
     # Each pair within EARLY_EVERY_S of its calls' end (the last with the batch).
     times = [t - start for t, _ in sink.writes]
-    assert [round(t) for t in times] == [1, 2, 3]
+    assert [round(t) for t in times] == _EARLY_STEPS[kind][2]
     assert all(-1e-9 <= t - round(t) <= EARLY_EVERY_S + 1e-9 for t in times), times
     assert [x for _, items in sink.writes for x in items] == output(6)
 
@@ -250,6 +314,25 @@ async def test_call_ordered_raises_what_early_raised_and_cancels_the_calls() -> 
     with anyio.fail_after(10), pytest.raises(ConnectionError, match=r"at 0: \[0\]"):
         await call_ordered(call, [0, 1, 2], 3, early)
     assert started == [0, 1, 2]
+
+
+@pytest.mark.asyncio
+async def test_run_per_key_raises_what_early_raised_and_cancels_the_calls() -> None:
+    started: list[str] = []
+
+    async def call(key: str, value: int) -> tuple[str, int]:
+        started.append(key)
+        if value > 0:
+            await anyio.sleep(3600)
+        return key, value
+
+    async def early(out: list[Any]) -> None:
+        raise ConnectionError(f"downstream gone: {out}")
+
+    batch = [("a", 0), ("b", 1), ("c", 2)]
+    with anyio.fail_after(10), pytest.raises(ConnectionError, match=r"gone: \[\('a', 0\)\]"):
+        await run_per_key("step", batch, call, 3, early)
+    assert started == ["a", "b", "c"]
 
 
 # -- a stray CancelledError is an error ------------------------------------------------

@@ -47,6 +47,61 @@ _PENDING: Any = object()
 EarlyResults = Callable[[list[Any], int], Awaitable[None]]
 
 
+class _Workers:
+    """The workers of one batch still running; `finished` is set when none is."""
+
+    def __init__(self, count: int) -> None:
+        self.running = count
+        self.finished = anyio.Event()
+
+    def done(self) -> None:
+        self.running -= 1
+        if not self.running:
+            self.finished.set()
+
+
+async def _hand_over(
+    results: list[Any], workers: _Workers, early: EarlyResults, scope: anyio.CancelScope
+) -> tuple[int, BaseException | None]:
+    """Hand ``early`` the results in from the start, every `EARLY_EVERY_S`, while calls run.
+
+    A batch done sooner goes on whole, and a long one in parts of that
+    period at most (a hand-over per completion would cost a send per loop
+    turn). What is left when the workers are done is the caller's to hand
+    on. Returns how many results went to ``early``, and what ``early``
+    raised, if it did (``scope`` is then cancelled: the calls stop).
+    """
+    n = len(results)
+    handed = 0
+    while True:
+        with anyio.move_on_after(EARLY_EVERY_S):
+            await workers.finished.wait()
+        if not workers.running:
+            return handed, None
+        upto = handed
+        while upto < n and results[upto] is not _PENDING:
+            upto += 1
+        if handed < upto:
+            try:
+                await early(results[handed:upto], handed)
+            except BaseException as handing_failed:
+                raise_if_cancelled(handing_failed)
+                scope.cancel()
+                return handed, handing_failed
+            handed = upto
+
+
+def _outputs_to(emit: Callable[[list[Any]], Awaitable[None]]) -> EarlyResults:
+    """An `EarlyResults` handing ``emit`` the outputs among keyed calls' results."""
+
+    async def early(results: list[Any], _start: int) -> None:
+        out = [r for r in results if r is not NO_OUTPUT]
+        if out:
+            await emit(out)
+
+    return early
+
+
 async def call_ordered(
     call: Callable[..., Awaitable[Any]],
     args: Sequence[Any],
@@ -90,12 +145,11 @@ async def call_ordered(
     # Calls in flight, by index: after a failure, the ones for later items
     # are cancelled (nothing needs their results); earlier ones finish.
     scopes: dict[int, anyio.CancelScope] = {}
-    running = min(limit, n)
-    finished = anyio.Event()
+    workers = _Workers(min(limit, n))
     early_error: BaseException | None = None
 
     async def worker() -> None:
-        nonlocal cursor, first_error, running
+        nonlocal cursor, first_error
         try:
             while cursor < n and first_error is None:
                 i = cursor
@@ -115,35 +169,13 @@ async def call_ordered(
                     finally:
                         del scopes[i]
         finally:
-            running -= 1
-            if not running:
-                finished.set()
+            workers.done()
 
     async with anyio.create_task_group() as tg:
-        for _ in range(running):
+        for _ in range(workers.running):
             tg.start_soon(worker)
         if early is not None:
-            # Looks every EARLY_EVERY_S while calls run: a batch done sooner
-            # goes on whole, and a long one in parts of that period at most
-            # (a hand-over per completion would cost a send per loop turn).
-            handed = 0
-            while True:
-                with anyio.move_on_after(EARLY_EVERY_S):
-                    await finished.wait()
-                if not running:
-                    break  # the caller hands on what is left
-                upto = handed
-                while upto < n and results[upto] is not _PENDING:
-                    upto += 1
-                if handed < upto:
-                    try:
-                        await early(results[handed:upto], handed)
-                    except BaseException as handing_failed:
-                        raise_if_cancelled(handing_failed)
-                        early_error = handing_failed
-                        tg.cancel_scope.cancel()
-                        break
-                    handed = upto
+            _, early_error = await _hand_over(results, workers, early, tg.cancel_scope)
     if early_error is not None:
         # Raised here, not in the task group, which would wrap it in a group.
         raise early_error
@@ -154,13 +186,22 @@ async def call_ordered(
 
 
 async def run_per_key(
-    step_id: str, batch: list[Any], call: KeyedCall, limit: int = ASYNC_CONCURRENCY
+    step_id: str,
+    batch: list[Any],
+    call: KeyedCall,
+    limit: int = ASYNC_CONCURRENCY,
+    early: Callable[[list[Any]], Awaitable[None]] | None = None,
 ) -> list[Any]:
     """Apply ``call`` to every ``(key, value)`` item of ``batch``, in order per key.
 
     The calls of one key run one after the other in arrival order; different
     keys proceed concurrently, ``limit`` at a time. Outputs come back in the
     order of the batch.
+
+    With ``early``, outputs do not wait for the whole batch, as in
+    `call_ordered`: those of the items done from the start of the batch go
+    to ``early`` while later calls run, and are then neither in the return
+    value nor in a `StepFailed`'s ``partial``.
 
     Raises:
         StepFailed: An item was not a ``(str, value)`` pair or ``call``
@@ -182,31 +223,44 @@ async def run_per_key(
     groups: dict[str, list[int]] = {}
     for i in range(stop_at):
         groups.setdefault(pairs[i][0], []).append(i)
-    results: list[Any] = [NO_OUTPUT] * n
+    # With ``early``, an item not done yet is `_PENDING` (see `call_ordered`).
+    results: list[Any] = [NO_OUTPUT if early is None else _PENDING] * n
     keys = iter(groups.items())
+    workers = _Workers(min(limit, len(groups)))
+    handed = 0
+    early_error: BaseException | None = None
 
     async def worker() -> None:
         nonlocal stop_at, first_error
-        for key, indices in keys:
-            for i in indices:
-                if i >= stop_at:
-                    break
-                try:
-                    results[i] = await user_await(call(key, pairs[i][1]))
-                except StepFailed as failed:
-                    if i < stop_at:
-                        stop_at, first_error = i, failed.error
-                    break
-                except BaseException as error:
-                    raise_if_cancelled(error)
-                    if i < stop_at:
-                        stop_at, first_error = i, error
-                    break
+        try:
+            for key, indices in keys:
+                for i in indices:
+                    if i >= stop_at:
+                        break
+                    try:
+                        results[i] = await user_await(call(key, pairs[i][1]))
+                    except StepFailed as failed:
+                        if i < stop_at:
+                            stop_at, first_error = i, failed.error
+                        break
+                    except BaseException as error:
+                        raise_if_cancelled(error)
+                        if i < stop_at:
+                            stop_at, first_error = i, error
+                        break
+        finally:
+            workers.done()
 
     async with anyio.create_task_group() as tg:
-        for _ in range(min(limit, len(groups))):
+        for _ in range(workers.running):
             tg.start_soon(worker)
-    out = [r for r in results[:stop_at] if r is not NO_OUTPUT]
+        if early is not None and workers.running:
+            handed, early_error = await _hand_over(
+                results, workers, _outputs_to(early), tg.cancel_scope
+            )
+    if early_error is not None:
+        raise early_error
+    out = [r for r in results[handed:stop_at] if r is not NO_OUTPUT]
     if first_error is not None:
         raise StepFailed(first_error, out)
     return out

@@ -21,7 +21,7 @@ from aiowax._checks import describe
 from aiowax._definition.steps import ReduceStep, StatefulMapStep, Step
 from aiowax._engine.errors import StepFailed, fail
 from aiowax._engine.ops.base import Operator, StepEnv
-from aiowax._engine.usercode import NO_OUTPUT, maybe_await, run_per_key
+from aiowax._engine.usercode import NO_OUTPUT, KeyedCall, maybe_await, run_per_key
 from aiowax._keys import as_keyed_item, bad_item_error
 from aiowax._recovery.runtime import DELETED
 from aiowax._util import is_async_callable
@@ -80,6 +80,18 @@ class KeyedOp(Operator):
         """What to save of ``keys``: each one's state, or `DELETED`."""
         state = self.state
         return {key: state.get(key, DELETED) for key in keys}
+
+    async def per_key(self, batch: list[Any], call: KeyedCall) -> list[Any]:
+        """``call(key, value)`` on every item, one key's in order, keys at once.
+
+        The outputs of the items done from the start of the batch go out
+        (`emit_early`) while later calls run; what this returns, or a
+        failure carries, is the output of the rest.
+        """
+        try:
+            return await run_per_key(self.step_id, batch, call, self.limit, self.emit_early)
+        finally:
+            self.compact_state()
 
     def compact_state(self) -> None:
         """After a batch: give back the room of keys gone (see `compacted`)."""
@@ -186,10 +198,7 @@ class StatefulMapOp(KeyedOp):
         return (key, output)
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
-        try:
-            return await run_per_key(self.step_id, batch, self._one, self.limit)
-        finally:
-            self.compact_state()
+        return await self.per_key(batch, self._one)
 
 
 class ReduceOp(KeyedOp):
@@ -289,10 +298,7 @@ class ReduceOp(KeyedOp):
         return NO_OUTPUT
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
-        try:
-            return await run_per_key(self.step_id, batch, self._one, self.limit)
-        finally:
-            self.compact_state()
+        return await self.per_key(batch, self._one)
 
     # Incomplete accumulators are dropped at the end of input, as in the
     # reference: ``end_of_input`` keeps the base class's empty result.

@@ -78,24 +78,8 @@ def _flatten(parts: list[Any]) -> list[Any]:
     return list(chain.from_iterable(parts))
 
 
-class PoolableOp(Operator):
-    """An operator whose sync function may run in worker processes (``processes=``)."""
-
-    #: The worker processes, when the step asked for them.
-    pool: ProcessPool | None = None
-
-    def __init__(self, step: PoolableStep, env: StepEnv, fn: Any, flat: bool = False) -> None:
-        super().__init__(step, env)
-        self.fn = fn
-        if step.processes is not None:
-            self.pool = ProcessPool(self, fn, step.processes, flat)
-        # Awaiting the processes is the async path too.
-        self.is_async = self.pool is not None or is_async_callable(fn)
-
-    async def start(self, restored: dict[str, Any] | None) -> None:
-        await super().start(restored)
-        if self.pool is not None:
-            await self.pool.start()
+class AsyncCallingOp(Operator):
+    """An operator calling an async function per item, its output passed on as it comes."""
 
     async def call_async(
         self,
@@ -136,6 +120,26 @@ class PoolableOp(Operator):
                 raise
             raise self.fail(p.error, finish(p.partial[sent:], sent)) from None
         return finish(results[sent:], sent)
+
+
+class PoolableOp(AsyncCallingOp):
+    """An operator whose sync function may run in worker processes (``processes=``)."""
+
+    #: The worker processes, when the step asked for them.
+    pool: ProcessPool | None = None
+
+    def __init__(self, step: PoolableStep, env: StepEnv, fn: Any, flat: bool = False) -> None:
+        super().__init__(step, env)
+        self.fn = fn
+        if step.processes is not None:
+            self.pool = ProcessPool(self, fn, step.processes, flat)
+        # Awaiting the processes is the async path too.
+        self.is_async = self.pool is not None or is_async_callable(fn)
+
+    async def start(self, restored: dict[str, Any] | None) -> None:
+        await super().start(restored)
+        if self.pool is not None:
+            await self.pool.start()
 
     async def aclose(self) -> None:
         if self.pool is not None:
@@ -240,7 +244,7 @@ class FlatMapOp(PoolableOp):
         )
 
 
-class InspectOp(Operator):
+class InspectOp(AsyncCallingOp):
     """Base of the inspectors: call, ignore the result, pass the items on."""
 
     def __init__(
@@ -260,11 +264,11 @@ class InspectOp(Operator):
         return _call_all(self, self._calls(batch), batch, lambda d: _inspected(batch, d))
 
     async def aprocess(self, batch: list[Any]) -> list[Any]:
-        try:
-            await call_ordered(self._call_one, batch, self.limit)
-        except StepFailed as p:
-            raise self.fail(p.error, batch[: len(p.partial)]) from None
-        return batch
+        # The items inspected go on, those from the start of the batch
+        # while the calls for later ones run.
+        return await self.call_async(
+            self._call_one, batch, lambda done, start: batch[start : start + len(done)]
+        )
 
 
 class InspectEpochOp(InspectOp):
