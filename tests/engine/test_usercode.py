@@ -430,3 +430,21 @@ def test_max_concurrency_must_be_a_positive_int(value: Any, error: type[Exceptio
     flow = Dataflow()
     with pytest.raises(error, match=r"map step 'm': max_concurrency must be"):
         flow.map("m", lambda x: x, max_concurrency=value)
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("keyed", [False, True], ids=["call_ordered", "run_per_key"])
+async def test_an_empty_batch_with_early_returns_at_once(keyed: bool) -> None:
+    # With no worker to say the batch is done, the hand-over waited a period.
+    async def nothing(*_: Any) -> None:
+        raise AssertionError("no call for an empty batch")
+
+    async def early(*_: Any) -> None:
+        raise AssertionError("nothing to hand over")
+
+    start = anyio.current_time()
+    if keyed:
+        assert await run_per_key("step", [], nothing, 2, early) == []
+    else:
+        assert await call_ordered(nothing, [], 2, early) == []
+    assert anyio.current_time() == start

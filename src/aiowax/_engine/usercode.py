@@ -53,6 +53,8 @@ class _Workers:
     def __init__(self, count: int) -> None:
         self.running = count
         self.finished = anyio.Event()
+        if not count:
+            self.finished.set()  # an empty batch: no worker will say so
 
     def done(self) -> None:
         self.running -= 1
@@ -254,7 +256,7 @@ async def run_per_key(
     async with anyio.create_task_group() as tg:
         for _ in range(workers.running):
             tg.start_soon(worker)
-        if early is not None and workers.running:
+        if early is not None:
             handed, early_error = await _hand_over(
                 results, workers, _outputs_to(early), tg.cancel_scope
             )
