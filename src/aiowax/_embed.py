@@ -26,6 +26,7 @@ from aiowax._engine.context import RunContext
 if TYPE_CHECKING:
     from aiowax._cluster.runtime import ClusterRun
 from aiowax._engine.driver import check_options, flow_name, run_flow
+from aiowax._engine.errors import forget_engine_locals
 from aiowax._engine.plan import compile_flow
 from aiowax._stats.collect import attached_runs, ended_by_abort, flow_stats
 from aiowax._stats.model import FlowStats
@@ -299,6 +300,9 @@ class FlowHandle:
             logger.exception("reading the final stats of flow %r failed", self.name)
         else:
             self._ctx = None
+            if self._error is not None:
+                # Its traceback would hold the run in the engine's frames.
+                forget_engine_locals(self._error)
 
 
 def _timeout_seconds(timeout: object) -> float | None:
