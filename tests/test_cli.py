@@ -1010,6 +1010,15 @@ def test_cli_version(project: Path) -> None:
             None,
         ),
         (["flows:1x"], {}, "invalid import string 'flows:1x': '1x' is not an attribute name", None),
+        # A runaway import string was shown twice whole; once now, cut where
+        # it is the prefix.
+        (
+            ["flows:" + "x" * 300],
+            {},
+            "cannot load 'flows:" + "x" * 71 + "..." + "x" * 78 + "': module 'flows' has no "
+            "attribute '" + "x" * 300 + "'",
+            None,
+        ),
         (
             ["-r", "rec", "flows"],
             {},

@@ -74,6 +74,11 @@ class ImportTarget:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
+    def shown(self) -> str:
+        """``text`` for messages: quoted, its middle cut when it is very long."""
+        return _TEXT_REPR.repr(self.text)
+
+    @property
     def expression(self) -> str:
         """The attribute part, normalized: ``flow`` or ``get_flow('x', n=2)``."""
         if not self.call:
@@ -304,8 +309,8 @@ def _import_module(target: ImportTarget, name: str) -> ModuleType:
                 reason += f" (no module named {exc.name!r})"
             elif "; " in str(exc):  # "...; 'pkg' is not a package"
                 reason += f" ({str(exc).split('; ', 1)[1]})"
-            raise FlowImportError(f"cannot load {target.text!r}: {reason}") from exc
-        msg = f"cannot load {target.text!r}: importing module {name!r} raised {type(exc).__name__}"
+            raise FlowImportError(f"cannot load {target.shown}: {reason}") from exc
+        msg = f"cannot load {target.shown}: importing module {name!r} raised {type(exc).__name__}"
         raise FlowImportError(msg, details=format_user_traceback(exc)) from exc
 
 
@@ -331,7 +336,7 @@ def _import_path(target: ImportTarget, path: Path) -> ModuleType:
     absolute = Path(os.path.abspath(path))
     if not absolute.is_file():
         what = "is not a file" if absolute.exists() else "not found"
-        msg = f"cannot load {target.text!r}: file {str(path)!r} {what}"
+        msg = f"cannot load {target.shown}: file {str(path)!r} {what}"
         raise FlowImportError(msg)
     parts, directory = _module_name_for_path(absolute)
     name = ".".join(parts)
@@ -339,7 +344,7 @@ def _import_path(target: ImportTarget, path: Path) -> ModuleType:
     # fine: importlib takes "my-flow", which no import statement could.)
     if any(not part or "." in part for part in parts):
         msg = (
-            f"cannot load {target.text!r}: {str(path)!r} cannot be imported as "
+            f"cannot load {target.shown}: {str(path)!r} cannot be imported as "
             f"module {name!r}; rename it (a dot in a name reads as a package)"
         )
         raise FlowImportError(msg)
@@ -349,7 +354,7 @@ def _import_path(target: ImportTarget, path: Path) -> ModuleType:
     loaded = getattr(module, "__file__", None)
     if loaded is None or not _same_file(loaded, absolute):
         msg = (
-            f"cannot load {target.text!r}: {str(path)!r} would be imported as "
+            f"cannot load {target.shown}: {str(path)!r} would be imported as "
             f"module {name!r}, but that name already belongs to "
             f"{loaded or module!r}; rename the file"
         )
@@ -403,10 +408,10 @@ def load_target(target: ImportTarget) -> object:
         found = _dataflow_names(module)
         if found:
             reason += f"; its Dataflow attributes are: {', '.join(found)}"
-        raise FlowImportError(f"cannot load {target.text!r}: {reason}") from None
+        raise FlowImportError(f"cannot load {target.shown}: {reason}") from None
     except Exception as exc:
         msg = (
-            f"cannot load {target.text!r}: getting attribute {target.attr!r} of "
+            f"cannot load {target.shown}: getting attribute {target.attr!r} of "
             f"module {module.__name__!r} raised {type(exc).__name__}"
         )
         raise FlowImportError(msg, details=format_user_traceback(exc)) from exc
@@ -418,7 +423,7 @@ def load_target(target: ImportTarget) -> object:
 def _call_factory(target: ImportTarget, module: ModuleType, factory: object) -> object:
     where = f"{target.attr!r} in module {module.__name__!r}"
     if not callable(factory):
-        msg = f"cannot load {target.text!r}: {where} is not callable, got {_short(factory)}"
+        msg = f"cannot load {target.shown}: {where} is not callable, got {_short(factory)}"
         raise FlowImportError(msg)
     try:
         signature: inspect.Signature | None = inspect.signature(factory)
@@ -429,7 +434,7 @@ def _call_factory(target: ImportTarget, module: ModuleType, factory: object) -> 
             signature.bind(*target.args, **target.kwargs)
         except TypeError as exc:
             msg = (
-                f"cannot load {target.text!r}: {where} cannot be called as "
+                f"cannot load {target.shown}: {where} cannot be called as "
                 f"{target.expression}: {exc} (its signature is {target.attr}{signature})"
             )
             raise FlowImportError(msg) from None
@@ -440,12 +445,16 @@ def _call_factory(target: ImportTarget, module: ModuleType, factory: object) -> 
 
 
 def factory_raised(target: ImportTarget, exc: Exception) -> FlowImportError:
-    msg = f"cannot load {target.text!r}: factory {target.expression} raised {type(exc).__name__}"
+    msg = f"cannot load {target.shown}: factory {target.expression} raised {type(exc).__name__}"
     return FlowImportError(msg, details=format_user_traceback(exc))
 
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60
+#: An import string in a message: long enough for a path and a factory call,
+#: short of a runaway one shown twice, once whole and once in the reason.
+_TEXT_REPR = reprlib.Repr()
+_TEXT_REPR.maxstring = 160
 
 
 def _short(obj: object) -> str:
@@ -474,7 +483,7 @@ def check_dataflow(obj: object, target: ImportTarget) -> Dataflow:
         what = f"factory {target.expression} returned {_short(obj)}"
     else:
         what = f"attribute {target.attr!r} is {_short(obj)}"
-    msg = f"cannot load {target.text!r}: {what}, not an aiowax.dataflow.Dataflow"
+    msg = f"cannot load {target.shown}: {what}, not an aiowax.dataflow.Dataflow"
     if not target.call and (inspect.isfunction(obj) or inspect.ismethod(obj)):
         prefix = target.text.rpartition(":")[0] if ":" in target.text else target.text
         msg += f"; to call it, pass '{prefix}:{target.attr}()'"
