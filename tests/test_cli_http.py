@@ -9,6 +9,7 @@ line prints the page's address on stderr, and the tests read it from there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import select
@@ -20,10 +21,13 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anyio
 import httpx
 import pytest
 
+from aiowax import _cli_http
 from aiowax._cli import main
 from aiowax._cli_http import HttpAddress, address
 
@@ -296,3 +300,67 @@ def test_http_with_a_failing_flow_exits_1_with_its_traceback(
     assert proc.returncode == 1
     assert out == b"0\n1\n"
     assert "ValueError: bad item 2" in err.decode()
+
+
+# -- the server: a deadline for each request head ---------------------------------------
+
+
+async def _hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The smallest ASGI app: 200 and a word, for any request."""
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+async def _closed_after(stream: Any) -> float:
+    """Seconds until the server closes ``stream`` (reading whatever it sends first)."""
+    start = anyio.current_time()
+    with contextlib.suppress(anyio.EndOfStream, anyio.BrokenResourceError):
+        while True:
+            await stream.receive()
+    return anyio.current_time() - start
+
+
+async def _head_deadlines(server: Any, listener: socket.socket) -> list[float]:
+    """How long the server kept connections that sent no whole head open, in turn.
+
+    One silent, one with half a head (opened at once with the first), and
+    one that had a request answered, then sent half of the next head.
+    """
+    port = listener.getsockname()[1]
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: server.serve(sockets=[listener]))
+        while not server.started:
+            await anyio.sleep(0.01)
+        silent = await anyio.connect_tcp("127.0.0.1", port)
+        partial = await anyio.connect_tcp("127.0.0.1", port)
+        await partial.send(b"GET /livez HTTP/1.1\r\nHost: x\r\n")
+        async with silent, partial:
+            waited = [await _closed_after(silent), await _closed_after(partial)]
+        async with await anyio.connect_tcp("127.0.0.1", port) as client:
+            await client.send(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            answer = await client.receive()
+            assert answer.startswith(b"HTTP/1.1 200 OK\r\n"), answer
+            await client.send(b"GET /livez HTTP/1.1\r\n")
+            waited.append(await _closed_after(client))
+        server.should_exit = True
+    return waited
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+async def test_a_connection_that_never_sends_a_whole_head_is_closed() -> None:
+    # uvicorn has no deadline for a request head: ~85 such connections at a
+    # 100-file limit made the probes fail (/livez too, restarting a healthy
+    # process). Any byte cancelled the keep-alive timeout, which does not
+    # cover a first request anyway.
+    server = _cli_http._server(_hello)
+    # Virtual time: a connection left open for ever fails this at once.
+    with anyio.fail_after(600):
+        silent, partial, next_head = await _head_deadlines(
+            server, socket.create_server(("127.0.0.1", 0))
+        )
+    head = _cli_http.HEAD_TIMEOUT_S
+    assert silent == pytest.approx(head, abs=0.2)
+    assert partial == pytest.approx(0, abs=0.2)  # its deadline passed meanwhile
+    assert next_head == pytest.approx(head, abs=0.2)

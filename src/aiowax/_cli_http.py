@@ -38,6 +38,9 @@ DEFAULT_HOST = "127.0.0.1"
 WEB_HINT = install_hint("web")
 #: Seconds the server waits for requests in flight once the flow has ended.
 _SHUTDOWN_S = 2
+#: Seconds a connection has to send a whole request head, from when it opens
+#: or its last response went out; then it is closed.
+HEAD_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +133,62 @@ def url_of(listener: socket.socket) -> str:
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
-def _server(app: LiveApp) -> Any:
+def _protocol() -> type[Any]:
+    """The h11 protocol of uvicorn, with a deadline for each request head.
+
+    Uvicorn has none: a connection that opens and sends part of a head (or
+    nothing) holds a socket for ever, and with ~85 of them at a 100-file
+    limit the probes' own requests failed (``/livez`` too, which would
+    have a supervisor restart a healthy process). The keep-alive timeout
+    does not cover it: any byte received cancels it.
+    """
+    import asyncio
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeadDeadlineProtocol(H11Protocol):
+        _head_timer: asyncio.TimerHandle | None = None
+        _head_of: object = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._head_of = self.cycle  # a new head makes a new cycle
+            self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_late)
+
+        def _disarm(self) -> None:
+            if self._head_timer is not None:
+                self._head_timer.cancel()
+                self._head_timer = None
+
+        def _head_late(self) -> None:
+            self._head_timer = None
+            if self.cycle is self._head_of and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._head_of:
+                self._disarm()  # its head is in
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            cycle = self.cycle
+            # Armed unless a pipelined request has started meanwhile.
+            if not self.transport.is_closing() and cycle is not None and cycle.response_complete:
+                self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeadDeadlineProtocol
+
+
+def _server(app: Any) -> Any:
     import uvicorn
 
     class Server(uvicorn.Server):
@@ -150,6 +208,7 @@ def _server(app: LiveApp) -> Any:
         log_config=None,
         log_level="warning",
         timeout_graceful_shutdown=_SHUTDOWN_S,
+        http=_protocol(),
     )
     return Server(config)
 
