@@ -10,8 +10,8 @@ sender that its receiver has stopped.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -150,8 +150,9 @@ def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
-#: Source files of aiowax's own frames (the package directory).
-_PACKAGE_DIR = str(Path(__file__).resolve().parents[1])
+#: Source files of aiowax's own frames: the package directory, as imported
+#: (a frame's file name is the path its module was loaded from, unresolved).
+_PACKAGE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), "")
 
 
 def forget_engine_locals(error: BaseException) -> None:
