@@ -323,7 +323,6 @@ def supervise(argv: Sequence[str], count: int, prog: str) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-                stopping = True
                 for child in children:
                     child.terminate()
                 for child in children:
