@@ -867,10 +867,15 @@ def test_run_main_rejects_something_that_is_not_a_flow() -> None:
         run_main([])  # type: ignore[arg-type]
 
 
-def test_cluster_main_with_addresses_is_not_implemented_and_says_multi_process() -> None:
+def test_cluster_main_with_addresses_is_refused_and_names_cluster_mode() -> None:
     calls: list[str] = []
-    with pytest.raises(NotImplementedError, match="multi-process"):
+    with pytest.raises(NotImplementedError) as info:
         cluster_main(runnable_flow(calls), ["localhost:2101"], 0)
+    text = str(info.value)
+    # Not "not supported yet": processes share a flow through cluster mode.
+    assert "not supported yet" not in text
+    assert "worker_count_per_proc" in text
+    assert "KafkaCluster" in text and "--kafka-cluster" in text and "scale-out" in text
     assert calls == []
 
 

@@ -70,7 +70,9 @@ def cluster_main(
 
     Args:
         flow: The dataflow.
-        addresses: Must be empty: multi-process clusters are not supported.
+        addresses: Must be empty: Bytewax's cluster of processes has no
+            counterpart; processes share a flow through Kafka instead
+            (`aiowax.cluster.KafkaCluster`).
         proc_id: Must be 0.
         epoch_interval: As for `run_main`.
         recovery_config: As for `run_main`.
@@ -78,8 +80,12 @@ def cluster_main(
     """
     if addresses:
         msg = (
-            "multi-process clusters are not supported yet: pass addresses=[] "
-            "and raise worker_count_per_proc to use more workers in one process"
+            "cluster_main: addresses is Bytewax's cluster of processes, which aiowax "
+            "does not have (pass addresses=[]). More workers in this process: raise "
+            "worker_count_per_proc. Several processes or machines share a flow through "
+            "Kafka consumer groups instead: aiowax.run(flow, cluster=KafkaCluster("
+            "brokers, app_id)) or python -m aiowax --kafka-cluster HOST:PORT --app-id "
+            "NAME (docs/scale-out.md)"
         )
         raise NotImplementedError(msg)
     if proc_id != 0:

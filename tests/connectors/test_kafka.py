@@ -485,6 +485,9 @@ def test_group_id_in_a_source_add_config_is_refused_with_the_reason(kafka: Kafka
     assert "group.id" in text
     # Why: the offsets live in aiowax's snapshots, not in a consumer group.
     assert any(word in text for word in ("snapshot", "recovery", "resume", "commit")), text
+    # And what shares partitions through a group: cluster mode (it is not "unsupported").
+    assert "not supported" not in text
+    assert "KafkaCluster" in text and "--kafka-cluster" in text and "scale-out" in text, text
 
 
 # -- a crash with recovery -----------------------------------------------------------------

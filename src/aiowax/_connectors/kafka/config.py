@@ -133,9 +133,10 @@ MANAGED_KEYS = {
 _GROUP_ID_MSG = (
     "KafkaSource: add_config may not set 'group.id': the source keeps no "
     "consumer group; each partition's offset is saved in aiowax's recovery "
-    "snapshots and the source resumes from there (see docs/kafka.md). Reading "
-    "through a consumer group, to share partitions between processes, is not "
-    "supported yet."
+    "snapshots and the source resumes from there (see docs/kafka.md). To share "
+    "the partitions between processes through a consumer group, run the flow in "
+    "cluster mode: aiowax.run(flow, cluster=KafkaCluster(brokers, app_id)) or "
+    "python -m aiowax --kafka-cluster HOST:PORT --app-id NAME (docs/scale-out.md)."
 )
 
 #: The consumer settings the source always uses (before ``add_config``).
