@@ -308,10 +308,38 @@ class WindowOp(KeyedOp, TimedOp):
         first_open = min(first_open, indices.stop)
         return range(first_open, indices.stop), first_open - indices.start
 
+    def _session_state(self, key: str, now: float, t_us: int) -> tuple[KeyState, int, int]:
+        """The state of ``key``, its watermark, and the least item time on time.
+
+        A session's item is late when its time is before its key's
+        watermark, which moves on with the clock from the moment the item
+        that set it was seen: by the time a second item is seen, some time
+        has passed, so an item exactly at the watermark is late too. All
+        items of a batch are stamped with one loop time, though, so whether
+        time had passed would depend on how the input was split into
+        batches: it is taken as passed, whatever the split (as in Bytewax
+        0.17.2, whose clock moves between any two items). The item that
+        makes a new key's state sets its watermark (its time less the wait)
+        and is judged against none: it is never late.
+        """
+        state = self.keys.get(key)
+        if state is None:
+            kept = self.forgotten.pop(key, None)
+            if kept is None:
+                wait = self.wait_us
+                state = KeyState(t_us - wait if wait else t_us, self.now_us(now))
+                self.keys[key] = state
+                return state, state.wm_base, t_us
+            state = self.keys[key] = KeyState(kept, 0)
+        wm = state.watermark(now)
+        return state, wm, wm + 1
+
     def _place(self, state: KeyState, value: Any, t_us: int, wm: int) -> int:
         """Put one item in its open windows; the number of windows it missed.
 
-        `fast_path.place_event_time` applies the same rules, inlined.
+        For sessions on the event clock, ``wm`` is the least time on time
+        (see `_session_state`). `fast_path.place_event_time` applies the
+        same rules, inlined.
         """
         if self.session:
             if t_us < wm:
@@ -359,15 +387,19 @@ class WindowOp(KeyedOp, TimedOp):
     def _place_each(self, batch: list[Any], now: float, touched: set[str]) -> None:
         """Sessions and the system clock: one item at a time."""
         sys_us = 0 if self.event_time else self.system_time(now)
+        event_sessions = self.event_time and self.session
         for item in batch:
             key, value = self._pair(item)
             t_us = self.time_of(value, self._dt(value)) if self.event_time else sys_us
-            state = self.key_state(key, now, t_us)
-            wm = state.watermark(now)
-            if t_us < wm and not self.event_time:
-                t_us = wm  # see `system_time`
+            if event_sessions:
+                state, wm, on_time = self._session_state(key, now, t_us)
+            else:
+                state = self.key_state(key, now, t_us)
+                on_time = wm = state.watermark(now)
+                if t_us < wm and not self.event_time:
+                    t_us = wm  # see `system_time`
             try:
-                missed = self._place(state, value, t_us, wm)
+                missed = self._place(state, value, t_us, on_time)
             except StepFailed:
                 raise
             except BaseException as error:
@@ -390,12 +422,15 @@ class WindowOp(KeyedOp, TimedOp):
                     except BaseException as error:
                         raise self.dt_failed(error) from None
                 t_us = self.time_of(value, dt)
-            state = self.key_state(key, now, t_us)
-            wm = state.watermark(now)
-            if t_us < wm and not self.event_time:
-                t_us = wm  # see `system_time`
+            if self.event_time and self.session:
+                state, wm, on_time = self._session_state(key, now, t_us)
+            else:
+                state = self.key_state(key, now, t_us)
+                on_time = wm = state.watermark(now)
+                if t_us < wm and not self.event_time:
+                    t_us = wm  # see `system_time`
             if self.session:
-                missed = 1 if t_us < wm else 0
+                missed = 1 if t_us < on_time else 0
                 if not missed:
                     state.join_session(self.gap_us, t_us, value)
             else:
