@@ -129,12 +129,13 @@ class FlowFailedError(AiowaxError):
 
 
 class FileReplacedError(AiowaxError, ValueError):
-    """A file source cannot resume: the file is not the one its position was taken in.
+    """A file source or sink cannot resume: the file is not the one its position was taken in.
 
-    A rotated log or a regenerated export, for instance; the message names
-    the file, says what changed and how to go on. It is also a
-    ``ValueError``, as `FileSink`'s refusal of a file shorter than its
-    position is.
+    A rotated log or a regenerated export, for instance, or a sink's
+    relative path resumed from another working directory (the sink then
+    leaves the file as it is); the message names the file, says what
+    changed and how to go on. It is also a ``ValueError``, as `FileSink`'s
+    refusal of a file shorter than its position is.
     """
 
 

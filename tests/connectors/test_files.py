@@ -501,10 +501,11 @@ async def test_file_sink_resume_truncates_to_the_snapshot(tmp_path: Path) -> Non
     assert sink.part_fn("any key") == 0
     part = sink.build_part(str(path), None)
     try:
-        assert part.snapshot() == 0
+        assert part.snapshot()["offset"] == 0  # type: ignore[index]
         await _awrite(part, ["a", "\u00e9"])
         committed = part.snapshot()
-        assert committed == len("a\n\u00e9\n".encode())
+        assert isinstance(committed, dict)
+        assert committed["offset"] == len("a\n\u00e9\n".encode())
         await _awrite(part, [])
         assert part.snapshot() == committed
         await _awrite(part, ["not committed"])
@@ -517,15 +518,111 @@ async def test_file_sink_resume_truncates_to_the_snapshot(tmp_path: Path) -> Non
         assert path.read_text(encoding="utf-8") == "a\n\u00e9\n"
         assert part.snapshot() == committed
         await _awrite(part, ["b"])
-        assert part.snapshot() == path.stat().st_size
+        assert part.snapshot()["offset"] == path.stat().st_size  # type: ignore[index]
     finally:
         part.close()
     assert path.read_text(encoding="utf-8") == "a\n\u00e9\nb\n"
 
+    # An older aiowax's state, a plain offset: resumed, checked only by size.
+    sink.build_part(str(path), 2).close()
+    assert path.read_text(encoding="utf-8") == "a\n"
     with pytest.raises(ValueError, match="changed since"):
         sink.build_part(str(path), 10_000)
     with pytest.raises(ValueError, match="unknown partition"):
         sink.build_part("elsewhere", None)
+
+
+@pytest.mark.asyncio
+async def test_file_sink_resumes_only_the_file_it_wrote(tmp_path: Path) -> None:
+    # helper-58: a relative FileSink path resumed from another working
+    # directory cut that directory's own file to the committed length (its
+    # partition name, the path as given, matched). The snapshot now names
+    # the bytes written, and a file whose bytes differ is left alone.
+    path = tmp_path / "out.txt"
+    sink = FileSink(path)
+    part = sink.build_part(str(path), None)
+    try:
+        # Over 2 x 4096 bytes, in several writes: the digest covers the
+        # first and the last 4096 bytes, kept up to date write by write.
+        for i in range(40):
+            await _awrite(part, [f"line {i} " + "x" * 300])
+        committed = part.snapshot()
+        await _awrite(part, ["after the snapshot"])
+    finally:
+        part.close()
+    assert isinstance(committed, dict)
+    ours = path.read_bytes()[: committed["offset"]]
+
+    # Another file at the path, longer than the offset: refused, untouched.
+    other = b"important line\n" * 2000
+    path.write_bytes(other)
+    with pytest.raises(FileReplacedError, match="not the ones this sink wrote") as info:
+        sink.build_part(str(path), committed)
+    assert "another file" in str(info.value) and "working directory" in str(info.value)
+    assert path.read_bytes() == other
+    # The same file rewritten in place: one byte in its middle differs.
+    changed = bytearray(ours + b"more\n")
+    changed[len(ours) // 2] ^= 1
+    with open(path, "r+b") as f:
+        f.write(bytes(changed))
+        f.truncate()
+    inode = path.stat().st_ino
+    # Unchanged head and tail (the digest's windows) with a changed middle is
+    # not noticed: the check is of the first and last 4096 bytes, as the
+    # sources' is. A changed last byte before the offset is.
+    changed[len(ours) - 1] ^= 1
+    with open(path, "r+b") as f:
+        f.write(bytes(changed))
+    assert path.stat().st_ino == inode
+    with pytest.raises(FileReplacedError, match="the same file"):
+        sink.build_part(str(path), committed)
+    assert path.read_bytes() == bytes(changed)
+
+    # A copy of what it wrote (restored from a backup: another inode) resumes.
+    path.unlink()
+    path.write_bytes(ours + b"written after the snapshot\n")
+    part = sink.build_part(str(path), committed)
+    try:
+        await _awrite(part, ["resumed"])
+        again = part.snapshot()
+    finally:
+        part.close()
+    assert path.read_bytes() == ours + b"resumed\n"
+    # And the position a resumed run takes resumes too.
+    sink.build_part(str(path), again).close()
+    assert path.read_bytes() == ours + b"resumed\n"
+
+
+def test_file_sink_resumed_from_another_directory_leaves_its_file_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # helper-58's run: the same flow, a relative path, one recovery
+    # directory, run in A and then in B, which holds a file of its own.
+    a, b, db = tmp_path / "a", tmp_path / "b", tmp_path / "db"
+    for d in (a, b, db):
+        d.mkdir()
+    init_db_dir(db, 1)
+    config = RecoveryConfig(db)
+
+    def flow() -> Dataflow:
+        f = Dataflow()
+        f.input("inp", TestingSource([("k", "x"), ("k", "y")]))
+        f.output("out", FileSink("out.txt"))
+        return f
+
+    monkeypatch.chdir(a)
+    run_main(flow(), recovery_config=config)
+    assert (a / "out.txt").read_text() == "x\ny\n"
+    mine = "important line 1\nimportant line 2\nimportant line 3\n"
+    (b / "out.txt").write_text(mine)
+    monkeypatch.chdir(b)
+    with pytest.raises(FileReplacedError, match=r"'out\.txt'.*working directory"):
+        run_main(flow(), recovery_config=config)
+    assert (b / "out.txt").read_text() == mine
+    # From A, the resume goes on (the input is done: nothing more is written).
+    monkeypatch.chdir(a)
+    run_main(flow(), recovery_config=config)
+    assert (a / "out.txt").read_text() == "x\ny\n"
 
 
 @pytest.mark.asyncio

@@ -138,9 +138,9 @@ class FileOutput(PartitionedOutput, FileSink):
         return 0
 
     def build_part(
-        self, for_part: str, resume_state: int | None
-    ) -> StatefulSinkPartition[Any, int]:
-        """Open the file, truncated to ``resume_state`` bytes (0 on a fresh start)."""
+        self, for_part: str, resume_state: FileState | None
+    ) -> StatefulSinkPartition[Any, FileState]:
+        """Open the file, truncated to ``resume_state``'s offset (0 on a fresh start)."""
         return FileSink.build_part(self, for_part, resume_state)
 
 
@@ -177,9 +177,9 @@ class DirOutput(PartitionedOutput, DirSink):
         return DirSink.part_fn(self, item_key)
 
     def build_part(
-        self, for_part: str, resume_state: int | None
-    ) -> StatefulSinkPartition[Any, int]:
-        """Open one file, truncated to ``resume_state`` bytes (0 on a fresh start)."""
+        self, for_part: str, resume_state: FileState | None
+    ) -> StatefulSinkPartition[Any, FileState]:
+        """Open one file, truncated to ``resume_state``'s offset (0 on a fresh start)."""
         return DirSink.build_part(self, for_part, resume_state)
 
 

@@ -65,11 +65,16 @@ def _offset(state: FileState) -> int:
     return state if isinstance(state, int) else state["offset"]
 
 
-def _make_position(st: os.stat_result, offset: int, head: bytes, tail: bytes) -> FilePosition:
-    """The position at ``offset`` in a file with ``st``, its first and last bytes before it."""
+def _make_position(
+    st: os.stat_result, offset: int, head: bytes, tail: bytes, size: int | None = None
+) -> FilePosition:
+    """The position at ``offset`` in a file with ``st``, its first and last bytes before it.
+
+    ``size`` is the file's size when not ``st``'s (a sink's file, which grew).
+    """
     return FilePosition(
         offset=offset,
-        size=st.st_size,
+        size=st.st_size if size is None else size,
         dev=st.st_dev,
         ino=st.st_ino,
         digest=hashlib.blake2b(head + tail, digest_size=16).hexdigest(),

@@ -9,28 +9,57 @@ from typing import Any, BinaryIO
 from zlib import adler32
 
 from aiowax._checks import callable_arg, positive_int
-from aiowax._connectors.files.checks import _check_end, _check_offset, _check_path
+from aiowax._connectors.files.checks import _check_end, _check_path
+from aiowax._connectors.files.positions import (
+    _WINDOW,
+    FilePosition,
+    FileState,
+    _check_state,
+    _make_position,
+    _offset,
+)
 from aiowax._connectors.files.text import _ENCODING
 from aiowax._connectors.threaded import ThreadedWrites
 from aiowax._definition.outputs import FixedPartitionedSink, StatefulSinkPartition
+from aiowax._errors import FileReplacedError
 
 
-class _FileSinkPartition(ThreadedWrites, StatefulSinkPartition[Any, int]):
-    """Appends ``str(value) + end`` per value; the state is the file's length."""
+class _FileSinkPartition(ThreadedWrites, StatefulSinkPartition[Any, FileState]):
+    """Appends ``str(value) + end`` per value; the state is a `FilePosition` at the file's end.
 
-    def __init__(self, owner: str, path: Path, resume_state: int | None, end: str) -> None:
+    On resume the file is truncated back to the saved position's offset, but
+    only once its bytes before it are seen to be those this sink wrote (the
+    position's digest): a relative path resumed from another working
+    directory, say, names another file, which must not be cut. A plain int
+    state (an older aiowax's) can only be checked against the file's size.
+    """
+
+    def __init__(self, owner: str, path: Path, resume_state: object, end: str) -> None:
         self._path = path
         self._end = end
-        offset = _check_offset(owner, path, resume_state)
+        state = _check_state(owner, path, resume_state)
+        offset = 0 if state is None else _offset(state)
         self._f: BinaryIO = open(path, "ab")  # noqa: SIM115 - closed by close()
         try:
-            size = os.fstat(self._f.fileno()).st_size
-            if offset > size:
+            st = os.fstat(self._f.fileno())
+            if offset > st.st_size:
                 msg = (
                     f"{owner}: cannot resume {str(path)!r} at byte {offset}: the file "
-                    f"has only {size} bytes, so it changed since that snapshot"
+                    f"has only {st.st_size} bytes, so it changed since that snapshot"
                 )
                 raise ValueError(msg)
+            # The first and the last bytes before the offset: what a position's
+            # digest covers (kept up to date by each write, so never read again).
+            self._head = self._tail = b""
+            if offset:
+                with open(path, "rb") as f:
+                    self._head = f.read(min(offset, _WINDOW))
+                    f.seek(max(0, offset - _WINDOW))
+                    self._tail = f.read(min(offset, _WINDOW))
+            if isinstance(state, dict):
+                now = _make_position(st, offset, self._head, self._tail)
+                if now["digest"] != state["digest"]:
+                    raise FileReplacedError(_not_written_here(owner, path, state, now))
             # Drop what was written after the snapshot (or everything, on a
             # fresh start): the resumed run writes it again.
             self._f.truncate(offset)
@@ -38,6 +67,7 @@ class _FileSinkPartition(ThreadedWrites, StatefulSinkPartition[Any, int]):
             self._f.close()
             raise
         self._offset = offset
+        self._id = st
 
     def _write(self, values: list[Any]) -> None:
         end = self._end
@@ -47,21 +77,47 @@ class _FileSinkPartition(ThreadedWrites, StatefulSinkPartition[Any, int]):
         f.flush()
         os.fsync(f.fileno())
         self._offset += len(data)
+        if len(self._head) < _WINDOW:
+            self._head = (self._head + data)[:_WINDOW]
+        self._tail = (self._tail + data[-_WINDOW:])[-_WINDOW:]
 
-    def snapshot(self) -> int:
-        return self._offset
+    def snapshot(self) -> FileState:
+        return _make_position(self._id, self._offset, self._head, self._tail, self._offset)
 
     def close(self) -> None:
         self._f.close()
 
 
-class FileSink(FixedPartitionedSink[Any, int]):
+def _not_written_here(owner: str, path: Path, saved: FilePosition, now: FilePosition) -> str:
+    """Why a sink's file is not the one its snapshot was taken of."""
+    offset = saved["offset"]
+    same = (now["dev"], now["ino"]) == (saved["dev"], saved["ino"])
+    which = (
+        f"the same file (inode {saved['ino']}), rewritten since"
+        if same
+        else f"another file (device {saved['dev']}, inode {saved['ino']} then; device "
+        f"{now['dev']}, inode {now['ino']} now)"
+    )
+    return (
+        f"{owner}: will not resume {str(path)!r}: its first {offset} bytes are not the "
+        f"ones this sink wrote before the snapshot; it is {which}. Resuming would cut "
+        f"it to {offset} bytes and append to it, so it was left as it is. A relative "
+        "path names another file when the flow runs from another working directory: "
+        "run it from the directory of the first run, or put back the file it wrote; "
+        "to start the whole flow over, use a new recovery directory."
+    )
+
+
+class FileSink(FixedPartitionedSink[Any, FileState]):
     """Write the values of ``(key, value)`` items to one file, one per line.
 
     Each value is written as ``str(value) + end``, in order; the file is one
     partition, so one worker writes it. A fresh run truncates the file; a
     resumed run truncates it back to its length at the last committed epoch
-    and goes on from there, so replayed output is not duplicated. Every
+    and goes on from there, so replayed output is not duplicated. It first
+    checks that the file's bytes up to there are the ones it wrote, and
+    raises `FileReplacedError` (leaving the file alone) if not: a relative
+    path resumed from another working directory names another file. Every
     batch is flushed and fsynced before it counts as written. Don't tail the
     file while a flow writes it: it may shrink on resume.
 
@@ -83,9 +139,9 @@ class FileSink(FixedPartitionedSink[Any, int]):
         return 0
 
     def build_part(
-        self, for_part: str, resume_state: int | None
-    ) -> StatefulSinkPartition[Any, int]:
-        """Open the file, truncated to ``resume_state`` bytes (0 on a fresh start)."""
+        self, for_part: str, resume_state: FileState | None
+    ) -> StatefulSinkPartition[Any, FileState]:
+        """Open the file, truncated to ``resume_state``'s offset (0 on a fresh start)."""
         if for_part != str(self._path):
             msg = f"FileSink: unknown partition {for_part!r}; the only one is {str(self._path)!r}"
             raise ValueError(msg)
@@ -101,7 +157,7 @@ def _default_assign_file(key: str) -> int:
     return adler32(key.encode())
 
 
-class DirSink(FixedPartitionedSink[Any, int]):
+class DirSink(FixedPartitionedSink[Any, FileState]):
     """Write the values of ``(key, value)`` items to a set of files in a directory.
 
     Each file is a partition, so different workers write different files;
@@ -154,7 +210,7 @@ class DirSink(FixedPartitionedSink[Any, int]):
         return self._assign_file(item_key)
 
     def build_part(
-        self, for_part: str, resume_state: int | None
-    ) -> StatefulSinkPartition[Any, int]:
-        """Open one file, truncated to ``resume_state`` bytes (0 on a fresh start)."""
+        self, for_part: str, resume_state: FileState | None
+    ) -> StatefulSinkPartition[Any, FileState]:
+        """Open one file, truncated to ``resume_state``'s offset (0 on a fresh start)."""
         return _FileSinkPartition("DirSink", self._dir_path / for_part, resume_state, self._end)
