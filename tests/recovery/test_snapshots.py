@@ -379,6 +379,42 @@ def test_an_unpicklable_state_names_step_and_key(db_dir: Path) -> None:
     assert out[:1] == [("k", 0)]  # output before the failure is written
 
 
+class _ForgetsAReturn:
+    """helper-56's serde: ``ser`` returns None for dicts (a missing ``return``)."""
+
+    def ser(self, obj: Any) -> Any:
+        if isinstance(obj, dict):
+            pickle.dumps(obj)
+            return None
+        return pickle.dumps(obj)
+
+    def de(self, data: bytes) -> Any:
+        return pickle.loads(data)
+
+
+def test_a_serde_returning_none_fails_the_run_instead_of_dropping_the_state(
+    db_dir: Path,
+) -> None:
+    # None was stored as NULL, which reads back as "no state": the key's
+    # state was lost without a word, and the resumed run counted from 0.
+    def add(state: dict[str, int], value: int) -> tuple[dict[str, int], int]:
+        state = {"total": state.get("total", 0) + value}
+        return state, state["total"]
+
+    out: list[Any] = []
+    flow = Dataflow()
+    flow.input("inp", TestingSource([("a", 1), ("a", 2)]))
+    flow.stateful_map("sum", dict, add)
+    flow.output("out", TestingSink(out))
+    config = RecoveryConfig(db_dir, snapshot_serde=_ForgetsAReturn())
+    with pytest.raises(
+        TypeError, match=r"_ForgetsAReturn\.ser returned NoneType, not bytes"
+    ) as info:
+        run_main(flow, epoch_interval=timedelta(0), recovery_config=config)
+    notes = "\n".join(getattr(info.value, "__notes__", []))
+    assert "snapshot of key 'a' of step 'sum'" in notes
+
+
 class _GeneratorPosition(StatefulSourcePartition[int, Any]):
     def __init__(self) -> None:
         self.i = 0

@@ -322,7 +322,13 @@ class Recovery:
     def _ser(self, step_id: str, key: str, state: Any) -> bytes:
         """``serde.ser(state)``, naming the step and the key if it fails."""
         try:
-            return self.serde.ser(state)
+            data = self.serde.ser(state)
+            if not isinstance(data, bytes | bytearray | memoryview):
+                # None would be stored as NULL, which reads as "no state":
+                # the key's state would be dropped without a word.
+                msg = f"{type(self.serde).__name__}.ser returned {type(data).__name__}, not bytes"
+                raise TypeError(msg)
+            return bytes(data)
         except Exception as error:
             error.add_note(
                 f"while serialising the snapshot of key {key!r} of step {step_id!r} for "

@@ -87,7 +87,11 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     try:
         conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
+        # FULL: a commit is on disk when it returns, even across a power cut
+        # or an OS crash (NORMAL may lose the last commits of one file and
+        # not of another, and the directory is then refused). One fsync of
+        # the log per commit, and commits come once per epoch.
+        conn.execute("PRAGMA synchronous=FULL")
     except BaseException:
         # A file that is not a database fails here: close what was opened.
         conn.close()
