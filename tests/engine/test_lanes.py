@@ -1393,3 +1393,68 @@ async def test_an_input_is_not_blamed_when_the_steps_after_it_fail() -> None:
         await aiowax.run(flow, on_stats=seen.append, stats_interval=3600)
     assert seen[-1].step("inp").errors == 0
     assert seen[-1].step("m").errors == 1
+
+
+class _EndsWithStopIteration(StatefulSourcePartition[int, int]):
+    """An async partition that ends as the docs (and Bytewax's) say: StopIteration."""
+
+    def __init__(self, start: int | None, awaits: bool) -> None:
+        self.i = start or 0
+        self.awaits = awaits
+
+    async def next_batch(self, sched: datetime | None) -> list[int]:
+        if self.awaits:
+            await anyio.lowlevel.checkpoint()  # ends after a wait, or at once
+        if self.i >= 5:
+            raise StopIteration
+        self.i += 1
+        return [self.i]
+
+    def snapshot(self) -> int:
+        return self.i
+
+
+class _StopIterationSource(FixedPartitionedSource[int, int]):
+    def __init__(self, awaits: bool) -> None:
+        self.awaits = awaits
+
+    def list_parts(self) -> list[str]:
+        return ["p"]
+
+    def build_part(self, now: datetime, for_part: str, resume: int | None) -> Any:
+        return _EndsWithStopIteration(resume, self.awaits)
+
+
+@pytest.mark.parametrize("awaits", [False, True])
+def test_an_async_next_batch_raising_stop_iteration_ends_its_partition(
+    awaits: bool, tmp_path: Any
+) -> None:
+    # helper-56: Python turns it into "RuntimeError: coroutine raised
+    # StopIteration" (PEP 479), which failed the run after its last item, and
+    # every resume after it. It ends the partition, as in a plain def.
+    from aiowax.recovery import RecoveryConfig, init_db_dir
+
+    init_db_dir(tmp_path, 1)
+    for expected in ([1, 2, 3, 4, 5], []):
+        out: list[int] = []
+        flow = Dataflow()
+        flow.input("inp", _StopIterationSource(awaits))
+        flow.output("out", TestingSink(out))
+        run_main(flow, recovery_config=RecoveryConfig(tmp_path))
+        assert out == expected
+
+
+def test_an_async_next_batch_failing_with_another_runtime_error_still_fails() -> None:
+    class Part(StatelessSourcePartition[int]):
+        async def next_batch(self) -> list[int]:
+            raise RuntimeError("coroutine raised StopIteration, said the user")
+
+    class Source(DynamicSource[int]):
+        def build(self, now: datetime, worker_index: int, worker_count: int) -> Part:
+            return Part()
+
+    flow = Dataflow()
+    flow.input("inp", Source())
+    flow.output("out", TestingSink([]))
+    with pytest.raises(RuntimeError, match="said the user"):
+        run_main(flow)

@@ -151,6 +151,20 @@ def _as_list(batch: Any, step_id: str) -> list[Any]:
     raise StepFailed(TypeError(msg))
 
 
+def _coroutine_raised_stop(error: BaseException) -> bool:
+    """Whether ``error`` is an ``async def next_batch``'s ``raise StopIteration``.
+
+    Python turns a StopIteration leaving a coroutine into this RuntimeError
+    (PEP 479). The end of a partition is StopIteration or StopAsyncIteration
+    (the docs, as Bytewax's, say the first): it ends an async partition too.
+    """
+    return (
+        type(error) is RuntimeError
+        and isinstance(error.__cause__, StopIteration)
+        and "raised StopIteration" in str(error)
+    )
+
+
 def _drain_on_stop(part: Partition | None) -> list[Any]:
     """What a partition already holds, handed over at once on a graceful stop.
 
@@ -577,7 +591,10 @@ class Lane:
             except (_ReadAbandoned, DownstreamGone):
                 raise  # a stop; or the steps after it stopped (their error is the run's)
             except BaseException as error:
-                raise fail(error, step_id, "input next_batch") from None
+                if not (is_async and _coroutine_raised_stop(error)):
+                    raise fail(error, step_id, "input next_batch") from None
+                ended = True
+                batch = []
             if type(batch) is not list:
                 batch = _as_list(batch, step_id)
             if batch:
