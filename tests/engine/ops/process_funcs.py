@@ -144,3 +144,10 @@ class LoadsOnlyHere:
 
     def __call__(self, x: int) -> int:
         return x
+
+
+def record_pid(path: str) -> str:
+    """Append this worker process's id to ``path``, then hand the item on."""
+    with open(path, "a") as log:
+        print(os.getpid(), file=log)
+    return path

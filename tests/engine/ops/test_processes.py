@@ -304,6 +304,106 @@ async def test_cancelling_the_run_stops_a_chunk_still_running(tmp_path: Path) ->
     assert no_children_left()
 
 
+# -- a parent killed outright ------------------------------------------------------------
+
+KILLED_PARENT_SCRIPT = """
+import sys
+
+from process_funcs import record_pid
+
+from aiowax.dataflow import Dataflow
+from aiowax.inputs import DynamicSource, StatelessSourcePartition
+from aiowax.testing import TestingSink, run_main
+
+
+class Once(StatelessSourcePartition):
+    # Hands each worker process an item, then waits for ever (until killed).
+    def __init__(self):
+        self.sent = False
+
+    async def next_batch(self):
+        import asyncio
+
+        if self.sent:
+            await asyncio.Event().wait()
+        self.sent = True
+        return [sys.argv[1]] * 8
+
+
+class Src(DynamicSource):
+    def build(self, now, worker_index, worker_count):
+        return Once()
+
+
+if __name__ == "__main__":
+    flow = Dataflow()
+    flow.input("inp", Src())
+    flow.map("m", record_pid, processes=2)
+    flow.output("out", TestingSink([]))
+    run_main(flow)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _children_of(parent: int) -> set[int]:
+    """The processes whose parent is ``parent``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if int(fields[1]) == parent:
+                found.add(int(entry.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_worker_processes_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+    # helper-56: after a SIGKILL (the OOM killer) the worker processes waited
+    # for work for ever, holding the dead run's stdout open.
+    script = tmp_path / "killed.py"
+    script.write_text(KILLED_PARENT_SCRIPT)
+    pids = tmp_path / "pids"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(pids)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + WATCHDOG
+        while not (pids.exists() and pids.read_text().strip()):
+            assert parent.poll() is None, "the run ended before its processes worked"
+            assert time.monotonic() < deadline, "the worker processes did not start"
+            time.sleep(0.05)
+        # The pool starts every process at once (and a resource tracker).
+        children = _children_of(parent.pid)
+    finally:
+        parent.kill()
+        parent.wait()
+    assert {int(pid) for pid in pids.read_text().split()} <= children
+    assert len(children) >= 2
+    # They notice within about a second, and the dead run's stdout then ends.
+    assert parent.stdout is not None
+    assert parent.stdout.read() == b""  # returns only once no process holds it open
+    parent.stdout.close()
+    deadline = time.monotonic() + WATCHDOG
+    while any(_running(pid) for pid in children):
+        assert time.monotonic() < deadline, f"still running: {children}"
+        time.sleep(0.05)
+
+
 # -- a script without a __main__ guard ------------------------------------------------
 
 NO_GUARD_SCRIPT = """

@@ -13,8 +13,11 @@ exception, or a result that failed to pickle, may not.
 
 from __future__ import annotations
 
+import os
 import pickle
 import signal
+import threading
+import time
 import traceback
 from bisect import bisect_right
 from collections.abc import Callable
@@ -49,21 +52,48 @@ _fn: Callable[[Any], Any] | None = None
 _load_failure: Failure | None = None
 
 
-def install(fn_bytes: bytes) -> None:
+#: How often a worker process looks whether its parent is still there.
+PARENT_CHECK_S = 1.0
+
+
+def install(fn_bytes: bytes, parent: int | None = None) -> None:
     """The pool's initializer: unpickle the user function, once per process.
 
     It must not raise (a failing initializer breaks the pool and loses the
     reason), so a failure is kept and reported by `loaded` and `run_chunk`.
+    With ``parent`` (the run's process id), the process exits once that
+    process is gone (see `_exit_with`).
     """
     global _fn, _load_failure
     # Ctrl-C in a terminal signals the whole process group. The parent turns
     # SIGINT into a graceful stop, which needs these processes to finish the
     # chunks in flight; the parent shuts them down when its run ends.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent is not None:
+        threading.Thread(
+            target=_exit_with, args=(parent,), name="aiowax-parent-watch", daemon=True
+        ).start()
     try:
         _fn = pickle.loads(fn_bytes)
     except BaseException as error:
         _load_failure = Failure("load", 0, _portable(error), _traceback(error))
+
+
+def _exit_with(parent: int) -> None:
+    """Exit once ``parent`` is no longer this process's parent.
+
+    A parent killed outright (SIGKILL, the OOM killer) cannot shut its pool
+    down, and its worker processes would wait for work for ever, each an
+    interpreter with the user's module loaded, holding the dead run's
+    stdout and stderr open (a pipe reading them never ends). Polled: the
+    portable way; Linux's parent-death signal follows the thread that
+    started the process (the pool may start one from any thread), not the
+    process.
+    """
+    while True:
+        time.sleep(PARENT_CHECK_S)
+        if os.getppid() != parent:
+            os._exit(1)
 
 
 def loaded() -> Failure | None:

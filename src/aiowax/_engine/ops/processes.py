@@ -16,6 +16,7 @@ the items before the failing one, as the in-process operators do.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -133,7 +134,7 @@ class ProcessPool:
             self.processes,
             mp_context=multiprocessing.get_context(_START_METHOD),
             initializer=install,
-            initargs=(fn_bytes,),
+            initargs=(fn_bytes, os.getpid()),
         )
         # The pool starts a process for each task submitted while none is
         # idle: one probe each starts them all now, not on the first batch.
