@@ -218,6 +218,34 @@ async def _pause(x):
     return x
 
 
+_pool = None
+
+
+def _square(x):
+    return x * x
+
+
+def _through_a_forked_pool(x):
+    # What a user's step may do: multiprocessing's fork start method.
+    global _pool
+    if _pool is None:
+        import multiprocessing
+
+        _pool = multiprocessing.get_context("fork").Pool(2)
+    return _pool.apply(_square, (x,))
+
+
+def forking():
+    import itertools
+
+    flow = Dataflow()
+    flow.input("inp", TestingSource(itertools.count()))
+    flow.map("pause", _pause)
+    flow.map("square", _through_a_forked_pool)
+    flow.output("out", StdOutSink())
+    return flow
+
+
 def endless():
     import itertools
 
@@ -1171,6 +1199,32 @@ def test_cli_signal_stops_gracefully_and_exits_0(project: Path, sig: signal.Sign
     # What was read was written, in order, before the exit.
     lines = [b"0", *out.splitlines()]
     assert lines == [str(i).encode() for i in range(len(lines))]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_cli_ctrl_c_stops_gracefully_when_the_flow_forked_children(project: Path) -> None:
+    # helper-56: a child forked by the flow (a multiprocessing Pool with the
+    # fork start method) kept the event loop's signal wakeup fd, so Ctrl-C,
+    # which signals the whole process group, reached the loop once from each
+    # process: a second signal, and the graceful stop became an abort.
+    def own_group() -> None:
+        os.setpgrp()
+        _default_sigint()
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "aiowax", "flows:forking()"],
+        cwd=project,
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=own_group,
+        bufsize=0,
+    ) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"0\n"  # the pool's children are running
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        _, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err.decode()) == (0, _stopping("SIGINT"))
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

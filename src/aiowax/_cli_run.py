@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -134,6 +135,29 @@ class _Stopper:
         print(f"{self._prog}: {message}", file=sys.stderr, flush=True)
 
 
+_at_fork_registered = False
+
+
+def _forget_wakeup_fd_in_forked_children() -> None:
+    """Have a child forked by the flow drop the loop's signal wakeup fd.
+
+    The loop hears of a signal through that fd, which a fork copies: a
+    child a step forks (a ``multiprocessing`` pool with the fork start
+    method) would write its own signals into the parent's loop, so Ctrl-C,
+    which signals the whole process group, would reach it twice and turn
+    the graceful stop into an abort. Registered once per process.
+    """
+    global _at_fork_registered
+    if not _at_fork_registered and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_drop_wakeup_fd)
+        _at_fork_registered = True
+
+
+def _drop_wakeup_fd() -> None:
+    with contextlib.suppress(ValueError):  # not the main thread: nothing to drop
+        signal.set_wakeup_fd(-1)
+
+
 @contextlib.contextmanager
 def _signal_handlers(callback: Callable[[int], None]) -> Iterator[None]:
     """Call ``callback(signum)`` on the event loop for each of `STOP_SIGNALS`.
@@ -142,6 +166,7 @@ def _signal_handlers(callback: Callable[[int], None]) -> Iterator[None]:
     Ctrl-C stays a `KeyboardInterrupt`. The previous handlers come back after.
     """
     loop = asyncio.get_running_loop()
+    _forget_wakeup_fd_in_forked_children()
     previous: dict[signal.Signals, Any] = {}
     for signum in STOP_SIGNALS:
         handler = signal.getsignal(signum)
