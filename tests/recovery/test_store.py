@@ -88,6 +88,102 @@ def test_a_partition_file_lost_after_many_commits_is_refused(tmp_path: Path, los
         run_main(_counting(items, []), recovery_config=RecoveryConfig(db_dir))
 
 
+# -- files backed up one by one (helper-56) ---------------------------------------------------
+
+_ABORT = TestingSource.ABORT
+_EOF = TestingSource.EOF
+EPOCH = timedelta(milliseconds=1)
+
+
+def _back_up(db_dir: Path, index: int, backup: Path) -> None:
+    """Copy partition file ``index`` (and its log) into ``backup``, as a backup job would."""
+    backup.mkdir(exist_ok=True)
+    for path in db_dir.glob(f"part-{index}.sqlite3*"):
+        shutil.copy(path, backup / path.name)
+
+
+def test_files_backed_up_at_different_moments_resume_from_their_newest_common_commit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Bytewax's backup_interval: superseded snapshots are kept for a while,
+    # so files copied one by one, a few commits apart, still share a commit.
+    # They were refused (files "from different points in time"). Epochs of
+    # 1 ms: an hour's worth keeps every snapshot of these runs.
+    live, backup = tmp_path / "live", tmp_path / "backup"
+    init_db_dir(live, 2)
+    config = RecoveryConfig(live, backup_interval=timedelta(hours=1))
+    items: list[Any] = ["a", "b", _EOF(), "a", "b", _EOF(), "a", _EOF(), "b"]
+    out: list[Any] = []
+    run_main(_counting(items, out), epoch_interval=EPOCH, recovery_config=config)
+    _back_up(live, 1, backup)  # part-1 now...
+    for _ in range(2):
+        run_main(_counting(items, out), epoch_interval=EPOCH, recovery_config=config)
+    _back_up(live, 0, backup)  # ... part-0 two runs (two commits) later
+    assert out == [("a", 1), ("b", 1), ("a", 2), ("b", 2), ("a", 3)]
+    restored: list[Any] = []
+    with caplog.at_level("WARNING", logger="aiowax.recovery"):
+        run_main(
+            _counting(items, restored),
+            epoch_interval=EPOCH,
+            recovery_config=RecoveryConfig(backup),
+        )
+    # As of part-1's copy: a and b counted once each; what came after runs again.
+    assert restored == [("a", 2), ("b", 2)]
+    assert "resuming from epoch" in caplog.text and "different moments" in caplog.text
+    # And the directory is whole again: the next run goes on from there.
+    again: list[Any] = []
+    run_main(_counting(items, again), epoch_interval=EPOCH, recovery_config=RecoveryConfig(backup))
+    assert again == [("a", 3)]
+
+
+def test_files_backed_up_too_far_apart_are_still_refused(tmp_path: Path) -> None:
+    # Without backup_interval, each commit collects what the one before it
+    # superseded: files two commits apart share none.
+    live, backup = tmp_path / "live", tmp_path / "backup"
+    init_db_dir(live, 2)
+    config = RecoveryConfig(live)
+    items: list[Any] = ["a", "b", _ABORT(), "a", "b", _ABORT(), "a", _ABORT(), "b"]
+    run_main(_counting(items, []), epoch_interval=timedelta(0), recovery_config=config)
+    _back_up(live, 1, backup)
+    for _ in range(2):
+        run_main(_counting(items, []), epoch_interval=timedelta(0), recovery_config=config)
+    _back_up(live, 0, backup)
+    with pytest.raises(InconsistentPartitionsError, match="different points in time"):
+        run_main(_counting(items, []), recovery_config=RecoveryConfig(backup))
+
+
+def test_a_file_of_another_directory_shares_no_commit_even_at_the_same_epochs(
+    tmp_path: Path,
+) -> None:
+    # Two stores that went through the same epochs: a commit is the same one
+    # only with the same time stamp, so their files are not mixed.
+    first, second = tmp_path / "first", tmp_path / "second"
+    items: list[Any] = ["a", "b", _EOF(), "a", "b", _EOF(), "a"]
+    tops = []
+    for db_dir in (first, second):
+        init_db_dir(db_dir, 2)
+        config = RecoveryConfig(db_dir, backup_interval=timedelta(hours=1))
+        for _ in range(2):
+            run_main(_counting(items, []), epoch_interval=timedelta(0), recovery_config=config)
+        tops.append(_commits(db_dir))
+    assert tops[0][0] == tops[1][0]  # the same epochs in both
+    for path in first.glob("part-1.sqlite3*"):
+        path.unlink()
+    _back_up(second, 1, first)
+    with pytest.raises(InconsistentPartitionsError, match="different points in time"):
+        run_main(_counting(items, []), recovery_config=RecoveryConfig(first))
+
+
+def _commits(db_dir: Path) -> tuple[list[int], list[str]]:
+    """The epochs part-0 holds commits of, and their time stamps."""
+    conn = sqlite3.connect(db_dir / "part-0.sqlite3")
+    try:
+        rows = conn.execute("SELECT epoch, committed_at FROM commits ORDER BY epoch").fetchall()
+    finally:
+        conn.close()
+    return [epoch for epoch, _ in rows], [stamp for _, stamp in rows]
+
+
 def test_a_crash_in_the_first_commit_still_resumes_from_nothing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

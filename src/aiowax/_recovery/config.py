@@ -46,8 +46,10 @@ class RecoveryConfig:
     Args:
         db_dir: A directory of partition files made by `init_db_dir`.
         backup_interval: How long superseded snapshots are kept before they
-            are deleted (so an older backup of the files stays usable);
-            ``None`` keeps only what resuming from the latest epoch needs.
+            are deleted, so files backed up one by one at different moments
+            within it still resume together, from the newest commit all of
+            them hold; ``None`` keeps only what resuming from the latest
+            epoch needs.
         snapshot_serde: An object with ``ser(obj) -> bytes`` and
             ``de(bytes) -> obj``; `pickle` by default.
         discard_unmatched: Drop, instead of refusing, the snapshots of steps

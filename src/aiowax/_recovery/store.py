@@ -15,6 +15,7 @@ store refuses to open rather than silently resume from an older epoch.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sqlite3
@@ -38,6 +39,8 @@ from aiowax._recovery.lock import (
     permission_error,
     uid,
 )
+
+logger = logging.getLogger("aiowax.recovery")
 
 _NAME = re.compile(r"^part-(\d+)\.sqlite3$")
 
@@ -215,8 +218,11 @@ class Store:
             i: conn.execute("SELECT COALESCE(MAX(epoch), 0) FROM commits").fetchone()[0]
             for i, conn in sorted(self.conns.items())
         }
-        self._check_tops(db_dir, tops)
-        self.committed = min(tops.values())
+        try:
+            self._check_tops(db_dir, tops)
+            self.committed = min(tops.values())
+        except InconsistentPartitionsError as refused:
+            self.committed = self._common_commit(db_dir, tops, refused)
         # Rows per file, kept up to date by the commits (see `_keys_to_collect`).
         self._rows = {
             i: conn.execute("SELECT COUNT(*) FROM snaps").fetchone()[0]
@@ -260,6 +266,52 @@ class Store:
                 f"(last committed epochs {tops}); was one restored from an older backup?"
             )
             raise InconsistentPartitionsError(msg)
+        # One commit writes one time stamp to every file: files that went
+        # through the same epoch numbers in different directories differ here.
+        stamps = {
+            conn.execute("SELECT committed_at FROM commits WHERE epoch = ?", (low,)).fetchone()
+            for conn in self.conns.values()
+        }
+        if low and len(stamps) != 1:
+            msg = (
+                f"the partition files in {db_dir} come from different points in time: "
+                f"their commits of epoch {low} were not the same commit (their time stamps "
+                "differ); was one copied from another recovery directory?"
+            )
+            raise InconsistentPartitionsError(msg)
+
+    def _common_commit(
+        self, db_dir: Path, tops: dict[int, int], refused: InconsistentPartitionsError
+    ) -> int:
+        """The newest commit every file still holds, for files from different moments.
+
+        Files backed up one by one, at different moments (a hot backup,
+        each file on its own schedule), are each a few commits apart. Each
+        keeps its superseded snapshots for ``backup_interval``, so each can
+        still give the state as of any commit still in its ``commits``
+        table; a commit every file holds, with the same time stamp (one per
+        commit, written to every file), is one the whole store went
+        through. The run resumes from the newest such commit, and what came
+        after it runs again. None: the files are refused (``refused``), as
+        a file lost and re-created (it holds no commit) or restored from
+        too long ago is.
+        """
+        held: set[tuple[int, str]] | None = None
+        for conn in self.conns.values():
+            rows = set(conn.execute("SELECT epoch, committed_at FROM commits").fetchall())
+            held = rows if held is None else held & rows
+        if not held:
+            raise refused
+        epoch = max(held)[0]
+        logger.warning(
+            "the partition files in %s come from different moments (last committed epochs "
+            "%s): resuming from epoch %d, the newest commit every file holds; the input "
+            "after it is read again",
+            db_dir,
+            tops,
+            epoch,
+        )
+        return int(epoch)
 
     def _complete_epoch(self) -> int:
         conn = self.conns[0]
@@ -332,6 +384,12 @@ class Store:
         with _transaction(conn, self.paths[index], "discarding uncommitted rows in"):
             dropped = conn.execute("DELETE FROM snaps WHERE epoch > ?", (self.committed,))
             conn.execute("DELETE FROM commits WHERE epoch > ?", (self.committed,))
+            if index == 0 and self._complete_table:
+                # Resumed from a commit before the complete one (`_common_commit`).
+                conn.execute(
+                    "UPDATE complete SET epoch = ? WHERE epoch > ?",
+                    (self.committed, self.committed),
+                )
         self._rows[index] -= dropped.rowcount
 
     def commit(
