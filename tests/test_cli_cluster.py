@@ -178,3 +178,16 @@ def test_a_bad_line_of_the_config_file_is_named(
             prog="aiowax",
         )
     assert f"'{props}' line 2: expected KEY=VALUE, got 'just words'" in capsys.readouterr().err
+
+
+def test_a_flow_cluster_mode_cannot_run_is_one_line_at_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # helper-58: it was a traceback through aiowax's internals, with exit
+    # status 1, and only after 30 s of asking brokers that do not answer.
+    # Nothing listens on port 1: the refusal must not need the brokers.
+    status = main([FLOW, "--kafka-cluster", "127.0.0.1:1", "--app-id", "demo"], prog="aiowax")
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("aiowax: error: cluster mode: step 'access_log' (input) uses TestingS")
+    assert len(err.splitlines()) == 1 and "Traceback" not in err

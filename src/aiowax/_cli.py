@@ -34,7 +34,7 @@ from aiowax import _cli_http as _http_cli
 from aiowax import _cli_progress as _progress
 from aiowax._cli_run import DEFAULT_STOP_TIMEOUT, Companion
 from aiowax._cli_run import run_until_stopped as _run_until_stopped
-from aiowax._errors import RecoveryError
+from aiowax._errors import ClusterError, RecoveryError
 from aiowax._importer import (
     DEFAULT_ATTR,
     FlowImportError,
@@ -554,6 +554,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str | None = None) -> int:
                     shown = repr(str(recovery_config.db_dir))
                     message = f"cannot resume from recovery directory {shown}: {exc}"
                     return _error(parser.prog, message)
+                if isinstance(exc, ClusterError) and exc.before_run:
+                    # The copy refused to start: nothing of the flow ran.
+                    return _error(parser.prog, str(exc))
                 if isinstance(exc, BrokenPipeError) and _stdout_is_broken_pipe():
                     _silence_stdout()
                     return EXIT_FLOW_FAILED

@@ -159,4 +159,10 @@ class ClusterError(AiowaxError):
     a source or sink kind cluster mode cannot share out, an internal topic
     whose partition count changed since the last start, an app id or step
     id that cannot name a Kafka topic.
+
+    Attributes:
+        before_run: True when the copy refused to start (nothing of the flow
+            ran); False for an error of a running copy.
     """
+
+    before_run: bool = False

@@ -129,7 +129,7 @@ async def test_close_ends_the_input_and_the_flow_finishes() -> None:
             for i in range(50):
                 source.send_nowait(i)
             source.close()
-            with pytest.raises(SourceClosedError):
+            with pytest.raises(SourceClosedError, match="close\\(\\) ended its input for good"):
                 source.send_nowait(50)
             await handle.wait()
     assert out == list(range(50))  # what was buffered still went through
@@ -138,6 +138,21 @@ async def test_close_ends_the_input_and_the_flow_finishes() -> None:
         source.send_nowait(51)
     with pytest.raises(SourceClosedError):
         await source.send(52)
+
+
+@pytest.mark.asyncio
+async def test_a_send_between_runs_is_told_apart_from_one_after_close() -> None:
+    # helper-58: both said "the PushSource is closed"; between runs a web
+    # handler may wait for the next run, after close() it never comes.
+    source: PushSource[int] = PushSource()
+    with anyio.fail_after(WATCHDOG):
+        async with aiowax.open_flow(push_flow(source, TestingSink([]))) as handle:
+            await handle.stop()
+    with pytest.raises(SourceClosedError, match="its run ended, and no run reads it now"):
+        source.send_nowait(1)
+    source.close()
+    with pytest.raises(SourceClosedError, match="for good"):
+        source.send_nowait(1)
 
 
 @pytest.mark.asyncio

@@ -96,7 +96,11 @@ async def _run_copy(
     interval: float,
     on_start: Callable[[ClusterRun], None] | None,
 ) -> None:
-    topology = await run_in_thread(prepare_topics, flow, cluster)
+    try:
+        topology = await run_in_thread(prepare_topics, flow, cluster)
+    except ClusterError as refused:
+        refused.before_run = True  # the command line says it in one line
+        raise
     member = GroupMember(topology)
     control = ClusterRun()
     if on_start is not None:

@@ -51,6 +51,9 @@ def prepare_topics(flow: Dataflow, cluster: KafkaCluster) -> Topology:
             internal topic's partition count differs, the brokers do not
             answer, or cluster mode cannot run the flow (see `plan`).
     """
+    # What cluster mode cannot run is said before the brokers are asked
+    # anything (they may not answer).
+    plan(flow, cluster, None)
     admin = AdminClient(cluster.client_config())
     sources = [
         (step.step_id, step.source)

@@ -82,7 +82,13 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
             SourceClosedError: The source is closed.
         """
         if self._closed:
-            msg = "the PushSource is closed"
+            if self._ended:
+                msg = "the PushSource is closed: close() ended its input for good"
+            else:
+                msg = (
+                    "the PushSource is closed: its run ended, and no run reads it now "
+                    "(the next run on it takes sends again)"
+                )
             raise SourceClosedError(msg)
         if len(self._buffer) >= self.max_buffer:
             msg = f"the PushSource buffer is full ({self.max_buffer} items)"
