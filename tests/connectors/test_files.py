@@ -578,6 +578,21 @@ async def test_file_sink_resumes_only_the_file_it_wrote(tmp_path: Path) -> None:
         sink.build_part(str(path), committed)
     assert path.read_bytes() == bytes(changed)
 
+    # A snapshot taken before anything was written has no bytes to compare:
+    # another file with bytes of its own is still refused, an empty one not.
+    empty = tmp_path / "empty.txt"
+    start = FileSink(empty).build_part(str(empty), None)
+    at_zero = start.snapshot()
+    start.close()
+    other = tmp_path / "other.txt"  # made while the first exists: another inode
+    other.write_text("someone else's\n")
+    other.replace(empty)
+    with pytest.raises(FileReplacedError, match="another file"):
+        FileSink(empty).build_part(str(empty), at_zero)
+    assert empty.read_text() == "someone else's\n"
+    empty.write_text("")
+    FileSink(empty).build_part(str(empty), at_zero).close()
+
     # A copy of what it wrote (restored from a backup: another inode) resumes.
     path.unlink()
     path.write_bytes(ours + b"written after the snapshot\n")

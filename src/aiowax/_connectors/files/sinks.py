@@ -58,7 +58,11 @@ class _FileSinkPartition(ThreadedWrites, StatefulSinkPartition[Any, FileState]):
                     self._tail = f.read(min(offset, _WINDOW))
             if isinstance(state, dict):
                 now = _make_position(st, offset, self._head, self._tail)
-                if now["digest"] != state["digest"]:
+                # Nothing written before the snapshot: no bytes to compare, but
+                # a file with bytes of its own that is not the one the sink
+                # had open is not its output either.
+                other = (now["dev"], now["ino"]) != (state["dev"], state["ino"])
+                if now["digest"] != state["digest"] or (not offset and st.st_size and other):
                     raise FileReplacedError(_not_written_here(owner, path, state, now))
             # Drop what was written after the snapshot (or everything, on a
             # fresh start): the resumed run writes it again.
