@@ -96,6 +96,12 @@ def build_graph(ctx: RunContext, pipelines: list[Pipeline]) -> Graph:
     # closes epoch e before any of them starts e + 1, so an epoch is a
     # consistent cut of all inputs (what a snapshot needs).
     barrier = EpochBarrier(sum(len(lanes) for by_worker in parts for lanes in by_worker))
+    if ctx.recovery is not None:
+        # Before any operator takes its states: a step whose kind changed
+        # under its id must not be handed the other kind's.
+        kinds = {p.input.step_id: p.input.kind for p in pipelines}
+        kinds.update((step.step_id, step.kind) for p in pipelines for step in p.steps)
+        ctx.recovery.check_kinds(kinds)
     graph = Graph()
     for pipeline, by_worker in zip(pipelines, parts, strict=True):
         _wire_pipeline(graph, ctx, pipeline, by_worker, barrier)

@@ -141,6 +141,8 @@ class Recovery:
         self._finished: dict[Tail, int] = {}
         self._wake = anyio.Event()
         self._room: anyio.Event | None = None
+        #: The step kinds the first commit records (see `check_kinds`).
+        self._kinds_to_record: dict[str, str] = {}
         #: Epochs committed by this run (for tests and progress reports).
         self.commits = 0
         #: When the last commit ended, and how long it took (for stats).
@@ -233,17 +235,70 @@ class Recovery:
         if refused:
             raise UnmatchedSnapshotsError(self._unmatched_message(refused, expected))
         for step_id, keys in unmatched.items():
-            deleted = self._pending.setdefault(self.resume_epoch, {})
-            for key in keys:
-                self._keys[step_id].discard(key)
-                self._states.get(step_id, {}).pop(key, None)
-                self._unloadable.pop((step_id, key), None)
-                deleted[(step_id, key)] = None
+            self._drop(step_id, keys)
         if self._unloadable:
             first, *more = self._unloadable.values()
             if more:
                 first.add_note(f"({len(more)} more snapshot{'s' * (len(more) > 1)} failed to load)")
             raise first
+
+    def check_kinds(self, kinds: Mapping[str, str]) -> None:
+        """Refuse snapshots of a step whose kind changed since they were taken.
+
+        A ``stateful_map`` turned into a ``batch`` (or a window step) under
+        the same id would be handed the other kind's states: an error in
+        the middle of the run, or a mapper given the batch's own tuple as
+        its state. Called before any operator is built (they take their
+        states when they are). Snapshots of the steps that
+        ``RecoveryConfig.discard_unmatched`` names are dropped instead. The
+        kinds are recorded by this run's first commit; stores that keep no
+        kinds (cluster mode's) compare nothing.
+
+        Args:
+            kinds: The kind of each step of the flow, by step id.
+
+        Raises:
+            UnmatchedSnapshotsError: Names each such step and both kinds.
+        """
+        recorded = getattr(self.store, "step_kinds", None)
+        if recorded is None:
+            return
+        then = recorded()
+        changed = {
+            step_id: (then[step_id], kinds[step_id])
+            for step_id in self._keys
+            if step_id in then and step_id in kinds and then[step_id] != kinds[step_id]
+        }
+        refused = {s: pair for s, pair in changed.items() if not self.config.discards(s)}
+        if refused:
+            lines = [
+                f"  step {step_id!r}: {len(self._keys[step_id])} snapshot(s) of a {was} step, "
+                f"which is a {now} step now"
+                for step_id, (was, now) in sorted(refused.items())
+            ]
+            msg = "\n".join(
+                [
+                    f"recovery directory {self.store.db_dir} holds snapshots of steps whose "
+                    "kind changed since, under the same id:",
+                    *lines,
+                    "A step of another kind cannot take them. Give the new step a new id, or "
+                    "put the old step back; to drop these snapshots on purpose, run once "
+                    "with RecoveryConfig(..., discard_unmatched=True) (or a set of step ids).",
+                ]
+            )
+            raise UnmatchedSnapshotsError(msg)
+        for step_id in changed:
+            self._drop(step_id, sorted(self._keys[step_id]))
+        self._kinds_to_record = dict(kinds)
+
+    def _drop(self, step_id: str, keys: list[str]) -> None:
+        """Forget these snapshots of ``step_id``; this run's first commit deletes them."""
+        deleted = self._pending.setdefault(self.resume_epoch, {})
+        for key in keys:
+            self._keys[step_id].discard(key)
+            self._states.get(step_id, {}).pop(key, None)
+            self._unloadable.pop((step_id, key), None)
+            deleted[(step_id, key)] = None
 
     def _follow_moves(self, step_id: str, names: Set[str], moved: MovedPartition) -> None:
         """Move the snapshots of partitions whose source says they were renamed.
@@ -400,6 +455,10 @@ class Recovery:
         try:
             with span("aiowax.snapshot", epoch=epoch, changes=len(changes)):
                 await run_in_thread(self.store.commit, epoch, changes, self.worker_count, keep_from)
+                if self._kinds_to_record:
+                    record = self.store.record_kinds  # type: ignore[attr-defined]
+                    await run_in_thread(record, self._kinds_to_record)
+                    self._kinds_to_record = {}
         finally:
             # Forget changes only once they are committed: a commit that is
             # cancelled before its thread ran must not lose them.

@@ -53,6 +53,13 @@ REMEMBERED_KEYS = 100_000
 # on demand in directories created before it existed.
 _COMPLETE_TABLE = "CREATE TABLE IF NOT EXISTS complete (epoch INTEGER NOT NULL);"
 
+# The kind of each step (``stateful_map``, ``batch``...) that wrote snapshots,
+# so that a step whose kind changed under the same id is refused (file 0 only;
+# made on demand, absent from directories of earlier releases).
+_KINDS_TABLE = (
+    "CREATE TABLE IF NOT EXISTS step_kinds (step_id TEXT PRIMARY KEY, kind TEXT NOT NULL);"
+)
+
 # SQLite's primary result codes that the store tells apart.
 _SQLITE_PERM = 3
 _SQLITE_READONLY = 8
@@ -345,6 +352,23 @@ class Store:
             if low and has_low.fetchone() is None:
                 return False
         return True
+
+    def step_kinds(self) -> dict[str, str]:
+        """The kind of each step recorded by `record_kinds` (none before it ever ran)."""
+        conn = self.conns[0]
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'step_kinds'"
+        ).fetchone()
+        if has_table is None:
+            return {}
+        return dict(conn.execute("SELECT step_id, kind FROM step_kinds").fetchall())
+
+    def record_kinds(self, kinds: Mapping[str, str]) -> None:
+        """Record the kind of each step (in file 0), replacing what was recorded."""
+        first = self.conns[0]
+        with _transaction(first, self.paths[0], "recording the step kinds in"):
+            first.execute(_KINDS_TABLE)
+            first.executemany("INSERT OR REPLACE INTO step_kinds VALUES (?, ?)", kinds.items())
 
     def where(self, step_id: str, state_key: str) -> str:
         """The partition file of one state key of one step, for messages."""
