@@ -2,8 +2,9 @@
 
 Every item of an example goes in one batch, seen at one loop time, so each
 key's watermark is exactly ``max(times seen so far) - wait`` while the batch
-is processed in order; windows that close afterwards (on a timer or at end of
-input) get no more items. The model below computes the output from that
+is processed in order (a session's item exactly at it is late, as if some
+time had passed since the item before); windows that close afterwards (on a
+timer or at end of input) get no more items. The model below computes the output from that
 alone, by enumerating windows instead of computing their numbers, and by
 grouping accepted session items by distance instead of merging as they come.
 """
@@ -71,7 +72,9 @@ def model(
     for i, (key, t) in enumerate(items):
         wm = watermark.get(key, t - wait)
         if kind == "session":
-            if t < wm:
+            # Time passes between two items of a key, and its watermark
+            # with it: one exactly at it is late too, but a key's first.
+            if t < wm or (t == wm and key in watermark):
                 late += 1
             else:
                 accepted[key].append((t, i))
@@ -244,6 +247,20 @@ def cases(draw: st.DrawFn) -> dict[str, Any]:
         "gap": 1,
         "zone": UTC,
         "use_async": True,
+    }
+)
+# A second item of a key at its watermark (helper-57): late, in one batch too.
+@example(
+    {
+        "kind": "session",
+        "items": [("a", 0), ("a", 0), ("b", 0)],
+        "wait": 0,
+        "length": 1,
+        "offset": 1,
+        "align": 0,
+        "gap": 1,
+        "zone": UTC,
+        "use_async": False,
     }
 )
 def test_window_operators_match_the_model(case: dict[str, Any]) -> None:

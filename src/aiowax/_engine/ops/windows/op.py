@@ -308,6 +308,22 @@ class WindowOp(KeyedOp, TimedOp):
         first_open = min(first_open, indices.stop)
         return range(first_open, indices.stop), first_open - indices.start
 
+    def _locate(self, key: str, now: float, t_us: int) -> tuple[KeyState, int, int, int]:
+        """Where an item at ``t_us`` goes: its key's state, time and watermark.
+
+        Also the least time on time: the watermark, but for sessions on the
+        event clock see `_session_state`. On the system clock an item's time
+        is never behind its key's watermark (see `system_time`).
+        """
+        if self.event_time and self.session:
+            state, wm, on_time = self._session_state(key, now, t_us)
+            return state, t_us, wm, on_time
+        state = self.key_state(key, now, t_us)
+        wm = state.watermark(now)
+        if t_us < wm and not self.event_time:
+            t_us = wm
+        return state, t_us, wm, wm
+
     def _session_state(self, key: str, now: float, t_us: int) -> tuple[KeyState, int, int]:
         """The state of ``key``, its watermark, and the least item time on time.
 
@@ -387,17 +403,10 @@ class WindowOp(KeyedOp, TimedOp):
     def _place_each(self, batch: list[Any], now: float, touched: set[str]) -> None:
         """Sessions and the system clock: one item at a time."""
         sys_us = 0 if self.event_time else self.system_time(now)
-        event_sessions = self.event_time and self.session
         for item in batch:
             key, value = self._pair(item)
             t_us = self.time_of(value, self._dt(value)) if self.event_time else sys_us
-            if event_sessions:
-                state, wm, on_time = self._session_state(key, now, t_us)
-            else:
-                state = self.key_state(key, now, t_us)
-                on_time = wm = state.watermark(now)
-                if t_us < wm and not self.event_time:
-                    t_us = wm  # see `system_time`
+            state, t_us, wm, on_time = self._locate(key, now, t_us)
             try:
                 missed = self._place(state, value, t_us, on_time)
             except StepFailed:
@@ -422,13 +431,7 @@ class WindowOp(KeyedOp, TimedOp):
                     except BaseException as error:
                         raise self.dt_failed(error) from None
                 t_us = self.time_of(value, dt)
-            if self.event_time and self.session:
-                state, wm, on_time = self._session_state(key, now, t_us)
-            else:
-                state = self.key_state(key, now, t_us)
-                on_time = wm = state.watermark(now)
-                if t_us < wm and not self.event_time:
-                    t_us = wm  # see `system_time`
+            state, t_us, wm, on_time = self._locate(key, now, t_us)
             if self.session:
                 missed = 1 if t_us < on_time else 0
                 if not missed:
