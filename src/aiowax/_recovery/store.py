@@ -8,8 +8,10 @@ by file, in index order, after all its rows are written; a crash in the
 middle leaves the first files one commit ahead of the others, so a resume
 starts from the newest epoch that every file has committed. Once every file
 has it, file 0 records the epoch as complete: a file that lacks a complete
-epoch was lost (and re-created) or restored from an older backup, and the
-store refuses to open rather than silently resume from an older epoch.
+epoch was lost (and re-created) or restored from an older backup. Then the
+store resumes from the newest commit every file still holds (files backed
+up one by one, within ``backup_interval``), saying so, or refuses to open
+if there is none, rather than silently resume from nothing.
 """
 
 from __future__ import annotations
