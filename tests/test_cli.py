@@ -1166,7 +1166,8 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _popen(cwd: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
+def _popen(cwd: Path, *args: str, own_group: bool = False, **env: str) -> subprocess.Popen[bytes]:
+    """``python -m aiowax ARGS``; with ``own_group``, in a process group of its own."""
     return subprocess.Popen(
         [sys.executable, "-m", "aiowax", *args],
         cwd=cwd,
@@ -1174,6 +1175,7 @@ def _popen(cwd: Path, *args: str, **env: str) -> subprocess.Popen[bytes]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         preexec_fn=_default_sigint,
+        process_group=0 if own_group else None,
         # Unbuffered: `communicate` reads the pipes directly, so what a
         # buffered `readline` had read ahead would be lost to it.
         bufsize=0,
@@ -1207,19 +1209,7 @@ def test_cli_ctrl_c_stops_gracefully_when_the_flow_forked_children(project: Path
     # fork start method) kept the event loop's signal wakeup fd, so Ctrl-C,
     # which signals the whole process group, reached the loop once from each
     # process: a second signal, and the graceful stop became an abort.
-    def own_group() -> None:
-        os.setpgrp()
-        _default_sigint()
-
-    with subprocess.Popen(
-        [sys.executable, "-m", "aiowax", "flows:forking()"],
-        cwd=project,
-        env=_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        preexec_fn=own_group,
-        bufsize=0,
-    ) as proc:
+    with _popen(project, "flows:forking()", own_group=True) as proc:
         assert proc.stdout is not None
         assert proc.stdout.readline() == b"0\n"  # the pool's children are running
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does

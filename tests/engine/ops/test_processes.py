@@ -304,6 +304,11 @@ async def test_cancelling_the_run_stops_a_chunk_still_running(tmp_path: Path) ->
     assert no_children_left()
 
 
+def _script_env() -> dict[str, str]:
+    """The environment of a script run here: it imports ``process_funcs`` and aiowax."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+
+
 # -- a parent killed outright ------------------------------------------------------------
 
 KILLED_PARENT_SCRIPT = """
@@ -344,13 +349,18 @@ if __name__ == "__main__":
 """
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command (state, parent...), None if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
 def _running(pid: int) -> bool:
     """Whether ``pid`` is a live process (a zombie waiting to be reaped is not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+    fields = _stat(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _children_of(parent: int) -> set[int]:
@@ -358,11 +368,8 @@ def _children_of(parent: int) -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if int(fields[1]) == parent:
+            fields = _stat(entry.name)
+            if fields is not None and int(fields[1]) == parent:
                 found.add(int(entry.name))
     return found
 
@@ -374,7 +381,7 @@ def test_worker_processes_exit_when_their_parent_is_killed(tmp_path: Path) -> No
     script = tmp_path / "killed.py"
     script.write_text(KILLED_PARENT_SCRIPT)
     pids = tmp_path / "pids"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    env = _script_env()
     parent = subprocess.Popen(
         [sys.executable, str(script), str(pids)],
         env=env,
@@ -431,7 +438,7 @@ def test_a_script_without_a_main_guard_is_told_why_its_processes_end(tmp_path: P
     script = tmp_path / "no_guard.py"
     script.write_text(NO_GUARD_SCRIPT)
     log = tmp_path / "log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), *sys.path])}
+    env = _script_env()
     done = subprocess.run(
         [sys.executable, str(script), str(log)],
         env=env,
