@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import sqlite3
@@ -524,12 +525,54 @@ def test_a_part_file_beyond_the_count_is_inconsistent(db_dir: Path) -> None:
         run(_tiny_flow([]), db_dir)
 
 
-def test_a_part_file_that_is_not_a_database_is_inconsistent(db_dir: Path) -> None:
-    (db_dir / "part-1.sqlite3").write_bytes(b"this is not an SQLite database\n" * 200)
+def _damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "not a database":
+        path.write_bytes(b"this is not an SQLite database\n" * 200)
+    elif how == "cut short":
+        path.write_bytes(data[:3000])
+    elif how == "pages overwritten":
+        # The header (first 100 bytes) intact, the pages after it not.
+        path.write_bytes(data[:100] + b"\xff" * (len(data) - 100))
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "a directory":
+        path.unlink()
+        path.mkdir()
+    elif how == "a named pipe":
+        path.unlink()
+        os.mkfifo(path)
+    else:
+        path.unlink()
+        path.symlink_to(path.with_name("gone.sqlite3"))
+
+
+@pytest.mark.parametrize(
+    ("how", "said"),
+    [
+        ("not a database", "is damaged, or is not a partition file \\(SQLite: file is not a"),
+        ("cut short", "is damaged, or is not a partition file \\(SQLite: database disk image"),
+        ("pages overwritten", "is damaged, or is not a partition file \\(SQLite: database disk"),
+        ("empty", "is empty, not a partition file"),
+        # SQLite said "disk I/O error" for these two, and would read a pipe for ever.
+        ("a directory", "is a directory, not a partition file"),
+        ("a named pipe", "is not a regular file, not a partition file"),
+        ("a dangling link", "is a symbolic link to .*gone.sqlite3, which does not exist"),
+    ],
+)
+def test_a_damaged_part_file_is_refused_saying_what_is_wrong(
+    db_dir: Path, how: str, said: str
+) -> None:
+    # Committed state first, so that the damaged file is not a fresh one.
+    run(_tiny_flow([]), db_dir)
+    path = db_dir / "part-1.sqlite3"
+    _damage(path, how)
     out: list[Any] = []
-    with pytest.raises(InconsistentPartitionsError, match="not an aiowax partition file"):
+    with pytest.raises(InconsistentPartitionsError, match=f"^{re.escape(str(path))} {said}"):
         run(_tiny_flow(out), db_dir)
     assert out == []
+    # The other files are left as they were: they still open.
+    assert sqlite3.connect(db_dir / "part-0.sqlite3").execute("SELECT * FROM meta").fetchall()
 
 
 #: The tables of a Bytewax 0.17.2 recovery partition, as ``python -m

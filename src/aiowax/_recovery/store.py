@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import sqlite3
+import stat
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -574,6 +575,7 @@ def _check_written_by_aiowax(path: Path) -> None:
     crashed writer left in the file's ``-wal`` into the file (SQLite may add
     a ``-shm`` beside it, its index of the ``-wal``, never content).
     """
+    _check_regular_file(path)
     try:
         conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
         try:
@@ -583,6 +585,13 @@ def _check_written_by_aiowax(path: Path) -> None:
     except sqlite3.DatabaseError as error:
         raise _open_error(path, error) from None
     tables = {row[0] for row in rows}
+    if not tables and path.stat().st_size == 0:
+        msg = (
+            f"{path} is empty, not a partition file ('python -m aiowax.recovery DIR COUNT' "
+            "writes its tables into each): was the directory's making cut short? Then make it "
+            "again; if the file had snapshots, restore the whole directory from one backup"
+        )
+        raise InconsistentPartitionsError(msg)
     if "meta" in tables:
         return
     if _BYTEWAX_TABLES.issubset(tables):
@@ -597,6 +606,27 @@ def _check_written_by_aiowax(path: Path) -> None:
     raise InconsistentPartitionsError(msg)
 
 
+def _check_regular_file(path: Path) -> None:
+    """Refuse ``path`` unless it is a regular file (or a link to one).
+
+    SQLite reports a directory as a "disk I/O error", which reads as a
+    failing disk, and would wait for ever to read a named pipe.
+    """
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        msg = f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+        raise InconsistentPartitionsError(msg) from None
+    if stat.S_ISREG(mode):
+        return
+    what = "a directory" if stat.S_ISDIR(mode) else "not a regular file"
+    msg = (
+        f"{path} is {what}, not a partition file: partition files are SQLite files that "
+        "'python -m aiowax.recovery DIR COUNT' makes; move it out of the directory"
+    )
+    raise InconsistentPartitionsError(msg)
+
+
 def _open_error(path: Path, error: sqlite3.DatabaseError) -> Exception:
     """What to raise for ``error`` from opening ``path``."""
     code = (getattr(error, "sqlite_errorcode", 0) or 0) & 0xFF
@@ -608,7 +638,13 @@ def _open_error(path: Path, error: sqlite3.DatabaseError) -> Exception:
             f"uid {uid()}); fix the owner or the mode"
         )
         return RecoveryPermissionError(msg)
-    if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT) or "no such table" in str(error):
+    if code in (_SQLITE_NOTADB, _SQLITE_CORRUPT):
+        msg = (
+            f"{path} is damaged, or is not a partition file (SQLite: {error}): restore the "
+            "whole directory from one backup, or start over in a new directory"
+        )
+        return InconsistentPartitionsError(msg)
+    if "no such table" in str(error):
         return InconsistentPartitionsError(f"{path} is not an aiowax partition file: {error}")
     error.add_note(f"while opening the partition file {path}")
     return error
