@@ -277,7 +277,8 @@ class FlowHandle:
                 # Kept on the handle, it would go unseen until the owner next
                 # looks: a service may run for days before it does.
                 logger.error(
-                    "the flow failed; it has stopped (%s: %s)",
+                    "flow %r failed; it has stopped (%s: %s)",
+                    self.name,
                     type(error).__name__,
                     error,
                     exc_info=error,
