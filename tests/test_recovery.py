@@ -595,11 +595,13 @@ CREATE TABLE snaps (created_at TEXT NOT NULL DEFAULT CURRENT_TIMESTAMP, step_id 
 """
 
 
-def _foreign_dir(path: Path, schema: str) -> dict[str, bytes]:
+def _foreign_dir(path: Path, schema: str, *, wal: bool = False) -> dict[str, bytes]:
     """Two SQLite files named like partitions, made with ``schema``; their bytes by name."""
     path.mkdir()
     for index in range(2):
         conn = sqlite3.connect(path / f"part-{index}.sqlite3")
+        if wal:
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.executescript(schema)
         conn.close()
     return {p.name: p.read_bytes() for p in sorted(path.iterdir())}
@@ -610,9 +612,11 @@ def test_a_bytewax_recovery_directory_is_refused_as_bytewax_and_left_as_it_was(
 ) -> None:
     # Bytewax 0.17.2 cannot read an aiowax directory either; the point here is
     # the message, and that aiowax leaves Bytewax's directory untouched: no
-    # aiowax.lock in it (it was left there before), no file changed.
+    # aiowax.lock in it (it was left there before), no file changed, and no
+    # -wal and -shm beside them (Bytewax's files are in WAL mode, and a
+    # read-only connection left both).
     path = tmp_path / "bytewax"
-    before = _foreign_dir(path, BYTEWAX_0172_SCHEMA)
+    before = _foreign_dir(path, BYTEWAX_0172_SCHEMA, wal=True)
     out: list[Any] = []
     with pytest.raises(InconsistentPartitionsError, match="a Bytewax recovery partition") as info:
         run(_tiny_flow(out), path)

@@ -25,6 +25,7 @@ import stat
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 from zlib import crc32
 
 from aiowax._checks import positive_int
@@ -572,19 +573,24 @@ def _check_written_by_aiowax(path: Path) -> None:
     """Refuse ``path`` unless it is an aiowax partition file; change nothing in it.
 
     Read-only: a read-write connection would, on closing, move what a
-    crashed writer left in the file's ``-wal`` into the file (SQLite may add
-    a ``-shm`` beside it, its index of the ``-wal``, never content).
+    crashed writer left in the file's ``-wal`` into the file. A read-only
+    one leaves an empty ``-wal`` and a ``-shm`` (its index) beside a file
+    in WAL mode, so the file is first read as it is on disk, which makes
+    none: that tells an aiowax or a Bytewax file apart in every usual case.
+    Only when it does not (tables not yet copied from the ``-wal``, or a
+    page read while another run writes it) is the ``-wal`` read as well.
     """
     _check_regular_file(path)
+    with contextlib.suppress(sqlite3.DatabaseError):
+        tables = _tables(path, "immutable=1")
+        if "meta" in tables:
+            return
+        if _BYTEWAX_TABLES.issubset(tables):
+            _refuse_bytewax(path)
     try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
-        finally:
-            conn.close()
+        tables = _tables(path, "mode=ro")
     except sqlite3.DatabaseError as error:
         raise _open_error(path, error) from None
-    tables = {row[0] for row in rows}
     if not tables and path.stat().st_size == 0:
         msg = (
             f"{path} is empty, not a partition file ('python -m aiowax.recovery DIR COUNT' "
@@ -595,14 +601,28 @@ def _check_written_by_aiowax(path: Path) -> None:
     if "meta" in tables:
         return
     if _BYTEWAX_TABLES.issubset(tables):
-        msg = (
-            f"{path} is a Bytewax recovery partition, not an aiowax one: aiowax cannot resume "
-            "Bytewax's snapshots; give the flow a new directory made with "
-            "'python -m aiowax.recovery DIR COUNT' (this one was only read)"
-        )
-    else:
-        found = ", ".join(sorted(tables)) or "none"
-        msg = f"{path} is not an aiowax partition file: it has no meta table (tables: {found})"
+        _refuse_bytewax(path)
+    found = ", ".join(sorted(tables)) or "none"
+    msg = f"{path} is not an aiowax partition file: it has no meta table (tables: {found})"
+    raise InconsistentPartitionsError(msg)
+
+
+def _tables(path: Path, mode: str) -> set[str]:
+    """The names of the tables in ``path``, opened with the URI parameter ``mode``."""
+    conn = sqlite3.connect(f"{path.resolve().as_uri()}?{mode}", uri=True)
+    try:
+        rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+    finally:
+        conn.close()
+    return {row[0] for row in rows}
+
+
+def _refuse_bytewax(path: Path) -> NoReturn:
+    msg = (
+        f"{path} is a Bytewax recovery partition, not an aiowax one: aiowax cannot resume "
+        "Bytewax's snapshots; give the flow a new directory made with "
+        "'python -m aiowax.recovery DIR COUNT' (this one was only read)"
+    )
     raise InconsistentPartitionsError(msg)
 
 
