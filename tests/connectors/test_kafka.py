@@ -19,6 +19,7 @@ under test. Acceptance of issue 12:
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import signal
@@ -39,8 +40,10 @@ import pytest
 from kafka_helpers import KafkaHelper, free_port
 
 import aiowax
+from aiowax._cluster import topics
 from aiowax._connectors.kafka.message import to_record
 from aiowax._connectors.kafka.sink import _KafkaSinkPartition
+from aiowax.cluster import ClusterError, KafkaCluster
 from aiowax.connectors.kafka import (
     OFFSET_BEGINNING,
     OFFSET_END,
@@ -446,6 +449,39 @@ def test_unreachable_brokers_are_named_within_the_timeout() -> None:
     elapsed = time.monotonic() - t0
     assert broker in _error_text(info.value)
     assert elapsed < 10, elapsed
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("side", ["source", "sink", "cluster"])
+def test_librdkafkas_own_log_lines_go_to_a_python_logger_not_to_stderr(
+    side: str,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = f"127.0.0.1:{free_port()}"  # nothing listens there
+    caplog.set_level(logging.INFO, logger="aiowax.kafka.librdkafka")
+    flow = Dataflow()
+    if side == "sink":
+        flow.input("in", TestingSource([(b"k", b"v")]))
+        sink = KafkaSink([broker], "t", add_config={"message.timeout.ms": 2000})
+        flow.output("out", sink)
+    else:
+        tail = side == "cluster"  # cluster mode reads for good
+        flow.input("in", KafkaSource([broker], ["t"], tail=tail, timeout=timedelta(seconds=2)))
+        flow.output("out", TestingSink([]))
+    if side == "cluster":
+        # Cluster mode's admin client, asking for the topics before the run.
+        monkeypatch.setattr(topics, "_ADMIN_TIMEOUT_S", 2.0)
+        with pytest.raises(ClusterError, match="did not answer"):
+            topics.prepare_topics(flow, KafkaCluster(brokers=[broker], app_id="app"))
+    else:
+        with pytest.raises(KafkaConnectorError):
+            run_main(flow)
+    said = [r.getMessage() for r in caplog.records if r.name == "aiowax.kafka.librdkafka"]
+    assert any(f"Connect to ipv4#{broker} failed" in line for line in said), said
+    # librdkafka's own stderr lines read "%3|<time>|FAIL|rdkafka#...".
+    assert "|FAIL|" not in capfd.readouterr().err
 
 
 @pytest.mark.parametrize("cls", ["source", "sink"])

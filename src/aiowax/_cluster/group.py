@@ -29,7 +29,7 @@ import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from aiowax._cluster.topology import Topology
-from aiowax._connectors.kafka.client import describe_error
+from aiowax._connectors.kafka.client import LIBRDKAFKA_LOGGER, describe_error
 from aiowax._errors import ClusterError
 
 logger = logging.getLogger("aiowax")
@@ -77,6 +77,7 @@ class GroupMember:
             "session.timeout.ms": session_ms,
             "heartbeat.interval.ms": max(100, min(1000, session_ms // 3)),
             "error_cb": self._on_error,
+            "logger": LIBRDKAFKA_LOGGER,
         }
         self._consumer: confluent_kafka.Consumer | None = None
         self._closing = False

@@ -10,7 +10,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from aiowax._cluster.config import KafkaCluster
 from aiowax._cluster.topology import Topology, plan
-from aiowax._connectors.kafka.client import describe_error
+from aiowax._connectors.kafka.client import LIBRDKAFKA_LOGGER, describe_error
 from aiowax._connectors.kafka.source import KafkaSource
 from aiowax._definition.flow import Dataflow
 from aiowax._definition.steps import InputStep
@@ -54,7 +54,16 @@ def prepare_topics(flow: Dataflow, cluster: KafkaCluster) -> Topology:
     # What cluster mode cannot run is said before the brokers are asked
     # anything (they may not answer).
     plan(flow, cluster, None)
-    admin = AdminClient(cluster.client_config())
+    config: dict[str, Any] = {**cluster.client_config(), "logger": LIBRDKAFKA_LOGGER}
+    admin = AdminClient(config)
+    try:
+        return _prepare(admin, flow, cluster)
+    finally:
+        # An AdminClient hands its log lines to the logger only in a poll.
+        admin.poll(0)
+
+
+def _prepare(admin: AdminClient, flow: Dataflow, cluster: KafkaCluster) -> Topology:
     sources = [
         (step.step_id, step.source)
         for step in flow.steps

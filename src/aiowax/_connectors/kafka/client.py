@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,12 @@ from confluent_kafka import KafkaError, KafkaException
 
 from aiowax._connectors.kafka.config import CONSUMER_DEFAULTS, ConfigValue
 from aiowax._errors import KafkaConnectorError
+
+#: librdkafka's own log lines (a refused connection, a protocol warning) go
+#: to this logger rather than straight to stderr, where they would bypass
+#: the application's logging set-up, ``--log-level`` and the progress line.
+#: Every Kafka client aiowax makes, connectors and cluster mode, gets it.
+LIBRDKAFKA_LOGGER = logging.getLogger("aiowax.kafka.librdkafka")
 
 #: Client errors that librdkafka retries by itself: the connector waits for
 #: them to clear, up to the source's ``timeout``.
@@ -54,6 +61,7 @@ def consumer_config(
         **socket_timeout,
         **add_config,
         "error_cb": on_error,
+        "logger": LIBRDKAFKA_LOGGER,
     }
 
 

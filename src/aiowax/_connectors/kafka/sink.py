@@ -9,7 +9,7 @@ import confluent_kafka
 from confluent_kafka import KafkaError, KafkaException
 
 from aiowax._checks import non_empty_str
-from aiowax._connectors.kafka.client import describe_error
+from aiowax._connectors.kafka.client import LIBRDKAFKA_LOGGER, describe_error
 from aiowax._connectors.kafka.config import (
     COMMON_KEYS,
     PRODUCER_DEFAULTS,
@@ -72,6 +72,7 @@ class _KafkaSinkPartition(StatelessSinkPartition[Any]):
             "bootstrap.servers": self._brokers,
             **add_config,
             "error_cb": self._client_errors.append,
+            "logger": LIBRDKAFKA_LOGGER,
             # One callback for failed deliveries only: no Python call per
             # message delivered (librdkafka counts what is still in flight).
             "on_delivery": self._on_delivery,
