@@ -21,13 +21,15 @@ from kafka_helpers import KafkaHelper
 import aiowax
 from aiowax._cli_progress import ProgressLine
 from aiowax._cluster.group import PartitionsLost
+from aiowax._cluster.repartition import partition_of
 from aiowax._cluster.store import KafkaStore
 from aiowax._cluster.topics import prepare_topics
 from aiowax._cluster.topology import Topology
+from aiowax._recovery.runtime import Recovery
 from aiowax.cluster import KafkaCluster
 from aiowax.connectors.kafka import KafkaSink, KafkaSource
 from aiowax.dataflow import Dataflow
-from aiowax.recovery import RecoveryConfig
+from aiowax.recovery import RecoveryConfig, UnmatchedSnapshotsError
 from aiowax.stats import FlowStats
 from aiowax.testing import TestingSink
 
@@ -39,13 +41,18 @@ def _count(seen: int, _value: Any) -> tuple[int, int]:
     return seen + 1, seen + 1
 
 
-def _topology(kafka: KafkaHelper) -> Topology:
+def _topology(kafka: KafkaHelper, *, kind: str = "stateful_map", app_id: str = "") -> Topology:
+    """The app's topology, with step ``STEP`` of ``kind``; a new app unless ``app_id``."""
     src = kafka.create_topic(2, "src")
     flow = Dataflow()
     flow.input("in", KafkaSource([kafka.bootstrap], [src]))
-    flow.stateful_map(STEP, lambda: 0, _count)
+    if kind == "stateful_map":
+        flow.stateful_map(STEP, lambda: 0, _count)
+    else:
+        flow.reduce(STEP, lambda a, b: a + b, lambda total: total > 10)
     flow.output("out", KafkaSink([kafka.bootstrap], kafka.create_topic(1, "out")))
-    cluster = KafkaCluster(brokers=[kafka.bootstrap], app_id=kafka.topic_name("app"), partitions=2)
+    app_id = app_id or kafka.topic_name("app")
+    cluster = KafkaCluster(brokers=[kafka.bootstrap], app_id=app_id, partitions=2)
     return prepare_topics(flow, cluster)
 
 
@@ -174,6 +181,67 @@ def _parse(kv: tuple[bytes, bytes]) -> tuple[str, bytes]:
     if kv[1] == b"bad":
         raise ValueError("bad message")
     return kv[0].decode(), kv[1]
+
+
+def _check_kinds(store: KafkaStore, topology: Topology) -> dict[tuple[str, str], bytes]:
+    """Restore, and check the kinds as a generation does before building any operator."""
+    restored = store.load()
+    recovery = Recovery(RecoveryConfig("kafka://app"), store, 1.0, 1, restored)
+    steps = topology.pipelines[0].steps
+    recovery.check_kinds({step.step_id: step.kind for step in steps})
+    return restored
+
+
+def test_a_step_whose_kind_changed_under_its_id_is_refused_naming_both_kinds(
+    kafka: KafkaHelper, stores: Callable[..., KafkaStore]
+) -> None:
+    # A new version of the app turns the stateful_map into a reduce under
+    # the same id: the reduce would be handed the mapper's states.
+    topology = _topology(kafka)
+    old = stores(topology)
+    _check_kinds(old, topology)
+    _commit(old, {"k1": 5, "k2": 3})
+    # And a commit it did not finish: each restore repairs it, with a marker.
+    (cut,) = topology.cuts.values()
+    unfinished = pickle.dumps((old.committed + 1, SERDE.ser(99), old.owner))
+    old._write(
+        "test records", {cut.changelogs[STEP]: [(b"sk1", unfinished, partition_of("k1", 2))]}
+    )
+    changed = _topology(kafka, kind="reduce", app_id=topology.cluster.app_id)
+    for _ in range(2):  # and again: the refused restore's repair kept the old kinds
+        with pytest.raises(UnmatchedSnapshotsError) as refused:
+            _check_kinds(stores(changed), changed)
+        said = str(refused.value)
+        assert f"the changelog topics of app {topology.cluster.app_id!r} hold" in said
+        assert "step 'count': 2 snapshot(s) of a stateful_map step, which is a reduce" in said
+        assert "discard_unmatched" not in said  # not an option in cluster mode
+    # The old version still resumes its states.
+    back = stores(topology)
+    _check_kinds(back, topology)
+    assert back.step_kinds() == {STEP: "stateful_map"}
+
+
+def test_markers_that_record_no_kinds_are_accepted_and_later_ones_record_them(
+    kafka: KafkaHelper, stores: Callable[..., KafkaStore]
+) -> None:
+    topology = _topology(kafka)
+    old = stores(topology)
+    old.load()
+    _commit(old, {"k1": 5})
+    # A marker as an earlier release wrote it: (epoch, reader, owner), no kinds.
+    (cut,) = topology.cuts.values()
+    primary = next(iter(cut.changelogs.values()))
+    marker = pickle.dumps((old.committed + 1, None, old.owner))
+    key = b"m" + old.owner.encode()
+    old._write("commit markers", {primary: [(key, marker, p) for p in (0, 1)]})
+    store = stores(topology)
+    assert _counts(_check_kinds(store, topology)) == {"k1": 5}  # nothing to compare
+    assert store.step_kinds() == {}
+    store.record_kinds({STEP: "stateful_map"})
+    _commit(store, {"k1": 6})
+    again = stores(topology)
+    assert _counts(again.load()) == {"k1": 6}
+    assert again.step_kinds() == {STEP: "stateful_map"}
 
 
 def test_a_step_error_in_cluster_mode_comes_out_as_it_was_raised(kafka: KafkaHelper) -> None:

@@ -9,7 +9,9 @@ each epoch's snapshots; in cluster mode they go to Kafka instead of SQLite:
 - once those are acknowledged, the epoch is committed for each assigned
   partition by one marker record (key ``b"m"``) in the first changelog of
   the cut, holding ``(epoch, the repartition reader's snapshot)``: the
-  offset to read from next and the origins seen (`repartition`);
+  offset to read from next and the origins seen (`repartition`), and the
+  kind of each keyed step of the cut, so that a restore refuses the states
+  of a step whose kind changed under the same id;
 - then the offsets of the `KafkaSource` partitions are committed to the
   consumer group.
 
@@ -50,6 +52,7 @@ import contextlib
 import pickle
 import uuid
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from confluent_kafka import TopicPartition
@@ -93,17 +96,28 @@ def read_partition(topology: Topology, topic: str, partition: int) -> list[tuple
         part.close()
 
 
-def _markers(primary: list[tuple[bytes, bytes]]) -> tuple[dict[str | None, int], bytes | None, int]:
-    """What the markers of a partition's primary changelog commit, read in log order.
+@dataclass
+class _Markers:
+    """What the markers of a partition's primary changelog commit.
 
-    Returns:
-        Each owner's newest counted marker epoch, the repartition reader's
-        snapshot of the newest counted marker, and the highest epoch seen.
+    Attributes:
+        counted: Each owner's newest counted marker epoch.
+        reader: The repartition reader's snapshot of the newest counted marker.
+        top: The highest epoch seen.
+        kinds: The step kinds the newest counted marker records ({}: none,
+            written before markers recorded them).
     """
-    owner: str | None = None  # no claim yet: records of before fencing
-    counted: dict[str | None, int] = {}
+
+    counted: dict[str | None, int] = field(default_factory=dict)
     reader: bytes | None = None
-    top = 0
+    top: int = 0
+    kinds: dict[str, str] = field(default_factory=dict)
+
+
+def _markers(primary: list[tuple[bytes, bytes]]) -> _Markers:
+    """Read the markers of a partition's primary changelog, in log order."""
+    owner: str | None = None  # no claim yet: records of before fencing
+    found = _Markers()
     for key, value in primary:
         kind = key[:1]
         if kind == _CLAIM:
@@ -112,11 +126,12 @@ def _markers(primary: list[tuple[bytes, bytes]]) -> tuple[dict[str | None, int],
             marker = pickle.loads(value)
             epoch, snapshot = marker[0], marker[1]
             writer = marker[2] if len(marker) > 2 else None
-            top = max(top, epoch)
+            found.top = max(found.top, epoch)
             if writer == owner:
-                counted[writer] = epoch
-                reader = snapshot
-    return counted, reader, top
+                found.counted[writer] = epoch
+                found.reader = snapshot
+                found.kinds = marker[3] if len(marker) > 3 else {}
+    return found
 
 
 def _state_record(value: bytes) -> tuple[int, bytes | None, str | None]:
@@ -165,6 +180,20 @@ class KafkaStore:
         ]
         #: The reader snapshot each partition's next marker carries.
         self._reader_state: dict[tuple[str, int], bytes | None] = {}
+        #: The kind of each keyed step, which every marker records for the
+        #: steps of its cut, so that a step whose kind changed under the
+        #: same id is refused (`step_kinds`; `Recovery.check_kinds`).
+        self._kinds = {
+            step.step_id: step.kind
+            for cut in topology.cuts.values()
+            for step in topology.pipelines[cut.pipeline].steps[cut.position :]
+            if step.step_id in cut.changelogs
+        }
+        #: Per partition, the kinds its restored marker recorded, which its
+        #: markers keep until the flow's kinds are found to match them
+        #: (`record_kinds`): a repair written by `load` must not record
+        #: the new kinds over the old states.
+        self._restored_kinds: dict[tuple[str, int], dict[str, str]] = {}
         self._writers: dict[str, _KafkaSinkPartition] = {}
 
     # -- what Recovery reads in messages -----------------------------------------------
@@ -207,8 +236,10 @@ class KafkaStore:
                 for step_id, topic in cut.changelogs.items()
             }
             primary = logs[next(iter(cut.changelogs))]
-            counted, reader, epoch_seen = _markers(primary)
-            top = max(top, epoch_seen)
+            markers = _markers(primary)
+            counted, reader = markers.counted, markers.reader
+            top = max(top, markers.top)
+            self._restored_kinds[(cut.reader_id, p)] = markers.kinds
             for step_id, log in logs.items():
                 states: dict[str, bytes | None] = {}
                 newest_counts: dict[str, bool] = {}
@@ -241,6 +272,24 @@ class KafkaStore:
         if repairs:
             self.commit(top + 1, {(step_id, key): data for step_id, key, data in repairs}, 1, 0)
         return restored
+
+    def step_kinds(self) -> dict[str, str]:
+        """The kind of each keyed step, as the restored markers recorded it.
+
+        Where the partitions disagree (a copy of another version committed
+        some of them), the kind that differs from this flow's, so that
+        `Recovery.check_kinds` refuses it.
+        """
+        kinds: dict[str, str] = {}
+        for restored in self._restored_kinds.values():
+            for step_id, kind in restored.items():
+                if step_id not in kinds or kinds[step_id] == self._kinds.get(step_id):
+                    kinds[step_id] = kind
+        return kinds
+
+    def record_kinds(self, kinds: Mapping[str, str]) -> None:
+        """From now on, markers record this flow's kinds (they matched the snapshots)."""
+        self._restored_kinds.clear()
 
     def _input_of(self, topic: str) -> str:
         for index, source in self._topology.kafka_sources().items():
@@ -309,9 +358,10 @@ class KafkaStore:
         marker_key = _MARKER + self.owner.encode()
         for cut, p in self._parts:
             primary = next(iter(cut.changelogs.values()))
-            marker = dumps(
-                (epoch, self._reader_state.get((cut.reader_id, p)), self.owner), protocol
-            )
+            kinds = {step_id: self._kinds[step_id] for step_id in cut.changelogs}
+            kinds.update(self._restored_kinds.get((cut.reader_id, p), {}))
+            reader = self._reader_state.get((cut.reader_id, p))
+            marker = dumps((epoch, reader, self.owner, kinds), protocol)
             markers.setdefault(primary, []).append((marker_key, marker, p))
         self._write("commit markers", markers)
         if offsets:

@@ -251,8 +251,9 @@ class Recovery:
         its state. Called before any operator is built (they take their
         states when they are). Snapshots of the steps that
         ``RecoveryConfig.discard_unmatched`` names are dropped instead. The
-        kinds are recorded by this run's first commit; stores that keep no
-        kinds (cluster mode's) compare nothing.
+        kinds are recorded by this run's first commit (in cluster mode, in
+        every commit marker); where none were recorded (by an earlier
+        release), nothing is compared.
 
         Args:
             kinds: The kind of each step of the flow, by step id.
@@ -276,14 +277,20 @@ class Recovery:
                 f"which is a {now} step now"
                 for step_id, (was, now) in sorted(refused.items())
             ]
+            if isinstance(self.store, Store):
+                holder = f"recovery directory {self.store.db_dir} holds"
+                drop = (
+                    "; to drop these snapshots on purpose, run once with "
+                    "RecoveryConfig(..., discard_unmatched=True) (or a set of step ids)"
+                )
+            else:  # cluster mode: no option drops a step's changelog
+                holder, drop = f"{self.store.db_dir} hold", ""
             msg = "\n".join(
                 [
-                    f"recovery directory {self.store.db_dir} holds snapshots of steps whose "
-                    "kind changed since, under the same id:",
+                    f"{holder} snapshots of steps whose kind changed since, under the same id:",
                     *lines,
                     "A step of another kind cannot take them. Give the new step a new id, or "
-                    "put the old step back; to drop these snapshots on purpose, run once "
-                    "with RecoveryConfig(..., discard_unmatched=True) (or a set of step ids).",
+                    f"put the old step back{drop}.",
                 ]
             )
             raise UnmatchedSnapshotsError(msg)
