@@ -65,8 +65,9 @@ def aware_datetime(where: str, name: str, value: object) -> datetime:
     """Return ``value`` in UTC if it is a timezone-aware datetime.
 
     Raises:
-        TypeError: Not a `datetime.datetime`.
-        ValueError: A naive datetime.
+        TypeError: Not a `datetime.datetime`, or a naive one (as Bytewax
+            0.17.2 raised for a naive ``align_to``, and as a naive
+            ``dt_getter`` result raises).
     """
     if not isinstance(value, datetime):
         msg = f"{where}: {name} must be a datetime.datetime, got {value!r}"
@@ -76,7 +77,7 @@ def aware_datetime(where: str, name: str, value: object) -> datetime:
             f"{where}: {name} must be timezone-aware, got the naive {value!r}; "
             "add tzinfo=timezone.utc"
         )
-        raise ValueError(msg)
+        raise TypeError(msg)
     return value.astimezone(UTC)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from aiowax._compat.adapt import build_now
@@ -25,6 +26,7 @@ from aiowax._connectors.files import (
     FileSource,
     FileState,
 )
+from aiowax._connectors.files.names import _fs_id
 from aiowax._connectors.files.sinks import _default_assign_file, _default_file_namer
 from aiowax._connectors.polling import SimplePollingSource
 from aiowax._connectors.stdio import StdOutSink
@@ -40,12 +42,26 @@ class StdOutput(DynamicOutput, StdOutSink):
     """Bytewax 0.17.2's name for `aiowax.connectors.stdio.StdOutSink`: print every item."""
 
 
+# 0.17.2's file inputs name their partitions by path, and keep their settings
+# in the attributes below: 0.17.2's own CSVInput is a FileInput subclass whose
+# build_part reads self._path and self._batch_size, and user code copies that
+# pattern (or opens ``for_part`` as the path). The method API's sources name
+# partitions f"{fs_id}::{path}"; these classes keep 0.17.2's names and map them.
+
+
+def _one_file_name(owner: str, path: Path, for_part: str) -> None:
+    if for_part != str(path):
+        msg = f"{owner}: unknown partition {for_part!r}; the only one is {str(path)!r}"
+        raise ValueError(msg)
+
+
 class FileInput(PartitionedInput, FileSource):
     """Bytewax 0.17.2's name for `aiowax.connectors.files.FileSource`: a file's lines.
 
-    Unlike 0.17.2, a missing file is an error (`FileNotFoundError`) rather
-    than an input with no partition, and the partition is named
-    ``f"{fs_id}::{path}"``.
+    As in 0.17.2, the partition is named by the path as given, and a
+    subclass may read ``self._path`` and ``self._batch_size``. Unlike
+    0.17.2, a missing file is an error (`FileNotFoundError`) rather than an
+    input with no partition.
 
     Args:
         path: The file to read.
@@ -54,20 +70,28 @@ class FileInput(PartitionedInput, FileSource):
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000) -> None:
         FileSource.__init__(self, path, batch_size)
+        self._path: Path = self._part.path
+        self._batch_size: int = self._part.batch_size
 
     def list_parts(self) -> list[str]:
-        """Return the one partition: ``f"{fs_id}::{path}"``."""
-        return FileSource.list_parts(self)
+        """Return the one partition: the path, as given."""
+        return [str(self._path)]
 
     def build_part(  # type: ignore[override]
         self, for_part: str, resume_state: FileState | None
     ) -> StatefulSourcePartition[str, FileState]:
         """Open the file to read on from ``resume_state``, or from its start."""
-        return FileSource.build_part(self, build_now(), for_part, resume_state)
+        _one_file_name("FileInput", self._path, for_part)
+        name = FileSource.list_parts(self)[0]
+        return FileSource.build_part(self, build_now(), name, resume_state)
 
 
 class DirInput(PartitionedInput, DirSource):
     """Bytewax 0.17.2's name for `aiowax.connectors.files.DirSource`: a directory's files.
+
+    As in 0.17.2, each file's partition is named by its path relative to
+    the directory, and a subclass may read ``self._dir_path``,
+    ``self._glob_pat`` and ``self._batch_size``.
 
     Args:
         dir_path: The directory; it must exist.
@@ -81,18 +105,25 @@ class DirInput(PartitionedInput, DirSource):
         DirSource.__init__(self, dir_path, glob_pat, batch_size)
 
     def list_parts(self) -> list[str]:
-        """Return ``f"{fs_id}::{relative_path}"`` for each matching file."""
-        return DirSource.list_parts(self)
+        """Return each matching file's path relative to the directory, sorted."""
+        return [name.partition("::")[2] for name in DirSource.list_parts(self)]
 
     def build_part(  # type: ignore[override]
         self, for_part: str, resume_state: FileState | None
     ) -> StatefulSourcePartition[str, FileState]:
         """Open one file of the directory to read on from ``resume_state``."""
-        return DirSource.build_part(self, build_now(), for_part, resume_state)
+        if self._fs_id is None:
+            self._fs_id = _fs_id("DirInput", self._get_fs_id, self._dir_path)
+        name = f"{self._fs_id}::{for_part}"
+        return DirSource.build_part(self, build_now(), name, resume_state)
 
 
 class CSVInput(PartitionedInput, CSVSource):
     """Bytewax 0.17.2's name for `aiowax.connectors.files.CSVSource`: a CSV file's rows as dicts.
+
+    As in 0.17.2, the partition is named by the path as given, and a
+    subclass may read ``self._path``, ``self._batch_size`` and
+    ``self._fmtparams``.
 
     Args:
         path: The file to read.
@@ -104,16 +135,20 @@ class CSVInput(PartitionedInput, CSVSource):
         self, path: str | os.PathLike[str], batch_size: int = 1000, **fmtparams: Any
     ) -> None:
         CSVSource.__init__(self, path, batch_size, **fmtparams)
+        self._path: Path = self._part.path
+        self._batch_size: int = self._part.batch_size
 
     def list_parts(self) -> list[str]:
-        """Return the one partition: ``f"{fs_id}::{path}"``."""
-        return CSVSource.list_parts(self)
+        """Return the one partition: the path, as given."""
+        return [str(self._path)]
 
     def build_part(  # type: ignore[override]
         self, for_part: str, resume_state: FileState | None
     ) -> StatefulSourcePartition[dict[str, Any], FileState]:
         """Open the file to read on after the record ending at ``resume_state``."""
-        return CSVSource.build_part(self, build_now(), for_part, resume_state)
+        _one_file_name("CSVInput", self._path, for_part)
+        name = CSVSource.list_parts(self)[0]
+        return CSVSource.build_part(self, build_now(), name, resume_state)
 
 
 class FileOutput(PartitionedOutput, FileSink):
