@@ -14,6 +14,7 @@ import asyncio
 import itertools
 import shutil
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -899,3 +900,57 @@ def test_a_copy_of_the_directory_resumes_like_the_original(db_dir: Path, tmp_pat
         out: list[Any] = []
         run(out, directory)
         assert out == later
+
+
+# -- a plain asyncio cancellation while the store opens ------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_plain_asyncio_cancel_while_the_store_opens_closes_it_after_the_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # task.cancel() (asyncio.timeout, wait_for) does not wait for the worker
+    # thread that opens the store, as an anyio cancel scope does: the store
+    # was closed on the loop while the thread still read it (a segfault,
+    # helper-60), or, cancelled before the thread had made it, left open
+    # with the directory's lock for the rest of the process.
+    db_dir = tmp_path / "db"
+    init_db_dir(db_dir, 1)
+    loading, release, closed = threading.Event(), threading.Event(), threading.Event()
+    closed_during_load: list[bool] = []
+    real_load, real_close = Store.load, Store.close
+
+    def slow_load(store: Store) -> dict[tuple[str, str], bytes]:
+        loading.set()
+        release.wait(30)
+        return real_load(store)
+
+    def watched_close(store: Store) -> None:
+        closed_during_load.append(not release.is_set())
+        real_close(store)
+        closed.set()
+
+    monkeypatch.setattr(Store, "load", slow_load)
+    monkeypatch.setattr(Store, "close", watched_close)
+
+    def flow(out: list[int]) -> Dataflow:
+        f = Dataflow()
+        f.input("inp", TestingSource([1, 2, 3]))
+        f.output("out", TestingSink(out))
+        return f
+
+    task = asyncio.ensure_future(aiowax.run(flow([]), recovery_config=RecoveryConfig(db_dir)))
+    assert await anyio.to_thread.run_sync(loading.wait, 30)
+    task.cancel()
+    for _ in range(20):  # the cancellation reaches the run, the thread still loads
+        await asyncio.sleep(0)
+    assert not task.done()  # the run waits for the thread
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert closed.is_set()  # before the run returned
+    assert closed_during_load == [False]  # and not while the thread still read it
+    monkeypatch.undo()
+    out: list[int] = []
+    await aiowax.run(flow(out), recovery_config=RecoveryConfig(db_dir))  # not locked
+    assert out == [1, 2, 3]

@@ -516,3 +516,26 @@ def test_a_commit_is_synced_to_disk_before_it_returns(tmp_path: Path) -> None:
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
     finally:
         conn.close()
+
+
+def test_a_shm_file_removed_while_the_access_check_runs_is_no_denial(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another run's last connection closing removes its -shm: found by the
+    # check, gone when asked for access. It was reported as "may not read
+    # and write" (helper-60's stress of cancelled runs).
+    db_dir = tmp_path / "db"
+    init_db_dir(db_dir, 1)
+    shm = db_dir / "part-0.sqlite3-shm"
+    shm.write_bytes(b"")
+    real_access = os.access
+
+    def access(path: Any, mode: int, **kwargs: Any) -> bool:
+        if Path(path) == shm and shm.exists():
+            shm.unlink()  # closed by the other run just now
+            return False
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(store_module.os, "access", access)
+    store = store_module.Store(db_dir)
+    store.close()

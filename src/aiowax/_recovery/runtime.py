@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import math
+import threading
 from collections.abc import Callable, Mapping, Set
 from datetime import UTC, datetime
 from time import perf_counter
@@ -98,6 +99,37 @@ Expected = Mapping[str, Set[str] | AnyKey]
 MovedPartition = Callable[[str, Set[str]], "str | None"]
 
 
+class _Handover:
+    """A store opened in a worker thread, and who closes it if the run gives up.
+
+    The thread hands the store over once it is done with it (`give`); the
+    run, if it gives up first (`abandon`), leaves the closing to the thread.
+    """
+
+    def __init__(self) -> None:
+        #: Set once the thread is done, whether it opened the store or failed.
+        self.done = threading.Event()
+        self._guard = threading.Lock()
+        self._store: Store | None = None
+        self._abandoned = False
+
+    def give(self, store: Store) -> None:
+        """The thread is done with ``store``: hand it over, or close it if abandoned."""
+        with self._guard:
+            if not self._abandoned:
+                self._store = store
+                return
+        store.close()
+
+    def abandon(self) -> None:
+        """The run gives up: close the store if it was handed over, else let the thread."""
+        with self._guard:
+            self._abandoned = True
+            store, self._store = self._store, None
+        if store is not None:
+            store.close()
+
+
 class Recovery:
     """The recovery side of one run."""
 
@@ -154,23 +186,37 @@ class Recovery:
         cls, config: RecoveryConfig, epoch_interval: float, worker_count: int
     ) -> Recovery:
         """Open the partition files and read what to resume from (off the loop)."""
-        opened: list[Store] = []
+        handover = _Handover()
 
         def load() -> tuple[Store, dict[tuple[str, str], bytes]]:
-            store = Store(config.db_dir)
-            opened.append(store)
-            store.discard_uncommitted()
-            return store, store.load()
+            try:
+                store = Store(config.db_dir)
+                try:
+                    store.discard_uncommitted()
+                    restored = store.load()
+                except BaseException:
+                    store.close()
+                    raise
+                handover.give(store)
+                return store, restored
+            finally:
+                handover.done.set()
 
         try:
             store, restored = await run_in_thread(load)
             return cls(config, store, epoch_interval, worker_count, restored)
         except BaseException:
             # Also when the run is cancelled while the thread opens the
-            # store: the thread finishes first, and nobody else would close
-            # its files or give up the directory's lock.
-            for store in opened:
-                store.close()
+            # store. A plain asyncio cancellation (task.cancel(),
+            # asyncio.timeout) does not wait for the thread, as anyio's
+            # does: wait for it here, so that a run that has returned holds
+            # no lock. Cancelled again meanwhile, the thread closes the
+            # store when it is done; never while it still reads it.
+            try:
+                with anyio.CancelScope(shield=True):
+                    await run_in_thread(handover.done.wait)
+            finally:
+                handover.abandon()
             raise
 
     # -- restoring ---------------------------------------------------------

@@ -554,7 +554,9 @@ def _check_access(db_dir: Path, found: Mapping[int, Path]) -> None:
     for path in sorted(found.values()):
         paths += [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
     for path in paths:
-        if path.exists() and not os.access(path, os.R_OK | os.W_OK, effective_ids=effective):
+        # Asked after access fails: SQLite removes a -shm or -wal when another
+        # run's last connection closes, which must not read as a denial.
+        if not os.access(path, os.R_OK | os.W_OK, effective_ids=effective) and path.exists():
             denied.append(str(path))
     if denied:
         msg = (
