@@ -9,6 +9,7 @@ pipeline full.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -331,6 +332,45 @@ async def test_an_on_stats_that_raises_never_stops_the_flow(
     assert "'watched'" in errors[0].getMessage()
     assert all(r.exc_info is None for r in errors[1:])
     assert len(errors) == calls.count("running")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_an_on_stats_raising_its_own_cancelled_error_does_not_cancel_the_flow(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A CancelledError of the callback's own (a metrics client that leaks
+    # one) while nothing cancels the run: the flow was cut short, its final
+    # stats said "cancelled", and aiowax.run raised CancelledError (helper-60).
+    source: PushSource[int] = PushSource()
+    out: list[int] = []
+    flow = Dataflow()
+    flow.input("inp", source)
+    flow.output("out", TestingSink(out))
+    calls: list[str] = []
+    raised = anyio.Event()
+
+    def check(stats: FlowStats) -> None:
+        calls.append(stats.status)
+        if stats.status == "running":
+            raised.set()
+            raise asyncio.CancelledError
+
+    async def on_async(stats: FlowStats) -> None:
+        await anyio.sleep(0)
+        check(stats)
+
+    on_stats = check if kind == "sync" else on_async
+    with anyio.fail_after(WATCHDOG), caplog.at_level("ERROR", logger="aiowax"):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: aiowax.run(flow, on_stats=on_stats, stats_interval=0.001))
+            await source.send(1)
+            await raised.wait()
+            await source.send(2)
+            source.close()
+    assert out == [1, 2]
+    assert calls[-1] == "finished"
+    assert "CancelledError while nothing was cancelling it" in caplog.text
 
 
 @pytest.mark.asyncio

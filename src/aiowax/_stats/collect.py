@@ -9,6 +9,7 @@ batch, and a poll costs the poller.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import datetime
@@ -17,6 +18,7 @@ from typing import Any
 
 import anyio
 
+from aiowax._engine.aio import user_await
 from aiowax._engine.clock import Clock, current_clock
 from aiowax._engine.context import RunContext
 from aiowax._engine.timeutil import to_us
@@ -202,9 +204,15 @@ def attached_runs(attached: Iterable[Any]) -> tuple[list[RunContext], bool]:
 
 
 async def _deliver(on_stats: StatsCallback, stats: FlowStats) -> None:
-    result = on_stats(stats)
+    # A CancelledError of the callback's own, while nothing cancels the run,
+    # is its failure (logged), not a cancellation: it would cut the run short.
+    try:
+        result = on_stats(stats)
+    except asyncio.CancelledError as error:  # a sync call cannot be cancelled
+        msg = "on_stats raised CancelledError while nothing was cancelling it"
+        raise RuntimeError(msg) from error
     if result is not None:
-        await result
+        await user_await(result)
 
 
 async def run_reporting(
