@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 import aiowax
-from aiowax import FlowStatus
+from aiowax import FlowHandle, FlowStatus
 from aiowax.connectors.inproc import PushSource, SourceClosedError
 from aiowax.dataflow import Dataflow
 from aiowax.recovery import RecoveryConfig
@@ -540,3 +540,37 @@ async def test_a_failed_handle_keeps_its_error_and_lets_go_of_the_run() -> None:
     (user,) = [frame for frame, _ in frames if frame.f_code is count.__code__]
     assert user.f_locals["value"] == 99
     assert isinstance(user.f_locals["state"], _State)
+
+
+class _Halt(BaseException):
+    """A BaseException of a library's own (as SystemExit from sys.exit() is)."""
+
+
+@pytest.mark.asyncio
+async def test_a_flow_ended_by_a_base_exception_from_user_code_is_failed_not_running() -> None:
+    # The flow ends and the exception goes on up, but the handle said
+    # RUNNING, error None, for good (helper-60, with SystemExit, which
+    # asyncio also re-raises out of the loop): a health endpoint reading
+    # the handle reported a dead flow as running.
+    def mapper(x: int) -> int:
+        if x == 2:
+            raise _Halt("stop everything")
+        return x
+
+    source: PushSource[int] = PushSource()
+    flow = Dataflow("svc")
+    flow.input("inp", source)
+    flow.map("m", mapper)
+    flow.output("out", TestingSink([]))
+    handle: FlowHandle | None = None
+    with anyio.fail_after(WATCHDOG), pytest.raises(BaseExceptionGroup) as raised:
+        async with anyio.create_task_group() as tg:
+            handle = await aiowax.start_flow(tg, flow, propagate=False)
+            await source.send(1)
+            await source.send(2)
+            await anyio.sleep_forever()
+    assert raised.value.subgroup(_Halt) is not None  # it went on up
+    assert handle is not None and handle.done
+    assert handle.status is FlowStatus.FAILED
+    assert isinstance(handle.error, _Halt)
+    assert handle.stats().status == "failed"

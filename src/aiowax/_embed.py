@@ -283,6 +283,14 @@ class FlowHandle:
                     error,
                     exc_info=error,
                 )
+        except BaseException as error:
+            # SystemExit or KeyboardInterrupt from user code (a library that
+            # calls sys.exit()): the flow is over, and goes on up; the handle
+            # must not say it still runs.
+            self._status = FlowStatus.FAILED
+            self._error = error
+            self._error_tb = error.__traceback__
+            raise
         finally:
             try:
                 self._let_go()
