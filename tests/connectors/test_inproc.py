@@ -168,6 +168,39 @@ async def test_stop_keeps_items_the_push_source_accepted() -> None:
     assert out == list(range(5))
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("old_ends", ["stop", "abort"])
+async def test_overlapping_runs_on_one_push_source_end_only_their_own_reading(
+    old_ends: str,
+) -> None:
+    # A hot swap: the new run starts before the old one stops. The old run's
+    # end closed the source under the new one, which then finished on its
+    # own and refused sends (helper-60). Every accepted item is read once.
+    source: PushSource[int] = PushSource()
+    old_out: list[int] = []
+    new_out: list[int] = []
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            old = await aiowax.start_flow(tg, push_flow(source, TestingSink(old_out)))
+            for i in range(5):
+                await source.send(i)
+            new = await aiowax.start_flow(tg, push_flow(source, TestingSink(new_out)))
+            for i in range(5, 10):
+                await source.send(i)
+            await (old.stop() if old_ends == "stop" else old.abort())
+            await settle()
+            assert new.status is FlowStatus.RUNNING
+            for i in range(10, 15):
+                await source.send(i)  # not refused
+            source.close()
+            await new.wait()
+    assert new.status is FlowStatus.FINISHED
+    assert set(new_out) >= set(range(10, 15))
+    if old_ends == "stop":  # an abort may drop what the old run held
+        assert sorted(old_out + new_out) == list(range(15))
+    assert not set(old_out) & set(new_out)
+
+
 # -- IterableSource --------------------------------------------------------------------
 
 

@@ -24,7 +24,9 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
     position to resume from (its snapshot is ``None``).
 
     One source may feed one run after another (a flow stopped and started
-    again, after a configuration reload say). A run that ends without the
+    again, after a configuration reload say), and runs that overlap (the
+    new one started before the old one stops): each item goes to one of
+    them, and only the end of the last one affects the senders. A run that ends without the
     input ending (stopped, failed, aborted) closes the source, so that
     senders get `SourceClosedError` rather than wait for a flow that is gone;
     the next run reopens it as it starts (before `aiowax.open_flow` or
@@ -54,6 +56,9 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
         # A run read the ended input to its end: a later run has nothing to read.
         self._spent = False
         self._sent = 0
+        # Runs reading this source now: a new run may start before the old
+        # one has stopped (a hot swap). Only the last one's end closes it.
+        self._runs = 0
         # Events are made lazily: the source is usually built before any loop.
         self._data: anyio.Event | None = None
         self._space: anyio.Event | None = None
@@ -144,13 +149,20 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
         # taken from the start of the run, not only once its input task has
         # built the partition. An ended input stays closed (build_part then
         # fails the run, naming the step).
+        self._runs += 1
         if not self._ended:
             self._closed = False
 
     def _aiowax_run_ended(self, failure: Exception | None) -> None:
         # Also when the run failed before building the partition: senders
-        # must not wait for a flow that is gone.
-        self._shut()
+        # must not wait for a flow that is gone (unless another run reads).
+        self._runs = max(0, self._runs - 1)
+        if self._runs == 0:
+            self._shut()
+
+    def _alone(self) -> bool:
+        """No other run reads this source (a run that ends may close it)."""
+        return self._runs <= 1
 
     def _open_for_run(self) -> None:
         """A run starts reading: reopen the source a previous run closed."""
@@ -211,8 +223,14 @@ class _PushPartition(StatefulSourcePartition[X, None]):
         return None
 
     def drain_on_stop(self) -> list[X]:
-        """A graceful stop: accept no more, but hand over what was accepted."""
+        """A graceful stop: accept no more, but hand over what was accepted.
+
+        While another run reads the source too, the stop leaves the buffer,
+        and the sends, to it.
+        """
         source = self._source
+        if not source._alone():
+            return []
         source._shut()
         items = list(source._buffer)
         source._buffer.clear()
@@ -223,4 +241,5 @@ class _PushPartition(StatefulSourcePartition[X, None]):
     def close(self) -> None:
         # Senders must not wait forever on a flow that is gone; the next run
         # reopens the source (unless close() ended its input).
-        self._source._shut()
+        if self._source._alone():
+            self._source._shut()
