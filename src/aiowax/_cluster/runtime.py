@@ -24,6 +24,7 @@ from aiowax._cluster.group import GroupMember, PartitionsLost
 from aiowax._cluster.store import KafkaStore
 from aiowax._cluster.topics import prepare_topics
 from aiowax._cluster.topology import Topology
+from aiowax._engine.aio import require_asyncio
 from aiowax._engine.clock import run_in_thread
 from aiowax._engine.context import RunContext
 from aiowax._engine.driver import check_run_args, flow_name, run_pipelines
@@ -67,6 +68,7 @@ async def run_cluster(
     on_start: Callable[[ClusterRun], None] | None = None,
 ) -> None:
     """Run ``flow`` as one copy of the application ``cluster.app_id`` (see `aiowax.run`)."""
+    require_asyncio("run")
     if not isinstance(cluster, KafkaCluster):
         msg = f"run: cluster must be an aiowax.cluster.KafkaCluster, got {cluster!r}"
         raise TypeError(msg)

@@ -75,6 +75,24 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
+def require_asyncio(where: str) -> None:
+    """Refuse to run anywhere but on an asyncio event loop (asyncio's own, or uvloop).
+
+    anyio would start a run under trio too, and it would fail at random in
+    a step's code (the engine calls asyncio), blamed on the user's sink.
+
+    Raises:
+        RuntimeError: No asyncio event loop runs in this thread.
+    """
+    if running_loop() is None:
+        msg = (
+            f"{where}: aiowax runs on an asyncio event loop (asyncio or uvloop), and none "
+            "runs here (trio, say): start it with asyncio.run(...), uvloop.run(...) or "
+            "anyio.run(..., backend='asyncio')"
+        )
+        raise RuntimeError(msg)
+
+
 def call_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], T], timeout: float) -> T:
     """Run ``fn()`` on ``loop``'s thread, from another thread, and return its result.
 

@@ -20,6 +20,7 @@ import anyio
 
 from aiowax._checks import positive_int, timedelta_arg
 from aiowax._definition.steps import OutputStep
+from aiowax._engine.aio import require_asyncio
 from aiowax._engine.channels import Inlet
 from aiowax._engine.clock import current_clock
 from aiowax._engine.context import RunContext, Tail
@@ -124,6 +125,7 @@ async def run_flow(
     ``on_start`` is called with the run's context once every task is set up
     (the flow handle uses it to ask for a graceful stop).
     """
+    require_asyncio("run")
     interval = check_run_args(workers, epoch_interval, recovery_config)
     pipelines = compile_flow(flow)
     for pipeline in pipelines:
