@@ -26,14 +26,15 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
     One source may feed one run after another (a flow stopped and started
     again, after a configuration reload say), and runs that overlap (the
     new one started before the old one stops): each item goes to one of
-    them, and only the end of the last one affects the senders. A run that ends without the
-    input ending (stopped, failed, aborted) closes the source, so that
-    senders get `SourceClosedError` rather than wait for a flow that is gone;
-    the next run reopens it as it starts (before `aiowax.open_flow` or
-    `aiowax.start_flow` returns), and reads what the last one left buffered.
-    `close` instead ends the input for good: the run reading it finishes with
-    what is buffered, and once a run has read it to its end, a later run on
-    this source fails at once with `SourceClosedError`.
+    them, and only the end of the last one affects the senders. A run that
+    ends without the input ending (stopped, failed, aborted) closes the
+    source, so that senders get `SourceClosedError` rather than wait for a
+    flow that is gone; the next run reopens it as it starts (before
+    `aiowax.open_flow` or `aiowax.start_flow` returns), and reads what the
+    last one left buffered. `close` instead ends the input for good: the run
+    reading it finishes with what is buffered, and once a run has read it to
+    its end, a later run on this source fails at once with
+    `SourceClosedError`.
 
     Args:
         max_buffer: Items held before `send` waits; a positive int.
