@@ -542,9 +542,13 @@ def _damage(path: Path, how: str) -> None:
     elif how == "a named pipe":
         path.unlink()
         os.mkfifo(path)
-    else:
+    elif how == "a dangling link":
         path.unlink()
         path.symlink_to(path.with_name("gone.sqlite3"))
+    else:  # a loop of links
+        path.unlink()
+        path.with_name("other").symlink_to(path)
+        path.symlink_to(path.with_name("other"))
 
 
 @pytest.mark.parametrize(
@@ -557,7 +561,8 @@ def _damage(path: Path, how: str) -> None:
         # SQLite said "disk I/O error" for these two, and would read a pipe for ever.
         ("a directory", "is a directory, not a partition file"),
         ("a named pipe", "is not a regular file, not a partition file"),
-        ("a dangling link", "is a symbolic link to .*gone.sqlite3, which does not exist"),
+        ("a dangling link", "is a symbolic link that leads to no file \\(.*gone.sqlite3: "),
+        ("a loop of links", "is a symbolic link that leads to no file \\(.*: Too many levels"),
     ],
 )
 def test_a_damaged_part_file_is_refused_saying_what_is_wrong(

@@ -201,6 +201,26 @@ async def test_overlapping_runs_on_one_push_source_end_only_their_own_reading(
     assert not set(old_out) & set(new_out)
 
 
+@pytest.mark.asyncio
+async def test_overlapping_runs_stopped_together_lose_no_accepted_item() -> None:
+    # Each stop counted the other run as still reading and left the buffer
+    # to it: 19,999 of 20,000 accepted items were never read (helper-61).
+    source: PushSource[int] = PushSource(max_buffer=20_000, batch_size=1)
+    old_out: list[int] = []
+    new_out: list[int] = []
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            old = await aiowax.start_flow(tg, push_flow(source, TestingSink(old_out)))
+            new = await aiowax.start_flow(tg, push_flow(source, TestingSink(new_out)))
+            for i in range(20_000):
+                source.send_nowait(i)  # accepted: the caller was told so
+            async with anyio.create_task_group() as stops:
+                stops.start_soon(old.stop)
+                stops.start_soon(new.stop)
+    assert sorted(old_out + new_out) == list(range(20_000))
+    assert source.closed
+
+
 # -- IterableSource --------------------------------------------------------------------
 
 

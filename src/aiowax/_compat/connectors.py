@@ -10,7 +10,7 @@ API's connectors do; docs/migration.md lists where that differs from 0.17.2.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,6 +49,17 @@ class StdOutput(DynamicOutput, StdOutSink):
 # partitions f"{fs_id}::{path}"; these classes keep 0.17.2's names and map them.
 
 
+def _renamed_partition(saved: str, names: Set[str]) -> str | None:
+    """The partition a snapshot of an earlier aiowax belongs to: it named it f"{fs_id}::{name}".
+
+    Asked by the engine (as ``_aiowax_partition_moved``) for snapshots that
+    match no partition; the file's own check (inode, bytes) still refuses
+    a file that was replaced.
+    """
+    _fs, sep, name = saved.partition("::")
+    return name if sep and name in names else None
+
+
 def _one_file_name(owner: str, path: Path, for_part: str) -> None:
     if for_part != str(path):
         msg = f"{owner}: unknown partition {for_part!r}; the only one is {str(path)!r}"
@@ -67,6 +78,8 @@ class FileInput(PartitionedInput, FileSource):
         path: The file to read.
         batch_size: Lines per batch.
     """
+
+    _aiowax_partition_moved = staticmethod(_renamed_partition)
 
     def __init__(self, path: str | os.PathLike[str], batch_size: int = 1000) -> None:
         FileSource.__init__(self, path, batch_size)
@@ -99,6 +112,8 @@ class DirInput(PartitionedInput, DirSource):
         batch_size: Lines per batch.
     """
 
+    _aiowax_partition_moved = staticmethod(_renamed_partition)
+
     def __init__(
         self, dir_path: str | os.PathLike[str], glob_pat: str = "*", batch_size: int = 1000
     ) -> None:
@@ -130,6 +145,8 @@ class CSVInput(PartitionedInput, CSVSource):
         batch_size: Rows per batch.
         **fmtparams: Passed to `csv.DictReader` (``delimiter``, ``quotechar``...).
     """
+
+    _aiowax_partition_moved = staticmethod(_renamed_partition)
 
     def __init__(
         self, path: str | os.PathLike[str], batch_size: int = 1000, **fmtparams: Any

@@ -29,8 +29,8 @@ class SimplePollingSource(FixedPartitionedSource[X, None], Generic[X]):
 
     Raises:
         TypeError: ``interval`` is not a timedelta, or ``align_to`` is
-            neither a datetime nor ``None``.
-        ValueError: ``interval`` is not positive, or ``align_to`` is naive.
+            neither a datetime nor ``None``, or a naive one.
+        ValueError: ``interval`` is not positive.
     """
 
     class Retry(Exception):

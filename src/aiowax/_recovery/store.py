@@ -636,8 +636,15 @@ def _check_regular_file(path: Path) -> None:
     """
     try:
         mode = path.stat().st_mode
-    except FileNotFoundError:
-        msg = f"{path} is a symbolic link to {os.readlink(path)}, which does not exist"
+    except OSError as error:
+        # A link to nothing (or a loop of links), or a file gone since listed.
+        if path.is_symlink():
+            msg = (
+                f"{path} is a symbolic link that leads to no file "
+                f"({os.path.realpath(path)}: {error.strerror})"
+            )
+        else:
+            msg = f"{path} cannot be read: {error.strerror}"
         raise InconsistentPartitionsError(msg) from None
     if stat.S_ISREG(mode):
         return

@@ -57,9 +57,11 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
         # A run read the ended input to its end: a later run has nothing to read.
         self._spent = False
         self._sent = 0
-        # Runs reading this source now: a new run may start before the old
-        # one has stopped (a hot swap). Only the last one's end closes it.
+        # Runs started and not ended, and their partitions still reading: a
+        # new run may start before the old one has stopped (a hot swap).
+        # The last reader to stop drains the buffer and closes the source.
         self._runs = 0
+        self._reading = 0
         # Events are made lazily: the source is usually built before any loop.
         self._data: anyio.Event | None = None
         self._space: anyio.Event | None = None
@@ -161,9 +163,10 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
         if self._runs == 0:
             self._shut()
 
-    def _alone(self) -> bool:
-        """No other run reads this source (a run that ends may close it)."""
-        return self._runs <= 1
+    def _stop_reading(self) -> bool:
+        """A partition stops reading; return whether it was the last one reading."""
+        self._reading = max(0, self._reading - 1)
+        return self._reading == 0
 
     def _open_for_run(self) -> None:
         """A run starts reading: reopen the source a previous run closed."""
@@ -210,12 +213,14 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
                 read it to its end.
         """
         self._open_for_run()
+        self._reading += 1
         return _PushPartition(self)
 
 
 class _PushPartition(StatefulSourcePartition[X, None]):
     def __init__(self, source: PushSource[X]) -> None:
         self._source = source
+        self._reading = True
 
     async def next_batch(self, sched: datetime | None) -> list[X]:
         return await self._source._take()
@@ -230,7 +235,7 @@ class _PushPartition(StatefulSourcePartition[X, None]):
         and the sends, to it.
         """
         source = self._source
-        if not source._alone():
+        if not self._last_reader():
             return []
         source._shut()
         items = list(source._buffer)
@@ -242,5 +247,16 @@ class _PushPartition(StatefulSourcePartition[X, None]):
     def close(self) -> None:
         # Senders must not wait forever on a flow that is gone; the next run
         # reopens the source (unless close() ended its input).
-        if self._source._alone():
+        if self._last_reader():
             self._source._shut()
+
+    def _last_reader(self) -> bool:
+        """Stop reading (once); whether no other partition reads the source now.
+
+        A stop after this one's (another run stopped at the same moment)
+        must find it gone, so that the last of them drains the buffer.
+        """
+        if self._reading:
+            self._reading = False
+            return self._source._stop_reading()
+        return self._source._reading == 0
