@@ -9,6 +9,7 @@ same tick. On the virtual clock: nothing really sleeps.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -33,8 +34,8 @@ from test_windows import (
 
 from aiowax._engine.ops.windows import op as window_op
 from aiowax.dataflow import Dataflow
-from aiowax.testing import TestingSink
-from aiowax.window import SessionWindow
+from aiowax.testing import TestingSink, TestingSource, run_main
+from aiowax.window import EventClockConfig, SessionWindow
 
 
 @virtual
@@ -182,3 +183,67 @@ async def test_a_failure_while_closing_keeps_what_the_tick_closed_before_it(
         done = [label for label in folded if label != "b"]
         assert sorted(done) == ["a", "c"], folded
         assert out == [(label, [label]) for label in done]
+
+
+# -- a key that never pauses: its only session folds its items early ------------------
+
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def _busy_key_flow(times: list[int], gap_s: int, out: list[Any], op: str = "fold") -> Dataflow:
+    """Items ``((i,), time)`` of one key at ``times`` s; the window gathers their ``i``."""
+    items = [("k", ((i,), T0 + timedelta(seconds=t))) for i, t in enumerate(times)]
+    flow = Dataflow()
+    flow.input("inp", TestingSource(items))
+    clock = EventClockConfig(lambda v: v[1], wait_for_system_duration=timedelta(hours=1))
+    window = SessionWindow(timedelta(seconds=gap_s))
+    if op == "fold":
+        flow.fold_window("w", clock, window, tuple, lambda acc, v: acc + v[0])
+    else:
+        flow.reduce_window("w", clock, window, lambda a, b: (a[0] + b[0], b[1]))
+    flow.output("out", TestingSink(out))
+    return flow
+
+
+def _ids(out: list[Any], op: str) -> list[tuple[int, ...]]:
+    return [value if op == "fold" else value[0] for _key, (_meta, value) in out]
+
+
+@pytest.mark.parametrize("op", ["fold", "reduce"])
+def test_a_busy_keys_session_folds_its_items_early_in_arrival_order(
+    op: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folds: list[int] = []
+    real = window_op.WindowOp.compact
+
+    def counted(self: window_op.WindowOp, session: list[Any]) -> None:
+        folds.append(len(session))
+        real(self, session)
+
+    monkeypatch.setattr(window_op.WindowOp, "compact", counted)
+    monkeypatch.setattr(window_op, "COMPACT_LEN", 2 + 3 * 3)  # every three items
+    # 0..3 s in one session (folded early), 10 s a session of its own, then
+    # 6 s bridges the two: one session, its items in arrival order.
+    out: list[Any] = []
+    run_main(_busy_key_flow([0, 1, 2, 3, 10, 6, 7, 8, 9], 5, out, op))
+    assert folds  # it did fold early
+    assert _ids(out, op) == [(0, 1, 2, 3, 4, 5, 6, 7, 8)]
+
+
+def test_a_busy_key_holds_a_bounded_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10,000 items a second apart with a gap of 5 s: one session to the end
+    # of input, which held every item until it closed (helper-60).
+    lengths: list[int] = []
+    real = window_op.WindowOp.compact
+
+    def watched(self: window_op.WindowOp, session: list[Any]) -> None:
+        lengths.append(len(session))
+        real(self, session)
+
+    monkeypatch.setattr(window_op.WindowOp, "compact", watched)
+    out: list[Any] = []
+    run_main(_busy_key_flow(list(range(10_000)), 5, out))
+    assert _ids(out, "fold") == [tuple(range(10_000))]
+    # Folded each time it grew past the bound: never more than that held.
+    assert len(lengths) > 100
+    assert set(lengths) == {window_op.COMPACT_LEN + 3}

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from aiowax._engine.context import RunContext
+from aiowax._engine.ops.windows import op as window_op
 from aiowax._engine.ops.windows.state import NO_SESSIONS, NO_WINDOWS
 from aiowax.dataflow import Dataflow
 from aiowax.testing import TestingSink, TestingSource, run_main
@@ -282,3 +283,35 @@ def test_window_operators_match_the_model(case: dict[str, Any]) -> None:
     # The empties every key state shares were never written.
     assert NO_WINDOWS == {}
     assert NO_SESSIONS == []
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(cases().filter(lambda case: case["kind"] == "session"))
+# Folded after three items, then merged with a later session by 6.
+@example(
+    {
+        "kind": "session",
+        "items": [("a", 0), ("a", 1), ("a", 2), ("a", 3), ("a", 10), ("a", 6), ("b", 1)],
+        "wait": 1000,
+        "length": 1,
+        "offset": 1,
+        "align": 0,
+        "gap": 5,
+        "zone": UTC,
+        "use_async": False,
+    }
+)
+def test_sessions_folded_early_match_the_model(case: dict[str, Any]) -> None:
+    # A key's only session folds its items into one entry (`state.Folded`)
+    # every `COMPACT_ITEMS`; here every two, so that merges after a fold
+    # (still folded in arrival order) come up often.
+    saved = window_op.COMPACT_LEN
+    window_op.COMPACT_LEN = 2 + 3 * 2
+    try:
+        test_window_operators_match_the_model.hypothesis.inner_test(case)  # type: ignore[attr-defined]
+    finally:
+        window_op.COMPACT_LEN = saved

@@ -40,6 +40,7 @@ from aiowax._engine.ops.windows.fast_path import place_event_time
 from aiowax._engine.ops.windows.state import (
     FORGOTTEN_WATERMARKS,
     MISSING,
+    Folded,
     KeyState,
     Session,
     due_keys,
@@ -60,6 +61,13 @@ logger = logging.getLogger("aiowax.window")
 
 #: Most keys a stats call looks at (the newest); beyond, open windows are estimated.
 STATS_KEYS = 10_000
+#: Items a key's only session holds before they are folded into one entry
+#: (`state.Folded`): a key that never pauses for ``gap`` would otherwise
+#: keep every item it sends until its session closes.
+COMPACT_ITEMS = 64
+#: The length of a session's list that holds `COMPACT_ITEMS` items.
+COMPACT_LEN = 2 + 3 * COMPACT_ITEMS
+
 #: Most keys whose windows or sessions a tick closes, with sync user code
 #: on the event clock (twice the items of the batch after one, if more): the
 #: rest go in the next tick, which comes at once, behind the batches already
@@ -146,6 +154,10 @@ class WindowOp(KeyedOp, TimedOp):
         self.is_async = self._user_async() or (
             self.event_time and is_async_callable(self.dt_getter)
         )
+        # A key's only session folds its items every `COMPACT_ITEMS` (see
+        # `state.Folded`), where sessions fold their items in `combine` and
+        # the user's code is sync (folding happens as items are placed).
+        self.compacts = self.session and self.lone_combine and not self.is_async
 
     # -- what subclasses define ---------------------------------------------
 
@@ -164,18 +176,35 @@ class WindowOp(KeyedOp, TimedOp):
 
     def combine(self, session: Session) -> Any:
         """A closed session's value (see `state.Session`: its items are in arrival order)."""
-        if len(session) == 5:  # one item
-            return self.finish(self.add(MISSING, session[4], session[2]))
-        acc = MISSING
-        for i in range(2, len(session), 3):
+        return self.finish(self.fold(session))
+
+    def fold(self, session: Session) -> Any:
+        """The accumulator of a session's items, from its `Folded` first entry if it has one."""
+        first = session[4]
+        if type(first) is Folded:
+            acc, start = first.acc, 5
+        else:
+            acc, start = MISSING, 2
+        for i in range(start, len(session), 3):
             acc = self.add(acc, session[i + 2], session[i])
-        return self.finish(acc)
+        return acc
 
     async def acombine(self, session: Session) -> Any:
-        acc = MISSING
-        for i in range(2, len(session), 3):
+        first = session[4]
+        if type(first) is Folded:
+            acc, start = first.acc, 5
+        else:
+            acc, start = MISSING, 2
+        for i in range(start, len(session), 3):
             acc = await self.aadd(acc, session[i + 2], session[i])
         return self.finish(acc)
+
+    def compact(self, session: Session) -> None:
+        """Fold the items of a key's only session into one `Folded` entry (see there)."""
+        acc = self.fold(session)
+        t_us, seq = session[-3], session[-2]
+        del session[2:]
+        session += (t_us, seq, Folded(acc))
 
     # -- items ----------------------------------------------------------------
 
@@ -361,6 +390,10 @@ class WindowOp(KeyedOp, TimedOp):
             if t_us < wm:
                 return 1
             state.join_session(self.gap_us, t_us, value)
+            if self.compacts:
+                sessions = state.sessions
+                if len(sessions) == 1 and len(sessions[0]) > COMPACT_LEN:
+                    self.compact(sessions[0])
             return 0
         indices, missed = self._open_windows_of(t_us, wm)
         for index in indices:

@@ -45,6 +45,26 @@ NO_WINDOWS: dict[int, Any] = {}
 NO_SESSIONS: list[Session] = []
 
 
+class Folded:
+    """A session's first items, already folded: the first entry of its list.
+
+    A key whose only session goes on and on (it never pauses for ``gap``)
+    would keep every item until the session closes. Its items can be
+    folded early (`WindowOp.compact`): any session it may later merge with
+    is newer, and merged items are folded in arrival order, so these come
+    first in any case. The entry keeps the newest folded item's time and
+    ``seq``, which sorts it before every item that comes after.
+    """
+
+    __slots__ = ("acc",)
+
+    def __init__(self, acc: Any) -> None:
+        self.acc = acc
+
+    def __repr__(self) -> str:
+        return f"Folded({self.acc!r})"
+
+
 def due_keys(entry: list[str] | str) -> list[str]:
     """The keys of a timer entry of a window step: a list of them, or one key alone."""
     return [entry] if isinstance(entry, str) else entry
