@@ -225,13 +225,27 @@ def _square(x):
     return x * x
 
 
+def _shrug(signum, frame):
+    pass
+
+
+def _survive_ctrl_c():
+    # A pool worker that dies of the SIGINT the whole group gets loses the
+    # task it held, and the step's apply() then waits for ever: workers
+    # keep a Python handler (not SIG_IGN, which would not run the C handler
+    # that wrote to an inherited wakeup fd: what the test is about).
+    import signal
+
+    signal.signal(signal.SIGINT, _shrug)
+
+
 def _through_a_forked_pool(x):
     # What a user's step may do: multiprocessing's fork start method.
     global _pool
     if _pool is None:
         import multiprocessing
 
-        _pool = multiprocessing.get_context("fork").Pool(2)
+        _pool = multiprocessing.get_context("fork").Pool(2, initializer=_survive_ctrl_c)
     return _pool.apply(_square, (x,))
 
 
