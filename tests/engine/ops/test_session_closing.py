@@ -209,18 +209,24 @@ def _ids(out: list[Any], op: str) -> list[tuple[int, ...]]:
     return [value if op == "fold" else value[0] for _key, (_meta, value) in out]
 
 
-@pytest.mark.parametrize("op", ["fold", "reduce"])
-def test_a_busy_keys_session_folds_its_items_early_in_arrival_order(
-    op: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folds: list[int] = []
+@pytest.fixture
+def folds(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The length of each session list `WindowOp.compact` folds, as it does."""
+    lengths: list[int] = []
     real = window_op.WindowOp.compact
 
-    def counted(self: window_op.WindowOp, session: list[Any]) -> None:
-        folds.append(len(session))
+    def watched(self: window_op.WindowOp, session: list[Any]) -> None:
+        lengths.append(len(session))
         real(self, session)
 
-    monkeypatch.setattr(window_op.WindowOp, "compact", counted)
+    monkeypatch.setattr(window_op.WindowOp, "compact", watched)
+    return lengths
+
+
+@pytest.mark.parametrize("op", ["fold", "reduce"])
+def test_a_busy_keys_session_folds_its_items_early_in_arrival_order(
+    op: str, folds: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(window_op, "COMPACT_LEN", 2 + 3 * 3)  # every three items
     # 0..3 s in one session (folded early), 10 s a session of its own, then
     # 6 s bridges the two: one session, its items in arrival order.
@@ -230,20 +236,12 @@ def test_a_busy_keys_session_folds_its_items_early_in_arrival_order(
     assert _ids(out, op) == [(0, 1, 2, 3, 4, 5, 6, 7, 8)]
 
 
-def test_a_busy_key_holds_a_bounded_session(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_busy_key_holds_a_bounded_session(folds: list[int]) -> None:
     # 10,000 items a second apart with a gap of 5 s: one session to the end
     # of input, which held every item until it closed (helper-60).
-    lengths: list[int] = []
-    real = window_op.WindowOp.compact
-
-    def watched(self: window_op.WindowOp, session: list[Any]) -> None:
-        lengths.append(len(session))
-        real(self, session)
-
-    monkeypatch.setattr(window_op.WindowOp, "compact", watched)
     out: list[Any] = []
     run_main(_busy_key_flow(list(range(10_000)), 5, out))
     assert _ids(out, "fold") == [tuple(range(10_000))]
     # Folded each time it grew past the bound: never more than that held.
-    assert len(lengths) > 100
-    assert set(lengths) == {window_op.COMPACT_LEN + 3}
+    assert len(folds) > 100
+    assert set(folds) == {window_op.COMPACT_LEN + 3}

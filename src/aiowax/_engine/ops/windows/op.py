@@ -81,6 +81,14 @@ COMPACT_LEN = 2 + 3 * COMPACT_ITEMS
 CLOSE_PER_TICK = 4096
 
 
+def _fold_start(session: Session) -> tuple[Any, int]:
+    """Where folding a session's items starts: its `Folded` entry's accumulator, or nothing."""
+    first = session[4]
+    if type(first) is Folded:
+        return first.acc, 5
+    return MISSING, 2
+
+
 class WindowOp(KeyedOp, TimedOp):
     """The engine side of the three window operators.
 
@@ -180,21 +188,13 @@ class WindowOp(KeyedOp, TimedOp):
 
     def fold(self, session: Session) -> Any:
         """The accumulator of a session's items, from its `Folded` first entry if it has one."""
-        first = session[4]
-        if type(first) is Folded:
-            acc, start = first.acc, 5
-        else:
-            acc, start = MISSING, 2
+        acc, start = _fold_start(session)
         for i in range(start, len(session), 3):
             acc = self.add(acc, session[i + 2], session[i])
         return acc
 
     async def acombine(self, session: Session) -> Any:
-        first = session[4]
-        if type(first) is Folded:
-            acc, start = first.acc, 5
-        else:
-            acc, start = MISSING, 2
+        acc, start = _fold_start(session)
         for i in range(start, len(session), 3):
             acc = await self.aadd(acc, session[i + 2], session[i])
         return self.finish(acc)
