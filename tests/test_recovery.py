@@ -13,6 +13,7 @@ random points and resumes it until it finishes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import re
@@ -593,7 +594,8 @@ def test_a_damaged_part_file_is_refused_saying_what_is_wrong(
         run(_tiny_flow(out), db_dir)
     assert out == []
     # The other files are left as they were: they still open.
-    assert sqlite3.connect(db_dir / "part-0.sqlite3").execute("SELECT * FROM meta").fetchall()
+    with contextlib.closing(sqlite3.connect(db_dir / "part-0.sqlite3")) as conn:
+        assert conn.execute("SELECT * FROM meta").fetchall()
 
 
 #: The tables of a Bytewax 0.17.2 recovery partition, as ``python -m
