@@ -26,8 +26,8 @@ from aiowax._connectors.files import (
     FileSource,
     FileState,
 )
-from aiowax._connectors.files.names import _fs_id
 from aiowax._connectors.files.sinks import _default_assign_file, _default_file_namer
+from aiowax._connectors.files.sources import _OneFile
 from aiowax._connectors.polling import SimplePollingSource
 from aiowax._connectors.stdio import StdOutSink
 from aiowax._definition.inputs import StatefulSourcePartition
@@ -60,10 +60,12 @@ def _renamed_partition(saved: str, names: Set[str]) -> str | None:
     return name if sep and name in names else None
 
 
-def _one_file_name(owner: str, path: Path, for_part: str) -> None:
-    if for_part != str(path):
-        msg = f"{owner}: unknown partition {for_part!r}; the only one is {str(path)!r}"
+def _method_api_name(owner: str, part: _OneFile, for_part: str) -> str:
+    """The method API's name of the one partition, which 0.17.2 names ``for_part``."""
+    if for_part != str(part.path):
+        msg = f"{owner}: unknown partition {for_part!r}; the only one is {str(part.path)!r}"
         raise ValueError(msg)
+    return part.list_parts()[0]
 
 
 class FileInput(PartitionedInput, FileSource):
@@ -94,8 +96,7 @@ class FileInput(PartitionedInput, FileSource):
         self, for_part: str, resume_state: FileState | None
     ) -> StatefulSourcePartition[str, FileState]:
         """Open the file to read on from ``resume_state``, or from its start."""
-        _one_file_name("FileInput", self._path, for_part)
-        name = FileSource.list_parts(self)[0]
+        name = _method_api_name("FileInput", self._part, for_part)
         return FileSource.build_part(self, build_now(), name, resume_state)
 
 
@@ -127,10 +128,11 @@ class DirInput(PartitionedInput, DirSource):
         self, for_part: str, resume_state: FileState | None
     ) -> StatefulSourcePartition[str, FileState]:
         """Open one file of the directory to read on from ``resume_state``."""
-        if self._fs_id is None:
-            self._fs_id = _fs_id("DirInput", self._get_fs_id, self._dir_path)
-        name = f"{self._fs_id}::{for_part}"
-        return DirSource.build_part(self, build_now(), name, resume_state)
+        if not for_part:
+            where = str(self._dir_path)
+            msg = f"DirInput: unknown partition ''; partitions are paths relative to {where!r}"
+            raise ValueError(msg)
+        return self._open_file(for_part, resume_state)
 
 
 class CSVInput(PartitionedInput, CSVSource):
@@ -163,8 +165,7 @@ class CSVInput(PartitionedInput, CSVSource):
         self, for_part: str, resume_state: FileState | None
     ) -> StatefulSourcePartition[dict[str, Any], FileState]:
         """Open the file to read on after the record ending at ``resume_state``."""
-        _one_file_name("CSVInput", self._path, for_part)
-        name = CSVSource.list_parts(self)[0]
+        name = _method_api_name("CSVInput", self._part, for_part)
         return CSVSource.build_part(self, build_now(), name, resume_state)
 
 

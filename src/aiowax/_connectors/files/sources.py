@@ -223,6 +223,12 @@ class DirSource(FixedPartitionedSource[str, FileState]):
                 f"'{self._fs_id}::<path relative to {str(self._dir_path)!r}>'"
             )
             raise ValueError(msg)
+        return self._open_file(relative, resume_state)
+
+    def _open_file(
+        self, relative: str, resume_state: FileState | None
+    ) -> StatefulSourcePartition[str, FileState]:
+        """The partition of the file at ``relative`` in the directory."""
         settings = FileSettings(
             "DirSource", self._dir_path / relative, self._batch_size, self._on_replaced
         )
