@@ -8,6 +8,15 @@ not pay a channel hop per item; it never waits for more items to fill a
 message. An ``async def next_batch`` is run until it first waits: one that
 returns without waiting (a queue with a backlog) is gathered like a sync
 one, and what was gathered goes on as soon as a read waits.
+
+Gathering also ends at a batch smaller than the first one gathered: a
+source working off a backlog hands out batches of one size (one item each,
+say), while a live source that has caught up with its input hands out what
+came in since the call before, less than the first call found, which had
+all that came while the steps ran. The steps after a lane run only when
+it lets go of the loop, and an item crosses one step per turn of the loop,
+so a lane that kept polling a live source for `COALESCE_SECONDS` would hold
+every item in the pipeline that long for each step it has still to cross.
 """
 
 from __future__ import annotations
@@ -213,6 +222,10 @@ class Lane:
         #: Whether the last async read waited: one that did not may be
         #: gathered with the next, as a sync source's batches are.
         self.read_waited = True
+        #: The size of the first batch gathered into `pending` (0 while it
+        #: is empty): a smaller one ends the gathering (see the module's
+        #: docstring).
+        self.floor = 0
         #: Items sent downstream (read by `aiowax._stats`).
         self.items_read = 0
         #: Times the source's code raised (the run stops at the first).
@@ -254,6 +267,7 @@ class Lane:
         # after them (an epoch could close past them).
         assert self.outlet.has_room(), "gathered items with no room downstream"
         out, self.pending = self.pending, []
+        self.floor = 0
         self.outlet.send_nowait(out)
         self.items_read += len(out)
 
@@ -380,7 +394,8 @@ class Lane:
 
         Those are gathered into `pending` in the same cancel scope (a scope
         costs more than such a read) until ``monotonic()`` reaches
-        ``gather_until`` or `COALESCE_ITEMS` are held.
+        ``gather_until``, `COALESCE_ITEMS` are held or a read returns fewer
+        items than the first one gathered (`floor`).
         """
         self._mark_pre_read()
         if self.ctx.stopping:
@@ -416,11 +431,14 @@ class Lane:
                         gather_until
                         and type(read) is list
                         and read
+                        and len(read) >= self.floor
                         and len(self.pending) < COALESCE_ITEMS
                         and monotonic() < gather_until
                     ):
                         self.read_waited = False
                         return read
+                    if not self.pending:
+                        self.floor = len(read)
                     self.pending += read
                     self._mark_pre_read()
                     read = next_batch(sched)
@@ -600,6 +618,7 @@ class Lane:
             if batch:
                 if not self.pending:
                     started = monotonic()
+                    self.floor = len(batch)
                 self.pending.extend(batch)
             awake = None
             if asks_awake:
@@ -616,6 +635,7 @@ class Lane:
                 and now < self.epoch_deadline
                 and len(self.pending) < COALESCE_ITEMS
                 and now - started < COALESCE_SECONDS
+                and len(batch) >= self.floor
             ):
                 if asks_awake or is_async:
                     continue  # more may be ready right now: gather it first
@@ -628,6 +648,11 @@ class Lane:
                 # (a blocking read once its backlog is drained) must not hold
                 # what was gathered, nor the event loop, past one more call.
                 cap = COALESCE_ITEMS
+                # A smaller batch than the first ends it (the source caught
+                # up: see the module's docstring); with one-item batches,
+                # that is an empty one, which costs no len() per call.
+                floor = self.floor
+                sized = floor > 1
                 try:
                     while True:
                         batch = next_batch(sched)
@@ -637,7 +662,11 @@ class Lane:
                             if not batch:
                                 break
                         pending += batch
-                        if len(pending) >= cap or monotonic() >= limit:
+                        if (
+                            len(pending) >= cap
+                            or monotonic() >= limit
+                            or (sized and len(batch) < floor)
+                        ):
                             break
                 except (StopIteration, StopAsyncIteration):
                     ended = True
@@ -650,6 +679,7 @@ class Lane:
             sent = bool(self.pending)
             if sent:
                 out, self.pending = self.pending, []
+                self.floor = 0
                 await outlet.send(out)
                 self.items_read += len(out)
             if ended:
