@@ -221,6 +221,31 @@ async def test_overlapping_runs_stopped_together_lose_no_accepted_item() -> None
     assert source.closed
 
 
+@pytest.mark.asyncio
+async def test_overlapping_runs_waiting_for_items_both_wake_on_a_send() -> None:
+    # Each waiting read made an event of its own, and a send set only the
+    # newest: the other run's read saw items only at its idle return, 0.25 s
+    # later (helper-61).
+    source: PushSource[int] = PushSource()
+    now = datetime.now(UTC)
+    parts = [source.build_part(now, "push", None) for _ in range(2)]
+    returned: list[list[int]] = []
+
+    async def read(part: Any) -> None:
+        returned.append(await part.next_batch(None))
+
+    with anyio.fail_after(WATCHDOG):
+        async with anyio.create_task_group() as tg:
+            for part in parts:
+                tg.start_soon(read, part)
+            await settle()
+            assert returned == []  # both wait
+            source.send_nowait(1)
+            for _ in range(20):
+                await anyio.lowlevel.checkpoint()
+            assert sorted(returned) == [[], [1]]
+
+
 # -- IterableSource --------------------------------------------------------------------
 
 

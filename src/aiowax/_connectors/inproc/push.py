@@ -185,9 +185,14 @@ class PushSource(FixedPartitionedSource[X, None], Generic[X]):
             # first, far cheaper than setting up the wait below.
             await yield_now()
         if not self._buffer and not self._closed:
-            self._data = anyio.Event()
+            # Runs that overlap (a hot swap) wait on one event: a reader that
+            # made its own would leave the other's unset, and that one would
+            # notice items only at its idle return.
+            data = self._data
+            if data is None or data.is_set():
+                data = self._data = anyio.Event()
             with anyio.move_on_after(IDLE_RETURN_SECONDS):
-                await self._data.wait()
+                await data.wait()
         if not self._buffer:
             if self._closed:
                 if self._ended:
