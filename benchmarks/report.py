@@ -336,6 +336,14 @@ def keyed_rows(ratio_row: Any, bound_row: Any) -> None:
         "MB",
     )
     ratio_row(
+        "sessions memory, every session open (gap 1 h) / bytewax 0.17.2",
+        "aiowax_sessions_open",
+        "bytewax_sessions_open",
+        MEM,
+        None,
+        "MB",
+    )
+    ratio_row(
         "recovery on / off (aiowax, 1 s epochs)", "aiowax_rec_on", "aiowax_rec_off", ips, 0.7, it
     )
     ratio_row("recovery on: aiowax / bytewax", "aiowax_rec_on", bw("rec_on"), ips, None, it)

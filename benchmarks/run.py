@@ -209,9 +209,21 @@ def jobs(opts: argparse.Namespace) -> list[Job]:
         # measured) and its memory follows the keys seen, not the sessions open.
         keys = opts.session_keys or max(100, int(1_000_000 * opts.scale))
         paced = ["--items", str(keys), "--rate", str(SESSIONS_RATE)]
+        # And with every session open to the end of the input (gap 1 h): the
+        # same number open in both engines whatever their speed, so the
+        # memory per open session. 200k keys: Bytewax 0.17.2 takes ~40 s.
+        all_open = ["--items", str(max(100, keys // 5)), "--gap-s", "3600"]
         table += [
             ("aiowax_sessions_paced", "sessions_memory", aw, "bench_sessions_memory.py", paced),
             ("bytewax_sessions_paced", "sessions_memory", bw, "bytewax_sessions_memory.py", paced),
+            ("aiowax_sessions_open", "sessions_memory", aw, "bench_sessions_memory.py", all_open),
+            (
+                "bytewax_sessions_open",
+                "sessions_memory",
+                bw,
+                "bytewax_sessions_memory.py",
+                all_open,
+            ),
         ]
     releases = {name for name, v in BYTEWAX_RELEASES.items() if v in opts.bytewax_releases}
     wanted = [Job(*row) for row in table if row[1] in opts.groups]
