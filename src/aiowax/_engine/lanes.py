@@ -402,6 +402,9 @@ class Lane:
             raise _ReadAbandoned
         scope = self._read_scope = anyio.CancelScope()
         batch: Any = _ABANDONED
+        # The first gathered read's size (0: none yet); one-item reads, the
+        # common case, need no len() to be checked against it.
+        floor = self.floor
         started = 0.0
         send_error: BaseException | None = None
         try:
@@ -431,14 +434,14 @@ class Lane:
                         gather_until
                         and type(read) is list
                         and read
-                        and len(read) >= self.floor
+                        and (floor < 2 or len(read) >= floor)
                         and len(self.pending) < COALESCE_ITEMS
                         and monotonic() < gather_until
                     ):
                         self.read_waited = False
                         return read
-                    if not self.pending:
-                        self.floor = len(read)
+                    if not floor:
+                        self.floor = floor = len(read)
                     self.pending += read
                     self._mark_pre_read()
                     read = next_batch(sched)
