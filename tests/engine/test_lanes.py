@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import threading
 from collections import Counter
 from datetime import datetime, timedelta
@@ -21,7 +22,7 @@ import anyio.lowlevel
 import pytest
 
 import aiowax
-from aiowax._engine.lanes import BACKOFF_MAX, BACKOFF_MIN, COALESCE_SECONDS
+from aiowax._engine.lanes import BACKOFF_MAX, BACKOFF_MIN, COALESCE_ITEMS, COALESCE_SECONDS
 from aiowax.dataflow import Dataflow
 from aiowax.inputs import (
     DynamicSource,
@@ -1117,30 +1118,53 @@ class _SizedSource(DynamicSource[int]):
         return _SIZED_PARTS[self.wake](self.sizes)
 
 
-@pytest.mark.asyncio(loop_factories=["virtual"])
-@pytest.mark.parametrize("wake", ["sync", "awake", "async"])
-async def test_gathering_ends_at_a_batch_smaller_than_the_first(wake: str) -> None:
-    # A live source that has caught up hands out what came in since the
-    # call before, less than the first call of a gathering found: the lane
-    # sends then. It kept calling for 2 ms, and the steps after it run only
-    # when it lets go of the loop, an item crossing one step a turn: at
-    # 900,000 items/s through 5 maps, p50 latency 6.3 ms (0.36 ms after).
-    # One size over and over, or growing, is a backlog: gathered whole (the
-    # virtual clock does not move here, so only the sizes end a message).
-    sizes = [3, 3, 4, 1, 5, 2, 6, 2, 1, 1, 1, 1, 2, 0, 4, 4]
+async def _message_sizes(sizes: list[int], wake: str) -> list[int]:
+    """The sizes of the messages a lane makes of a source's batch sizes (no time passes)."""
     flow = Dataflow()
     flow.input("inp", _SizedSource(sizes, wake))
     sink = _MessageSink()
     flow.output("out", sink)
     await run(flow, watchdog=VIRTUAL_WATCHDOG)
     assert [i for message in sink.messages for i in message] == list(range(sum(sizes)))
-    assert [len(message) for message in sink.messages] == [
-        3 + 3 + 4 + 1,  # 1 < 3
-        5 + 2,  # 2 < 5
-        6 + 2,  # 2 < 6
-        1 + 1 + 1 + 1 + 2,  # then nothing
-        4 + 4,
-    ]
+    return [len(message) for message in sink.messages]
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("wake", ["sync", "awake", "async"])
+async def test_gathering_ends_once_a_live_source_has_caught_up(wake: str) -> None:
+    # A live source's first read of a turn has what came in while the steps
+    # ran, each later one what came in during one call. The lane kept
+    # calling for 2 ms while no step ran, and an item crosses one step a
+    # turn: at 900,000 items/s through 5 maps, p50 latency 6.3 ms (0.35 ms
+    # now). It sends once two reads or more after the first averaged under
+    # a quarter of it. The virtual clock does not move: only sizes end a
+    # message here.
+    sizes = [40, 3, 4]  # 3 + 4 = 7 in two reads: under 2 x 40 / 4
+    sizes += [8, 9, 7, 8, 1, 1, 1, 0]  # never under: only the empty read ends it
+    sizes += [2, 32, 1, 2, 0]  # a first read under 4 items: the same
+    sizes += [12, 2, 3]  # two reads, 5 items: under 2 x 12 / 4
+    sizes += [2, 2, 2]
+    assert await _message_sizes(sizes, wake) == [47, 35, 37, 17, 6]
+
+
+@pytest.mark.asyncio(loop_factories=["virtual"])
+@pytest.mark.parametrize("wake", ["sync", "awake", "async"])
+@pytest.mark.parametrize("shape", ["steady", "alternating", "random_1_8", "random_1_100"])
+async def test_gathering_keeps_a_backlog_whose_batch_sizes_vary(wake: str, shape: str) -> None:
+    # A backlog hands out about the same sizes from its first read on: it is
+    # gathered up to COALESCE_ITEMS (1024) items a message, however its
+    # sizes vary (helper-62: a rule that stopped at any batch smaller than
+    # the first made messages of 3 items of a source alternating 2 and 1,
+    # 9.8x the instructions an item).
+    rng = random.Random(62)
+    sizes = {
+        "steady": [5] * 400,
+        "alternating": [2, 1] * 700,
+        "random_1_8": [rng.randint(1, 8) for _ in range(450)],
+        "random_1_100": [rng.randint(1, 100) for _ in range(40)],
+    }[shape]
+    messages = await _message_sizes(sizes, wake)
+    assert all(size >= COALESCE_ITEMS for size in messages[:-1]), messages
 
 
 class _TricklePart(StatelessSourcePartition[float]):

@@ -9,14 +9,16 @@ message. An ``async def next_batch`` is run until it first waits: one that
 returns without waiting (a queue with a backlog) is gathered like a sync
 one, and what was gathered goes on as soon as a read waits.
 
-Gathering also ends at a batch smaller than the first one gathered: a
-source working off a backlog hands out batches of one size (one item each,
-say), while a live source that has caught up with its input hands out what
-came in since the call before, less than the first call found, which had
-all that came while the steps ran. The steps after a lane run only when
-it lets go of the loop, and an item crosses one step per turn of the loop,
-so a lane that kept polling a live source for `COALESCE_SECONDS` would hold
-every item in the pipeline that long for each step it has still to cross.
+Gathering also ends once the source has caught up with its input: the
+reads after the first have averaged less than a `CAUGHT_UP`-th of its
+items. A live source's first read of a turn has what came in while the
+steps ran, each later one only what came in during one call; a source
+working off a backlog hands out about the same sizes from the first read
+on, whether they vary (the lines of each block) or not. The steps after a
+lane run only when it lets go of the loop, and an item crosses one step per
+turn of the loop, so a lane that kept polling a live source for
+`COALESCE_SECONDS` would hold every item in the pipeline that long for each
+step it has still to cross.
 """
 
 from __future__ import annotations
@@ -65,6 +67,9 @@ from aiowax._util import is_async_callable
 COALESCE_ITEMS = 1024
 #: Longest a lane keeps calling a source that answers at once before it sends what it has.
 COALESCE_SECONDS = 0.002
+#: A gathering ends once at least two reads after its first have averaged
+#: less than this fraction of the first's items (see the module docstring).
+CAUGHT_UP = 4
 #: Back-off after empty batches from a source that has no ``next_awake``.
 BACKOFF_MIN = 0.001
 BACKOFF_MAX = 0.02
@@ -223,9 +228,10 @@ class Lane:
         #: gathered with the next, as a sync source's batches are.
         self.read_waited = True
         #: The size of the first batch gathered into `pending` (0 while it
-        #: is empty): a smaller one ends the gathering (see the module's
-        #: docstring).
+        #: is empty), and how many were gathered after it, counted only if
+        #: it had `CAUGHT_UP` items or more (see `_caught_up`).
         self.floor = 0
+        self.reads = 0
         #: Items sent downstream (read by `aiowax._stats`).
         self.items_read = 0
         #: Times the source's code raised (the run stops at the first).
@@ -253,6 +259,16 @@ class Lane:
             self.waited_s += perf_counter() - started
             self.waiting_since = 0.0
 
+    def _caught_up(self) -> bool:
+        """Whether the reads gathered after the first averaged under a `CAUGHT_UP`-th of it.
+
+        Two reads at least: one alone says little about a backlog whose
+        batch sizes vary. Counted only after a first read of `CAUGHT_UP`
+        items or more (`reads`).
+        """
+        reads = self.reads
+        return reads >= 2 and (len(self.pending) - self.floor) * CAUGHT_UP < self.floor * reads
+
     def _send_gathered(self) -> None:
         """Send what was gathered, now that the read after it waits.
 
@@ -267,7 +283,7 @@ class Lane:
         # after them (an epoch could close past them).
         assert self.outlet.has_room(), "gathered items with no room downstream"
         out, self.pending = self.pending, []
-        self.floor = 0
+        self.floor = self.reads = 0
         self.outlet.send_nowait(out)
         self.items_read += len(out)
 
@@ -394,16 +410,17 @@ class Lane:
 
         Those are gathered into `pending` in the same cancel scope (a scope
         costs more than such a read) until ``monotonic()`` reaches
-        ``gather_until``, `COALESCE_ITEMS` are held or a read returns fewer
-        items than the first one gathered (`floor`).
+        ``gather_until`` or `COALESCE_ITEMS` are held; a read after which
+        the source has caught up (`_caught_up`) is returned instead, for the
+        caller to add and send.
         """
         self._mark_pre_read()
         if self.ctx.stopping:
             raise _ReadAbandoned
         scope = self._read_scope = anyio.CancelScope()
         batch: Any = _ABANDONED
-        # The first gathered read's size (0: none yet); one-item reads, the
-        # common case, need no len() to be checked against it.
+        # The first gathered read's size (0: none yet). Below `CAUGHT_UP`
+        # (one-item reads, the common case) later reads are not counted.
         floor = self.floor
         started = 0.0
         send_error: BaseException | None = None
@@ -434,7 +451,6 @@ class Lane:
                         gather_until
                         and type(read) is list
                         and read
-                        and (floor < 2 or len(read) >= floor)
                         and len(self.pending) < COALESCE_ITEMS
                         and monotonic() < gather_until
                     ):
@@ -442,6 +458,13 @@ class Lane:
                         return read
                     if not floor:
                         self.floor = floor = len(read)
+                    elif floor >= CAUGHT_UP:
+                        reads = self.reads + 1
+                        gathered = len(self.pending) + len(read) - floor
+                        if reads >= 2 and gathered * CAUGHT_UP < floor * reads:
+                            self.read_waited = False
+                            return read
+                        self.reads = reads
                     self.pending += read
                     self._mark_pre_read()
                     read = next_batch(sched)
@@ -622,6 +645,8 @@ class Lane:
                 if not self.pending:
                     started = monotonic()
                     self.floor = len(batch)
+                elif self.floor >= CAUGHT_UP:
+                    self.reads += 1
                 self.pending.extend(batch)
             awake = None
             if asks_awake:
@@ -638,7 +663,7 @@ class Lane:
                 and now < self.epoch_deadline
                 and len(self.pending) < COALESCE_ITEMS
                 and now - started < COALESCE_SECONDS
-                and len(batch) >= self.floor
+                and not self._caught_up()
             ):
                 if asks_awake or is_async:
                     continue  # more may be ready right now: gather it first
@@ -651,11 +676,12 @@ class Lane:
                 # (a blocking read once its backlog is drained) must not hold
                 # what was gathered, nor the event loop, past one more call.
                 cap = COALESCE_ITEMS
-                # A smaller batch than the first ends it (the source caught
-                # up: see the module's docstring); with one-item batches,
-                # that is an empty one, which costs no len() per call.
+                # So does a source that has caught up (`_caught_up`, inlined);
+                # below `CAUGHT_UP` items first (one-item batches) that is
+                # only an empty batch, which costs nothing more per call.
                 floor = self.floor
-                sized = floor > 1
+                sized = floor >= CAUGHT_UP
+                reads = self.reads
                 try:
                     while True:
                         batch = next_batch(sched)
@@ -665,12 +691,12 @@ class Lane:
                             if not batch:
                                 break
                         pending += batch
-                        if (
-                            len(pending) >= cap
-                            or monotonic() >= limit
-                            or (sized and len(batch) < floor)
-                        ):
+                        if len(pending) >= cap or monotonic() >= limit:
                             break
+                        if sized:
+                            reads += 1
+                            if reads >= 2 and (len(pending) - floor) * CAUGHT_UP < floor * reads:
+                                break
                 except (StopIteration, StopAsyncIteration):
                     ended = True
                     batch = []
@@ -682,7 +708,7 @@ class Lane:
             sent = bool(self.pending)
             if sent:
                 out, self.pending = self.pending, []
-                self.floor = 0
+                self.floor = self.reads = 0
                 await outlet.send(out)
                 self.items_read += len(out)
             if ended:
