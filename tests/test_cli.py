@@ -141,6 +141,7 @@ def test_console_script_is_main() -> None:
 
 FLOWS = """
 import asyncio
+import time
 
 from aiowax.connectors.stdio import StdOutSink
 from aiowax.dataflow import Dataflow
@@ -256,6 +257,39 @@ def forking():
     flow.input("inp", TestingSource(itertools.count()))
     flow.map("pause", _pause)
     flow.map("square", _through_a_forked_pool)
+    flow.output("out", StdOutSink())
+    return flow
+
+
+def _sleep(started):
+    started.set()
+    time.sleep(60)
+
+
+def _terminate_a_forked_child(wait):
+    # What Pool.terminate() does to its workers: SIGTERM, then a join;
+    # without waiting, the signal may come before the child's fork hook ran.
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    started = context.Event()
+    child = context.Process(target=_sleep, args=(started,))
+    child.start()
+    if wait:
+        started.wait(10)
+    child.terminate()
+    child.join(10)
+    if child.exitcode is None:
+        child.kill()
+        child.join()
+        return "still running"
+    return child.exitcode
+
+
+def terminating(wait):
+    flow = Dataflow()
+    flow.input("inp", TestingSource([wait]))
+    flow.map("terminate", _terminate_a_forked_child)
     flow.output("out", StdOutSink())
     return flow
 
@@ -1229,6 +1263,21 @@ def test_cli_ctrl_c_stops_gracefully_when_the_flow_forked_children(project: Path
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
         _, err = proc.communicate(timeout=30)
     assert (proc.returncode, err.decode()) == (0, _stopping("SIGINT"))
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("wait", [True, False], ids=["running", "just_forked"])
+def test_cli_a_child_the_flow_forks_ends_on_sigterm(project: Path, wait: bool) -> None:
+    # A forked child kept the loop's SIGTERM handler, which only writes to
+    # the loop's wakeup fd (dropped in the child): it ignored SIGTERM, so
+    # Pool.terminate() could not end a pool's workers, and the run hung at
+    # exit joining them (CI: test_cli_ctrl_c_stops_gracefully_when_the_flow_
+    # forked_children timed out with the workers alive, SIGTERM caught). A
+    # signal before the child's fork hook ran reached the parent's loop (a
+    # graceful stop nobody asked for): the signals are blocked across forks.
+    with _popen(project, f"flows:terminating({wait})") as proc:
+        out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, out, err) == (0, f"{-signal.SIGTERM}\n".encode(), b"")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")

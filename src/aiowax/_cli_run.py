@@ -14,6 +14,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Iterator, Sequence
 from datetime import timedelta
 from typing import Any
@@ -136,26 +137,56 @@ class _Stopper:
 
 
 _at_fork_registered = False
+#: The signals `_signal_handlers` has the loop handle, while it does.
+_handled: set[signal.Signals] = set()
+#: Each forking thread's signal mask from before the fork (see `_before_fork`).
+_masks = threading.local()
 
 
 def _forget_wakeup_fd_in_forked_children() -> None:
-    """Have a child forked by the flow drop the loop's signal wakeup fd.
+    """Have a child forked by the flow drop the loop's signal wakeup fd and handlers.
 
     The loop hears of a signal through that fd, which a fork copies: a
     child a step forks (a ``multiprocessing`` pool with the fork start
     method) would write its own signals into the parent's loop, so Ctrl-C,
     which signals the whole process group, would reach it twice and turn
-    the graceful stop into an abort. Registered once per process.
+    the graceful stop into an abort. The child also gets Python's default
+    handlers back: with the loop's, which only write to that fd, it ignored
+    SIGTERM, so ``Pool.terminate()`` could not end it and the process hung
+    at exit joining it. The signals are blocked across the fork, so that
+    one the child gets before this is done waits for it instead of reaching
+    the parent's loop. Registered once per process.
     """
     global _at_fork_registered
     if not _at_fork_registered and hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=_drop_wakeup_fd)
+        os.register_at_fork(
+            before=_before_fork, after_in_parent=_after_fork, after_in_child=_after_fork_in_child
+        )
         _at_fork_registered = True
 
 
-def _drop_wakeup_fd() -> None:
+def _before_fork() -> None:
+    _masks.saved = None
+    if _handled and hasattr(signal, "pthread_sigmask"):
+        _masks.saved = signal.pthread_sigmask(signal.SIG_BLOCK, _handled)
+
+
+def _after_fork() -> None:
+    saved = getattr(_masks, "saved", None)
+    if saved is not None:
+        _masks.saved = None
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved)
+
+
+def _after_fork_in_child() -> None:
     with contextlib.suppress(ValueError):  # not the main thread: nothing to drop
         signal.set_wakeup_fd(-1)
+        for signum in _handled:
+            # Python's own defaults: the handlers before the loop's belong to
+            # the parent's run (asyncio.Runner's cancels its main task).
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, default)
+    _after_fork()
 
 
 @contextlib.contextmanager
@@ -175,9 +206,11 @@ def _signal_handlers(callback: Callable[[int], None]) -> Iterator[None]:
         except (NotImplementedError, RuntimeError, ValueError):
             continue
         previous[signum] = handler
+    _handled.update(previous)
     try:
         yield
     finally:
+        _handled.clear()
         for signum, handler in previous.items():
             loop.remove_signal_handler(signum)
             # The loop restores the default, which may not be what was there
