@@ -259,15 +259,20 @@ class Lane:
             self.waited_s += perf_counter() - started
             self.waiting_since = 0.0
 
-    def _caught_up(self) -> bool:
+    def _caught_up(self, read: int = 0) -> bool:
         """Whether the reads gathered after the first averaged under a `CAUGHT_UP`-th of it.
 
         Two reads at least: one alone says little about a backlog whose
         batch sizes vary. Counted only after a first read of `CAUGHT_UP`
         items or more (`reads`).
+
+        Args:
+            read: The size of one more read, neither counted nor gathered
+                yet (0: none).
         """
-        reads = self.reads
-        return reads >= 2 and (len(self.pending) - self.floor) * CAUGHT_UP < self.floor * reads
+        reads = self.reads + (read > 0)
+        gathered = len(self.pending) + read - self.floor
+        return reads >= 2 and gathered * CAUGHT_UP < self.floor * reads
 
     def _send_gathered(self) -> None:
         """Send what was gathered, now that the read after it waits.
@@ -459,12 +464,11 @@ class Lane:
                     if not floor:
                         self.floor = floor = len(read)
                     elif floor >= CAUGHT_UP:
-                        reads = self.reads + 1
-                        gathered = len(self.pending) + len(read) - floor
-                        if reads >= 2 and gathered * CAUGHT_UP < floor * reads:
+                        if self._caught_up(len(read)):
+                            # The caller counts it, adds it and sends.
                             self.read_waited = False
                             return read
-                        self.reads = reads
+                        self.reads += 1
                     self.pending += read
                     self._mark_pre_read()
                     read = next_batch(sched)
