@@ -347,6 +347,47 @@ async def test_a_sender_ahead_waits_once_the_inlet_holds_its_share() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_sender_held_at_the_gate_counts_the_wait_as_blocked() -> None:
+    # The wait for the slow worker is back-pressure: counted in blocked_s
+    # (a step's busy time is what is left), as a wait for room is. Before,
+    # a trivial map ahead of a slow keyed step looked busy all that time.
+    exchange = InProcessExchange(2, 1, lambda batch: [batch, []])
+    fast, slow = exchange.outlet(0), exchange.outlet(1)
+    inlets = [exchange.inlet(0), exchange.inlet(1)]
+    exchange.seal()
+
+    async def read() -> None:
+        async for msg in inlets[0]:
+            if isinstance(msg, EndOfInput):
+                break
+
+    async def send_ahead() -> None:
+        await fast.epoch_end(1)
+        for i in range(AHEAD_LIMIT + 1):
+            await fast.send([i])
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(read)
+            tg.start_soon(send_ahead)
+            await anyio.wait_all_tasks_blocked()
+            # Held at the gate, with room in the channel: the wait in
+            # progress is counted, and grows.
+            first = fast.blocked_s
+            assert 0 < first < fast.blocked_s
+            await slow.epoch_end(1)
+            await anyio.wait_all_tasks_blocked()
+            done = fast.blocked_s
+            assert done > first
+            assert fast.blocked_s == done  # let go: no wait in progress
+            for outlet in (fast, slow):
+                await outlet.end_of_input()
+                outlet.close()
+    for inlet in inlets:
+        inlet.close()
+
+
+@pytest.mark.asyncio
 async def test_a_sender_ahead_is_let_go_when_the_inlet_closes() -> None:
     exchange = InProcessExchange(1, 1, lambda batch: [batch])
     fast, slow = exchange.outlet(0), exchange.outlet(0)

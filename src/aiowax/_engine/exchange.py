@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
+from time import perf_counter
 from typing import Any
 
 import anyio
@@ -132,6 +133,11 @@ class ExchangeOutlet:
         # each worker since that worker's inlet last caught up with it.
         self._closed = start_epoch - 1
         self._ahead = [0] * len(streams)
+        # Seconds held back at a worker's alignment gate (`_send_parts`), and
+        # when the wait in progress began (0.0: none): back-pressure from
+        # the slowest worker, counted as blocked, not busy.
+        self._gate_waited_s = 0.0
+        self._gate_since = 0.0
 
     async def send(self, batch: list[Any]) -> None:
         try:
@@ -163,7 +169,12 @@ class ExchangeOutlet:
         for worker, part in enumerate(parts):
             if part:
                 if self._held_back(worker):
-                    await self._gates[worker].wait_for(self._closed)
+                    started = self._gate_since = perf_counter()
+                    try:
+                        await self._gates[worker].wait_for(self._closed)
+                    finally:
+                        self._gate_waited_s += perf_counter() - started
+                        self._gate_since = 0.0
                 self._count_sent(worker)
                 await self._streams[worker].send((sender, part))
 
@@ -207,8 +218,10 @@ class ExchangeOutlet:
 
     @property
     def blocked_s(self) -> float:
-        """Seconds this outlet's sends waited for room in any worker's channel."""
-        return sum(stream.blocked_total() for stream in self._streams)
+        """Seconds this outlet's sends waited: for room in a worker's channel, or at its gate."""
+        since = self._gate_since
+        gate = self._gate_waited_s + (perf_counter() - since if since else 0.0)
+        return gate + sum(stream.blocked_total() for stream in self._streams)
 
     def close(self) -> None:
         for stream in self._streams:

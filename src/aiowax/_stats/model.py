@@ -30,8 +30,10 @@ class StepStats:
             neither waiting for input nor blocked on a full channel. For an
             input: seconds not blocked, reading from its source or waiting
             for it (the two look alike from the outside).
-        blocked_s: Seconds it waited for room in the channel downstream: a
-            slow step or sink after it holds it back (back-pressure).
+        blocked_s: Seconds it waited for room in the channel downstream,
+            or for a slower worker to catch up with an epoch before a step
+            on several workers: what comes after it holds it back
+            (back-pressure).
         queued: Messages (batches and markers) waiting in its input channel.
         capacity: The bound of that channel; ``queued == capacity`` means
             whatever feeds it is blocked.
