@@ -527,6 +527,31 @@ def test_empty_step_id_is_a_value_error(method: str) -> None:
     assert flow.steps == ()
 
 
+#: What `os.fsdecode` makes of a file name that is not UTF-8: a lone surrogate.
+NOT_UTF8 = b"in-\xff".decode("utf-8", "surrogateescape")
+
+
+@pytest.mark.parametrize("method", WITH_STEP_ID)
+def test_a_step_id_with_a_lone_surrogate_is_a_value_error(method: str) -> None:
+    # It used to run, and then every Prometheus scrape of the registry
+    # failed (UnicodeEncodeError: the labels are UTF-8). Bytewax 0.17.2
+    # refuses it too, at definition, with "TypeError: argument 'step_id':
+    # failed to extract field StepId.0"; aiowax says what and where, on
+    # purpose.
+    flow = Dataflow()
+    with pytest.raises(ValueError, match="lone surrogate") as raised:
+        getattr(flow, method)(*valid_args(method, step_id=NOT_UTF8))
+    assert method in str(raised.value)
+    assert repr(NOT_UTF8) in str(raised.value)
+    assert flow.steps == ()
+
+
+def test_a_flow_name_with_a_lone_surrogate_is_a_value_error() -> None:
+    with pytest.raises(ValueError, match=r"Dataflow: name .* at index 3 is a lone surrogate"):
+        Dataflow(NOT_UTF8)
+    assert Dataflow("in-\u00ff").name == "in-\u00ff"  # any valid text is a name
+
+
 @pytest.mark.parametrize("method", WITH_STEP_ID)
 def test_duplicate_step_id_is_a_value_error_naming_the_id(method: str) -> None:
     flow = Dataflow()

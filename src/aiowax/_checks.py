@@ -44,6 +44,29 @@ def non_empty_str(where: str, name: str, value: object) -> str:
     return value
 
 
+def utf8_text(where: str, name: str, value: str) -> str:
+    """Return ``value`` if it encodes as UTF-8 (no lone surrogate).
+
+    Names go into stats, metrics labels and recovery records, all UTF-8: a
+    lone surrogate (what `os.fsdecode` makes of a file name that is not
+    UTF-8) would fail there, far from the line that made it.
+
+    Raises:
+        ValueError: ``value`` holds a lone surrogate.
+    """
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        msg = (
+            f"{where}: {name} {value!r} is not valid Unicode text: {value[error.start]!r} "
+            f"at index {error.start} is a lone surrogate (os.fsdecode makes one of a file "
+            "name that is not UTF-8); decode such a name with errors='replace', or choose "
+            "another"
+        )
+        raise ValueError(msg) from None
+    return value
+
+
 def timedelta_arg(where: str, name: str, value: object, *, allow_zero: bool) -> timedelta:
     """Return ``value`` if it is a positive (or, with ``allow_zero``, zero) timedelta.
 

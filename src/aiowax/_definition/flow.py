@@ -18,6 +18,7 @@ from aiowax._checks import (
     positive_int,
     timedelta_arg,
     unpicklable_function,
+    utf8_text,
 )
 from aiowax._compat.calls import accepts_0172_calls
 from aiowax._compat.inputs import Input as Input0172
@@ -115,7 +116,8 @@ class Dataflow:
 
         Raises:
             TypeError: ``name`` is not a string.
-            ValueError: ``name`` is empty.
+            ValueError: ``name`` is empty, or not valid Unicode text (a
+                lone surrogate).
         """
         if name is not None:
             if not isinstance(name, str):
@@ -124,6 +126,7 @@ class Dataflow:
             if not name.strip():
                 msg = "Dataflow: name must not be empty"
                 raise ValueError(msg)
+            utf8_text("Dataflow", "name", name)
         #: The flow's name (None: not named; stats call it ``"flow"``).
         self.name = name
         self._steps: list[Step] = []
@@ -170,6 +173,7 @@ class Dataflow:
             if not step_id:
                 msg = f"{kind}: step_id must not be empty"
                 raise ValueError(msg)
+            utf8_text(kind, "step_id", step_id)
             if step_id in self._ids:
                 step_id = self._renamed_0172_repeat(cls, step_id, fields)
             else:
