@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -295,6 +296,39 @@ async def test_on_stats_may_be_async_and_is_called_while_running() -> None:
             source.close()
     assert calls[0] == "running"
     assert calls[-1] == "finished"
+
+
+@pytest.mark.asyncio
+async def test_a_plain_on_stats_runs_on_the_loop_and_run_awaits_an_async_ones_end() -> None:
+    # On purpose, and said in docs/stats.md: a plain callback runs on the
+    # loop's thread, like every sync user function, so it may touch the
+    # loop's objects (an asyncio.Queue's put_nowait); in a worker thread
+    # that would break them. So while it runs, the flow waits. The final
+    # call of an async one is awaited before `run` returns.
+    flow = Dataflow()
+    flow.input("inp", TestingSource(range(3)))
+    flow.output("out", TestingSink([]))
+    loop_thread = threading.get_ident()
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    seen: list[int] = []
+
+    def plain(stats: FlowStats) -> None:
+        seen.append(threading.get_ident())
+        queue.put_nowait(stats.status)
+
+    ended: list[str] = []
+
+    async def slow_end(stats: FlowStats) -> None:
+        if stats.status != "running":
+            await anyio.sleep(0)  # a callback that awaits still gets its end
+            ended.append(stats.status)
+
+    with anyio.fail_after(WATCHDOG):
+        await aiowax.run(flow, on_stats=plain)
+        await aiowax.run(flow, on_stats=slow_end)
+    assert seen and set(seen) == {loop_thread}
+    assert queue.get_nowait() in ("running", "finished")
+    assert ended == ["finished"]
 
 
 @pytest.mark.asyncio
