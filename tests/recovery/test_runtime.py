@@ -351,6 +351,65 @@ async def test_system_clock_window_due_during_downtime_closes_at_once(
     assert second == [(closed_at, ("a", (WindowMetadata(at(0), at(60)), ["x", "y"])))]
 
 
+@VIRTUAL
+async def test_a_key_with_only_a_watermark_starts_afresh_on_the_other_clock(db_dir: Path) -> None:
+    # A step moved from event time to the system clock. Keys with a window
+    # open are refused (tests/recovery/test_snapshots.py); a key whose
+    # windows all closed kept its event-time watermark, which the system
+    # clock took as the time of its next items: with event times ahead of
+    # the wall clock, they went in windows of that time (helper-64's repro:
+    # 2030). Such a key starts afresh, and one the resume does not touch is
+    # deleted from the directory at its first snapshot.
+    ahead = 100_000  # event time, s: a day ahead of the wall clock
+    script = Script(
+        [
+            At(10, ("a", ahead), ("b", ahead)),
+            At(40, ("z", 1)),  # a's and b's windows closed at 30: watermarks alone
+            At(45),
+            Sync(),
+            Crash(),
+            At(100, ("a", 7)),
+            At(105),
+            Sync(),
+            Crash(),
+            At(200),
+        ]
+    )
+
+    def windows(clock: EventClockConfig | SystemClockConfig) -> Callable[[Dataflow], None]:
+        def add(f: Dataflow) -> None:
+            f.filter("not_z", lambda kv: kv[0] != "z")
+            f.collect_window("w", clock, TumblingWindow(timedelta(seconds=60), T0))
+
+        return add
+
+    def rows() -> set[tuple[str, str]]:
+        store = Store(db_dir)
+        try:
+            return set(store.load())
+        finally:
+            store.close()
+
+    config = RecoveryConfig(db_dir)
+    first: list[Any] = []
+    second: list[Any] = []
+    with observe_runs(script.contexts.append):
+        with pytest.raises(RuntimeError, match="crash"):
+            flow = stamped_flow(script, windows(_event_clock(0)), first)
+            await aiowax.run(flow, epoch_interval=EPOCH, recovery_config=config)
+        assert {("w", "a"), ("w", "b")} <= rows()
+        with pytest.raises(RuntimeError, match="crash"):
+            flow = stamped_flow(script, windows(SystemClockConfig()), [])
+            await aiowax.run(flow, epoch_interval=EPOCH, recovery_config=config)
+        assert ("w", "a") in rows()
+        assert ("w", "b") not in rows()
+        flow = stamped_flow(script, windows(SystemClockConfig()), second)
+        await aiowax.run(flow, epoch_interval=EPOCH, recovery_config=config)
+    assert len(first) == 2
+    # a's item came at 100 s of the wall clock: in its minute, closed at 120.
+    assert second == [(120, ("a", (WindowMetadata(at(60), at(120)), [7])))]
+
+
 @pytest.mark.asyncio
 async def test_system_clock_window_closes_at_once_with_another_wall_clock(db_dir: Path) -> None:
     # The same on a real loop: the second run's wall clock starts two hours

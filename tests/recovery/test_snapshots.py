@@ -32,9 +32,11 @@ from aiowax.recovery import (
 )
 from aiowax.testing import TestingSink, TestingSource, run_main
 from aiowax.window import (
+    ClockConfig,
     EventClockConfig,
     SessionWindow,
     SlidingWindow,
+    SystemClockConfig,
     TumblingWindow,
     WindowConfig,
 )
@@ -174,11 +176,16 @@ def _crashing_items() -> list[Any]:
 
 
 def _window_flow(
-    items: list[Any], out: list[Any], window: WindowConfig, step_id: str = "win"
+    items: list[Any],
+    out: list[Any],
+    window: WindowConfig,
+    step_id: str = "win",
+    clock: ClockConfig | None = None,
 ) -> Dataflow:
     flow = Dataflow()
     flow.input("inp", TestingSource(items))
-    flow.collect_window(step_id, EventClockConfig(lambda t: t, timedelta(0)), window)
+    clock = clock or EventClockConfig(lambda t: t, timedelta(0))
+    flow.collect_window(step_id, clock, window)
     flow.map("seconds", lambda kv: [t.second for t in kv[1][1]])
     flow.output("out", TestingSink(out))
     return flow
@@ -218,6 +225,37 @@ def test_a_window_step_resumed_with_another_windower_is_refused(
     assert "discard_unmatched=True" in message
     # The windower put back: the resume goes on with the open window.
     run_main(_window_flow(items, out, TEN_S), epoch_interval=timedelta(0), recovery_config=config)
+    assert out == [[31, 32, 33, 34]]
+
+
+@pytest.mark.parametrize("first", ["system", "event"])
+def test_a_window_step_resumed_on_the_other_clock_is_refused(db_dir: Path, first: str) -> None:
+    # Only the windower was checked: system -> event time dropped every
+    # item before today's watermark as late, event -> system time put the
+    # new items in the old event times' windows, silently (helper-64's
+    # repros; Bytewax 0.17.2 emits them all, each clock's way). A clear
+    # refusal, as for a windower, on purpose: an open window's items were
+    # placed by the other clock's times.
+    clocks = {"system": SystemClockConfig(), "event": EventClockConfig(lambda t: t, timedelta(0))}
+    then, now = clocks[first], clocks["event" if first == "system" else "system"]
+    config = RecoveryConfig(db_dir)
+    out: list[Any] = []
+    items = _crashing_items()
+    zero = timedelta(0)
+    flow = _window_flow(items, out, TEN_S, clock=then)
+    run_main(flow, epoch_interval=zero, recovery_config=config)
+    assert out == []  # the abort came before the window closed
+    with pytest.raises(UnmatchedSnapshotsError) as info:
+        flow = _window_flow(items, out, TEN_S, clock=now)
+        run_main(flow, epoch_interval=zero, recovery_config=config)
+    message = str(info.value)
+    assert message.startswith("collect_window step 'win': ") and "('a')" in message
+    named = {"system": "SystemClockConfig", "event": "EventClockConfig"}
+    assert f"open on the {first} clock ({named[first]})" in message
+    assert "discard_unmatched=True" in message
+    # The clock put back: the resume goes on with the open window.
+    flow = _window_flow(items, out, TEN_S, clock=then)
+    run_main(flow, epoch_interval=zero, recovery_config=config)
     assert out == [[31, 32, 33, 34]]
 
 

@@ -1,7 +1,8 @@
 """Snapshots of a window step: what `WindowOp` saves of its keys, and restoring them.
 
 A key is saved with its watermark (as event time, and as wall time for the
-system clock) and its open windows and sessions; a key whose windows all
+system clock), its open windows and sessions, and what they mean (the
+windower and the clock, checked on resume); a key whose windows all
 closed is saved with its watermark alone, and one dropped from the memo of
 forgotten watermarks is `DELETED`. Sessions are saved as ``[start, end,
 [(time, seq, value), ...]]``, whatever their shape in memory (see
@@ -42,6 +43,45 @@ def _described(windower: tuple[Any, ...]) -> str:
     )
 
 
+def clock_of(op: WindowOp) -> str:
+    """Which clock a key's saved watermark and windows are on (saved with each key)."""
+    return "event" if op.event_time else "system"
+
+
+#: How the refusal names each clock.
+_CLOCKS = {"event": "EventClockConfig", "system": "SystemClockConfig"}
+
+
+def _check_clock(op: WindowOp, restored: dict[str, Any]) -> None:
+    """Refuse snapshots of open windows taken on the other clock.
+
+    An event-time window holds items by their own times, a system-time one
+    by when they came; and a watermark on one clock is no time on the
+    other (a system clock's is today: every older event time would be
+    late). Snapshots saved without their clock are taken as they are.
+    """
+    expected = clock_of(op)
+    keys = [
+        key
+        for key, saved in restored.items()
+        if saved.get("clock", expected) != expected and (saved["windows"] or saved["sessions"])
+    ]
+    if not keys:
+        return
+    taken = "system" if expected == "event" else "event"
+    listed = ", ".join(repr(k) for k in sorted(keys)[:_LISTED_KEYS])
+    more = f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else ""
+    msg = (
+        f"{op.step.kind} step {op.step_id!r}: the snapshots of {len(keys)} key(s) ({listed}{more}) "
+        f"hold windows open on the {taken} clock ({_CLOCKS[taken]}), but the step now "
+        f"runs on the {expected} clock ({_CLOCKS[expected]}); their windows cannot be "
+        "carried over. Put the clock back to resume, or give the step a new id and run "
+        "once with RecoveryConfig(..., discard_unmatched=True) to drop the old windows on "
+        "purpose."
+    )
+    raise UnmatchedSnapshotsError(msg)
+
+
 def _check_windower(op: WindowOp, restored: dict[str, Any]) -> None:
     """Refuse snapshots of open windows taken with another windower.
 
@@ -77,13 +117,23 @@ def _check_windower(op: WindowOp, restored: dict[str, Any]) -> None:
 def restore(op: WindowOp, restored: dict[str, Any]) -> None:
     """Bring back the keys of a snapshot: their watermarks, windows and sessions.
 
+    A key saved on the other clock with no window open (its watermark
+    alone) starts afresh: that watermark is no time on this clock.
+
     Raises:
         UnmatchedSnapshotsError: Keys were saved with open windows of another
-            windower (see `_check_windower`).
+            windower (see `_check_windower`) or on the other clock
+            (`_check_clock`).
     """
+    _check_clock(op, restored)
     _check_windower(op, restored)
     anchor = op.anchor()
+    clock = clock_of(op)
+    other_clock: set[str] = set()
     for key, saved in restored.items():
+        if saved.get("clock", clock) != clock:
+            other_clock.add(key)  # saved as deleted at the next snapshot
+            continue
         if op.event_time and "wm" in saved:
             # An event-time watermark goes on from where the snapshot
             # left it: the items replayed after it were on time before
@@ -110,7 +160,7 @@ def restore(op: WindowOp, restored: dict[str, Any]) -> None:
         # The system clock's watermark goes on from the newest restored.
         newest = max(state.watermark(anchor.loop) for state in op.keys.values())
         op.system_wm = KeyState(newest, loop_us(anchor.loop))
-    op.dirty = set()
+    op.dirty = other_clock
     op.reschedule(set(op.keys), anchor.loop)
 
 
@@ -118,6 +168,7 @@ def saved_states(op: WindowOp, keys: set[str]) -> dict[str, Any]:
     """What to save of ``keys``: their state, a watermark alone, or `DELETED`."""
     anchor = op.anchor()
     windower = windower_of(op)
+    clock = clock_of(op)
     out: dict[str, Any] = {}
     for key in keys:
         state = op.keys.get(key)
@@ -144,6 +195,8 @@ def saved_states(op: WindowOp, keys: set[str]) -> dict[str, Any]:
             # What the windows' indices (or the sessions) mean, for a resume
             # to check (`_check_windower`); about 40 bytes a key pickled.
             "windower": windower,
+            # And which clock they are on (`_check_clock`).
+            "clock": clock,
         }
     return out
 
