@@ -57,9 +57,12 @@ class KafkaHelper:
 
     def create_topic(self, partitions: int = 1, label: str = "t") -> str:
         """Create a topic with ``partitions`` partitions explicitly; return its name."""
+        return self.create_topic_named(self.topic_name(label), partitions)
+
+    def create_topic_named(self, name: str, partitions: int = 1) -> str:
+        """Create topic ``name`` (deleted at the end of the test); return its name."""
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        name = self.topic_name(label)
         admin = AdminClient({"bootstrap.servers": self.bootstrap})  # alive until resolved
         futures = admin.create_topics([NewTopic(name, partitions, 1)], operation_timeout=10)
         futures[name].result(15)

@@ -23,10 +23,10 @@ from aiowax._cli_progress import ProgressLine
 from aiowax._cluster.group import PartitionsLost
 from aiowax._cluster.repartition import partition_of
 from aiowax._cluster.store import KafkaStore
-from aiowax._cluster.topics import prepare_topics
+from aiowax._cluster.topics import check_topics, prepare_topics
 from aiowax._cluster.topology import Topology
 from aiowax._recovery.runtime import Recovery
-from aiowax.cluster import KafkaCluster
+from aiowax.cluster import ClusterError, KafkaCluster
 from aiowax.connectors.kafka import KafkaSink, KafkaSource
 from aiowax.dataflow import Dataflow
 from aiowax.recovery import RecoveryConfig, UnmatchedSnapshotsError
@@ -242,6 +242,78 @@ def test_markers_that_record_no_kinds_are_accepted_and_later_ones_record_them(
     again = stores(topology)
     assert _counts(again.load()) == {"k1": 6}
     assert again.step_kinds() == {STEP: "stateful_map"}
+
+
+def _recreate(kafka: KafkaHelper, topic: str, partitions: int | None) -> None:
+    """Delete ``topic``; make it again with ``partitions`` (None: leave it deleted)."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    admin.delete_topics([topic], operation_timeout=10)[topic].result(15)
+    if partitions is not None:
+        made = admin.create_topics([NewTopic(topic, partitions, 1)], operation_timeout=10)
+        made[topic].result(15)
+
+
+def test_an_assignment_whose_topics_the_brokers_lost_is_refused(kafka: KafkaHelper) -> None:
+    # helper-63: a broker back from a restart without its data (Tansu's
+    # memory storage) made the topics anew at the copies' first requests,
+    # with its default 4 partitions and no compaction, and the copies went
+    # on counting from nothing, silently. A copy checks the app's topics at
+    # each new assignment, before reading its state.
+    topology = _topology(kafka)
+    check_topics(topology)  # as planned: nothing to say
+    changelog = next(topic for topic, compacted in topology.internal_topics().items() if compacted)
+    _recreate(kafka, changelog, 4)
+    with pytest.raises(ClusterError) as info:
+        check_topics(topology)
+    message = str(info.value)
+    assert f"internal topic {changelog!r} has 4 partitions, but the app was planned on 2" in message
+    assert "count from nothing" in message
+    _recreate(kafka, changelog, 2)
+    check_topics(topology)
+    ((source,),) = (s._topics for s in topology.kafka_sources().values())
+    _recreate(kafka, source, None)
+    with pytest.raises(ClusterError, match=f"input step 'in' reads topic {source!r}, which"):
+        check_topics(topology)
+
+
+def test_a_flow_whose_app_has_internal_topics_it_does_not_use_is_refused(
+    kafka: KafkaHelper,
+) -> None:
+    # helper-63: a rolling update that renamed the keyed step joined the old
+    # copies' group, took half of the source partitions and counted their
+    # keys in a new, empty state: each key's items split between two
+    # states, silently. The old step's topics tell (app ids never begin one
+    # another with a "-"): refused before this flow's own topics are made,
+    # and at each assignment.
+    topology = _topology(kafka)
+    app = topology.cluster.app_id
+    renamed = Dataflow()
+    ((source,),) = (s._topics for s in topology.kafka_sources().values())
+    renamed.input("in", KafkaSource([kafka.bootstrap], [source]))
+    renamed.stateful_map("count_v2", lambda: 0, _count)
+    renamed.output("out", TestingSink([]))
+    cluster = KafkaCluster(brokers=[kafka.bootstrap], app_id=app, partitions=2)
+    with pytest.raises(ClusterError) as info:
+        prepare_topics(renamed, cluster)
+    message = str(info.value)
+    assert f"({app + '-count-changelog'!r}, {app + '-count-repartition'!r})" in message
+    assert "keyed step(s) 'count' renamed or removed" in message
+    assert "delete those topics" in message
+    names = _all_topic_names(kafka)
+    assert f"{app}-count_v2-changelog" not in names  # nothing made for the refused flow
+    # A copy of the old flow sees the new one's topics at its next assignment.
+    kafka.create_topic_named(f"{app}-count_v2-changelog", 2)
+    with pytest.raises(ClusterError, match=r"keyed step\(s\) 'count_v2' renamed or removed"):
+        check_topics(topology)
+
+
+def _all_topic_names(kafka: KafkaHelper) -> set[str]:
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
+    return set(admin.list_topics(timeout=15).topics)
 
 
 def test_a_step_error_in_cluster_mode_comes_out_as_it_was_raised(kafka: KafkaHelper) -> None:

@@ -22,7 +22,7 @@ import anyio
 from aiowax._cluster.config import KafkaCluster
 from aiowax._cluster.group import GroupMember, PartitionsLost
 from aiowax._cluster.store import KafkaStore
-from aiowax._cluster.topics import prepare_topics
+from aiowax._cluster.topics import check_topics, prepare_topics
 from aiowax._cluster.topology import Topology
 from aiowax._engine.aio import require_asyncio
 from aiowax._engine.clock import run_in_thread
@@ -237,6 +237,7 @@ async def _run_generation(
     store = KafkaStore(topology, assigned, member.commit, member.committed, config.serde)
     control.restoring = True
     try:
+        await run_in_thread(check_topics, topology)
         with span("aiowax.cluster.restore", app_id=topology.cluster.app_id):
             restored = await run_in_thread(store.load)
     finally:

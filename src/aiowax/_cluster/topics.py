@@ -20,10 +20,8 @@ from aiowax._errors import ClusterError
 _ADMIN_TIMEOUT_S = 30.0
 
 
-def _partition_counts(
-    admin: AdminClient, cluster: KafkaCluster, topics: list[str]
-) -> dict[str, int]:
-    """Partitions of each topic that exists (others are left out)."""
+def _all_topics(admin: AdminClient, cluster: KafkaCluster) -> dict[str, int]:
+    """Every topic the brokers have, and its partition count."""
     try:
         metadata = admin.list_topics(timeout=_ADMIN_TIMEOUT_S)
     except KafkaException as exc:
@@ -33,10 +31,62 @@ def _partition_counts(
         )
         raise ClusterError(msg) from None
     return {
-        topic: len(metadata.topics[topic].partitions)
-        for topic in topics
-        if topic in metadata.topics and metadata.topics[topic].error is None
+        name: len(topic.partitions)
+        for name, topic in metadata.topics.items()
+        if topic.error is None
     }
+
+
+def _partition_counts(
+    admin: AdminClient, cluster: KafkaCluster, topics: list[str]
+) -> dict[str, int]:
+    """Partitions of each topic that exists (others are left out)."""
+    every = _all_topics(admin, cluster)
+    return {topic: every[topic] for topic in topics if topic in every}
+
+
+#: How many topics of another flow the refusal lists.
+_LISTED = 5
+
+
+def _check_no_other_flow(topology: Topology, every: dict[str, int], sources: set[str]) -> None:
+    """Refuse internal topics of the app that no step of this flow uses.
+
+    Keyed steps renamed or removed, or a copy of another flow started with
+    this app id (a rolling update that changed the flow): the group would
+    split the source partitions between the two flows, and each key's items
+    between two states, without a word. App ids never begin one another
+    with a ``-`` (docs/scale-out.md), so the names tell.
+
+    Raises:
+        ClusterError: There are such topics.
+    """
+    cluster = topology.cluster
+    prefix = f"{cluster.app_id}-"
+    ours = topology.internal_topics()
+    other = sorted(
+        topic
+        for topic in every
+        if topic.startswith(prefix)
+        and topic.endswith(("-changelog", "-repartition"))
+        and topic not in ours
+        and topic not in sources
+    )
+    if not other:
+        return
+    steps = sorted({topic[len(prefix) :].rsplit("-", 1)[0] for topic in other})
+    listed = ", ".join(repr(t) for t in other[:_LISTED])
+    more = f" and {len(other) - _LISTED} more" if len(other) > _LISTED else ""
+    msg = (
+        f"cluster {cluster.app_id!r}: the brokers have internal topics of this app that no "
+        f"step of this flow uses ({listed}{more}): keyed step(s) "
+        f"{', '.join(map(repr, steps))} renamed or removed, or copies of another flow "
+        "running with this app id. Copies of one app id must all run one flow, or the "
+        "group splits each key's items between two states. Stop every copy of the other "
+        "flow; then, to drop that state on purpose, delete those topics (or give this "
+        "flow a new app id)"
+    )
+    raise ClusterError(msg)
 
 
 def prepare_topics(flow: Dataflow, cluster: KafkaCluster) -> Topology:
@@ -48,8 +98,10 @@ def prepare_topics(flow: Dataflow, cluster: KafkaCluster) -> Topology:
 
     Raises:
         ClusterError: A source topic is missing or read by two inputs, an
-            internal topic's partition count differs, the brokers do not
-            answer, or cluster mode cannot run the flow (see `plan`).
+            internal topic's partition count differs, the app has internal
+            topics this flow does not use (`_check_no_other_flow`), the
+            brokers do not answer, or cluster mode cannot run the flow (see
+            `plan`).
     """
     # What cluster mode cannot run is said before the brokers are asked
     # anything (they may not answer).
@@ -61,6 +113,59 @@ def prepare_topics(flow: Dataflow, cluster: KafkaCluster) -> Topology:
     finally:
         # An AdminClient hands its log lines to the logger only in a poll.
         admin.poll(0)
+
+
+def check_topics(topology: Topology) -> None:
+    """Check that the app's topics are still those it was planned on (blocking).
+
+    Run at each new assignment, before its state is read: brokers that lost
+    the app's topics (one restarted without its data) or topics deleted and
+    made again by a client's request (with the brokers' default partition
+    count, not compacted) hold none of its state, and an internal topic
+    with another partition count moves keys away from theirs. A copy that
+    went on would count from nothing without a word.
+
+    Raises:
+        ClusterError: A source topic is gone, an internal topic is gone or
+            has another partition count, the app has internal topics this
+            flow does not use (`_check_no_other_flow`), or the brokers do
+            not answer.
+    """
+    cluster = topology.cluster
+    sources = {
+        topic: topology.pipelines[index].input.step_id
+        for index, source in topology.kafka_sources().items()
+        for topic in source._topics
+    }
+    internal = list(topology.internal_topics())
+    config: dict[str, Any] = {**cluster.client_config(), "logger": LIBRDKAFKA_LOGGER}
+    admin = AdminClient(config)
+    try:
+        every = _all_topics(admin, cluster)
+    finally:
+        admin.poll(0)
+    counts = {topic: every[topic] for topic in [*sources, *internal] if topic in every}
+    lost = "the brokers lost the app's topics (one restarted without its data?) or they were"
+    for topic, step_id in sources.items():
+        if topic not in counts:
+            msg = (
+                f"cluster {cluster.app_id!r}: input step {step_id!r} reads topic {topic!r}, "
+                f"which the brokers {cluster.bootstrap} no longer have: {lost} deleted; "
+                "this copy stops rather than go on without them"
+            )
+            raise ClusterError(msg)
+    for topic in internal:
+        count = counts.get(topic)
+        if count != topology.partitions:
+            found = "is gone" if count is None else f"has {count} partitions"
+            msg = (
+                f"cluster {cluster.app_id!r}: internal topic {topic!r} {found}, but the app "
+                f"was planned on {topology.partitions}: {lost} deleted and made again by a "
+                "client's request, without the app's state; this copy stops rather than "
+                "count from nothing (delete the app's internal topics to start over)"
+            )
+            raise ClusterError(msg)
+    _check_no_other_flow(topology, every, set(sources))
 
 
 def _prepare(admin: AdminClient, flow: Dataflow, cluster: KafkaCluster) -> Topology:
@@ -80,7 +185,8 @@ def _prepare(admin: AdminClient, flow: Dataflow, cluster: KafkaCluster) -> Topol
                 )
                 raise ClusterError(msg)
             readers[topic] = step_id
-    counts = _partition_counts(admin, cluster, list(readers))
+    every = _all_topics(admin, cluster)
+    counts = {topic: every[topic] for topic in readers if topic in every}
     for topic, step_id in readers.items():
         if topic not in counts:
             msg = (
@@ -89,6 +195,9 @@ def _prepare(admin: AdminClient, flow: Dataflow, cluster: KafkaCluster) -> Topol
             )
             raise ClusterError(msg)
     topology = plan(flow, cluster, max(counts.values(), default=None))
+    # Before this flow's own topics are made: a copy of another flow of the
+    # app, still running, must not see them as a sign of another flow.
+    _check_no_other_flow(topology, every, set(readers))
     _ensure_internal(admin, topology)
     return topology
 
