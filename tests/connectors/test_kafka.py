@@ -41,6 +41,7 @@ from kafka_helpers import KafkaHelper, free_port
 
 import aiowax
 from aiowax._cluster import topics
+from aiowax._connectors.kafka.client import LIBRDKAFKA_LOGGER, RepeatFilter
 from aiowax._connectors.kafka.message import to_record
 from aiowax._connectors.kafka.sink import _KafkaSinkPartition
 from aiowax.cluster import ClusterError, KafkaCluster
@@ -482,6 +483,39 @@ def test_librdkafkas_own_log_lines_go_to_a_python_logger_not_to_stderr(
     assert any(f"Connect to ipv4#{broker} failed" in line for line in said), said
     # librdkafka's own stderr lines read "%3|<time>|FAIL|rdkafka#...".
     assert "|FAIL|" not in capfd.readouterr().err
+
+
+def test_librdkafka_lines_alike_go_through_once_a_window_then_say_how_many_were_held() -> None:
+    # helper-63: while the brokers were down, a cluster copy's clients
+    # logged about 1,100 "Connection refused" lines in 10 s, at ERROR.
+    now = [0.0]
+    repeats = RepeatFilter(window_s=30.0, clock=lambda: now[0])
+    refused = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused"
+
+    def line(text: str, client: str = "rdkafka#producer-1") -> logging.LogRecord:
+        args = ("FAIL", client, text)
+        return logging.LogRecord(
+            LIBRDKAFKA_LOGGER.name, logging.ERROR, "", 0, "%s [%s] %s", args, None
+        )
+
+    assert repeats.filter(line(f"{refused} (after 0ms in state CONNECT)"))
+    now[0] = 5.0
+    # Alike but for its numbers: held back, as often as it comes.
+    assert not repeats.filter(line(f"{refused} (after 12ms in state CONNECT)"))
+    assert not repeats.filter(line(f"{refused} (after 1ms in state CONNECT)"))
+    # Another client's, another kind of line: let through.
+    assert repeats.filter(line(f"{refused} (after 0ms in state CONNECT)", "rdkafka#consumer-2"))
+    assert repeats.filter(line("127.0.0.1:1/bootstrap: Disconnected"))
+    now[0] = 31.0
+    after = line(f"{refused} (after 3ms in state CONNECT)")
+    assert repeats.filter(after)
+    assert after.getMessage() == (
+        f"FAIL [rdkafka#producer-1] {refused} (after 3ms in state CONNECT) "
+        "(and 2 more like it in the 31 s before, not shown)"
+    )
+    # Other records of the logger pass as they are.
+    assert repeats.filter(logging.LogRecord("x", logging.INFO, "", 0, "plain", None, None))
+    assert any(isinstance(f, RepeatFilter) for f in LIBRDKAFKA_LOGGER.filters)
 
 
 @pytest.mark.parametrize("cls", ["source", "sink"])

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +20,62 @@ from aiowax._errors import KafkaConnectorError
 #: the application's logging set-up, ``--log-level`` and the progress line.
 #: Every Kafka client aiowax makes, connectors and cluster mode, gets it.
 LIBRDKAFKA_LOGGER = logging.getLogger("aiowax.kafka.librdkafka")
+
+#: Seconds during which a client's line like one already let through is held
+#: back (counted, and the count said with the next one let through).
+REPEAT_WINDOW_S = 30.0
+
+
+class RepeatFilter(logging.Filter):
+    """Lets one line of a kind per client through every `REPEAT_WINDOW_S`.
+
+    While brokers are down, every client retries its connections and says
+    so each time: a cluster copy's clients logged about 1,100 lines in
+    10 s at ERROR. Lines are alike when their client, facility and text
+    are, but for the numbers in it (durations, counts). The first line of a
+    kind that comes once the window has passed carries how many were held
+    back. librdkafka's lines arrive on its clients' threads: the counts
+    are kept under a lock.
+    """
+
+    #: Kinds remembered at most: past it the oldest half goes.
+    LIMIT = 1024
+    _NUMBERS = re.compile(r"\d+")
+
+    def __init__(
+        self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self.window_s = window_s
+        self._clock = clock
+        self._lock = threading.Lock()
+        # kind -> (when its last line was let through, lines held back since)
+        self._seen: dict[tuple[str, ...], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if not (isinstance(args, tuple) and len(args) == 3):
+            return True  # not one of librdkafka's "%s [%s] %s" lines
+        fac, name, text = (str(arg) for arg in args)
+        kind = (name, fac, self._NUMBERS.sub("#", text))
+        now = self._clock()
+        with self._lock:
+            seen = self._seen.get(kind)
+            if seen is not None and now - seen[0] < self.window_s:
+                self._seen[kind] = (seen[0], seen[1] + 1)
+                return False
+            if len(self._seen) >= self.LIMIT:
+                for old in list(self._seen)[: self.LIMIT // 2]:
+                    del self._seen[old]
+            self._seen[kind] = (now, 0)
+        if seen is not None and seen[1]:
+            since, held = seen
+            said = f"{text} (and {held} more like it in the {now - since:.0f} s before, not shown)"
+            record.args = (fac, name, said)
+        return True
+
+
+LIBRDKAFKA_LOGGER.addFilter(RepeatFilter())
 
 #: Client errors that librdkafka retries by itself: the connector waits for
 #: them to clear, up to the source's ``timeout``.
