@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from types import SimpleNamespace
+from typing import Any
 
 import anyio
 import pytest
 
+from aiowax._cluster import runtime
 from aiowax._cluster.runtime import ASSIGNMENT_PATIENCE_S, ClusterRun, wait_for_assignment
-from aiowax.cluster import KafkaCluster
+from aiowax.cluster import ClusterError, KafkaCluster
 
 CLUSTER = KafkaCluster(brokers=["broker:9092"], app_id="orders")
 
@@ -63,3 +66,41 @@ async def test_the_patience_covers_a_slow_members_revocation(
         assert len(caplog.records) == 1
         assert "after 130 s of waiting" in caplog.records[0].getMessage()
         control.request_stop()  # a stop ends the wait too
+
+
+@pytest.mark.asyncio
+async def test_each_assignment_checks_the_apps_topics_before_reading_its_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # helper-63: brokers back without their data had the app's topics made
+    # anew, and the copies counted from nothing. The check itself is tested
+    # on a broker (test_cluster_store.py); here, that a generation runs it
+    # first, and that its refusal ends the copy's work.
+    calls: list[str] = []
+
+    class Store:
+        def __init__(self, *args: Any) -> None:
+            pass
+
+        def load(self) -> Any:
+            calls.append("load")
+            return {}
+
+    def check_topics(topology: Any) -> None:
+        calls.append("check")
+        raise ClusterError("the brokers lost the app's topics")
+
+    topology = SimpleNamespace(cluster=CLUSTER, generation_flow=lambda assigned: object())
+    control = ClusterRun()
+    monkeypatch.setattr(runtime, "KafkaStore", Store)
+    monkeypatch.setattr(runtime, "check_topics", check_topics)
+    with pytest.raises(ClusterError, match="lost the app's topics"):
+        await runtime._generation(
+            topology,  # type: ignore[arg-type]
+            SimpleNamespace(commit=None, committed=None),  # type: ignore[arg-type]
+            control,
+            1.0,
+            {"orders": [0]},
+        )
+    assert calls == ["check"]
+    assert not control.restoring

@@ -270,7 +270,12 @@ def test_an_assignment_whose_topics_the_brokers_lost_is_refused(kafka: KafkaHelp
     message = str(info.value)
     assert f"internal topic {changelog!r} has 4 partitions, but the app was planned on 2" in message
     assert "count from nothing" in message
-    _recreate(kafka, changelog, 2)
+    _recreate(kafka, changelog, None)
+    with pytest.raises(ClusterError) as info:
+        check_topics(topology)
+    assert f"internal topic {changelog!r} is gone" in str(info.value)
+    assert "a copy started now makes it anew, empty" in str(info.value)
+    kafka.create_topic_named(changelog, 2)
     check_topics(topology)
     ((source,),) = (s._topics for s in topology.kafka_sources().values())
     _recreate(kafka, source, None)
@@ -306,6 +311,27 @@ def test_a_flow_whose_app_has_internal_topics_it_does_not_use_is_refused(
     # A copy of the old flow sees the new one's topics at its next assignment.
     kafka.create_topic_named(f"{app}-count_v2-changelog", 2)
     with pytest.raises(ClusterError, match=r"keyed step\(s\) 'count_v2' renamed or removed"):
+        check_topics(topology)
+
+
+def test_topics_like_the_apps_own_that_are_not_its_state_are_let_be(kafka: KafkaHelper) -> None:
+    # Another app whose id begins with this one's and a "-" (orders and
+    # orders-v2) names orders-v2-count-changelog: its step part has a "-",
+    # so it is not counted (app orders' step "v2-count" or app orders-v2's
+    # "count": a running app must not be stopped for another's topics).
+    # Nor are the flow's own source and sink topics, whatever their names.
+    app = kafka.topic_name("app")
+    source = kafka.create_topic_named(f"{app}-feed-repartition", 2)
+    sink = kafka.create_topic_named(f"{app}-audit-changelog", 1)
+    kafka.create_topic_named(f"{app}-v2-count-changelog", 2)
+    flow = Dataflow()
+    flow.input("in", KafkaSource([kafka.bootstrap], [source]))
+    flow.stateful_map(STEP, lambda: 0, _count)
+    flow.output("out", KafkaSink([kafka.bootstrap], sink))
+    topology = prepare_topics(flow, KafkaCluster(brokers=[kafka.bootstrap], app_id=app))
+    check_topics(topology)
+    kafka.create_topic_named(f"{app}-gone-repartition", 2)  # a step "gone": this app's
+    with pytest.raises(ClusterError, match=r"keyed step\(s\) 'gone' renamed or removed"):
         check_topics(topology)
 
 

@@ -503,8 +503,9 @@ def test_librdkafka_lines_alike_go_through_once_a_window_then_say_how_many_were_
     # Alike but for its numbers: held back, as often as it comes.
     assert not repeats.filter(line(f"{refused} (after 12ms in state CONNECT)"))
     assert not repeats.filter(line(f"{refused} (after 1ms in state CONNECT)"))
-    # Another client's, another kind of line: let through.
+    # Another client's, another broker's, another kind of line: let through.
     assert repeats.filter(line(f"{refused} (after 0ms in state CONNECT)", "rdkafka#consumer-2"))
+    assert repeats.filter(line(f"{refused.replace(':1', ':2')} (after 0ms in state CONNECT)"))
     assert repeats.filter(line("127.0.0.1:1/bootstrap: Disconnected"))
     now[0] = 31.0
     after = line(f"{refused} (after 3ms in state CONNECT)")

@@ -237,8 +237,9 @@ async def _run_generation(
     store = KafkaStore(topology, assigned, member.commit, member.committed, config.serde)
     control.restoring = True
     try:
-        await run_in_thread(check_topics, topology)
         with span("aiowax.cluster.restore", app_id=topology.cluster.app_id):
+            # The app's topics first: the brokers may have lost them.
+            await run_in_thread(check_topics, topology)
             restored = await run_in_thread(store.load)
     finally:
         control.restoring = False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from confluent_kafka import KafkaException
@@ -11,9 +12,10 @@ from confluent_kafka.cimpl import NewTopic
 from aiowax._cluster.config import KafkaCluster
 from aiowax._cluster.topology import Topology, plan
 from aiowax._connectors.kafka.client import LIBRDKAFKA_LOGGER, describe_error
+from aiowax._connectors.kafka.sink import KafkaSink
 from aiowax._connectors.kafka.source import KafkaSource
 from aiowax._definition.flow import Dataflow
-from aiowax._definition.steps import InputStep
+from aiowax._definition.steps import InputStep, OutputStep, Step
 from aiowax._errors import ClusterError
 
 #: How long the brokers get to answer an admin request.
@@ -49,14 +51,28 @@ def _partition_counts(
 _LISTED = 5
 
 
-def _check_no_other_flow(topology: Topology, every: dict[str, int], sources: set[str]) -> None:
+def _kafka_topics(steps: Iterable[Step]) -> set[str]:
+    """The topics the flow's own `KafkaSource` inputs read and `KafkaSink` outputs write."""
+    topics: set[str] = set()
+    for step in steps:
+        if isinstance(step, InputStep) and isinstance(step.source, KafkaSource):
+            topics.update(step.source._topics)
+        elif isinstance(step, OutputStep) and isinstance(step.sink, KafkaSink):
+            topics.add(step.sink._topic)
+    return topics
+
+
+def _check_no_other_flow(topology: Topology, every: dict[str, int], own: set[str]) -> None:
     """Refuse internal topics of the app that no step of this flow uses.
 
     Keyed steps renamed or removed, or a copy of another flow started with
     this app id (a rolling update that changed the flow): the group would
     split the source partitions between the two flows, and each key's items
-    between two states, without a word. App ids never begin one another
-    with a ``-`` (docs/scale-out.md), so the names tell.
+    between two states, without a word. Only names whose step part has no
+    ``-`` are counted: ``orders-v2-count-changelog`` may be app
+    ``orders-v2``'s (step ``count``) as well as app ``orders``'s (step
+    ``v2-count``), and another app must not be stopped for it. ``own``:
+    the flow's own Kafka topics (`_kafka_topics`), never counted.
 
     Raises:
         ClusterError: There are such topics.
@@ -64,27 +80,28 @@ def _check_no_other_flow(topology: Topology, every: dict[str, int], sources: set
     cluster = topology.cluster
     prefix = f"{cluster.app_id}-"
     ours = topology.internal_topics()
-    other = sorted(
-        topic
-        for topic in every
-        if topic.startswith(prefix)
-        and topic.endswith(("-changelog", "-repartition"))
-        and topic not in ours
-        and topic not in sources
-    )
+    other: dict[str, str] = {}
+    for topic in every:
+        if not topic.startswith(prefix) or topic in ours or topic in own:
+            continue
+        for suffix in ("-changelog", "-repartition"):
+            step_id = topic[len(prefix) : -len(suffix)]
+            if topic.endswith(suffix) and step_id and "-" not in step_id:
+                other[topic] = step_id
     if not other:
         return
-    steps = sorted({topic[len(prefix) :].rsplit("-", 1)[0] for topic in other})
-    listed = ", ".join(repr(t) for t in other[:_LISTED])
-    more = f" and {len(other) - _LISTED} more" if len(other) > _LISTED else ""
+    topics = sorted(other)
+    listed = ", ".join(repr(t) for t in topics[:_LISTED])
+    more = f" and {len(topics) - _LISTED} more" if len(topics) > _LISTED else ""
+    steps = ", ".join(map(repr, sorted(set(other.values()))))
     msg = (
         f"cluster {cluster.app_id!r}: the brokers have internal topics of this app that no "
-        f"step of this flow uses ({listed}{more}): keyed step(s) "
-        f"{', '.join(map(repr, steps))} renamed or removed, or copies of another flow "
-        "running with this app id. Copies of one app id must all run one flow, or the "
-        "group splits each key's items between two states. Stop every copy of the other "
-        "flow; then, to drop that state on purpose, delete those topics (or give this "
-        "flow a new app id)"
+        f"step of this flow uses ({listed}{more}): keyed step(s) {steps} renamed or "
+        "removed, or copies of another flow running with this app id. Copies of one app "
+        "id must all run one flow, or the group splits each key's items between two "
+        "states. Stop every copy of the other flow; then, to drop that state on purpose, "
+        f"delete those topics (or give this flow a new app id, one that does not begin "
+        f"with {prefix!r})"
     )
     raise ClusterError(msg)
 
@@ -137,6 +154,9 @@ def check_topics(topology: Topology) -> None:
         for index, source in topology.kafka_sources().items()
         for topic in source._topics
     }
+    own = _kafka_topics(
+        step for pipeline in topology.pipelines for step in (pipeline.input, *pipeline.steps)
+    )
     internal = list(topology.internal_topics())
     config: dict[str, Any] = {**cluster.client_config(), "logger": LIBRDKAFKA_LOGGER}
     admin = AdminClient(config)
@@ -156,16 +176,23 @@ def check_topics(topology: Topology) -> None:
             raise ClusterError(msg)
     for topic in internal:
         count = counts.get(topic)
-        if count != topology.partitions:
-            found = "is gone" if count is None else f"has {count} partitions"
+        if count is None:
             msg = (
-                f"cluster {cluster.app_id!r}: internal topic {topic!r} {found}, but the app "
-                f"was planned on {topology.partitions}: {lost} deleted and made again by a "
-                "client's request, without the app's state; this copy stops rather than "
-                "count from nothing (delete the app's internal topics to start over)"
+                f"cluster {cluster.app_id!r}: internal topic {topic!r} is gone: {lost} "
+                "deleted, and the state it held with them; this copy stops rather than "
+                "count from nothing (a copy started now makes it anew, empty)"
             )
             raise ClusterError(msg)
-    _check_no_other_flow(topology, every, set(sources))
+        if count != topology.partitions:
+            msg = (
+                f"cluster {cluster.app_id!r}: internal topic {topic!r} has {count} partitions, "
+                f"but the app was planned on {topology.partitions} partitions: {lost} "
+                "deleted and made again by a client's request, without the app's state; "
+                "this copy stops rather than count from nothing (delete the app's internal "
+                "topics to start over)"
+            )
+            raise ClusterError(msg)
+    _check_no_other_flow(topology, every, own)
 
 
 def _prepare(admin: AdminClient, flow: Dataflow, cluster: KafkaCluster) -> Topology:
@@ -197,7 +224,7 @@ def _prepare(admin: AdminClient, flow: Dataflow, cluster: KafkaCluster) -> Topol
     topology = plan(flow, cluster, max(counts.values(), default=None))
     # Before this flow's own topics are made: a copy of another flow of the
     # app, still running, must not see them as a sign of another flow.
-    _check_no_other_flow(topology, every, set(readers))
+    _check_no_other_flow(topology, every, _kafka_topics(flow.steps))
     _ensure_internal(admin, topology)
     return topology
 

@@ -32,15 +32,17 @@ class RepeatFilter(logging.Filter):
     While brokers are down, every client retries its connections and says
     so each time: a cluster copy's clients logged about 1,100 lines in
     10 s at ERROR. Lines are alike when their client, facility and text
-    are, but for the numbers in it (durations, counts). The first line of a
-    kind that comes once the window has passed carries how many were held
-    back. librdkafka's lines arrive on its clients' threads: the counts
-    are kept under a lock.
+    are, but for the durations in it (a broker's or a topic's name counts).
+    The first line of a kind that comes once the window has passed carries
+    how many were held back (if none comes, the count is not said).
+    librdkafka's lines arrive on its clients' threads: the counts are kept
+    under a lock.
     """
 
     #: Kinds remembered at most: past it the oldest half goes.
     LIMIT = 1024
-    _NUMBERS = re.compile(r"\d+")
+    #: What may differ between lines alike: durations ("after 14412ms").
+    _DURATIONS = re.compile(r"\b\d+(?:\.\d+)?\s?m?s\b")
 
     def __init__(
         self, window_s: float = REPEAT_WINDOW_S, clock: Callable[[], float] = time.monotonic
@@ -57,7 +59,7 @@ class RepeatFilter(logging.Filter):
         if not (isinstance(args, tuple) and len(args) == 3):
             return True  # not one of librdkafka's "%s [%s] %s" lines
         fac, name, text = (str(arg) for arg in args)
-        kind = (name, fac, self._NUMBERS.sub("#", text))
+        kind = (name, fac, self._DURATIONS.sub("#", text))
         now = self._clock()
         with self._lock:
             seen = self._seen.get(kind)
