@@ -69,17 +69,13 @@ def _check_clock(op: WindowOp, restored: dict[str, Any]) -> None:
     if not keys:
         return
     taken = "system" if expected == "event" else "event"
-    listed = ", ".join(repr(k) for k in sorted(keys)[:_LISTED_KEYS])
-    more = f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else ""
-    msg = (
-        f"{op.step.kind} step {op.step_id!r}: the snapshots of {len(keys)} key(s) ({listed}{more}) "
-        f"hold windows open on the {taken} clock ({_CLOCKS[taken]}), but the step now "
-        f"runs on the {expected} clock ({_CLOCKS[expected]}); their windows cannot be "
-        "carried over. Put the clock back to resume, or give the step a new id and run "
-        "once with RecoveryConfig(..., discard_unmatched=True) to drop the old windows on "
-        "purpose."
+    raise _refused(
+        op,
+        keys,
+        f"windows open on the {taken} clock ({_CLOCKS[taken]}), but the step now runs on "
+        f"the {expected} clock ({_CLOCKS[expected]})",
+        "the clock",
     )
-    raise UnmatchedSnapshotsError(msg)
 
 
 def _check_windower(op: WindowOp, restored: dict[str, Any]) -> None:
@@ -102,16 +98,24 @@ def _check_windower(op: WindowOp, restored: dict[str, Any]) -> None:
     if not other:
         return
     taken, keys = next(iter(other.items()))
+    raise _refused(
+        op,
+        keys,
+        f"open {_described(taken)}, but the step now has {_described(expected)}",
+        "the windower",
+    )
+
+
+def _refused(op: WindowOp, keys: list[str], held: str, what: str) -> UnmatchedSnapshotsError:
+    """The refusal of ``keys``' snapshots, which hold ``held``; ``what`` to put back."""
     listed = ", ".join(repr(k) for k in sorted(keys)[:_LISTED_KEYS])
     more = f" and {len(keys) - _LISTED_KEYS} more" if len(keys) > _LISTED_KEYS else ""
-    msg = (
+    return UnmatchedSnapshotsError(
         f"{op.step.kind} step {op.step_id!r}: the snapshots of {len(keys)} key(s) ({listed}{more}) "
-        f"hold open {_described(taken)}, but the step now has "
-        f"{_described(expected)}; their windows cannot be carried over. Put the "
-        "windower back to resume, or give the step a new id and run once with "
+        f"hold {held}; their windows cannot be carried over. Put {what} back to resume, "
+        "or give the step a new id and run once with "
         "RecoveryConfig(..., discard_unmatched=True) to drop the old windows on purpose."
     )
-    raise UnmatchedSnapshotsError(msg)
 
 
 def restore(op: WindowOp, restored: dict[str, Any]) -> None:
