@@ -550,6 +550,15 @@ def test_a_flow_name_with_a_lone_surrogate_is_a_value_error() -> None:
     with pytest.raises(ValueError, match=r"Dataflow: name .* at index 3 is a lone surrogate"):
         Dataflow(NOT_UTF8)
     assert Dataflow("in-\u00ff").name == "in-\u00ff"  # any valid text is a name
+    # Set later, it is checked the same (helper-66): it goes into the same labels.
+    flow = Dataflow("orders")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        flow.name = NOT_UTF8
+    with pytest.raises(TypeError, match="name must be a str"):
+        flow.name = 7  # type: ignore[assignment]
+    assert flow.name == "orders"
+    flow.name = None
+    assert flow.name is None
 
 
 @pytest.mark.parametrize("method", WITH_STEP_ID)

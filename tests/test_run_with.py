@@ -56,3 +56,10 @@ async def test_unknown_step_ids_are_value_errors() -> None:
         await run_with(production_flow(), {"nope": []})
     with pytest.raises(ValueError, match="no output step 'max'"):
         await run_with(production_flow(), {}, outputs=["max"])
+
+
+def test_the_flow_it_runs_keeps_the_flows_name() -> None:
+    # Its stats, metrics and live page name the flow as the production run's do.
+    flow = production_flow()
+    flow.name = "sensors"
+    assert flow._with_fields({"audit": {"sink": StdOutSink()}}).name == "sensors"

@@ -517,6 +517,13 @@ def test_librdkafka_lines_alike_go_through_once_a_window_then_say_how_many_were_
     # Other records of the logger pass as they are.
     assert repeats.filter(logging.LogRecord("x", logging.INFO, "", 0, "plain", None, None))
     assert any(isinstance(f, RepeatFilter) for f in LIBRDKAFKA_LOGGER.filters)
+    # Kinds without end (a line per topic, say) keep the memory bounded:
+    # past LIMIT the oldest half is forgotten, and they go through again.
+    for topic in range(RepeatFilter.LIMIT + 10):
+        assert repeats.filter(line(f"Topic t{topic} not found"))
+    assert len(repeats._seen) <= RepeatFilter.LIMIT
+    assert repeats.filter(line("Topic t0 not found"))  # forgotten: let through
+    assert not repeats.filter(line(f"Topic t{RepeatFilter.LIMIT + 9} not found"))
 
 
 @pytest.mark.parametrize("cls", ["source", "sink"])

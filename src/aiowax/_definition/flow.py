@@ -119,6 +119,22 @@ class Dataflow:
             ValueError: ``name`` is empty, or not valid Unicode text (a
                 lone surrogate).
         """
+        self._name: str | None = None
+        self.name = name
+        self._steps: list[Step] = []
+        self._ids: set[str] = set()
+
+    @property
+    def name(self) -> str | None:
+        """The flow's name (None: not named; stats call it ``"flow"``).
+
+        Checked when set, as in the constructor: a name set later goes into
+        the same stats, metrics labels and live page.
+        """
+        return self._name
+
+    @name.setter
+    def name(self, name: str | None) -> None:
         if name is not None:
             if not isinstance(name, str):
                 msg = f"Dataflow: name must be a str, got {type(name).__name__}"
@@ -127,10 +143,7 @@ class Dataflow:
                 msg = "Dataflow: name must not be empty"
                 raise ValueError(msg)
             utf8_text("Dataflow", "name", name)
-        #: The flow's name (None: not named; stats call it ``"flow"``).
-        self.name = name
-        self._steps: list[Step] = []
-        self._ids: set[str] = set()
+        self._name = name
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -149,7 +162,7 @@ class Dataflow:
 
     def _with_fields(self, replaced: Mapping[str, Mapping[str, Any]]) -> Dataflow:
         """A copy of this flow with some steps' fields replaced, by step id."""
-        copy = Dataflow()
+        copy = Dataflow(self.name)
         copy._ids = set(self._ids)
         copy._steps = [
             replace(s, **replaced[s.step_id]) if s.step_id in replaced else s for s in self._steps
